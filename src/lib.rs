@@ -1,0 +1,29 @@
+//! fastpm — a FastCGI process manager that tells the truth about the listen backlog.
+//!
+//! The map (DESIGN.md §4), one concern per module:
+//!
+//! - [`config`]: the TOML schema, loading with file:line:column errors, the embedded default.
+//! - [`listen`]: listen addresses, bind + backlog + the `somaxconn` clamp check, unix socket
+//!   permissions, `allowed_clients`.
+//! - [`probe`]: the kernel's view of a listening socket through `sock_diag` (queue depth,
+//!   effective backlog, drops) and the sampler that records it on the scoreboard.
+//! - [`fastcgi`]: the protocol — records, name-value pairs, request assembly, response
+//!   encoding — as pure parsers; the blocking connection driver; the client.
+//! - [`scoreboard`]: the shared-memory counters and per-worker slots.
+//! - [`worker`]: the accept lock and the serve loop.
+//! - [`app`]: what runs a request (built-in `hello`, `echo`, `sleep`).
+//! - [`status`]: one snapshot, rendered as text / JSON / OpenMetrics, served over FastCGI and
+//!   the master's HTTP listener.
+//! - [`master`]: the supervisor: starts pools and workers, the sampler, signals, shutdown.
+//! - [`sys`]: the only place with `unsafe`.
+
+pub mod app;
+pub mod config;
+pub mod fastcgi;
+pub mod listen;
+pub mod master;
+pub mod probe;
+pub mod scoreboard;
+pub mod status;
+pub mod sys;
+pub mod worker;

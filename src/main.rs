@@ -1,0 +1,3 @@
+//! The `fastpm` command line: parses arguments, runs a subcommand, maps errors to one line and
+//! an exit code.
+fn main() {}

@@ -1,0 +1,362 @@
+//! The scoreboard: one shared-memory mapping of plain atomics that every part of a pool writes
+//! its own facts into and the status readers only read.
+//!
+//! Layout: for each pool a [`PoolBoard`] (counters and the sampler's queue readings) followed by
+//! one [`WorkerSlot`] per possible worker. Workers write their own slot and the pool's counters;
+//! the master's sampler writes the queue readings. Nothing here takes a lock, so a reader never
+//! slows a worker down, and the status answers even when every worker is busy.
+//!
+//! Why shared memory (a memfd) and not a heap struct: worker *processes* map the same memfd, so
+//! thread and process workers use one code path.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::sys::shm::{SharedMapping, ZeroValidAtomic};
+
+/// Stored in a `u64` counter whose value is not known (e.g. `listen drops` on a unix socket).
+pub const UNKNOWN: u64 = u64::MAX;
+
+/// Per-pool counters. Field names follow the status keys of DESIGN.md §5.
+#[repr(C, align(64))]
+pub struct PoolBoard {
+    /// Unix seconds when the pool started (`start time`).
+    pub start_time: AtomicU64,
+    /// Requests accepted by workers (`accepted conn`, as php-fpm counts: per request).
+    pub accepted_conn: AtomicU64,
+    /// Connections taken off the accept queue; the k-th accept takes sequence number k. Feeds the
+    /// queue-wait accounting (arrivals = accepted + queued).
+    pub accept_seq: AtomicU64,
+    /// Last sampled accept queue depth (`listen queue`).
+    pub listen_queue: AtomicU64,
+    /// Highest sampled depth since start (`max listen queue`).
+    pub max_listen_queue: AtomicU64,
+    /// Effective backlog as the kernel holds it (`listen queue len`).
+    pub listen_queue_len: AtomicU64,
+    /// Kernel-counted drops (TCP); [`UNKNOWN`] for unix sockets (`listen drops`).
+    pub listen_drops: AtomicU64,
+    /// Sampler ticks that found the queue at capacity (`queue full samples`).
+    pub queue_full_samples: AtomicU64,
+    /// Sampler ticks in total (so a reader can tell the sampler is alive).
+    pub samples: AtomicU64,
+    /// Highest number of workers seen busy at once (`max active processes`).
+    pub max_active_processes: AtomicU64,
+    /// Times the pool wanted more workers than `max_children` (`max children reached`).
+    pub max_children_reached: AtomicU64,
+    /// Requests slower than `slow_request` (`slow requests`).
+    pub slow_requests: AtomicU64,
+    /// Requests refused by the overload policy (`shed requests`).
+    pub shed_requests: AtomicU64,
+    /// Requests whose client left before the app started (`abandoned requests`).
+    pub abandoned_requests: AtomicU64,
+    /// TCP peers refused by `allowed_clients`.
+    pub refused_clients: AtomicU64,
+    /// Connections closed because of malformed or over-limit FastCGI input.
+    pub protocol_errors: AtomicU64,
+}
+
+// SAFETY: every field is an atomic integer; zeroed bytes are a valid value.
+unsafe impl ZeroValidAtomic for PoolBoard {}
+
+/// What a worker is doing, as php-fpm names it on its status page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum WorkerState {
+    /// Slot not in use.
+    Free = 0,
+    /// Waiting for the accept lock or for a connection.
+    Idle = 1,
+    /// Connection accepted, reading the FastCGI request.
+    Reading = 2,
+    /// The app runs the request.
+    Running = 3,
+    /// Writing the response / closing.
+    Finishing = 4,
+}
+
+impl WorkerState {
+    pub fn from_u32(v: u32) -> Self {
+        match v {
+            1 => Self::Idle,
+            2 => Self::Reading,
+            3 => Self::Running,
+            4 => Self::Finishing,
+            _ => Self::Free,
+        }
+    }
+
+    /// php-fpm's wording.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Free => "Free",
+            Self::Idle => "Idle",
+            Self::Reading => "Reading headers",
+            Self::Running => "Running",
+            Self::Finishing => "Finishing",
+        }
+    }
+
+    /// php-fpm counts every non-idle worker as active.
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Reading | Self::Running | Self::Finishing)
+    }
+}
+
+/// A short text (method, URI, script) stored in atomics; a torn read is detected by the slot's
+/// sequence lock, never by a lock the writer must take.
+#[repr(C)]
+pub struct AtomicText<const WORDS: usize> {
+    len: AtomicU32,
+    words: [AtomicU64; WORDS],
+}
+
+impl<const WORDS: usize> AtomicText<WORDS> {
+    pub const CAPACITY: usize = WORDS * 8;
+
+    fn store(&self, text: &[u8]) {
+        let text = &text[..text.len().min(Self::CAPACITY)];
+        for (i, chunk) in text.chunks(8).enumerate() {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.words[i].store(u64::from_le_bytes(word), Relaxed);
+        }
+        self.len.store(text.len() as u32, Relaxed);
+    }
+
+    fn load(&self) -> String {
+        let len = (self.len.load(Relaxed) as usize).min(Self::CAPACITY);
+        let mut out = Vec::with_capacity(len);
+        for word in self.words.iter().take(len.div_ceil(8)) {
+            out.extend_from_slice(&word.load(Relaxed).to_le_bytes());
+        }
+        out.truncate(len);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// One worker's own record. Only that worker writes it (the master resets it when the worker is
+/// gone).
+#[repr(C, align(64))]
+pub struct WorkerSlot {
+    /// Process id (thread workers: the master's pid).
+    pub pid: AtomicU32,
+    /// A [`WorkerState`].
+    pub state: AtomicU32,
+    /// Unix microseconds when the worker started.
+    pub started_us: AtomicU64,
+    /// Requests served by this worker.
+    pub requests: AtomicU64,
+    /// Unix microseconds when the current (or last) request started.
+    pub request_start_us: AtomicU64,
+    /// Duration of the last finished request, microseconds.
+    pub last_duration_us: AtomicU64,
+    /// Sequence lock for the texts below: odd while the worker writes them.
+    text_seq: AtomicU64,
+    method: AtomicText<2>,
+    uri: AtomicText<32>,
+    script: AtomicText<32>,
+}
+
+// SAFETY: every field is an atomic integer or an array of them; zeroed bytes are valid.
+unsafe impl ZeroValidAtomic for WorkerSlot {}
+
+/// A consistent copy of a slot's texts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestTexts {
+    pub method: String,
+    pub uri: String,
+    pub script: String,
+}
+
+impl WorkerSlot {
+    pub fn set_state(&self, state: WorkerState) {
+        self.state.store(state as u32, Release);
+    }
+
+    pub fn state(&self) -> WorkerState {
+        WorkerState::from_u32(self.state.load(Acquire))
+    }
+
+    /// Record the request being started: its texts and start time.
+    pub fn begin_request(&self, method: &[u8], uri: &[u8], script: &[u8]) {
+        let seq = self.text_seq.fetch_add(1, AcqRel);
+        debug_assert!(seq % 2 == 0, "one writer per slot");
+        self.method.store(method);
+        self.uri.store(uri);
+        self.script.store(script);
+        self.text_seq.fetch_add(1, Release);
+        self.request_start_us.store(now_us(), Relaxed);
+        self.set_state(WorkerState::Running);
+    }
+
+    /// Record the end of the request: counts and duration.
+    pub fn end_request(&self) {
+        let start = self.request_start_us.load(Relaxed);
+        self.last_duration_us
+            .store(now_us().saturating_sub(start), Relaxed);
+        self.requests.fetch_add(1, Relaxed);
+    }
+
+    /// Read the texts without tearing (retries while the writer is mid-update).
+    pub fn texts(&self) -> RequestTexts {
+        for _ in 0..64 {
+            let before = self.text_seq.load(Acquire);
+            if before % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let texts = RequestTexts {
+                method: self.method.load(),
+                uri: self.uri.load(),
+                script: self.script.load(),
+            };
+            if self.text_seq.load(Acquire) == before {
+                return texts;
+            }
+        }
+        RequestTexts::default()
+    }
+
+    /// Claim the slot for a new worker.
+    pub fn claim(&self, pid: u32) {
+        self.pid.store(pid, Relaxed);
+        self.started_us.store(now_us(), Relaxed);
+        self.requests.store(0, Relaxed);
+        self.request_start_us.store(0, Relaxed);
+        self.last_duration_us.store(0, Relaxed);
+        self.set_state(WorkerState::Idle);
+    }
+
+    /// Give the slot back (worker gone).
+    pub fn release(&self) {
+        self.set_state(WorkerState::Free);
+        self.pid.store(0, Relaxed);
+    }
+}
+
+/// Where one pool lives inside the mapping.
+#[derive(Clone, Copy, Debug)]
+struct PoolLayout {
+    board_offset: usize,
+    slots_offset: usize,
+    slot_count: usize,
+}
+
+/// The whole scoreboard: every pool's board and slots in one mapping.
+pub struct Scoreboard {
+    map: SharedMapping,
+    pools: Vec<PoolLayout>,
+}
+
+impl Scoreboard {
+    /// Lay out `slot_counts[i]` worker slots for pool `i` in a fresh zeroed mapping.
+    pub fn create(slot_counts: &[usize]) -> std::io::Result<Self> {
+        let (pools, len) = layout(slot_counts);
+        let map = SharedMapping::create("fastpm-scoreboard", len)?;
+        let board = Self { map, pools };
+        let now = now_us() / 1_000_000;
+        for i in 0..board.pools.len() {
+            board.pool(i).start_time.store(now, Relaxed);
+            board.pool(i).listen_drops.store(UNKNOWN, Relaxed);
+        }
+        Ok(board)
+    }
+
+    pub fn pool_count(&self) -> usize {
+        self.pools.len()
+    }
+
+    pub fn pool(&self, index: usize) -> &PoolBoard {
+        &self
+            .map
+            .slice_at::<PoolBoard>(self.pools[index].board_offset, 1)[0]
+    }
+
+    pub fn slots(&self, index: usize) -> &[WorkerSlot] {
+        let p = self.pools[index];
+        self.map
+            .slice_at::<WorkerSlot>(p.slots_offset, p.slot_count)
+    }
+
+    /// Count (idle, active) workers of a pool from its slots.
+    pub fn idle_active(&self, index: usize) -> (u64, u64) {
+        let mut idle = 0;
+        let mut active = 0;
+        for slot in self.slots(index) {
+            match slot.state() {
+                WorkerState::Free => {}
+                WorkerState::Idle => idle += 1,
+                _ => active += 1,
+            }
+        }
+        (idle, active)
+    }
+
+    /// The raw descriptor of the mapping, for handing to worker processes.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.map.raw_fd()
+    }
+}
+
+fn layout(slot_counts: &[usize]) -> (Vec<PoolLayout>, usize) {
+    let mut offset = 0;
+    let mut pools = Vec::with_capacity(slot_counts.len());
+    for &slot_count in slot_counts {
+        let board_offset = offset;
+        offset += std::mem::size_of::<PoolBoard>();
+        let slots_offset = offset;
+        offset += slot_count * std::mem::size_of::<WorkerSlot>();
+        pools.push(PoolLayout {
+            board_offset,
+            slots_offset,
+            slot_count,
+        });
+    }
+    (pools, offset)
+}
+
+/// Wall-clock microseconds since the Unix epoch.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Raise `cell` to at least `value`.
+pub fn raise_max(cell: &AtomicU64, value: u64) {
+    cell.fetch_max(value, Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_do_not_overlap_and_start_zeroed() {
+        let board = Scoreboard::create(&[4, 2]).unwrap();
+        board.pool(0).accepted_conn.fetch_add(5, Relaxed);
+        assert_eq!(board.pool(1).accepted_conn.load(Relaxed), 0);
+        assert_eq!(board.slots(0).len(), 4);
+        assert_eq!(board.slots(1).len(), 2);
+        assert_eq!(board.pool(1).listen_drops.load(Relaxed), UNKNOWN);
+        assert_eq!(board.idle_active(0), (0, 0));
+    }
+
+    #[test]
+    fn slot_texts_round_trip_and_truncate() {
+        let board = Scoreboard::create(&[1]).unwrap();
+        let slot = &board.slots(0)[0];
+        slot.claim(42);
+        let long_uri = vec![b'u'; 1000];
+        slot.begin_request(b"POST", &long_uri, b"/srv/index.php");
+        let t = slot.texts();
+        assert_eq!(t.method, "POST");
+        assert_eq!(t.uri.len(), AtomicText::<32>::CAPACITY);
+        assert_eq!(t.script, "/srv/index.php");
+        assert_eq!(slot.state(), WorkerState::Running);
+        assert_eq!(board.idle_active(0), (0, 1));
+        slot.end_request();
+        assert_eq!(slot.requests.load(Relaxed), 1);
+    }
+}

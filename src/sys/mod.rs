@@ -1,0 +1,4 @@
+//! The unsafe edge: every `unsafe` block of fastpm lives under this module, each with a
+//! `// SAFETY:` comment. Everything above it speaks safe Rust.
+
+pub mod shm;
