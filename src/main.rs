@@ -1,3 +1,143 @@
-//! The `fastpm` command line: parses arguments, runs a subcommand, maps errors to one line and
-//! an exit code.
-fn main() {}
+//! The `fastpm` command line (DESIGN.md §2): parses arguments, runs a subcommand, and is the one
+//! place where an error becomes a single line on stderr and an exit code (0 ok, 1 runtime
+//! failure, 2 bad config or usage).
+
+mod cli_request;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use fastpm::config::{self, Config, ConfigError, LogFormat};
+use fastpm::master::{self, StartOptions};
+
+#[derive(Parser)]
+#[command(name = "fastpm", version, about = "A FastCGI process manager that shows the kernel's real accept queue")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the master in the foreground.
+    Run {
+        /// Config file (default: the embedded default config).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Listen backlog for every pool; wins over LISTENQ and the config.
+        #[arg(long)]
+        backlog: Option<u32>,
+    },
+    /// Validate a config and print the effective settings.
+    Check {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        backlog: Option<u32>,
+    },
+    /// Read the master's status listener.
+    Status {
+        #[arg(long, default_value = "http://127.0.0.1:9180/status")]
+        url: String,
+        /// Redraw every second.
+        #[arg(long)]
+        watch: bool,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send one FastCGI request and print the response (like cgi-fcgi).
+    Request(cli_request::RequestArgs),
+}
+
+/// An error that means "bad config or usage" (exit 2) rather than a runtime failure.
+fn is_usage_error(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause.is::<ConfigError>()
+            || cause.is::<config::BacklogError>()
+            || cause.is::<cli_request::UsageError>()
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("fastpm: {err:#}");
+            ExitCode::from(if is_usage_error(&err) { 2 } else { 1 })
+        }
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(p) => config::load_file(p)?,
+        None => config::load_embedded()?,
+    })
+}
+
+fn listenq() -> Option<String> {
+    std::env::var("LISTENQ").ok()
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { config, backlog } => {
+            let config = load(config.as_ref())?;
+            init_logging(&config);
+            let options = StartOptions {
+                cli_backlog: backlog,
+                listenq_env: listenq(),
+            };
+            master::run(config, options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config, backlog } => {
+            let config = load(config.as_ref())?;
+            let text = config::render_effective(&config, backlog, listenq().as_deref())?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { url, watch, json } => {
+            let url = if json && !url.contains("json") {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}json")
+            } else {
+                url
+            };
+            if watch {
+                fastpm::status::watch(&url, std::time::Duration::from_secs(1), &mut std::io::stdout())
+                    .with_context(|| format!("cannot read {url}"))?;
+            } else {
+                let body = fastpm::status::fetch(&url).with_context(|| format!("cannot read {url}"))?;
+                print!("{body}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Request(args) => cli_request::run(args),
+    }
+}
+
+/// Log to stderr at the config's level (RUST_LOG overrides), as text or JSON.
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(config.global.log_level.to_string()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.global.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the system packages fastpm's run and tests need, when they are missing:
+#   run : php-cgi (the default config serves php-examples/ through it)
+#   test: nginx, php-cgi, php-fpm (the benchmark peer), cgi-fcgi (libfcgi-bin), ss (iproute2),
+#         unshare/sysctl (util-linux, procps)
+# Usage: scripts/deps.sh run|test
+set -euo pipefail
+want=${1:-test}
+missing=()
+need() { command -v "$1" >/dev/null 2>&1 || [ -x "$1" ] || missing+=("$2"); }
+need php-cgi php8.2-cgi
+if [ "$want" = test ]; then
+  need nginx nginx
+  need cgi-fcgi libfcgi-bin
+  need /usr/sbin/php-fpm8.2 php8.2-fpm
+  need ss iproute2
+  need sysctl procps
+  need unshare util-linux
+  need curl curl
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "scripts/deps.sh: installing ${missing[*]}" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,25 @@
+//! The status listener's view of the pools: a snapshot of each, read from the scoreboard.
+
+use std::sync::Arc;
+
+use crate::status::{PoolSnapshot, SnapshotSource};
+use crate::worker::PoolContext;
+
+/// Every pool of the master, for the HTTP status listener.
+pub struct Pools(pub Vec<Arc<PoolContext>>);
+
+impl SnapshotSource for Pools {
+    fn snapshots(&self, full: bool) -> Vec<PoolSnapshot> {
+        self.0
+            .iter()
+            .map(|ctx| {
+                PoolSnapshot::collect(
+                    &ctx.info,
+                    ctx.board(),
+                    ctx.scoreboard.slots(ctx.index),
+                    full,
+                )
+            })
+            .collect()
+    }
+}

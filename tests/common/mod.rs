@@ -1,0 +1,224 @@
+//! Shared by the integration tests: start the real `fastpm` binary on a config written into a
+//! temporary directory, wait until it is ready, read its log, stop it; find the external tools a
+//! test needs (and fail — never skip — when one is missing); read `ss -ln`.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const FASTPM: &str = env!("CARGO_BIN_EXE_fastpm");
+
+/// The path of a tool the test needs. Panics with the install hint when it is missing: a test
+/// that needs nginx fails without nginx, it does not pass by skipping.
+pub fn require(tool: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(tool);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("this test needs `{tool}`; install the test dependencies with scripts/deps.sh test");
+}
+
+/// A running fastpm master for one test.
+pub struct Server {
+    pub child: Child,
+    /// Holds the config, sockets and the log; removed when the server is dropped.
+    pub dir: tempfile::TempDir,
+    pub log_path: PathBuf,
+}
+
+/// How to start a server.
+pub struct Launch<'a> {
+    /// Config text; `{dir}` is replaced by the temporary directory.
+    pub config: &'a str,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Run under `unshare -n` with this somaxconn (private network namespace).
+    pub netns_somaxconn: Option<u32>,
+}
+
+impl<'a> Launch<'a> {
+    pub fn new(config: &'a str) -> Self {
+        Self {
+            config,
+            args: Vec::new(),
+            env: Vec::new(),
+            netns_somaxconn: None,
+        }
+    }
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_string(), v.to_string()));
+        self
+    }
+    pub fn netns_somaxconn(mut self, n: u32) -> Self {
+        self.netns_somaxconn = Some(n);
+        self
+    }
+    pub fn start(self) -> Server {
+        Server::launch(self)
+    }
+}
+
+impl Server {
+    pub fn start(config: &str) -> Server {
+        Launch::new(config).start()
+    }
+
+    fn launch(launch: Launch<'_>) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("fastpm.toml");
+        let text = launch
+            .config
+            .replace("{dir}", dir.path().to_str().unwrap());
+        std::fs::write(&config_path, text).unwrap();
+        let log_path = dir.path().join("fastpm.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut cmd = match launch.netns_somaxconn {
+            None => Command::new(FASTPM),
+            Some(n) => {
+                let mut c = Command::new(require("unshare"));
+                c.arg("-n").arg("sh").arg("-c").arg(format!(
+                    "ip link set lo up 2>/dev/null; sysctl -q -w net.core.somaxconn={n} && exec \"$0\" \"$@\""
+                ));
+                c.arg(FASTPM);
+                c
+            }
+        };
+        cmd.arg("run").arg("-c").arg(&config_path);
+        cmd.args(&launch.args);
+        cmd.env_remove("LISTENQ").env_remove("RUST_LOG");
+        for (k, v) in &launch.env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let child = cmd.spawn().expect("start fastpm");
+        let mut server = Server {
+            child,
+            dir,
+            log_path,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if self.log().contains("ready:") {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("fastpm exited ({status}) before it was ready; log:\n{}", self.log());
+            }
+            if Instant::now() > deadline {
+                panic!("fastpm not ready after 15 s; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Send a signal and wait for the exit (bounded).
+    pub fn stop_with(&mut self, signal: nix::sys::signal::Signal, within: Duration) -> std::process::ExitStatus {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("fastpm did not stop within {within:?} after {signal}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid()),
+                nix::sys::signal::Signal::SIGQUIT,
+            );
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One listening socket as `ss -ln` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SsListen {
+    pub recv_q: u64,
+    pub send_q: u64,
+}
+
+/// `ss -lnx` (unix) or `ss -lnt` (TCP) for the listener whose local address is `local`
+/// (a socket path, or `127.0.0.1:PORT`).
+pub fn ss_listen(local: &str, unix: bool) -> Option<SsListen> {
+    let out = Command::new(require("ss"))
+        .arg(if unix { "-lnx" } else { "-lnt" })
+        .output()
+        .expect("run ss");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        // unix: Netid State Recv-Q Send-Q Local Peer…; -t: State Recv-Q Send-Q Local Peer
+        let (rq, sq, local_col) = if unix {
+            (cols.get(2), cols.get(3), cols.get(4))
+        } else {
+            (cols.get(1), cols.get(2), cols.get(3))
+        };
+        if let (Some(rq), Some(sq), Some(l)) = (rq, sq, local_col) {
+            if *l == local {
+                return Some(SsListen {
+                    recv_q: rq.parse().ok()?,
+                    send_q: sq.parse().ok()?,
+                });
+            }
+        }
+    }
+    None
+}
+
+/// A unique-ish free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
