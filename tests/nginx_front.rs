@@ -1,0 +1,242 @@
+//! nginx in front, fastpm behind — the ordinary deployment — and `cgi-fcgi` (libfcgi) as an
+//! independent FastCGI client. Both are real programs; the tests fail when they are missing.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, require, Server};
+
+const POOLS: &str = r#"
+[global]
+status_listen = ""
+runtime_dir = "{dir}/rt"
+
+[pool.h]
+workers = "thread"
+max_children = 2
+
+[pool.h.listen]
+address = "unix:{dir}/h.sock"
+
+[pool.h.app]
+kind = "hello"
+
+[pool.e]
+workers = "thread"
+max_children = 2
+
+[pool.e.listen]
+address = "unix:{dir}/e.sock"
+
+[pool.e.app]
+kind = "echo"
+"#;
+
+struct Nginx {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_nginx(server: &Server) -> Nginx {
+    let nginx = require("nginx");
+    let port = free_port();
+    let dir = server.dir.path().display().to_string();
+    let conf = format!(
+        r#"
+user root;
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/nginx-body;
+    fastcgi_temp_path {dir}/nginx-fastcgi;
+    proxy_temp_path {dir}/nginx-proxy;
+    uwsgi_temp_path {dir}/nginx-uwsgi;
+    scgi_temp_path {dir}/nginx-scgi;
+    client_max_body_size 64m;
+    upstream echo_keep {{
+        server unix:{dir}/e.sock;
+        keepalive 2;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        root {dir};
+        location /echo {{
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+            fastcgi_pass unix:{dir}/e.sock;
+        }}
+        location /keep {{
+            include /etc/nginx/fastcgi_params;
+            fastcgi_keep_conn on;
+            fastcgi_pass echo_keep;
+        }}
+        location / {{
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+            fastcgi_pass unix:{dir}/h.sock;
+        }}
+    }}
+}}
+"#
+    );
+    let conf_path = server.path("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = Command::new(nginx)
+        .arg("-e")
+        .arg(server.path("nginx-startup.log"))
+        .arg("-c")
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    let mut nginx = Nginx { child, port };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(s)) = nginx.child.try_wait() {
+            panic!(
+                "nginx exited ({s}): {}",
+                std::fs::read_to_string(server.path("nginx-error.log")).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "nginx did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nginx.port = port;
+    nginx
+}
+
+/// `curl` a URL: (status code, body bytes).
+fn curl(args: &[&str], url: &str) -> (u16, Vec<u8>) {
+    let out = Command::new(require("curl"))
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "--max-time", "20"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let mut body = out.stdout;
+    let split = body.iter().rposition(|&b| b == b'\n').expect("curl status");
+    let code = String::from_utf8_lossy(&body[split + 1..]).trim().parse().unwrap_or(0);
+    body.truncate(split);
+    (code, body)
+}
+
+#[test]
+fn nginx_serves_hello_ping_and_status() {
+    let server = Server::start(POOLS);
+    let nginx = start_nginx(&server);
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+    let (code, body) = curl(&[], &format!("{base}/hello"));
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&body).contains("Hello from fastpm pool h"));
+    let (code, body) = curl(&[], &format!("{base}/ping"));
+    assert_eq!((code, String::from_utf8_lossy(&body).trim()), (200, "pong"));
+    let (code, body) = curl(&[], &format!("{base}/status?json"));
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_slice(&body).expect("status JSON");
+    assert_eq!(status["pool"], "h");
+    assert!(status["accepted conn"].as_u64().unwrap() >= 2, "{status}");
+    let (code, body) = curl(&[], &format!("{base}/status"));
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&body).contains("listen queue len:"));
+}
+
+#[test]
+fn nginx_post_bodies_arrive_intact() {
+    let server = Server::start(POOLS);
+    let nginx = start_nginx(&server);
+    let url = format!("http://127.0.0.1:{}/echo/post", nginx.port);
+    for size in [0usize, 1, 32768, 1 << 20, 10 << 20] {
+        let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let file = server.path("body.bin");
+        std::fs::write(&file, &body).unwrap();
+        let data = format!("@{}", file.display());
+        let (code, out) = curl(
+            &["-X", "POST", "-H", "Content-Type: application/octet-stream", "--data-binary", &data],
+            &url,
+        );
+        assert_eq!(code, 200, "size {size}");
+        let at = out.windows(2).position(|w| w == b"\n\n").expect("blank line after params");
+        assert_eq!(&out[at + 2..], body.as_slice(), "body of {size} bytes echoed back intact");
+        if size > 0 {
+            let head = String::from_utf8_lossy(&out[..at]);
+            assert!(head.contains(&format!("CONTENT_LENGTH={size}\n")), "{head}");
+        }
+    }
+}
+
+#[test]
+fn nginx_keep_conn_reuses_connections() {
+    let server = Server::start(POOLS);
+    let nginx = start_nginx(&server);
+    for i in 0..20 {
+        let (code, out) = curl(&[], &format!("http://127.0.0.1:{}/keep/{i}", nginx.port));
+        assert_eq!(code, 200);
+        assert!(String::from_utf8_lossy(&out).contains(&format!("SCRIPT_NAME=/keep/{i}")));
+    }
+    // With keep-conn, 20 requests arrive over far fewer connections.
+    let status = common::raw::status_json(&format!("unix:{}", server.path("e.sock").display()));
+    let requests = status["accepted conn"].as_u64().unwrap();
+    assert!(requests >= 21, "{status}");
+}
+
+#[test]
+fn cgi_fcgi_client_gets_answers() {
+    let cgi_fcgi = require("cgi-fcgi");
+    let server = Server::start(POOLS);
+    let sock = server.path("h.sock");
+    let out = Command::new(&cgi_fcgi)
+        .args(["-bind", "-connect"])
+        .arg(&sock)
+        .env_clear()
+        .env("REQUEST_METHOD", "GET")
+        .env("SCRIPT_NAME", "/hello")
+        .env("SCRIPT_FILENAME", "/hello")
+        .env("QUERY_STRING", "")
+        .output()
+        .expect("run cgi-fcgi");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Hello from fastpm pool h"), "{text}");
+    let out = Command::new(&cgi_fcgi)
+        .args(["-bind", "-connect"])
+        .arg(&sock)
+        .env_clear()
+        .env("REQUEST_METHOD", "GET")
+        .env("SCRIPT_NAME", "/status")
+        .env("QUERY_STRING", "json&full")
+        .output()
+        .expect("run cgi-fcgi");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or(&text);
+    let status: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(status["processes"].as_array().map(|a| a.len()), Some(2), "{status}");
+    // Echo pool: a POST body through cgi-fcgi's stdin.
+    let mut child = Command::new(&cgi_fcgi)
+        .args(["-bind", "-connect"])
+        .arg(server.path("e.sock"))
+        .env_clear()
+        .env("REQUEST_METHOD", "POST")
+        .env("SCRIPT_NAME", "/echo")
+        .env("CONTENT_LENGTH", "11")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"hello world").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("\n\nhello world"));
+}
