@@ -1,1 +1,61 @@
-//! (placeholder: filled in by its owner)
+//! Status: one [`PoolSnapshot`] read from the scoreboard, rendered php-fpm compatibly (text,
+//! JSON, XML, HTML dashboard, OpenMetrics) and served two ways — through FastCGI at a pool's
+//! `status_path` (a worker calls [`render_pool`]) and by the master's HTTP listener
+//! ([`http::serve`], which calls [`render_pools`]); [`client`] is `fastpm status`.
+//!
+//! Nothing here takes a lock on the scoreboard, so status answers even when every worker is
+//! busy.
+
+pub mod client;
+pub mod html;
+pub mod http;
+pub mod json;
+pub mod openmetrics;
+mod query;
+pub mod snapshot;
+pub mod text;
+pub mod timefmt;
+pub mod xml;
+
+pub use query::{Format, Query, Rendered};
+pub use snapshot::{PoolInfo, PoolSnapshot, ProcessSnapshot, QueueWait};
+
+/// Headers php-fpm sends with every status answer so no cache keeps a stale page; the worker's
+/// FastCGI answer and the HTTP listener both send them.
+pub const NO_CACHE_HEADERS: [(&str, &str); 2] = [
+    ("Expires", "Thu, 01 Jan 1970 00:00:00 GMT"),
+    (
+        "Cache-Control",
+        "no-cache, no-store, must-revalidate, max-age=0",
+    ),
+];
+
+/// What a worker answers at its pool's `status_path`: one pool, php-fpm's shape.
+pub fn render_pool(snapshot: &PoolSnapshot, query: &Query) -> Rendered {
+    let body = match query.format {
+        Format::Text => text::pool(snapshot),
+        Format::Json => json::pool(snapshot),
+        Format::Xml => xml::pool(snapshot),
+        Format::Html => html::page(std::slice::from_ref(snapshot)),
+        Format::OpenMetrics => openmetrics::render(std::slice::from_ref(snapshot)),
+    };
+    Rendered {
+        content_type: query::content_type(query.format),
+        body,
+    }
+}
+
+/// The master's `/status`: every pool (JSON: `{"pools":[…]}`; text: pools one after another).
+pub fn render_pools(snapshots: &[PoolSnapshot], query: &Query) -> Rendered {
+    let body = match query.format {
+        Format::Text => text::pools(snapshots),
+        Format::Json => json::pools(snapshots),
+        Format::Xml => xml::pools(snapshots),
+        Format::Html => html::page(snapshots),
+        Format::OpenMetrics => openmetrics::render(snapshots),
+    };
+    Rendered {
+        content_type: query::content_type(query.format),
+        body,
+    }
+}

@@ -1,0 +1,266 @@
+//! The master's HTTP status listener end to end: `serve` on 127.0.0.1:0 over a real scoreboard
+//! whose workers are all busy, read with fastpm's own `client::fetch` / `client::watch`, then
+//! shut down.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fastpm::scoreboard::Scoreboard;
+use fastpm::status::client::{self, StatusClientError, CLEAR_SCREEN};
+use fastpm::status::http::{serve, SnapshotSource};
+use fastpm::status::{PoolInfo, PoolSnapshot};
+use serde_json::Value;
+
+struct BoardSource {
+    board: Scoreboard,
+    infos: Vec<PoolInfo>,
+}
+
+impl SnapshotSource for BoardSource {
+    fn snapshots(&self, full: bool) -> Vec<PoolSnapshot> {
+        self.infos
+            .iter()
+            .enumerate()
+            .map(|(i, info)| {
+                PoolSnapshot::collect(info, self.board.pool(i), self.board.slots(i), full)
+            })
+            .collect()
+    }
+}
+
+fn info(name: &str) -> PoolInfo {
+    PoolInfo {
+        name: name.to_string(),
+        process_manager: "static".to_string(),
+        listen_address: "127.0.0.1:9000".to_string(),
+        listen_backlog: 511,
+        somaxconn: Some(4096),
+        max_children: 2,
+    }
+}
+
+/// A running listener: its address, the shutdown switch, and the thread running `serve`.
+struct Server {
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+fn start() -> Server {
+    let board = Scoreboard::create(&[2, 1]).unwrap();
+    // Every worker of every pool is busy: the listener must still answer.
+    for pool in 0..2 {
+        for (i, slot) in board.slots(pool).iter().enumerate() {
+            slot.claim(2000 + i as u32);
+            slot.begin_request(b"GET", b"/sleep.php", b"/srv/sleep.php");
+        }
+    }
+    board.pool(0).accepted_conn.store(17, Relaxed);
+    let source = Arc::new(BoardSource {
+        board,
+        infos: vec![info("www"), info("api")],
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let thread = std::thread::spawn(move || runtime.block_on(serve(listener, source, stopped)));
+    Server { addr, stop, thread }
+}
+
+/// One raw request, for what `fetch` does not show (headers, HEAD, other methods).
+fn raw(addr: SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn stop(server: Server) {
+    server.stop.send(true).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !server.thread.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not return after shutdown"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.thread.join().unwrap().unwrap();
+}
+
+#[test]
+fn serves_every_path_then_stops() {
+    let server = start();
+    let base = format!("http://{}", server.addr);
+
+    let v: Value =
+        serde_json::from_str(&client::fetch(&format!("{base}/status?json")).unwrap()).unwrap();
+    let pools = v["pools"].as_array().unwrap();
+    assert_eq!(pools.len(), 2);
+    assert_eq!(pools[0]["pool"], "www");
+    assert_eq!(pools[0]["accepted conn"], 17);
+    assert_eq!(pools[0]["active processes"], 2);
+    assert_eq!(pools[0]["idle processes"], 0);
+    assert!(pools[0]["listen drops"].is_null());
+
+    let text = client::fetch(&format!("{base}/status/www?full")).unwrap();
+    assert!(text.starts_with("pool:                 www\n"), "{text}");
+    assert_eq!(text.matches("************************").count(), 2);
+    assert!(text.contains("request URI:          /sleep.php\n"));
+    assert!(!text.contains("pool:                 api"));
+
+    let one: Value =
+        serde_json::from_str(&client::fetch(&format!("{base}/status/api?json&full")).unwrap())
+            .unwrap();
+    assert_eq!(one["pool"], "api", "one pool: php-fpm's shape, not wrapped");
+    assert_eq!(one["processes"].as_array().unwrap().len(), 1);
+
+    match client::fetch(&format!("{base}/status/nope")) {
+        Err(StatusClientError::Status {
+            status,
+            status_line,
+            ..
+        }) => {
+            assert_eq!(status, 404);
+            assert_eq!(status_line, "HTTP/1.1 404 Not Found");
+        }
+        other => panic!("expected 404, got {other:?}"),
+    }
+    match client::fetch(&format!("{base}/nothing-here")) {
+        Err(StatusClientError::Status { status: 404, .. }) => {}
+        other => panic!("expected 404, got {other:?}"),
+    }
+
+    let metrics = client::fetch(&format!("{base}/metrics")).unwrap();
+    assert!(metrics.ends_with("# EOF\n"));
+    assert!(metrics.contains("phpfpm_accepted_connections{pool=\"www\"} 17\n"));
+    assert!(metrics.contains("phpfpm_active_processes{pool=\"api\"} 1\n"));
+
+    let page = client::fetch(&format!("{base}/")).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert!(page.contains("http-equiv=\"refresh\""));
+    assert!(page.contains("<th>pool</th><td>www</td><td>api</td>"));
+
+    // Headers, HEAD and other methods.
+    let head = raw(
+        server.addr,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head
+        .to_ascii_lowercase()
+        .contains("content-type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n"));
+    assert!(head
+        .to_ascii_lowercase()
+        .contains("cache-control: no-cache"));
+    let json_head = raw(
+        server.addr,
+        "HEAD /status?json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(json_head.starts_with("HTTP/1.1 200 OK\r\n"), "{json_head}");
+    assert!(json_head
+        .to_ascii_lowercase()
+        .contains("content-type: application/json\r\n"));
+    assert!(
+        json_head.ends_with("\r\n\r\n"),
+        "HEAD has no body: {json_head:?}"
+    );
+    let post = raw(
+        server.addr,
+        "POST /status HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+        "{post}"
+    );
+    assert!(post.to_ascii_lowercase().contains("allow: get, head\r\n"));
+
+    // A keep-alive connection left open must not keep `serve` from returning.
+    let mut idle = TcpStream::connect(server.addr).unwrap();
+    idle.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 16];
+    idle.read_exact(&mut first).unwrap();
+
+    stop(server);
+    // …and graceful shutdown closes it once its answer is complete.
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut rest = Vec::new();
+    idle.read_to_end(&mut rest)
+        .expect("the server closes the idle keep-alive connection");
+    assert!(String::from_utf8_lossy(&rest).contains("pool:                 api"));
+}
+
+/// A writer the test can look into while `watch` holds it.
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn watch_redraws_until_the_listener_goes_away() {
+    let server = start();
+    let url = format!("http://{}/status", server.addr);
+    let out = Shared::default();
+    let mut writer = out.clone();
+    let watcher =
+        std::thread::spawn(move || client::watch(&url, Duration::from_millis(20), &mut writer));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while String::from_utf8_lossy(&out.0.lock().unwrap())
+        .matches(CLEAR_SCREEN)
+        .count()
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "watch did not redraw");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop(server);
+    let err = watcher.join().unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StatusClientError::Connect { .. } | StatusClientError::Io { .. }
+        ),
+        "{err}"
+    );
+    let drawn = String::from_utf8_lossy(&out.0.lock().unwrap()).into_owned();
+    assert!(drawn.starts_with(&format!("{CLEAR_SCREEN}pool:                 www\n")));
+}
+
+#[test]
+fn fetch_reports_a_refused_connection() {
+    // Bind then drop a listener to get a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = client::fetch(&format!("http://127.0.0.1:{port}/status")).unwrap_err();
+    assert!(matches!(err, StatusClientError::Connect { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot connect to 127.0.0.1:{port}: ")),
+        "{err}"
+    );
+}
