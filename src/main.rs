@@ -40,7 +40,7 @@ enum Command {
     },
     /// Read the master's status listener.
     Status {
-        #[arg(long, default_value = "http://127.0.0.1:9180/status")]
+        #[arg(long, default_value = fastpm::status::client::DEFAULT_URL)]
         url: String,
         /// Redraw every second.
         #[arg(long)]
@@ -109,17 +109,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { url, watch, json } => {
-            let url = if json && !url.contains("json") {
-                let sep = if url.contains('?') { '&' } else { '?' };
-                format!("{url}{sep}json")
+            let url = if json {
+                fastpm::status::client::with_json(&url)
             } else {
                 url
             };
             if watch {
-                fastpm::status::watch(&url, std::time::Duration::from_secs(1), &mut std::io::stdout())
+                fastpm::status::client::watch(&url, std::time::Duration::from_secs(1), &mut std::io::stdout())
                     .with_context(|| format!("cannot read {url}"))?;
             } else {
-                let body = fastpm::status::fetch(&url).with_context(|| format!("cannot read {url}"))?;
+                let body = fastpm::status::client::fetch(&url).with_context(|| format!("cannot read {url}"))?;
                 print!("{body}");
             }
             Ok(ExitCode::SUCCESS)

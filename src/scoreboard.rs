@@ -180,7 +180,7 @@ impl WorkerSlot {
     /// Record the request being started: its texts and start time.
     pub fn begin_request(&self, method: &[u8], uri: &[u8], script: &[u8]) {
         let seq = self.text_seq.fetch_add(1, AcqRel);
-        debug_assert!(seq % 2 == 0, "one writer per slot");
+        debug_assert!(seq.is_multiple_of(2), "one writer per slot");
         self.method.store(method);
         self.uri.store(uri);
         self.script.store(script);

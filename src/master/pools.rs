@@ -125,7 +125,7 @@ impl Running {
             let listener = tokio::net::TcpListener::from_std(std_listener)
                 .map_err(io_error("status listener"))?;
             runtime.spawn(async move {
-                if let Err(e) = crate::status::serve(listener, source, stop_rx).await {
+                if let Err(e) = crate::status::http::serve(listener, source, stop_rx).await {
                     tracing::error!(error = %e, "status listener failed");
                 }
             });

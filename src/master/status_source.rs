@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::status::{PoolSnapshot, SnapshotSource};
+use crate::status::http::SnapshotSource;
+use crate::status::PoolSnapshot;
 use crate::worker::PoolContext;
 
 /// Every pool of the master, for the HTTP status listener.

@@ -10,8 +10,13 @@ use crate::fastcgi::{Handler, Request, ResponseWriter};
 use crate::scoreboard::{WorkerSlot, WorkerState};
 use crate::status::{self, PoolSnapshot, Query};
 
-/// Headers php-fpm sends with its status and ping answers: never cache them.
-const NO_CACHE: &str = "Expires: Thu, 01 Jan 1970 00:00:00 GMT\r\nCache-Control: no-cache, no-store, must-revalidate, max-age=0\r\n";
+/// php-fpm's never-cache headers, as CGI header lines, for the status and ping answers.
+fn no_cache_lines() -> String {
+    status::NO_CACHE_HEADERS
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect()
+}
 
 /// Where a request goes, decided from its `SCRIPT_NAME` alone (as php-fpm does).
 #[derive(Debug, PartialEq, Eq)]
@@ -44,7 +49,8 @@ pub struct RequestHandler<'a> {
 impl<'a> RequestHandler<'a> {
     pub fn new(ctx: &'a PoolContext, slot: &'a WorkerSlot, app: Box<dyn App>) -> Self {
         let ping = format!(
-            "Content-Type: text/plain\r\n{NO_CACHE}\r\n{}\n",
+            "Content-Type: text/plain\r\n{}\r\n{}\n",
+            no_cache_lines(),
             ctx.config.ping_response
         )
         .into_bytes();
@@ -69,7 +75,11 @@ impl<'a> RequestHandler<'a> {
             query.full,
         );
         let rendered = status::render_pool(&snapshot, &query);
-        let head = format!("Content-Type: {}\r\n{NO_CACHE}\r\n", rendered.content_type);
+        let head = format!(
+            "Content-Type: {}\r\n{}\r\n",
+            rendered.content_type,
+            no_cache_lines()
+        );
         out.stdout(head.as_bytes())?;
         out.stdout(rendered.body.as_bytes())?;
         Ok(0)
