@@ -1,1 +1,42 @@
-//! (placeholder: filled in by its owner)
+//! Configuration (DESIGN.md §3): the TOML schema, loading with `file:line:column: key: message`
+//! errors, defaults and validation, the embedded default config, backlog precedence, and the
+//! `fastpm check` rendering.
+//!
+//! Flow: `load` parses the text (syntax errors), deserializes `raw` (unknown keys, wrong types,
+//! every leaf spanned), then `build` applies defaults and parses values and `validate` checks
+//! rules between them. The result is the plain `types::Config` the rest of fastpm reads.
+
+mod backlog;
+mod build;
+mod build_app;
+mod build_listen;
+mod builder;
+mod defaults;
+pub mod duration;
+mod enums;
+mod error;
+mod load;
+mod locate;
+pub mod mode;
+mod paths;
+mod php;
+mod raw;
+mod render;
+mod types;
+mod validate;
+
+pub use backlog::{effective_backlog, BacklogError, BacklogSource, DEFAULT_BACKLOG};
+pub use defaults::MAX_BACKLOG;
+pub use enums::{
+    AcceptLock, AppKind, ConfigWord, LogFormat, LogLevel, OverloadPolicy, PmKind, WorkerKind,
+};
+pub use error::{line_column, ConfigError, ConfigErrorKind};
+pub use load::{
+    base_dir, load_embedded, load_file, load_str, load_str_with_base, EMBEDDED_DEFAULT,
+};
+pub use paths::clean_path;
+pub use php::{find_executable, php_cgi_on_path};
+pub use render::render_effective;
+pub use types::{
+    AppConfig, Config, ConfigSource, GlobalConfig, ListenConfig, OverloadConfig, PoolConfig,
+};

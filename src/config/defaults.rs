@@ -1,0 +1,29 @@
+//! The defaults written in DESIGN.md §3, in one place, and the limits values are checked against.
+
+use std::time::Duration;
+
+/// Largest backlog `listen()` can take (its argument is a C `int`); the kernel clamps anything
+/// above `net.core.somaxconn` anyway, and the listen code reports that clamp.
+pub const MAX_BACKLOG: u32 = i32::MAX as u32;
+
+// The default of each setting of the same name, as DESIGN.md §3 writes it. `DOCUMENT_ROOT`
+// and a relative `RUNTIME_DIR` resolve against the config file's directory.
+
+pub const STATUS_LISTEN: &str = "127.0.0.1:9180";
+pub const RUNTIME_DIR: &str = "/tmp/fastpm";
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const MAX_CHILDREN: u32 = 4;
+pub const START_SERVERS: u32 = 2;
+pub const MIN_SPARE_SERVERS: u32 = 1;
+pub const MAX_SPARE_SERVERS: u32 = 3;
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const MAX_CONNECTIONS: u32 = 1;
+pub const STATUS_PATH: &str = "/status";
+pub const PING_PATH: &str = "/ping";
+pub const PING_RESPONSE: &str = "pong";
+pub const MODE: u32 = 0o660;
+pub const DOCUMENT_ROOT: &str = "php-examples";
+pub const PHP_CGI: &str = "php-cgi";
+pub const LIMIT_EXTENSIONS: &[&str] = &[".php"];
+pub const TARGET: Duration = Duration::from_millis(5);
+pub const INTERVAL: Duration = Duration::from_millis(100);
