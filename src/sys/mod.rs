@@ -2,3 +2,4 @@
 //! `// SAFETY:` comment. Everything above it speaks safe Rust.
 
 pub mod shm;
+pub mod sockopt;
