@@ -35,7 +35,7 @@ pub struct UsageError(String);
 pub fn default_params(path: &str, body_len: usize) -> Vec<(String, String)> {
     let (script, query) = path.split_once('?').unwrap_or((path, ""));
     let method = if body_len > 0 { "POST" } else { "GET" };
-    let mut params = vec![
+    let params = vec![
         ("GATEWAY_INTERFACE", "CGI/1.1".to_string()),
         ("SERVER_SOFTWARE", "fastpm".to_string()),
         ("SERVER_PROTOCOL", "HTTP/1.1".to_string()),

@@ -17,7 +17,10 @@ pub use signals::Event;
 /// Run the master in the foreground until it is told to stop.
 pub fn run(config: Config, options: StartOptions) -> Result<(), MasterError> {
     let running = Running::start(config, options)?;
-    let events = signals::listen(running.runtime())?;
+    let events = signals::listen(running.runtime()).map_err(|source| MasterError::Io {
+        what: "cannot install signal handlers".into(),
+        source,
+    })?;
     loop {
         match events.recv() {
             Ok(Event::Graceful(signal)) => break running.stop_graceful(signal),

@@ -98,10 +98,10 @@ impl Running {
 
         let mut probes = Vec::new();
         let mut contexts = Vec::new();
-        for (index, pool) in config.pools.iter().enumerate() {
-            let (ctx, probe) = open_pool(&config, index, &options, somaxconn, &scoreboard)?;
+        for index in 0..config.pools.len() {
+            let (ctx, choice, probe) = open_pool(&config, index, &options, somaxconn, &scoreboard)?;
             probes.push((index, probe));
-            contexts.push(ctx);
+            contexts.push((ctx, choice));
         }
         let sampler = spawn_sampler(probes, Arc::clone(&scoreboard));
 
@@ -218,7 +218,7 @@ fn open_pool(
     options: &StartOptions,
     somaxconn: Option<u32>,
     scoreboard: &Arc<Scoreboard>,
-) -> Result<(Arc<PoolContext>, apps::Choice), MasterError> {
+) -> Result<(Arc<PoolContext>, apps::Choice, QueueProbe), MasterError> {
     let pool = &config.pools[index];
     if pool.workers == WorkerKind::Process {
         return Err(MasterError::ProcessWorkers {
@@ -293,7 +293,7 @@ fn open_pool(
         stopping: Default::default(),
         quitting: Default::default(),
     };
-    Ok((Arc::new(ctx), choice))
+    Ok((Arc::new(ctx), choice, probe))
 }
 
 /// `runtime_dir` holds private sockets: created 0700.

@@ -107,11 +107,11 @@ fn serve_one(ctx: &PoolContext, handler: &mut RequestHandler<'_>, mut stream: St
         Err(ConnectionError::Io(e)) => {
             // Timeouts, resets and broken pipes end one connection; they are the client's
             // business, not an operator's.
-            tracing::debug!(pool = %ctx.config.name, peer = %peer, error = %e, "connection ended");
+            tracing::debug!(pool = %ctx.config.name, peer = ?peer, error = %e, "connection ended");
         }
         Err(e) => {
             ctx.board().protocol_errors.fetch_add(1, Relaxed);
-            tracing::warn!(pool = %ctx.config.name, peer = %peer, error = %e, "closed connection");
+            tracing::warn!(pool = %ctx.config.name, peer = ?peer, error = %e, "closed connection");
         }
     }
 }
