@@ -99,7 +99,7 @@ fn request_retries_while_the_queue_is_full() {
     nix::sys::socket::listen(&listener, nix::sys::socket::Backlog::new(0).unwrap()).unwrap();
     let filler = std::os::unix::net::UnixStream::connect(&sock).unwrap();
     let started = Instant::now();
-    let mut child = Command::new(FASTPM)
+    let child = Command::new(FASTPM)
         .args(["request", &format!("unix:{}", sock.display()), "/x"])
         .stdout(std::process::Stdio::piped())
         .spawn()

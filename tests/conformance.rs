@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
 
-use common::raw::{self, record, Record};
+use common::raw::{self, record};
 use common::Server;
 
 const ECHO_POOL: &str = r#"
@@ -61,14 +61,6 @@ impl Fixture {
         assert_eq!(n, 0, "expected a close, got {:?}", String::from_utf8_lossy(&rest));
         self.still_serves();
     }
-}
-
-fn read_all_records(c: &mut dyn Read) -> Vec<Record> {
-    let mut out = Vec::new();
-    while let Some(r) = raw::read_record(c) {
-        out.push(r);
-    }
-    out
 }
 
 #[test]
