@@ -49,7 +49,7 @@ pub struct RequestHandler<'a> {
 impl<'a> RequestHandler<'a> {
     pub fn new(ctx: &'a PoolContext, slot: &'a WorkerSlot, app: Box<dyn App>) -> Self {
         let ping = format!(
-            "Content-Type: text/plain\r\n{}\r\n{}\n",
+            "Content-Type: text/plain\r\n{}\r\n{}",
             no_cache_lines(),
             ctx.config.ping_response
         )
