@@ -17,6 +17,7 @@ use crate::probe::{spawn_sampler, QueueProbe, SamplerHandle};
 use crate::scoreboard::Scoreboard;
 use crate::status::PoolInfo;
 use crate::worker::lock::{AcceptLock, LockError};
+use crate::worker::context::STOP_CHECK_INTERVAL;
 use crate::worker::{spawn_thread_workers, PoolContext, WorkerThreads};
 
 /// Everything that can keep the master from starting or stopping cleanly.
@@ -265,9 +266,19 @@ fn open_pool(
         ),
         Err(e) => tracing::warn!(pool = %pool.name, error = %e, "listening on {address}: cannot read the queue back from the kernel"),
     }
-    listener
-        .set_nonblocking(true)
-        .map_err(io_error(format!("pool {}: listener", pool.name)))?;
+    // Workers block in accept() for at most this long, then look at the stop flags.
+    nix::sys::socket::setsockopt(
+        &listener,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::from(libc::timeval {
+            tv_sec: 0,
+            tv_usec: STOP_CHECK_INTERVAL.as_micros() as libc::suseconds_t,
+        }),
+    )
+    .map_err(|e| MasterError::Io {
+        what: format!("pool {}: cannot set the accept timeout", pool.name),
+        source: e.into(),
+    })?;
 
     let info = PoolInfo {
         name: pool.name.clone(),

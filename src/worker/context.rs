@@ -20,7 +20,9 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a worker blocks writing a response to a client that does not read.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How often a waiting worker looks at the stop flag.
+/// How often a waiting worker looks at the stop flag. Also the listener's `SO_RCVTIMEO`, so
+/// accepted TCP sockets inherit it: worker code never blocks in a plain read on them (see
+/// `worker::io`).
 pub const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 
 /// One pool as its workers see it.
@@ -28,7 +30,7 @@ pub struct PoolContext {
     /// Position of the pool on the scoreboard.
     pub index: usize,
     pub config: PoolConfig,
-    /// The pool's listening socket (non-blocking: workers poll it so they can notice a stop).
+    /// The pool's listening socket (blocking, with an accept timeout of [`STOP_CHECK_INTERVAL`]).
     pub listener: Listener,
     pub lock: AcceptLock,
     /// `allowed_clients` for TCP pools.

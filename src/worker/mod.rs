@@ -2,6 +2,7 @@
 //!
 //! - [`context`]: what every worker of a pool shares (listener, scoreboard, limits, stop flag).
 //! - [`lock`]: the accept lock, held only around wait + accept.
+//! - [`io`]: reads and writes with a deadline, without per-connection `setsockopt`.
 //! - [`request`]: one request's path through the worker: scoreboard, status/ping, app.
 //! - [`serve`]: the loop itself.
 //!
@@ -9,6 +10,7 @@
 //! the same loop after re-executing the binary.
 
 pub mod context;
+pub mod io;
 pub mod lock;
 pub mod request;
 pub mod serve;

@@ -1,24 +1,22 @@
 //! The worker loop: take the accept lock, wait for a connection, accept it, let go of the lock,
 //! serve the connection, repeat — until the master asks the pool to stop.
 //!
-//! The listening socket is non-blocking: the lock holder tries `accept()` first (one syscall when
-//! connections are queued) and only polls when the queue is empty, waking every
-//! [`STOP_CHECK_INTERVAL`] to look at the stop flags. A graceful stop therefore still serves what
-//! was queued: the holder keeps accepting until the queue is empty, then exits.
+//! The listening socket is blocking with a receive timeout of [`STOP_CHECK_INTERVAL`]
+//! (`SO_RCVTIMEO` bounds `accept()` too): one syscall per connection, and a worker that waits
+//! looks at the stop flags at least that often. A graceful stop therefore still serves what was
+//! queued: workers keep accepting until `accept()` finds the queue empty, then exit.
 
 use std::io::ErrorKind;
-use std::os::fd::AsFd;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-
-use super::context::{PoolContext, READ_TIMEOUT, STOP_CHECK_INTERVAL, WRITE_TIMEOUT};
+use super::context::{PoolContext, READ_TIMEOUT, WRITE_TIMEOUT};
+use super::io::TimedIo;
 use super::request::RequestHandler;
 use crate::app::App;
-use crate::fastcgi::{serve_connection, ConnectionError};
+use crate::fastcgi::{serve_connection_with, ConnectionBuffers, ConnectionError};
 use crate::listen::{Peer, Stream};
 use crate::scoreboard::WorkerState;
 
@@ -34,6 +32,8 @@ pub fn run_worker(ctx: &PoolContext, worker: usize, app: Box<dyn App>) {
     let slot = ctx.slot(worker);
     slot.claim(std::process::id());
     let mut handler = RequestHandler::new(ctx, slot, app);
+    // Read and write buffers kept across connections: serving one allocates nothing.
+    let mut buffers = ConnectionBuffers::new();
     loop {
         slot.set_state(WorkerState::Idle);
         let accepted = {
@@ -41,7 +41,9 @@ pub fn run_worker(ctx: &PoolContext, worker: usize, app: Box<dyn App>) {
             wait_and_accept(ctx)
         };
         match accepted {
-            Accepted::Connection(stream, peer) => serve_one(ctx, &mut handler, stream, peer),
+            Accepted::Connection(stream, peer) => {
+                serve_one(ctx, &mut handler, &mut buffers, stream, peer)
+            }
             Accepted::Stop => break,
         }
     }
@@ -57,12 +59,11 @@ fn wait_and_accept(ctx: &PoolContext) -> Accepted {
         }
         match ctx.listener.accept() {
             Ok((stream, peer)) => return Accepted::Connection(stream, peer),
+            // The receive timeout passed with nothing queued.
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 if ctx.stopping.load(Relaxed) {
-                    // Graceful stop and nothing left in the queue.
                     return Accepted::Stop;
                 }
-                wait_readable(ctx, STOP_CHECK_INTERVAL);
             }
             Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {
             }
@@ -79,14 +80,13 @@ fn wait_and_accept(ctx: &PoolContext) -> Accepted {
     }
 }
 
-fn wait_readable(ctx: &PoolContext, timeout: Duration) {
-    let mut fds = [PollFd::new(ctx.listener.as_fd(), PollFlags::POLLIN)];
-    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-    // EINTR or a timeout both just mean "look at the flags and try again".
-    let _ = poll(&mut fds, PollTimeout::from(ms));
-}
-
-fn serve_one(ctx: &PoolContext, handler: &mut RequestHandler<'_>, mut stream: Stream, peer: Peer) {
+fn serve_one(
+    ctx: &PoolContext,
+    handler: &mut RequestHandler<'_>,
+    buffers: &mut ConnectionBuffers,
+    stream: Stream,
+    peer: Peer,
+) {
     ctx.board().accept_seq.fetch_add(1, Relaxed);
     if let Peer::Tcp(addr) = &peer {
         if !ctx.clients.allows(&addr.ip()) {
@@ -96,13 +96,8 @@ fn serve_one(ctx: &PoolContext, handler: &mut RequestHandler<'_>, mut stream: St
         }
     }
     handler.slot().set_state(WorkerState::Reading);
-    if let Err(e) = stream
-        .set_read_timeout(Some(READ_TIMEOUT))
-        .and_then(|_| stream.set_write_timeout(Some(WRITE_TIMEOUT)))
-    {
-        tracing::warn!(pool = %ctx.config.name, error = %e, "cannot set socket timeouts");
-    }
-    match serve_connection(&mut stream, &ctx.limits, handler) {
+    let mut io = TimedIo::new(&stream, READ_TIMEOUT, WRITE_TIMEOUT);
+    match serve_connection_with(&mut io, &ctx.limits, handler, buffers) {
         Ok(_) => {}
         Err(ConnectionError::Io(e)) => {
             // Timeouts, resets and broken pipes end one connection; they are the client's
