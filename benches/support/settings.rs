@@ -1,6 +1,6 @@
 //! The bench's knobs, read from the environment (`cargo bench` passes no arguments of ours):
 //! `BENCH_CLIENTS`, `BENCH_SECS`, `BENCH_WARMUP_SECS`, `BENCH_ROUNDS`, `BENCH_TIMEOUT_MS`,
-//! `BENCH_FLOOR`.
+//! `BENCH_FLOOR`, `BENCH_ACCEPT_LOCK`.
 
 use std::env;
 use std::str::FromStr;
@@ -25,6 +25,9 @@ pub struct Settings {
     /// How many times every scenario is measured; the report gives medians.
     pub rounds: usize,
     pub floor: FloorPlacement,
+    /// fastpm's `accept_lock` for the run (`BENCH_ACCEPT_LOCK`, default `none`: the floor server
+    /// has no lock either — its threads block in accept() and the kernel wakes one).
+    pub accept_lock: &'static str,
 }
 
 /// Reads `name`, or `default` when unset; a value that does not parse or breaks `valid` is an
@@ -58,7 +61,16 @@ impl Settings {
             Ok(other) => return Err(format!("BENCH_FLOOR={other:?}: expected process or inline")),
             Err(env::VarError::NotUnicode(_)) => return Err("BENCH_FLOOR is not UTF-8".into()),
         };
+        let accept_lock = match env::var("BENCH_ACCEPT_LOCK").as_deref() {
+            Err(env::VarError::NotPresent) | Ok("none") => "none",
+            Ok("mutex") => "mutex",
+            Ok(other) => {
+                return Err(format!("BENCH_ACCEPT_LOCK={other:?}: expected none or mutex (thread workers)"))
+            }
+            Err(env::VarError::NotUnicode(_)) => return Err("BENCH_ACCEPT_LOCK is not UTF-8".into()),
+        };
         Ok(Settings {
+            accept_lock,
             spec: LoadSpec {
                 clients,
                 warmup: Duration::from_secs_f64(warmup),
