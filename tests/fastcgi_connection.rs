@@ -657,3 +657,42 @@ impl CustomLong for fastcgi_client::Params<'_> {
         self
     }
 }
+
+/// libfcgi's `cgi-fcgi` (Debian libfcgi-bin) as a second independent client: its environment
+/// becomes the params, its stdin the body.
+#[test]
+fn cgi_fcgi_talks_to_serve_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cgi-fcgi.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(SERVER_READ_TIMEOUT)).unwrap();
+        serve_connection(&mut conn, &Limits::default(), &mut Echo)
+    });
+    let mut child = std::process::Command::new("cgi-fcgi")
+        .args(["-bind", "-connect"])
+        .arg(&path)
+        .env_clear()
+        .env("REQUEST_METHOD", "POST")
+        .env("SCRIPT_FILENAME", "/srv/www/x.php")
+        .env("CONTENT_LENGTH", "5")
+        .env("HTTP_X_LONG", "L".repeat(128))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("cgi-fcgi (Debian package libfcgi-bin) must be installed");
+    child.stdin.take().unwrap().write_all(b"hello").unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    // cgi-fcgi exits with END_REQUEST's app status: Echo returns the number of params.
+    assert_eq!(output.status.code(), Some(4), "{stdout}");
+    assert!(stdout.contains("REQUEST_METHOD=POST\n"), "{stdout}");
+    assert!(
+        stdout.contains("SCRIPT_FILENAME=/srv/www/x.php\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!("HTTP_X_LONG={}\n", "L".repeat(128))));
+    assert!(stdout.ends_with("body:hello"), "{stdout}");
+    assert_eq!(server.join().unwrap().unwrap(), ConnectionEnd::Done);
+}

@@ -5,9 +5,7 @@
 
 use std::io::{self, Read, Write};
 
-use fastpm::fastcgi::{
-    parse_record, serve_connection, Handler, Limits, Request, ResponseWriter,
-};
+use fastpm::fastcgi::{parse_record, serve_connection, Handler, Limits, Request, ResponseWriter};
 use libfuzzer_sys::fuzz_target;
 
 struct Echo;

@@ -37,11 +37,13 @@ use super::response::{encode_get_values_result, encode_limit_response, ABORTED_A
 /// A complete request: everything the handler needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
+    /// The id its END_REQUEST and STDOUT records must carry (nginx always uses 1).
     pub request_id: u16,
     /// Always [`Role::Responder`] today (other roles are refused before a request exists).
     pub role: Role,
     /// The web server asked to keep the connection for further requests.
     pub keep_conn: bool,
+    /// The CGI environment (SCRIPT_FILENAME, REQUEST_METHOD, HTTP_* headers, ...).
     pub params: Params,
     /// The whole request body (STDIN stream).
     pub stdin: Vec<u8>,

@@ -21,7 +21,9 @@ pub enum ClientError {
     /// Connecting failed (after retries, for EAGAIN/ECONNREFUSED).
     #[error("cannot connect to {address} ({attempts} attempts): {source}")]
     Connect {
+        /// The address as configured (`unix:/run/x.sock`, `127.0.0.1:9000`).
         address: String,
+        /// How many connects were tried: > 1 means the server refused or its queue was full.
         attempts: u32,
         #[source]
         source: io::Error,

@@ -347,6 +347,30 @@ mod tests {
     }
 
     #[test]
+    fn tcp_connects_and_a_refused_port_is_retried() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = ListenAddress::Tcp(listener.local_addr().unwrap());
+        let (stream, attempts) = connect_with_retry(&addr, &RetryPolicy::default()).unwrap();
+        assert_eq!(attempts, 1);
+        assert!(matches!(stream, ClientStream::Tcp(_)));
+        drop(listener);
+        let policy = RetryPolicy {
+            first_delay: ms(10),
+            max_delay: ms(20),
+            give_up_after: ms(60),
+        };
+        let err = connect_with_retry(&addr, &policy).unwrap_err();
+        let ClientError::Connect {
+            attempts, source, ..
+        } = err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(source.kind(), io::ErrorKind::ConnectionRefused);
+        assert!(attempts >= 3, "{attempts} attempts");
+    }
+
+    #[test]
     fn missing_socket_is_not_retried() {
         let addr = ListenAddress::Unix("/nonexistent/fastpm-test.sock".into());
         let err = connect_with_retry(&addr, &RetryPolicy::default()).unwrap_err();

@@ -83,7 +83,9 @@ impl fmt::Display for LimitKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("request {request_id}: {kind} = {max} exceeded (at least {attempted} bytes), answered {}", kind.status_line())]
 pub struct LimitExceeded {
+    /// The refused request (its answer carries this id).
     pub request_id: u16,
+    /// Which limit, hence which status (431 or 413).
     pub kind: LimitKind,
     /// The configured maximum, in bytes.
     pub max: usize,

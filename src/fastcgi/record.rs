@@ -170,10 +170,14 @@ impl ProtocolStatus {
 /// A record header as it is on the wire (version not yet checked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordHeader {
+    /// Must be 1; anything else is refused (garbage, or another protocol on the port).
     pub version: u8,
     pub record_type: RecordType,
+    /// 0 for management records, else the request the record belongs to.
     pub request_id: u16,
+    /// Bytes of content that follow the header.
     pub content_length: u16,
+    /// Bytes of padding after the content (ignored; they align records to 8 bytes).
     pub padding_length: u8,
 }
 
@@ -188,6 +192,7 @@ impl RecordHeader {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record<'a> {
     pub header: RecordHeader,
+    /// The content, without the padding.
     pub content: &'a [u8],
 }
 
@@ -239,6 +244,7 @@ pub fn parse_record(input: &[u8]) -> Result<Option<(Record<'_>, usize)>, Protoco
 pub struct BeginRequestBody {
     /// The raw role number: unknown numbers must still be answered (FCGI_UNKNOWN_ROLE).
     pub role: u16,
+    /// Bit 0 is FCGI_KEEP_CONN; the others are reserved and ignored.
     pub flags: u8,
 }
 
