@@ -3,7 +3,7 @@
 //! retrying those two with mod_cgid's sliding timer (100 ms, doubling up to 2 s) until a
 //! deadline. The schedule is a pure function; the system calls are at the edge.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -79,62 +79,9 @@ pub fn is_retryable(error: &io::Error) -> bool {
     )
 }
 
-/// A connected stream to a FastCGI server (blocking).
-#[derive(Debug)]
-pub enum ClientStream {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
-
-impl ClientStream {
-    /// Read timeout for the response (`None` = wait forever).
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        match self {
-            Self::Unix(s) => s.set_read_timeout(timeout),
-            Self::Tcp(s) => s.set_read_timeout(timeout),
-        }
-    }
-
-    /// Write timeout for the request.
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        match self {
-            Self::Unix(s) => s.set_write_timeout(timeout),
-            Self::Tcp(s) => s.set_write_timeout(timeout),
-        }
-    }
-}
-
-impl Read for ClientStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Self::Unix(s) => s.read(buf),
-            Self::Tcp(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for ClientStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Self::Unix(s) => s.write(buf),
-            Self::Tcp(s) => s.write(buf),
-        }
-    }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Self::Unix(s) => s.write_vectored(bufs),
-            Self::Tcp(s) => s.write_vectored(bufs),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Self::Unix(s) => s.flush(),
-            Self::Tcp(s) => s.flush(),
-        }
-    }
-}
+/// A connected stream to a FastCGI server (blocking): the same unix-or-TCP stream the server
+/// side accepts, so both directions share one type.
+pub type ClientStream = crate::listen::Stream;
 
 /// One non-blocking connect to a unix socket; blocking again once connected.
 fn connect_unix(path: &Path) -> io::Result<UnixStream> {
@@ -204,6 +151,7 @@ pub fn connect_with_retry(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::os::unix::net::UnixListener;
 
     fn ms(n: u64) -> Duration {
