@@ -3,3 +3,4 @@
 
 pub mod shm;
 pub mod sockopt;
+pub mod spawn;
