@@ -36,6 +36,8 @@ pub enum PrivilegeError {
         "group = {0:?} is set without user: set user too (the group alone does not drop root)"
     )]
     GroupWithoutUser(String),
+    #[error("user {0:?} has no passwd entry, so it has no login group: set group too")]
+    NoLoginGroup(String),
     #[error("cannot look up {name:?}: {cause}")]
     Lookup { name: String, cause: io::Error },
 }
@@ -72,7 +74,7 @@ pub fn resolve(
         Some(g) => resolve_group(g)?,
         None => match user_gid {
             Some(gid) => gid,
-            None => return Err(PrivilegeError::GroupWithoutUser(String::new())),
+            None => return Err(PrivilegeError::NoLoginGroup(user.to_string())),
         },
     };
     let mut groups = vec![gid];
@@ -132,7 +134,7 @@ pub fn drop_privileges(creds: &Credentials) -> io::Result<()> {
         if !ids_ok {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
-        if creds.uid != 0 && libc::setuid(0) == 0 {
+        if creds.uid != 0 && (libc::setuid(0) == 0 || (creds.gid != 0 && libc::setgid(0) == 0)) {
             // Root came back: the drop did not stick. Refuse to run the worker.
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
