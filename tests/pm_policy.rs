@@ -278,7 +278,8 @@ fn pm_dynamic_max_children_reached_once_per_episode() {
 fn pm_ondemand_rules_table() {
     let s = settings(PmKind::Ondemand, 4, 0, 0, 0); // idle_timeout 10 s
                                                     // (shape, idle seconds, queued, spawn, stop, max children reached)
-    let cases: [(&str, &[u64], u64, u32, &[u64], bool); 10] = [
+    type Case = (&'static str, &'static [u64], u64, u32, &'static [u64], bool);
+    let cases: [Case; 10] = [
         ("", &[], 0, 0, &[], false),
         ("", &[], 1, 1, &[], false),
         ("", &[], 3, 3, &[], false),

@@ -43,6 +43,14 @@ pub struct ProcessMutex {
     mapping: SharedMapping,
 }
 
+impl std::fmt::Debug for ProcessMutex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessMutex")
+            .field("memfd", &self.raw_fd())
+            .finish()
+    }
+}
+
 /// Holds a [`ProcessMutex`]; unlocks on drop.
 pub struct ProcessMutexGuard<'a> {
     mutex: &'a ProcessMutex,

@@ -55,7 +55,7 @@ pub enum LockError {
 
 /// What a pool's workers share to build their accept lock; created once per pool by the master
 /// and rebuilt by a worker process after exec.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub enum LockShared {
     /// The robust process-shared mutex (shared by `Arc` between thread workers).
     Mutex(Arc<ProcessMutex>),
@@ -213,6 +213,7 @@ pub fn lock_file_path(runtime_dir: &Path, pool: &str) -> PathBuf {
 }
 
 /// One worker's accept lock (or one shared by a pool's threads).
+#[derive(Debug)]
 pub enum AcceptLock {
     /// In-process mutex shared by a pool's thread workers.
     ThreadMutex(Mutex<()>),
