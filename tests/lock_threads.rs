@@ -90,9 +90,7 @@ fn lock_none_does_not_exclude() {
 #[test]
 fn lock_for_threads_refuses_file_kinds() {
     for kind in [LockKind::Fcntl, LockKind::Flock] {
-        let err = AcceptLock::for_threads(kind)
-            .err()
-            .expect("file kind refused");
+        let err = AcceptLock::for_threads(kind).expect_err("file kind refused");
         assert!(matches!(err, LockError::NeedsProcessWorkers(_)), "{err}");
     }
 }
@@ -111,8 +109,7 @@ fn lock_file_is_created_0600_in_runtime_dir() {
 #[test]
 fn lock_file_in_missing_dir_is_a_clear_error() {
     let err = LockShared::create(LockKind::Fcntl, "/nonexistent/fastpm".as_ref(), "www")
-        .err()
-        .expect("missing runtime dir refused");
+        .expect_err("missing runtime dir refused");
     let text = err.to_string();
     assert!(
         text.contains("fcntl") && text.contains("/nonexistent/fastpm/www.lock"),
@@ -169,7 +166,6 @@ fn lock_handoff_rejects_malformed_text() {
 #[test]
 fn lock_mutex_handoff_with_closed_fd_is_refused() {
     let err = LockShared::from_handoff(&LockHandoff::Mutex { fd: 987 })
-        .err()
-        .expect("closed descriptor refused");
+        .expect_err("closed descriptor refused");
     assert!(err.to_string().contains("987"), "{err}");
 }
