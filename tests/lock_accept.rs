@@ -1,5 +1,5 @@
 //! The accept lock in the shape worker processes will use it: several re-executed processes
-//! inherit one listening socket (and, for `mutex`, the lock's memfd), take the lock around
+//! inherit one listening socket and their own lock descriptor, take the lock around
 //! `accept()` only, and between them answer every connection.
 //!
 //! The worker processes are this test binary re-executed into the ignored test
@@ -17,7 +17,7 @@ use fastpm::sys::inherit::adopt_inherited_fd;
 use fastpm::worker::lock::{AcceptLock, LockHandoff, LockShared};
 
 const CHILD_LISTENER_FD: RawFd = 101;
-const CHILD_MUTEX_FD: RawFd = 102;
+const CHILD_LOCK_FD: RawFd = 102;
 const WORKERS: usize = 3;
 const CONNECTIONS: usize = 30;
 
@@ -29,7 +29,7 @@ fn accept_child_main() {
         return;
     };
     let handoff: LockHandoff = handoff.parse().unwrap();
-    let lock = AcceptLock::for_worker(&LockShared::from_handoff(&handoff).unwrap()).unwrap();
+    let lock = AcceptLock::from_handoff(&handoff).unwrap();
     let listener =
         Listener::from_inherited(adopt_inherited_fd(CHILD_LISTENER_FD).unwrap()).unwrap();
     loop {
@@ -53,16 +53,17 @@ fn spawn_worker(shared: &LockShared, listener: &UnixListener) -> Child {
     cmd.args(["--exact", "accept_child_main", "--ignored", "--nocapture"])
         .env(
             "FASTPM_ACCEPT_CHILD_HANDOFF",
-            shared.handoff(CHILD_MUTEX_FD).to_string(),
+            shared.handoff(CHILD_LOCK_FD).to_string(),
         )
         .stdout(Stdio::null());
     let listen_fd = listener.as_raw_fd();
-    let mutex_fd = shared.mutex_fd().unwrap_or(-1);
+    let lock = shared.child_fd().unwrap();
+    let lock_fd = lock.as_ref().map_or(-1, |fd| fd.as_raw_fd());
     // SAFETY: only fcntl/dup2/close run in the child (async-signal-safe, no allocation); the
     // sources are first copied above 200 so placing them cannot clobber one another.
     unsafe {
         cmd.pre_exec(move || {
-            for (src, dst) in [(listen_fd, CHILD_LISTENER_FD), (mutex_fd, CHILD_MUTEX_FD)] {
+            for (src, dst) in [(listen_fd, CHILD_LISTENER_FD), (lock_fd, CHILD_LOCK_FD)] {
                 if src < 0 {
                     continue;
                 }
@@ -75,7 +76,9 @@ fn spawn_worker(shared: &LockShared, listener: &UnixListener) -> Child {
             Ok(())
         });
     }
-    cmd.spawn().unwrap()
+    let child = cmd.spawn().unwrap();
+    drop(lock); // the child has its own copy now
+    child
 }
 
 fn serve_with(kind: LockKind) {

@@ -2,22 +2,24 @@
 //! `flock`, and recovery of a `mutex` whose holder was SIGKILLed.
 //!
 //! The worker processes are this test binary re-executed into the ignored test
-//! `lock_child_main` (the child entry point), with its instructions in the environment. A
-//! `mutex` child inherits the memfd at [`CHILD_MUTEX_FD`], exactly as a real worker would, and
-//! rebuilds the lock with `LockShared::from_handoff`.
+//! `lock_child_main` (the child entry point), with its instructions in the environment. Each
+//! child inherits its lock descriptor (`LockShared::child_fd`: the mutex memfd or its own open
+//! of the lock file) at [`CHILD_LOCK_FD`], exactly as a real worker would, and rebuilds the lock
+//! with `AcceptLock::from_handoff`.
 
 use std::fs;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fastpm::config::AcceptLock as LockKind;
+use fastpm::sys::privileges::{drop_in_child, resolve, Credentials};
 use fastpm::worker::lock::{AcceptLock, LockHandoff, LockShared};
 
-/// Where a `mutex` child finds the memfd.
-const CHILD_MUTEX_FD: RawFd = 100;
+/// Where a child finds its lock descriptor.
+const CHILD_LOCK_FD: RawFd = 100;
 const PROCESSES: usize = 4;
 const ITERATIONS: u64 = 40;
 
@@ -31,8 +33,7 @@ fn lock_child_main() {
     let dir = PathBuf::from(std::env::var("FASTPM_LOCK_CHILD_DIR").unwrap());
     let mode = std::env::var("FASTPM_LOCK_CHILD_MODE").unwrap();
     let handoff: LockHandoff = handoff.parse().unwrap();
-    let shared = LockShared::from_handoff(&handoff).unwrap();
-    let lock = AcceptLock::for_worker(&shared).unwrap();
+    let lock = AcceptLock::from_handoff(&handoff).unwrap();
     match mode.as_str() {
         "count" => {
             let iterations: u64 = std::env::var("FASTPM_LOCK_CHILD_ITERS")
@@ -82,6 +83,17 @@ fn critical_section(dir: &Path) {
 }
 
 fn spawn_child(shared: &LockShared, dir: &Path, mode: &str, iterations: u64) -> Child {
+    spawn_child_as(shared, dir, mode, iterations, None)
+}
+
+/// Start a child worker; with `creds` it drops to those ids before exec, as a real worker does.
+fn spawn_child_as(
+    shared: &LockShared,
+    dir: &Path,
+    mode: &str,
+    iterations: u64,
+    creds: Option<Credentials>,
+) -> Child {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
@@ -92,49 +104,65 @@ fn spawn_child(shared: &LockShared, dir: &Path, mode: &str, iterations: u64) -> 
     ])
     .env(
         "FASTPM_LOCK_CHILD_HANDOFF",
-        shared.handoff(CHILD_MUTEX_FD).to_string(),
+        shared.handoff(CHILD_LOCK_FD).to_string(),
     )
     .env("FASTPM_LOCK_CHILD_DIR", dir)
     .env("FASTPM_LOCK_CHILD_MODE", mode)
     .env("FASTPM_LOCK_CHILD_ITERS", iterations.to_string())
     .stdout(Stdio::null());
-    if let Some(fd) = shared.mutex_fd() {
+    let lock_fd = shared.child_fd().unwrap();
+    if let Some(fd) = lock_fd.as_ref().map(|fd| fd.as_raw_fd()) {
         // SAFETY: dup2/fcntl are async-signal-safe and touch no memory; this is how a worker
-        // process inherits the memfd at a known number (dup2 leaves the copy without CLOEXEC).
+        // process inherits its lock at a known number (dup2 leaves the copy without CLOEXEC).
         unsafe {
             cmd.pre_exec(move || {
-                if fd == CHILD_MUTEX_FD {
+                if fd == CHILD_LOCK_FD {
                     if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
-                } else if libc::dup2(fd, CHILD_MUTEX_FD) < 0 {
+                } else if libc::dup2(fd, CHILD_LOCK_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
     }
-    cmd.spawn().unwrap()
+    if let Some(creds) = creds {
+        drop_in_child(&mut cmd, creds);
+    }
+    let child = cmd.spawn().unwrap();
+    drop(lock_fd); // the child has its own copy now
+    child
 }
 
 /// Run PROCESSES children counting ITERATIONS times each; return (counter, overlaps seen).
 fn run_counting(kind: LockKind) -> (u64, usize) {
     let dir = tempfile::tempdir().unwrap();
-    let shared = LockShared::create(kind, dir.path(), "www").unwrap();
+    run_counting_in(kind, dir.path(), dir.path(), None)
+}
+
+/// The lock lives in `lock_dir`, the shared counter in `data_dir`.
+fn run_counting_in(
+    kind: LockKind,
+    lock_dir: &Path,
+    data_dir: &Path,
+    creds: Option<Credentials>,
+) -> (u64, usize) {
+    let shared = LockShared::create(kind, lock_dir, "www").unwrap();
     let children: Vec<Child> = (0..PROCESSES)
-        .map(|_| spawn_child(&shared, dir.path(), "count", ITERATIONS))
+        .map(|_| spawn_child_as(&shared, data_dir, "count", ITERATIONS, creds.clone()))
         .collect();
-    fs::write(dir.path().join("go"), b"").unwrap();
+    fs::write(data_dir.join("go"), b"").unwrap();
     for mut child in children {
         let status = child.wait().unwrap();
         assert!(status.success(), "{kind} child failed: {status}");
     }
-    let counter: u64 = fs::read_to_string(dir.path().join("counter"))
+    let counter: u64 = fs::read_to_string(data_dir.join("counter"))
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    let overlaps = fs::read_dir(dir.path())
+    let overlaps = fs::read_dir(data_dir)
         .unwrap()
         .filter(|e| {
             e.as_ref()
@@ -244,5 +272,31 @@ fn lock_file_kinds_exclude_holder_process() {
             rx.recv_timeout(Duration::from_secs(10))
                 .unwrap_or_else(|_| panic!("{kind}: lock not released by the holder's death"));
         });
+    }
+}
+
+/// Workers that dropped privileges still lock a file in the master's private 0700 runtime dir:
+/// they inherit an open of it instead of opening it by path.
+#[test]
+fn lock_file_kinds_work_for_unprivileged_workers() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root, like the master"
+    );
+    let nobody = resolve(Some("nobody"), None).unwrap().unwrap();
+    for kind in [LockKind::Fcntl, LockKind::Flock, LockKind::Mutex] {
+        let runtime = tempfile::tempdir().unwrap();
+        fs::set_permissions(runtime.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        let data = tempfile::tempdir().unwrap();
+        fs::set_permissions(data.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let (counter, overlaps) =
+            run_counting_in(kind, runtime.path(), data.path(), Some(nobody.clone()));
+        assert_eq!(overlaps, 0, "{kind}: unprivileged workers overlapped");
+        assert_eq!(
+            counter,
+            PROCESSES as u64 * ITERATIONS,
+            "{kind}: lost updates"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The accept lock between worker *threads* of one process, for every kind: each thread with
 //! its own `AcceptLock` (`for_worker`), and threads sharing one; plus the handoff text form.
 
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
@@ -121,18 +122,8 @@ fn lock_file_in_missing_dir_is_a_clear_error() {
 fn lock_handoff_text_round_trips() {
     let cases = [
         ("mutex:fd=5", LockHandoff::Mutex { fd: 5 }),
-        (
-            "fcntl:/tmp/fastpm/www.lock",
-            LockHandoff::Fcntl {
-                path: "/tmp/fastpm/www.lock".into(),
-            },
-        ),
-        (
-            "flock:/run/a b.lock",
-            LockHandoff::Flock {
-                path: "/run/a b.lock".into(),
-            },
-        ),
+        ("fcntl:fd=3", LockHandoff::Fcntl { fd: 3 }),
+        ("flock:fd=100", LockHandoff::Flock { fd: 100 }),
         ("none", LockHandoff::None),
     ];
     for (text, handoff) in cases {
@@ -150,9 +141,9 @@ fn lock_handoff_rejects_malformed_text() {
         "mutex:fd=",
         "mutex:fd=x",
         "mutex:fd=1",
-        "fcntl:",
-        "fcntl:relative.lock",
-        "sem:/x",
+        "fcntl:/tmp/www.lock",
+        "flock:fd=-4",
+        "sem:fd=5",
         "None",
     ] {
         let err = bad.parse::<LockHandoff>().err();
@@ -164,8 +155,31 @@ fn lock_handoff_rejects_malformed_text() {
 }
 
 #[test]
-fn lock_mutex_handoff_with_closed_fd_is_refused() {
-    let err = LockShared::from_handoff(&LockHandoff::Mutex { fd: 987 })
-        .expect_err("closed descriptor refused");
-    assert!(err.to_string().contains("987"), "{err}");
+fn lock_handoff_with_closed_fd_is_refused() {
+    for handoff in [
+        LockHandoff::Mutex { fd: 987 },
+        LockHandoff::Flock { fd: 987 },
+    ] {
+        let err = AcceptLock::from_handoff(&handoff).expect_err("closed descriptor refused");
+        assert!(err.to_string().contains("987"), "{err}");
+    }
+}
+
+#[test]
+fn lock_child_fd_per_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in [LockKind::Mutex, LockKind::Fcntl, LockKind::Flock] {
+        let shared = LockShared::create(kind, dir.path(), "www").unwrap();
+        let a = shared.child_fd().unwrap().expect("a descriptor to pass");
+        let b = shared.child_fd().unwrap().expect("a descriptor to pass");
+        assert_ne!(a.as_raw_fd(), b.as_raw_fd());
+        let flags = nix::fcntl::fcntl(a.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert!(
+            flags & libc::FD_CLOEXEC != 0,
+            "{kind}: the master's copy must be CLOEXEC"
+        );
+    }
+    let none = LockShared::create(LockKind::None, dir.path(), "www").unwrap();
+    assert!(none.child_fd().unwrap().is_none());
+    assert_eq!(none.handoff(7), LockHandoff::None);
 }

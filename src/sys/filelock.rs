@@ -13,7 +13,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -58,6 +58,29 @@ impl LockFile {
             kind,
             path: path.to_path_buf(),
         })
+    }
+
+    /// Adopt a lock file a parent opened for this worker (its own open file description, passed
+    /// at exec). This is how a worker that dropped privileges locks a file in the master's
+    /// private runtime dir, which it could not open itself.
+    pub fn from_fd(fd: OwnedFd, kind: FileLockKind) -> io::Result<Self> {
+        let file = File::from(fd);
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "descriptor {} is not a regular file, so not a lock file",
+                    file.as_raw_fd()
+                ),
+            ));
+        }
+        let path = PathBuf::from(format!("inherited lock file (fd {})", file.as_raw_fd()));
+        Ok(Self { file, kind, path })
+    }
+
+    /// The open file itself, to hand to a worker process.
+    pub fn into_fd(self) -> OwnedFd {
+        self.file.into()
     }
 
     pub fn kind(&self) -> FileLockKind {

@@ -138,6 +138,14 @@ impl ProcessMutex {
         self.mapping.raw_fd()
     }
 
+    /// A new descriptor of the memfd (close-on-exec), to hand to a worker process.
+    pub fn clone_fd(&self) -> io::Result<OwnedFd> {
+        // SAFETY: the memfd is owned by `self.mapping` and stays open while `self` is borrowed;
+        // the borrowed descriptor is only used to duplicate it.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.mapping.raw_fd()) };
+        fd.try_clone_to_owned()
+    }
+
     /// Block until this thread holds the mutex. When the previous owner died holding it, the
     /// mutex is made consistent, one warning is logged and the guard reports the recovery.
     pub fn lock(&self) -> io::Result<ProcessMutexGuard<'_>> {

@@ -14,10 +14,13 @@
 //! - `none`: every worker waits on the socket itself.
 //!
 //! How the pieces fit: the master creates one [`LockShared`] per pool ([`LockShared::create`]).
-//! Each worker builds its own [`AcceptLock`] from it with [`AcceptLock::for_worker`] — a worker
-//! thread from the master's `LockShared`, a worker process from the one it rebuilt after exec
-//! with [`LockShared::from_handoff`], given the [`LockHandoff`] the master wrote on its command
-//! line (`mutex:fd=N` with the memfd inherited at `N`, `fcntl:PATH`, `flock:PATH`, `none`).
+//! A worker *thread* builds its [`AcceptLock`] from it with [`AcceptLock::for_worker`]. A worker
+//! *process* gets a descriptor of its own from [`LockShared::child_fd`] (the mutex memfd, or a
+//! fresh open of the lock file — its own open file description), inherited at a number `N` the
+//! spawner chooses, plus the [`LockHandoff`] text [`LockShared::handoff`]`(N)` on its command
+//! line (`mutex:fd=N`, `fcntl:fd=N`, `flock:fd=N`, `none`); after exec it calls
+//! [`AcceptLock::from_handoff`]. Passing the open file rather than its path matters: a worker
+//! that dropped privileges could not open a file in the master's private (0700) runtime dir.
 //!
 //! File locks belong to an open file description, so `for_worker` opens the lock file anew for
 //! each worker. One `AcceptLock` may still be shared by several threads: a file lock is then
@@ -25,7 +28,7 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -66,18 +69,20 @@ pub enum LockShared {
 }
 
 /// How a worker process finds its pool's lock after exec; `Display` and `FromStr` give the
-/// command-line form (`mutex:fd=5`, `fcntl:/tmp/fastpm/www.lock`, `flock:…`, `none`).
+/// command-line form (`mutex:fd=5`, `fcntl:fd=5`, `flock:fd=5`, `none`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LockHandoff {
-    /// The mutex memfd, inherited by the worker at descriptor `fd`.
+    /// The mutex memfd, inherited at descriptor `fd`.
     Mutex {
         fd: RawFd,
     },
+    /// The worker's own open of the lock file, inherited at `fd`, locked with `fcntl`.
     Fcntl {
-        path: PathBuf,
+        fd: RawFd,
     },
+    /// The same, locked with `flock`.
     Flock {
-        path: PathBuf,
+        fd: RawFd,
     },
     None,
 }
@@ -86,8 +91,8 @@ impl fmt::Display for LockHandoff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Mutex { fd } => write!(f, "mutex:fd={fd}"),
-            Self::Fcntl { path } => write!(f, "fcntl:{}", path.display()),
-            Self::Flock { path } => write!(f, "flock:{}", path.display()),
+            Self::Fcntl { fd } => write!(f, "fcntl:fd={fd}"),
+            Self::Flock { fd } => write!(f, "flock:fd={fd}"),
             Self::None => f.write_str("none"),
         }
     }
@@ -104,23 +109,15 @@ impl FromStr for LockHandoff {
             return Ok(Self::None);
         }
         let (kind, rest) = text.split_once(':').ok_or_else(bad)?;
+        let fd: RawFd = rest
+            .strip_prefix("fd=")
+            .and_then(|n| n.parse().ok())
+            .filter(|fd| *fd >= 3)
+            .ok_or_else(bad)?;
         match kind {
-            "mutex" => {
-                let fd = rest.strip_prefix("fd=").ok_or_else(bad)?;
-                let fd: RawFd = fd.parse().map_err(|_| bad())?;
-                if fd < 3 {
-                    return Err(bad());
-                }
-                Ok(Self::Mutex { fd })
-            }
-            "fcntl" | "flock" if rest.starts_with('/') => {
-                let path = PathBuf::from(rest);
-                Ok(if kind == "fcntl" {
-                    Self::Fcntl { path }
-                } else {
-                    Self::Flock { path }
-                })
-            }
+            "mutex" => Ok(Self::Mutex { fd }),
+            "fcntl" => Ok(Self::Fcntl { fd }),
+            "flock" => Ok(Self::Flock { fd }),
             _ => Err(bad()),
         }
     }
@@ -153,56 +150,48 @@ impl LockShared {
         }
     }
 
-    /// The descriptor a worker process must inherit (`mutex` only); the spawner passes it on at
-    /// a number of its choice and writes that number into [`LockShared::handoff`].
-    pub fn mutex_fd(&self) -> Option<RawFd> {
+    /// A descriptor for one worker process to inherit (close-on-exec: the spawner places it
+    /// at the number it writes into [`LockShared::handoff`], then drops this copy). `mutex`: a
+    /// duplicate of the memfd; file kinds: a fresh open of the lock file, so each worker has its
+    /// own open file description (its own lock); `none`: nothing.
+    pub fn child_fd(&self) -> Result<Option<OwnedFd>, LockError> {
         match self {
-            Self::Mutex(m) => Some(m.raw_fd()),
-            _ => None,
+            Self::Mutex(m) => m.clone_fd().map(Some).map_err(|cause| LockError::Create {
+                kind: LockKind::Mutex,
+                cause,
+            }),
+            Self::File { kind, path } => LockFile::open(path, *kind)
+                .map(|file| Some(file.into_fd()))
+                .map_err(|cause| LockError::Create {
+                    kind: lock_kind(*kind),
+                    cause,
+                }),
+            Self::None => Ok(None),
         }
     }
 
-    /// The command-line form for a worker process that will find the mutex memfd at
-    /// `child_mutex_fd` (ignored for the other kinds).
-    pub fn handoff(&self, child_mutex_fd: RawFd) -> LockHandoff {
+    /// The command-line form for a worker process that finds [`LockShared::child_fd`] at
+    /// descriptor `child_fd` (ignored for `none`).
+    pub fn handoff(&self, child_fd: RawFd) -> LockHandoff {
         match self {
-            Self::Mutex(_) => LockHandoff::Mutex { fd: child_mutex_fd },
+            Self::Mutex(_) => LockHandoff::Mutex { fd: child_fd },
             Self::File {
                 kind: FileLockKind::Fcntl,
-                path,
-            } => LockHandoff::Fcntl { path: path.clone() },
+                ..
+            } => LockHandoff::Fcntl { fd: child_fd },
             Self::File {
                 kind: FileLockKind::Flock,
-                path,
-            } => LockHandoff::Flock { path: path.clone() },
+                ..
+            } => LockHandoff::Flock { fd: child_fd },
             Self::None => LockHandoff::None,
         }
     }
+}
 
-    /// A worker process after exec: rebuild the pool's lock from its handoff. For `mutex` this
-    /// takes ownership of the inherited descriptor (call it once).
-    pub fn from_handoff(handoff: &LockHandoff) -> Result<Self, LockError> {
-        let attach = |cause| LockError::Attach {
-            handoff: handoff.clone(),
-            cause,
-        };
-        match handoff {
-            LockHandoff::Mutex { fd } => {
-                let fd = adopt_inherited_fd(*fd).map_err(attach)?;
-                Ok(Self::Mutex(Arc::new(
-                    ProcessMutex::from_fd(fd).map_err(attach)?,
-                )))
-            }
-            LockHandoff::Fcntl { path } => Ok(Self::File {
-                kind: FileLockKind::Fcntl,
-                path: path.clone(),
-            }),
-            LockHandoff::Flock { path } => Ok(Self::File {
-                kind: FileLockKind::Flock,
-                path: path.clone(),
-            }),
-            LockHandoff::None => Ok(Self::None),
-        }
+fn lock_kind(kind: FileLockKind) -> LockKind {
+    match kind {
+        FileLockKind::Fcntl => LockKind::Fcntl,
+        FileLockKind::Flock => LockKind::Flock,
     }
 }
 
@@ -270,10 +259,7 @@ impl AcceptLock {
             LockShared::Mutex(m) => Ok(Self::Process(Arc::clone(m))),
             LockShared::File { kind, path } => {
                 let file = LockFile::open(path, *kind).map_err(|cause| LockError::Create {
-                    kind: match kind {
-                        FileLockKind::Fcntl => LockKind::Fcntl,
-                        FileLockKind::Flock => LockKind::Flock,
-                    },
+                    kind: lock_kind(*kind),
                     cause,
                 })?;
                 Ok(Self::File {
@@ -282,6 +268,34 @@ impl AcceptLock {
                 })
             }
             LockShared::None => Ok(Self::None),
+        }
+    }
+
+    /// A worker process after exec: its lock from the handoff on its command line. Takes
+    /// ownership of the inherited descriptor (call it once per handoff). The lock may be shared
+    /// by the process's threads.
+    pub fn from_handoff(handoff: &LockHandoff) -> Result<Self, LockError> {
+        let attach = |cause| LockError::Attach {
+            handoff: handoff.clone(),
+            cause,
+        };
+        let file = |fd: RawFd, kind| -> Result<Self, LockError> {
+            let fd = adopt_inherited_fd(fd).map_err(attach)?;
+            Ok(Self::File {
+                file: LockFile::from_fd(fd, kind).map_err(attach)?,
+                threads: Mutex::new(()),
+            })
+        };
+        match handoff {
+            LockHandoff::Mutex { fd } => {
+                let fd = adopt_inherited_fd(*fd).map_err(attach)?;
+                Ok(Self::Process(Arc::new(
+                    ProcessMutex::from_fd(fd).map_err(attach)?,
+                )))
+            }
+            LockHandoff::Fcntl { fd } => file(*fd, FileLockKind::Fcntl),
+            LockHandoff::Flock { fd } => file(*fd, FileLockKind::Flock),
+            LockHandoff::None => Ok(Self::None),
         }
     }
 
