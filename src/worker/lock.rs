@@ -41,7 +41,9 @@ use crate::sys::pmutex::{ProcessMutex, ProcessMutexGuard};
 /// Why a lock kind cannot be used for a pool, or could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("accept_lock = \"{0}\" needs a lock file: build the lock with LockShared::create (it knows the runtime_dir) and AcceptLock::for_worker; for_threads supports \"mutex\" and \"none\"")]
+    /// `for_threads` builds only the in-process kinds; the file kinds need the runtime dir
+    /// ([`LockShared::create`] + [`AcceptLock::for_worker`]).
+    #[error("accept_lock = \"{0}\" needs a lock file in runtime_dir, which this pool's startup does not create yet; use \"mutex\" or \"none\"")]
     NeedsProcessWorkers(String),
     #[error("cannot create the accept lock ({kind}): {cause}")]
     Create { kind: LockKind, cause: io::Error },
