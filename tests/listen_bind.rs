@@ -196,14 +196,17 @@ fn bind_errors_are_one_line_naming_the_address() {
 }
 
 #[test]
-fn systemd_addresses_are_not_supported_yet() {
+fn systemd_address_without_activation_is_a_clear_error() {
+    // Socket activation itself is tested in tests/systemd_activation.rs (a child with LISTEN_*).
     let address: ListenAddress = "systemd:www".parse().unwrap();
     let err = bind(&address, &BindOptions::default()).unwrap_err();
-    assert!(matches!(err, ListenError::SystemdUnsupported { .. }));
-    assert_eq!(
-        err.to_string(),
-        "cannot bind systemd:www: systemd socket activation is not supported yet"
+    assert!(matches!(err, ListenError::Bind { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("cannot bind systemd:www: not started by systemd socket activation"),
+        "{text}"
     );
+    assert!(!text.contains('\n'));
 }
 
 #[test]

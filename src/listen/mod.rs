@@ -1,4 +1,5 @@
-//! Listening sockets: addresses, bind + backlog + the somaxconn check, permissions, client filter.
+//! Listening sockets: addresses, bind + backlog + the somaxconn check, permissions, client filter,
+//! and sockets passed by systemd socket activation ([`systemd`]).
 
 pub mod address;
 pub mod clients;
@@ -6,6 +7,7 @@ pub mod error;
 pub mod socket;
 pub mod somaxconn;
 pub mod stream;
+pub mod systemd;
 pub mod unix_path;
 
 pub use address::{AddressError, ListenAddress};

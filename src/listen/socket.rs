@@ -58,9 +58,13 @@ pub fn bind(address: &ListenAddress, options: &BindOptions) -> Result<Listener, 
     match address {
         ListenAddress::Unix(path) => bind_unix(address, path, options),
         ListenAddress::Tcp(addr) => bind_tcp(address, *addr, options.backlog),
-        ListenAddress::Systemd(_) => Err(ListenError::SystemdUnsupported {
-            address: address.clone(),
-        }),
+        // The socket unit owns backlog, mode and owner of a passed socket (see systemd.rs).
+        ListenAddress::Systemd(name) => {
+            super::systemd::take_listener(name).map_err(|e| ListenError::Bind {
+                address: address.clone(),
+                cause: io::Error::new(io::ErrorKind::NotFound, e),
+            })
+        }
     }
 }
 

@@ -2,10 +2,12 @@
 //!
 //! [`run`] is the whole life of the master, one named phase per line; the pieces are
 //! [`pools`] (bind, check the backlog, build workers), [`signals`] (handlers only enqueue),
-//! [`status_source`] (the status listener's view of the scoreboard) and [`apps`] (which app a pool
-//! runs).
+//! [`status_source`] (the status listener's view of the scoreboard), [`apps`] (which app a pool
+//! runs), [`pm`] (the process manager's policy, pure) and [`notify`] (sd_notify to systemd).
 
 pub mod apps;
+pub mod notify;
+pub mod pm;
 pub mod pools;
 pub mod signals;
 pub mod status_source;

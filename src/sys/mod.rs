@@ -1,6 +1,10 @@
 //! The unsafe edge: every `unsafe` block of fastpm lives under this module, each with a
 //! `// SAFETY:` comment. Everything above it speaks safe Rust.
 
+pub mod filelock;
+pub mod inherit;
+pub mod pmutex;
+pub mod privileges;
 pub mod shm;
 pub mod sockopt;
 pub mod spawn;
