@@ -262,6 +262,14 @@ impl Scoreboard {
         Ok(board)
     }
 
+    /// Map the scoreboard a master created (a worker process after exec): `fd` is the inherited
+    /// memfd, `slot_counts` the layout the master used.
+    pub fn attach(fd: std::os::fd::OwnedFd, slot_counts: &[usize]) -> std::io::Result<Self> {
+        let (pools, len) = layout(slot_counts);
+        let map = SharedMapping::map(fd, len)?;
+        Ok(Self { map, pools })
+    }
+
     pub fn pool_count(&self) -> usize {
         self.pools.len()
     }

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use super::apps::{self, AppError};
 use super::status_source::Pools;
 use crate::config::{self, BacklogError, Config, ConfigSource, WorkerKind};
-use crate::fastcgi::Limits;
-use crate::listen::{self, BindOptions, ClientFilter, ListenAddress, ListenError};
+use crate::listen::{self, BindOptions, ListenAddress, ListenError};
 use crate::probe::{spawn_sampler, QueueProbe, SamplerHandle};
 use crate::scoreboard::Scoreboard;
 use crate::status::PoolInfo;
@@ -296,22 +295,14 @@ fn open_pool(
         somaxconn,
         max_children: pool.max_children,
     };
-    let ctx = PoolContext {
+    let ctx = PoolContext::new(
         index,
-        config: pool.clone(),
+        pool.clone(),
         listener,
         lock,
-        clients: ClientFilter::new(pool.listen.allowed_clients.clone()),
-        limits: Limits {
-            max_conns: pool.max_children,
-            max_reqs: pool.max_children,
-            ..Limits::default()
-        },
-        scoreboard: Arc::clone(scoreboard),
+        Arc::clone(scoreboard),
         info,
-        stopping: Default::default(),
-        quitting: Default::default(),
-    };
+    );
     Ok((Arc::new(ctx), choice, probe))
 }
 

@@ -22,7 +22,14 @@ pub fn inherit_fds_and_die_with_parent(cmd: &mut Command, fds: Vec<RawFd>) {
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) == -1 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) == -1
+            {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

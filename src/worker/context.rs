@@ -39,13 +39,46 @@ pub struct PoolContext {
     pub scoreboard: Arc<Scoreboard>,
     /// Static facts for the status page (name, pm, address, backlog, somaxconn).
     pub info: PoolInfo,
-    /// Set by the master to ask workers to finish: they drain what is queued, then exit.
-    pub stopping: AtomicBool,
-    /// Set by the master for an immediate stop: workers exit without draining.
-    pub quitting: AtomicBool,
+    /// Set by the master (thread workers) or by SIGTERM/SIGINT (a worker process) to ask
+    /// workers to finish: they drain what is queued, then exit. An `Arc` so a signal handler
+    /// can own a reference.
+    pub stopping: Arc<AtomicBool>,
+    /// Set by the master or by SIGQUIT for an immediate stop: workers exit without draining.
+    pub quitting: Arc<AtomicBool>,
 }
 
 impl PoolContext {
+    /// What a pool's workers share, the same for thread workers (built by the master) and for a
+    /// worker process (built after exec from inherited descriptors).
+    pub fn new(
+        index: usize,
+        config: PoolConfig,
+        listener: Listener,
+        lock: AcceptLock,
+        scoreboard: Arc<Scoreboard>,
+        info: PoolInfo,
+    ) -> Self {
+        let clients = ClientFilter::new(config.listen.allowed_clients.clone());
+        // php-fpm answers GET_VALUES with max_children for both.
+        let limits = Limits {
+            max_conns: config.max_children,
+            max_reqs: config.max_children,
+            ..Limits::default()
+        };
+        Self {
+            index,
+            config,
+            listener,
+            lock,
+            clients,
+            limits,
+            scoreboard,
+            info,
+            stopping: Arc::new(AtomicBool::new(false)),
+            quitting: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     pub fn board(&self) -> &PoolBoard {
         self.scoreboard.pool(self.index)
     }

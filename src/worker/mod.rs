@@ -12,6 +12,7 @@
 pub mod context;
 pub mod io;
 pub mod lock;
+pub mod process;
 pub mod request;
 pub mod serve;
 

@@ -1,0 +1,141 @@
+//! A worker process: what `fastpm worker` (started by the master, never by a person) does after
+//! exec. It takes the pool's listening socket, the scoreboard and the accept lock from inherited
+//! descriptors, reads the exact config text the master runs on from stdin, and runs the same
+//! serve loop thread workers run.
+//!
+//! Why re-exec and not fork: the master runs tokio and threads; a forked copy of a threaded
+//! process may only call async-signal-safe functions (DESIGN.md §7).
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::{self, ConfigSource};
+use crate::listen::Listener;
+use crate::master::apps;
+use crate::scoreboard::Scoreboard;
+use crate::status::PoolInfo;
+use crate::sys::inherit::adopt_inherited_fd;
+
+use super::context::PoolContext;
+use super::lock::{AcceptLock, LockHandoff};
+use super::serve::run_worker;
+
+/// The command line the master gives a worker process.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
+    /// Position of the pool in the config (and on the scoreboard).
+    #[arg(long)]
+    pub pool_index: usize,
+    /// The worker's scoreboard slot.
+    #[arg(long)]
+    pub slot: usize,
+    /// Inherited listening socket.
+    #[arg(long)]
+    pub listener_fd: i32,
+    /// Inherited scoreboard memfd.
+    #[arg(long)]
+    pub scoreboard_fd: i32,
+    /// Scoreboard layout: slots per pool, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub slots: Vec<usize>,
+    /// The accept lock handoff (`none`, `mutex:fd=N`, `fcntl:fd=N`, `flock:fd=N`).
+    #[arg(long)]
+    pub lock: String,
+    /// The pool's effective backlog and the netns somaxconn, for the status page.
+    #[arg(long)]
+    pub backlog: u32,
+    #[arg(long)]
+    pub somaxconn: Option<u32>,
+    /// The config file the text on stdin came from (relative paths); absent = embedded default.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Why a worker process could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("worker: cannot read the config from the master: {0}")]
+    ReadConfig(std::io::Error),
+    #[error("worker: {0}")]
+    Config(#[from] config::ConfigError),
+    #[error("worker: pool index {0} is not in the config")]
+    NoPool(usize),
+    #[error("worker: cannot take inherited {what}: {source}")]
+    Inherit {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("worker: {0}")]
+    Lock(#[from] super::lock::LockError),
+    #[error("worker: {0}")]
+    App(#[from] apps::AppError),
+    #[error("worker: cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+fn inherit(what: &'static str) -> impl FnOnce(std::io::Error) -> WorkerError {
+    move |source| WorkerError::Inherit { what, source }
+}
+
+/// Run one worker process until the master (or a signal) tells it to stop.
+pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(WorkerError::ReadConfig)?;
+    let source = match &args.config {
+        Some(path) => ConfigSource::File(path.clone()),
+        None => ConfigSource::Embedded,
+    };
+    let config = config::load_str(&text, source)?;
+    let pool = config
+        .pools
+        .get(args.pool_index)
+        .cloned()
+        .ok_or(WorkerError::NoPool(args.pool_index))?;
+
+    let listener_fd = adopt_inherited_fd(args.listener_fd).map_err(inherit("listener"))?;
+    let listener = Listener::from_inherited(listener_fd).map_err(inherit("listener"))?;
+    let board_fd = adopt_inherited_fd(args.scoreboard_fd).map_err(inherit("scoreboard"))?;
+    let scoreboard =
+        Arc::new(Scoreboard::attach(board_fd, &args.slots).map_err(inherit("scoreboard"))?);
+    let handoff: LockHandoff = args.lock.parse()?;
+    let lock = AcceptLock::from_handoff(&handoff)?;
+
+    let php_found = config::php_cgi_on_path(&pool.app.php_cgi).is_some();
+    let embedded = matches!(config.source, ConfigSource::Embedded);
+    let (choice, _why) = apps::choose(&pool.name, pool.app.kind, php_found, embedded)?;
+    let info = PoolInfo {
+        name: pool.name.clone(),
+        process_manager: pool.pm.to_string(),
+        listen_address: pool.listen.address.to_string(),
+        listen_backlog: args.backlog,
+        somaxconn: args.somaxconn,
+        max_children: pool.max_children,
+    };
+    let app = apps::build(&choice, &pool.name);
+    let ctx = PoolContext::new(args.pool_index, pool, listener, lock, scoreboard, info);
+    install_signals(&ctx)?;
+    run_worker(&ctx, args.slot, app);
+    Ok(())
+}
+
+/// TERM and INT: drain and exit; QUIT: exit now. HUP, USR1 and USR2 are the master's business:
+/// a worker ignores them (their default action would kill it).
+fn install_signals(ctx: &PoolContext) -> Result<(), WorkerError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+    use signal_hook::flag::register;
+    let ignored = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for (signal, flag) in [
+        (SIGTERM, &ctx.stopping),
+        (SIGINT, &ctx.stopping),
+        (SIGQUIT, &ctx.quitting),
+        (SIGHUP, &ignored),
+        (SIGUSR1, &ignored),
+        (SIGUSR2, &ignored),
+    ] {
+        register(signal, Arc::clone(flag)).map_err(WorkerError::Signals)?;
+    }
+    Ok(())
+}
