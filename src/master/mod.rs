@@ -6,6 +6,7 @@
 //! runs), [`pm`] (the process manager's policy, pure) and [`notify`] (sd_notify to systemd).
 
 pub mod apps;
+pub mod children;
 pub mod notify;
 pub mod pm;
 pub mod pools;

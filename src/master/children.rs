@@ -1,0 +1,139 @@
+//! One pool's worker processes: start them (re-exec of fastpm with inherited descriptors), reap
+//! them, signal them. The supervisor loop (`pools.rs`) decides when; this file does the doing.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::pm::WorkerExit;
+use crate::sys::privileges::{drop_in_child, Credentials};
+use crate::sys::spawn::inherit_fds_and_die_with_parent;
+use crate::worker::lock::LockShared;
+
+/// Everything a pool's worker processes are started with; fixed for a generation.
+pub struct SpawnSpec {
+    pub pool_index: usize,
+    /// The master's listening socket (the child gets the same number).
+    pub listener_fd: RawFd,
+    pub scoreboard_fd: RawFd,
+    /// Scoreboard layout, slots per pool.
+    pub slots: Vec<usize>,
+    pub lock: Arc<LockShared>,
+    pub backlog: u32,
+    pub somaxconn: Option<u32>,
+    /// The config file (relative paths); `None` = the embedded default.
+    pub config_path: Option<PathBuf>,
+    /// The exact text the master runs on, handed to the worker on its stdin.
+    pub config_text: Arc<String>,
+    /// `user`/`group` to run as (master running as root).
+    pub credentials: Option<Credentials>,
+}
+
+/// One running worker process.
+pub struct WorkerProcess {
+    pub slot: usize,
+    pub child: Child,
+    pub started: Instant,
+    /// Which config generation started it (a reload starts a new one).
+    pub generation: u64,
+    /// Set once the supervisor asked it to stop, so its exit is not a crash.
+    pub stop_requested: bool,
+}
+
+impl WorkerProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send `signal`; a process that is already gone is not an error.
+    pub fn signal(&mut self, signal: Signal) {
+        if matches!(signal, Signal::SIGTERM | Signal::SIGQUIT | Signal::SIGKILL) {
+            self.stop_requested = true;
+        }
+        let _ = kill(Pid::from_raw(self.child.id() as i32), signal);
+    }
+
+    /// `Some(exit)` once the process has ended (reaped with `waitpid(pid, WNOHANG)`, never
+    /// `waitpid(-1)`, which would steal the exit of children that are not ours to reap).
+    pub fn try_reap(&mut self) -> Option<WorkerExit> {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self.child.try_wait().ok()??;
+        Some(if self.stop_requested {
+            WorkerExit::Requested
+        } else if let Some(code) = status.code() {
+            WorkerExit::Exited(code)
+        } else {
+            WorkerExit::Signaled(status.signal().unwrap_or(0))
+        })
+    }
+}
+
+/// Start the worker process for `slot`.
+pub fn spawn(spec: &SpawnSpec, slot: usize, generation: u64) -> std::io::Result<WorkerProcess> {
+    let lock_fd = spec.lock.child_fd().map_err(std::io::Error::other)?;
+    let mut fds = vec![spec.listener_fd, spec.scoreboard_fd];
+    let handoff = match &lock_fd {
+        Some(fd) => {
+            fds.push(fd.as_raw_fd());
+            spec.lock.handoff(fd.as_raw_fd()).to_string()
+        }
+        None => "none".to_string(),
+    };
+    let slots: Vec<String> = spec.slots.iter().map(|n| n.to_string()).collect();
+    // /proc/self/exe, not current_exe(): after a binary upgrade the old path ends in " (deleted)".
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg("worker")
+        .arg("--pool-index")
+        .arg(spec.pool_index.to_string())
+        .arg("--slot")
+        .arg(slot.to_string())
+        .arg("--listener-fd")
+        .arg(spec.listener_fd.to_string())
+        .arg("--scoreboard-fd")
+        .arg(spec.scoreboard_fd.to_string())
+        .arg("--slots")
+        .arg(slots.join(","))
+        .arg("--lock")
+        .arg(handoff)
+        .arg("--backlog")
+        .arg(spec.backlog.to_string());
+    if let Some(n) = spec.somaxconn {
+        cmd.arg("--somaxconn").arg(n.to_string());
+    }
+    if let Some(path) = &spec.config_path {
+        cmd.arg("--config").arg(path);
+    }
+    // systemd's variables are the master's: a worker must not notify or adopt sockets.
+    for var in [
+        "NOTIFY_SOCKET",
+        "LISTEN_PID",
+        "LISTEN_FDS",
+        "LISTEN_FDNAMES",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(Stdio::piped());
+    inherit_fds_and_die_with_parent(&mut cmd, fds);
+    if let Some(creds) = &spec.credentials {
+        drop_in_child(&mut cmd, creds.clone());
+    }
+    let mut child = cmd.spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A worker that dies before reading is reaped and reported like any other exit.
+        let _ = stdin.write_all(spec.config_text.as_bytes());
+    }
+    drop(lock_fd);
+    Ok(WorkerProcess {
+        slot,
+        child,
+        started: Instant::now(),
+        generation,
+        stop_requested: false,
+    })
+}
