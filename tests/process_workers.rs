@@ -1,0 +1,276 @@
+//! `workers = "process"`: the master re-executes fastpm as worker processes that share the
+//! listening socket behind each accept lock kind; a killed worker is replaced; TERM lets
+//! in-flight requests finish; HUP reloads with no failed request; the master's status answers
+//! while every worker is busy.
+
+mod common;
+
+use std::io::Write;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{free_port, master_status, raw, require, Launch, Server};
+
+fn config(lock: &str, status_port: u16) -> String {
+    format!(
+        r#"
+[global]
+status_listen = "127.0.0.1:{status_port}"
+runtime_dir = "{{dir}}/rt"
+shutdown_timeout = "10s"
+
+[pool.p]
+workers = "process"
+accept_lock = "{lock}"
+max_children = 4
+
+[pool.p.listen]
+address = "unix:{{dir}}/p.sock"
+
+[pool.p.app]
+kind = "sleep"
+"#
+    )
+}
+
+fn children(pid: i32) -> Vec<i32> {
+    let out = Command::new(require("pgrep"))
+        .args(["-P", &pid.to_string()])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn wait_for_children(server: &Server, n: usize, within: Duration) -> Vec<i32> {
+    let deadline = Instant::now() + within;
+    loop {
+        let kids = children(server.pid());
+        if kids.len() == n {
+            return kids;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} worker processes, found {kids:?}; log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `clients` threads each send `each` requests to /sleep?ms=`ms`; returns (ok, failed).
+fn load(addr: &str, clients: usize, each: usize, ms: u32) -> (u64, u64) {
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (addr, ok, failed) = (addr.to_string(), ok.clone(), failed.clone());
+            std::thread::spawn(move || {
+                for _ in 0..each {
+                    if one_request(&addr, ms) {
+                        ok.fetch_add(1, Relaxed);
+                    } else {
+                        failed.fetch_add(1, Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    (ok.load(Relaxed), failed.load(Relaxed))
+}
+
+fn one_request(addr: &str, ms: u32) -> bool {
+    let path = addr.strip_prefix("unix:").unwrap();
+    let Ok(mut c) = std::os::unix::net::UnixStream::connect(path) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+    if c.write_all(&raw::request("/sleep", &format!("ms={ms}"), b"", false)).is_err() {
+        return false;
+    }
+    let mut reader: &mut dyn std::io::Read = &mut c;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| raw::read_response(&mut reader))) {
+        Ok(Some(r)) => r.body().contains(&format!("slept {ms} ms")),
+        _ => false,
+    }
+}
+
+#[test]
+fn every_lock_kind_serves_with_four_worker_processes() {
+    for lock in ["mutex", "fcntl", "flock", "none"] {
+        let port = free_port();
+        let server = Server::start(&config(lock, port));
+        let addr = format!("unix:{}", server.path("p.sock").display());
+        let kids = wait_for_children(&server, 4, Duration::from_secs(5));
+        let (ok, failed) = load(&addr, 8, 25, 5);
+        assert_eq!((ok, failed), (200, 0), "lock {lock}");
+        let (code, body) = common::http_get(port, "/status?json&full");
+        assert_eq!(code, 200);
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let pool = &status["pools"][0];
+        assert_eq!(pool["total processes"], 4, "lock {lock}: {pool}");
+        let procs = pool["processes"].as_array().expect("processes");
+        assert_eq!(procs.len(), 4, "lock {lock}");
+        let mut pids: Vec<i32> = procs.iter().map(|p| p["pid"].as_i64().unwrap() as i32).collect();
+        pids.sort();
+        let mut kids = kids;
+        kids.sort();
+        assert_eq!(pids, kids, "lock {lock}: status lists the master's children");
+        for p in procs {
+            assert!(p["requests"].as_u64().unwrap() > 0, "lock {lock}: idle worker {p}");
+        }
+    }
+}
+
+#[test]
+fn a_killed_worker_is_replaced_within_a_second_under_load() {
+    let port = free_port();
+    let server = Server::start(&config("mutex", port));
+    let addr = format!("unix:{}", server.path("p.sock").display());
+    let kids = wait_for_children(&server, 4, Duration::from_secs(5));
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let loaders: Vec<_> = (0..6)
+        .map(|_| {
+            let (addr, stop, failed, ok) = (addr.clone(), stop.clone(), failed.clone(), ok.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Relaxed) {
+                    if one_request(&addr, 20) {
+                        ok.fetch_add(1, Relaxed);
+                    } else {
+                        failed.fetch_add(1, Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(kids[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let killed_at = Instant::now();
+    let deadline = killed_at + Duration::from_secs(1);
+    loop {
+        let now = children(server.pid());
+        if now.len() == 4 && !now.contains(&kids[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pool not whole 1 s after kill -9: {now:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Relaxed);
+    for l in loaders {
+        l.join().unwrap();
+    }
+    assert!(failed.load(Relaxed) <= 1, "lost {} requests (at most the killed one's)", failed.load(Relaxed));
+    assert!(ok.load(Relaxed) > 50);
+    assert_eq!(master_status(port)["pools"][0]["total processes"], 4);
+}
+
+#[test]
+fn term_lets_in_flight_requests_finish() {
+    let port = free_port();
+    let mut server = Server::start(&config("mutex", port));
+    let addr = format!("unix:{}", server.path("p.sock").display());
+    wait_for_children(&server, 4, Duration::from_secs(5));
+    let mut conns = Vec::new();
+    for _ in 0..6 {
+        let mut c = raw::connect(&addr);
+        c.write_all(&raw::request("/sleep", "ms=700", b"", false)).unwrap();
+        conns.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    let status = server.stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10));
+    assert!(status.success(), "{status}: {}", server.log());
+    for mut c in conns {
+        let r = raw::read_response(&mut *c).expect("every in-flight and queued request is answered");
+        assert!(r.body().contains("slept 700 ms"));
+    }
+}
+
+#[test]
+fn master_status_answers_while_every_worker_process_is_busy() {
+    let port = free_port();
+    let server = Server::start(&config("mutex", port));
+    let addr = format!("unix:{}", server.path("p.sock").display());
+    wait_for_children(&server, 4, Duration::from_secs(5));
+    let mut conns = Vec::new();
+    for _ in 0..6 {
+        let mut c = raw::connect(&addr);
+        c.write_all(&raw::request("/sleep", "ms=2000", b"", false)).unwrap();
+        conns.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let status = master_status(port);
+    assert!(t.elapsed() < Duration::from_millis(200), "{:?}", t.elapsed());
+    assert_eq!(status["pools"][0]["active processes"], 4, "{status}");
+}
+
+#[test]
+fn three_reloads_under_load_lose_nothing() {
+    let port = free_port();
+    let server = Launch::new(&config("mutex", port)).start();
+    let addr = format!("unix:{}", server.path("p.sock").display());
+    let first = wait_for_children(&server, 4, Duration::from_secs(5));
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let loaders: Vec<_> = (0..8)
+        .map(|_| {
+            let (addr, stop, failed, ok) = (addr.clone(), stop.clone(), failed.clone(), ok.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Relaxed) {
+                    if one_request(&addr, 10) {
+                        ok.fetch_add(1, Relaxed);
+                    } else {
+                        failed.fetch_add(1, Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(400));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), nix::sys::signal::Signal::SIGHUP).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    stop.store(true, Relaxed);
+    for l in loaders {
+        l.join().unwrap();
+    }
+    assert_eq!(failed.load(Relaxed), 0, "failed requests across 3 reloads; log:\n{}", server.log());
+    assert!(ok.load(Relaxed) > 100);
+    let now = wait_for_children(&server, 4, Duration::from_secs(5));
+    assert!(now.iter().all(|p| !first.contains(p)), "workers were replaced: {first:?} → {now:?}");
+}
+
+#[test]
+fn reload_applies_a_changed_backlog() {
+    let port = free_port();
+    let server = Server::start(&config("none", port));
+    wait_for_children(&server, 4, Duration::from_secs(5));
+    let path = server.path("fastpm.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace("address = \"unix:", "backlog = 100\naddress = \"unix:");
+    std::fs::write(&path, text).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), nix::sys::signal::Signal::SIGHUP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let len = master_status(port)["pools"][0]["listen queue len"].as_u64().unwrap();
+        if len == 100 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "backlog still {len}; log:\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sock = server.path("p.sock");
+    assert_eq!(common::ss_listen(sock.to_str().unwrap(), true).unwrap().send_q, 100);
+}
