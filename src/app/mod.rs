@@ -1,12 +1,15 @@
-//! What runs a request once the worker has read it: the built-in apps (`hello`, `echo`, `sleep`).
+//! What runs a request once the worker has read it: the built-in apps (`hello`, `echo`, `sleep`)
+//! and `php` (a php-cgi child per worker).
 //!
 //! An app sees a complete FastCGI request and writes a CGI response (headers, blank line, body)
 //! to the response writer; the worker takes care of the protocol, the scoreboard and the status
 //! and ping paths. PHP, CGI, exec and long-polling apps arrive with their own issues.
 
 mod builtin;
+pub mod php;
 
 pub use builtin::{Echo, Hello, Sleep};
+pub use php::{Php, PhpSettings};
 
 use crate::fastcgi::{Request, ResponseWriter};
 

@@ -1,5 +1,6 @@
 //! The unsafe edge: every `unsafe` block of fastpm lives under this module, each with a
 //! `// SAFETY:` comment. Everything above it speaks safe Rust.
 
+pub mod child;
 pub mod shm;
 pub mod sockopt;
