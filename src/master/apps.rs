@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::app::{App, Echo, Hello, Php, PhpSettings, Sleep};
+use crate::app::{App, Cgi, CgiSettings, Echo, Hello, Php, PhpSettings, Sleep};
 use crate::config::{AppKind, PoolConfig};
 
 /// The app a pool's workers will run.
@@ -14,12 +14,14 @@ pub enum Choice {
     Sleep,
     /// A php-cgi child per worker.
     Php,
+    /// A process per request.
+    Cgi,
 }
 
 /// Why a configured app kind cannot run.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AppError {
-    #[error("pool {pool}: app kind \"{kind}\" is not available in this build yet (available: php, hello, echo, sleep)")]
+    #[error("pool {pool}: app kind \"{kind}\" is not available in this build yet (available: php, cgi, hello, echo, sleep)")]
     NotAvailable { pool: String, kind: String },
     #[error("pool {pool}: kind = \"php\" needs php-cgi, but \"{php_cgi}\" is not an executable on PATH (install php-cgi, e.g. scripts/deps.sh run, or set php_cgi)")]
     PhpCgiMissing { pool: String, php_cgi: String },
@@ -39,6 +41,7 @@ pub fn choose(
         AppKind::Hello => Ok((Choice::Hello, None)),
         AppKind::Echo => Ok((Choice::Echo, None)),
         AppKind::Sleep => Ok((Choice::Sleep, None)),
+        AppKind::Cgi => Ok((Choice::Cgi, None)),
         AppKind::Php if php_cgi_found => Ok((Choice::Php, None)),
         AppKind::Php if fallback_allowed => Ok((
             Choice::Hello,
@@ -69,6 +72,7 @@ pub fn build(
         Choice::Echo => Box::new(Echo),
         Choice::Sleep => Box::new(Sleep),
         Choice::Php => Box::new(Php::new(PhpSettings::for_worker(pool, runtime_dir, worker))),
+        Choice::Cgi => Box::new(Cgi::new(CgiSettings::from_pool(pool))),
     }
 }
 
@@ -90,6 +94,7 @@ mod tests {
             c(AppKind::Php, false, false),
             Err(AppError::PhpCgiMissing { .. })
         ));
-        assert!(c(AppKind::Cgi, true, true).is_err());
+        assert_eq!(c(AppKind::Cgi, false, false), Ok((Choice::Cgi, None)));
+        assert!(c(AppKind::Exec, true, true).is_err());
     }
 }

@@ -106,7 +106,8 @@ mod tests {
         let o = |s: &str| base.join(s).display().to_string();
         let ok = |s: &str| Ok(root.join(s));
         use Refusal::*;
-        let table: Vec<(Option<String>, Option<&str>, Result<PathBuf, Refusal>)> = vec![
+        type Row<'a> = (Option<String>, Option<&'a str>, Result<PathBuf, Refusal>);
+        let table: Vec<Row> = vec![
             (Some(r("hello.php")), None, ok("hello.php")),
             (Some(r("sub/x.php")), None, ok("sub/x.php")),
             (None, Some("/hello.php"), ok("hello.php")),
