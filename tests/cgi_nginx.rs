@@ -26,6 +26,16 @@ struct Nginx(Child, u16);
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // TERM lets the master stop its workers (a SIGKILLed master leaves them running).
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

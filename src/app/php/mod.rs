@@ -3,10 +3,12 @@
 //! `script`), restarts the child when it exits, and kills its process group when a request
 //! outlives `request_timeout` (504 for that request only).
 
+mod cache;
 mod child;
 mod script;
 mod upstream;
 
+pub use cache::{ScriptCache, SCRIPT_CACHE_TTL};
 pub use child::{ChildSpec, PhpChild};
 pub use script::{extension_allowed, requested_path, resolve_script, Refusal};
 pub use upstream::{Outcome, Relay, UPSTREAM_REQUEST_ID};
@@ -90,10 +92,15 @@ pub struct Php {
     request_buf: Vec<u8>,
     /// The PARAMS stream being built, reused.
     params_buf: Vec<u8>,
+    /// Scripts resolved recently (see `cache`).
+    scripts: ScriptCache,
 }
 
 impl Php {
     /// A worker's app; php-cgi is started now (a failure is logged and retried per request).
+    /// The child gets `PR_SET_PDEATHSIG` tied to the calling thread: call this from a thread
+    /// that lives as long as the worker (the master's main thread, or the worker itself —
+    /// restarts happen on the worker's thread).
     pub fn new(settings: PhpSettings) -> Self {
         let mut php = Self {
             settings,
@@ -101,6 +108,7 @@ impl Php {
             relay: Relay::new(),
             request_buf: Vec::new(),
             params_buf: Vec::new(),
+            scripts: ScriptCache::default(),
         };
         php.start_child();
         php
@@ -114,6 +122,13 @@ impl Php {
     fn start_child(&mut self) -> bool {
         match PhpChild::spawn(&self.settings.child) {
             Ok((child, conn)) => {
+                // Bounds the blocking first read of each answer (see `Relay::exchange`).
+                if !self.settings.request_timeout.is_zero() {
+                    if let Err(e) = conn.set_read_timeout(Some(self.settings.request_timeout)) {
+                        tracing::error!(pool = %self.settings.child.pool, error = %e, "cannot set the php-cgi read timeout");
+                        return false;
+                    }
+                }
                 tracing::debug!(pool = %self.settings.child.pool, pid = child.pid(), "php-cgi started");
                 self.upstream = Some(Upstream { child, conn });
                 true
@@ -196,6 +211,9 @@ impl Php {
                 &up.conn,
                 &self.request_buf,
                 deadline,
+                // The read timeout equals request_timeout; on the first attempt the request has
+                // only just started (a retry follows a restart, which took time).
+                attempt == 0,
                 out,
                 &mut log_stderr,
                 &mut client_error,
@@ -248,21 +266,31 @@ impl Php {
 
 impl App for Php {
     fn handle(&mut self, request: &Request, out: &mut ResponseWriter<'_>) -> io::Result<u32> {
-        let script = match resolve_script(
-            &self.settings.document_root,
-            request.params.get("SCRIPT_FILENAME"),
-            request.params.get("SCRIPT_NAME"),
-            &self.settings.limit_extensions,
-        ) {
-            Ok(path) => path,
-            Err(Refusal::NotFound) => {
-                plain_response(out, "404 Not Found", "File not found.\n")?;
-                return Ok(0);
-            }
-            Err(Refusal::Forbidden) => {
-                plain_response(out, "403 Forbidden", "Access denied.\n")?;
-                return Ok(0);
-            }
+        let filename = request.params.get("SCRIPT_FILENAME");
+        let name = request.params.get("SCRIPT_NAME");
+        let (key, by_name) = ScriptCache::key(filename, name);
+        let now = Instant::now();
+        let script = match self.scripts.get(key, by_name, now) {
+            Some(path) => path.clone(),
+            None => match resolve_script(
+                &self.settings.document_root,
+                filename,
+                name,
+                &self.settings.limit_extensions,
+            ) {
+                Ok(path) => {
+                    self.scripts.insert(key, by_name, path.clone(), now);
+                    path
+                }
+                Err(Refusal::NotFound) => {
+                    plain_response(out, "404 Not Found", "File not found.\n")?;
+                    return Ok(0);
+                }
+                Err(Refusal::Forbidden) => {
+                    plain_response(out, "403 Forbidden", "Access denied.\n")?;
+                    return Ok(0);
+                }
+            },
         };
         if let Err(e) = self.encode(request, &script) {
             tracing::warn!(pool = %self.settings.child.pool, error = %e, "cannot forward the request to php-cgi");

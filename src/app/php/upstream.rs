@@ -57,12 +57,15 @@ impl Relay {
     /// Send `request` (BEGIN_REQUEST, PARAMS, STDIN, already encoded) on `conn` and relay the
     /// answer into `out`. STDERR content goes to `on_stderr`. A client that stops reading does
     /// not stop the relay: php-cgi's answer is still drained, so the connection stays usable,
-    /// and the first client-side write error is stored in `client_error`.
+    /// and the first client-side write error is stored in `client_error`. `blocking_first_read`
+    /// may be set when `conn` is a blocking socket whose `SO_RCVTIMEO` is at most the time left
+    /// until `deadline` (or unset when there is no deadline).
     pub fn exchange(
         &mut self,
         conn: &UnixStream,
         request: &[u8],
         deadline: Option<Instant>,
+        blocking_first_read: bool,
         out: &mut ResponseWriter<'_>,
         on_stderr: &mut dyn FnMut(&[u8]),
         client_error: &mut Option<io::Error>,
@@ -71,6 +74,9 @@ impl Relay {
         let mut written = 0;
         let (mut start, mut end) = (0usize, 0usize);
         let mut forwarded = false;
+        // Nothing can have arrived before the request is sent: the first read waits in poll()
+        // instead of costing a recv() that would only say EAGAIN.
+        let mut may_have_data = false;
         loop {
             if written < request.len() {
                 match send(
@@ -89,63 +95,75 @@ impl Relay {
                     Err(_) => return Outcome::Died { forwarded },
                 }
             }
-            if end == self.buf.len() {
-                // A record longer than the buffer cannot exist; compact first.
-                self.buf.copy_within(start..end, 0);
-                end -= start;
-                start = 0;
+            // Right after the whole request went out, wait for the answer inside recv() itself
+            // (the socket's SO_RCVTIMEO is request_timeout, see `Php`): one syscall instead of
+            // poll + recv. Later reads are non-blocking, bounded by poll and the deadline.
+            let mut flags = MsgFlags::MSG_DONTWAIT;
+            if !may_have_data && written == request.len() && blocking_first_read {
+                flags = MsgFlags::empty();
+                may_have_data = true;
             }
-            match recv(fd, &mut self.buf[end..], MsgFlags::MSG_DONTWAIT) {
-                Ok(0) => return Outcome::Died { forwarded },
-                Ok(n) => {
-                    end += n;
-                    loop {
-                        let parsed = match parse_record(&self.buf[start..end]) {
-                            Ok(Some((record, used))) => (record, used),
-                            Ok(None) => break,
-                            Err(_) => return Outcome::Died { forwarded },
-                        };
-                        let (record, used) = parsed;
-                        if record.header.request_id != UPSTREAM_REQUEST_ID {
-                            return Outcome::Died { forwarded };
-                        }
-                        match record.header.record_type {
-                            RecordType::Stdout => {
-                                if !record.content.is_empty() {
-                                    forwarded = true;
-                                    if client_error.is_none() {
-                                        if let Err(e) = out.stdout(record.content) {
-                                            *client_error = Some(e);
+            if !may_have_data {
+                may_have_data = true;
+            } else {
+                if end == self.buf.len() {
+                    // A record longer than the buffer cannot exist; compact first.
+                    self.buf.copy_within(start..end, 0);
+                    end -= start;
+                    start = 0;
+                }
+                match recv(fd, &mut self.buf[end..], flags) {
+                    Ok(0) => return Outcome::Died { forwarded },
+                    Ok(n) => {
+                        end += n;
+                        loop {
+                            let parsed = match parse_record(&self.buf[start..end]) {
+                                Ok(Some((record, used))) => (record, used),
+                                Ok(None) => break,
+                                Err(_) => return Outcome::Died { forwarded },
+                            };
+                            let (record, used) = parsed;
+                            if record.header.request_id != UPSTREAM_REQUEST_ID {
+                                return Outcome::Died { forwarded };
+                            }
+                            match record.header.record_type {
+                                RecordType::Stdout => {
+                                    if !record.content.is_empty() {
+                                        forwarded = true;
+                                        if client_error.is_none() {
+                                            if let Err(e) = out.stdout(record.content) {
+                                                *client_error = Some(e);
+                                            }
                                         }
                                     }
                                 }
-                            }
-                            RecordType::Stderr => {
-                                if !record.content.is_empty() {
-                                    on_stderr(record.content);
+                                RecordType::Stderr => {
+                                    if !record.content.is_empty() {
+                                        on_stderr(record.content);
+                                    }
                                 }
+                                RecordType::EndRequest => {
+                                    let Ok(body) = parse_end_request(record.content) else {
+                                        return Outcome::Died { forwarded };
+                                    };
+                                    return Outcome::Complete {
+                                        app_status: body.app_status,
+                                        reusable: written == request.len() && start + used == end,
+                                    };
+                                }
+                                _ => return Outcome::Died { forwarded },
                             }
-                            RecordType::EndRequest => {
-                                let Ok(body) = parse_end_request(record.content) else {
-                                    return Outcome::Died { forwarded };
-                                };
-                                return Outcome::Complete {
-                                    app_status: body.app_status,
-                                    reusable: written == request.len() && start + used == end,
-                                };
-                            }
-                            _ => return Outcome::Died { forwarded },
+                            start += used;
                         }
-                        start += used;
+                        if start == end {
+                            start = 0;
+                            end = 0;
+                        }
+                        continue;
                     }
-                    if start == end {
-                        start = 0;
-                        end = 0;
-                    }
-                    continue;
+                    Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
+                    Err(_) => return Outcome::Died { forwarded },
                 }
-                Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
-                Err(_) => return Outcome::Died { forwarded },
             }
             let mut events = PollFlags::POLLIN;
             if written < request.len() {
