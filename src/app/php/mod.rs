@@ -11,7 +11,7 @@ mod upstream;
 pub use cache::{ScriptCache, SCRIPT_CACHE_TTL};
 pub use child::{ChildSpec, PhpChild};
 pub use script::{extension_allowed, requested_path, resolve_script, Refusal};
-pub use upstream::{Outcome, Relay, UPSTREAM_REQUEST_ID};
+pub use upstream::{Outcome, Relay, Wait, UPSTREAM_REQUEST_ID};
 
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -210,10 +210,12 @@ impl Php {
             let outcome = self.relay.exchange(
                 &up.conn,
                 &self.request_buf,
-                deadline,
-                // The read timeout equals request_timeout; on the first attempt the request has
-                // only just started (a retry follows a restart, which took time).
-                attempt == 0,
+                Wait {
+                    deadline,
+                    // The read timeout equals request_timeout; on the first attempt the
+                    // request has only just started (a retry follows a restart, which took time).
+                    blocking_first_read: attempt == 0,
+                },
                 out,
                 &mut log_stderr,
                 &mut client_error,

@@ -36,6 +36,17 @@ pub enum Outcome {
     TimedOut { forwarded: bool },
 }
 
+/// How long a relay may wait for php-cgi.
+#[derive(Debug, Clone, Copy)]
+pub struct Wait {
+    /// When the request must be over (`request_timeout`); `None` = no limit.
+    pub deadline: Option<Instant>,
+    /// Wait for the first answer inside a blocking `recv()`: allowed when `conn` is a blocking
+    /// socket whose `SO_RCVTIMEO` is at most the time left until `deadline` (or unset when
+    /// there is no deadline).
+    pub blocking_first_read: bool,
+}
+
 /// The read buffer, reused across requests.
 pub struct Relay {
     buf: Vec<u8>,
@@ -57,19 +68,20 @@ impl Relay {
     /// Send `request` (BEGIN_REQUEST, PARAMS, STDIN, already encoded) on `conn` and relay the
     /// answer into `out`. STDERR content goes to `on_stderr`. A client that stops reading does
     /// not stop the relay: php-cgi's answer is still drained, so the connection stays usable,
-    /// and the first client-side write error is stored in `client_error`. `blocking_first_read`
-    /// may be set when `conn` is a blocking socket whose `SO_RCVTIMEO` is at most the time left
-    /// until `deadline` (or unset when there is no deadline).
+    /// and the first client-side write error is stored in `client_error`.
     pub fn exchange(
         &mut self,
         conn: &UnixStream,
         request: &[u8],
-        deadline: Option<Instant>,
-        blocking_first_read: bool,
+        wait: Wait,
         out: &mut ResponseWriter<'_>,
         on_stderr: &mut dyn FnMut(&[u8]),
         client_error: &mut Option<io::Error>,
     ) -> Outcome {
+        let Wait {
+            deadline,
+            blocking_first_read,
+        } = wait;
         let fd = conn.as_raw_fd();
         let mut written = 0;
         let (mut start, mut end) = (0usize, 0usize);
