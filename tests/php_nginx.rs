@@ -30,6 +30,11 @@ fn site() -> Site {
         std::fs::copy(entry.path(), root.join(entry.file_name())).unwrap();
     }
     std::fs::write(outside.join("evil.php"), "<?php echo 'EVIL RAN';").unwrap();
+    std::fs::write(
+        root.join("env.php"),
+        "<?php var_export([getenv('FASTPM_TEST'), getenv('HOME'), getenv('PHP_FCGI_MAX_REQUESTS'), ini_get('memory_limit')]);",
+    )
+    .unwrap();
     std::os::unix::fs::symlink(outside.join("evil.php"), root.join("link.php")).unwrap();
     Site {
         _dir: dir,
@@ -58,7 +63,8 @@ address = "unix:{{dir}}/p.sock"
 kind = "php"
 php_cgi = "{php_cgi}"
 document_root = "{root}"
-ini = {{ post_max_size = "64M", upload_max_filesize = "64M" }}
+ini = {{ post_max_size = "64M", upload_max_filesize = "64M", memory_limit = "77M" }}
+env = {{ FASTPM_TEST = "from-config" }}
 "#,
         php_cgi = php_cgi.display(),
         root = site.root.display(),
@@ -253,6 +259,15 @@ fn php_examples_through_nginx() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("method=POST\nlength=9\n"), "{body}");
     assert!(body.contains("post[a]=1\npost[b]=two\n"), "{body}");
+
+    // `env` reaches PHP, fastpm's own environment does not (clear_env), `ini` became -d.
+    let (code, body) = curl(&[], &format!("{base}/env.php"));
+    assert_eq!(code, 200);
+    let body = text(&body);
+    assert!(body.contains("'from-config'"), "{body}");
+    assert!(body.contains("1 => false"), "HOME must not leak: {body}");
+    assert!(body.contains("2 => '0'"), "{body}");
+    assert!(body.contains("3 => '77M'"), "{body}");
 
     let (code, body) = curl(&[], &format!("{base}/notes.txt"));
     assert_eq!((code, text(&body)), (403, "Access denied.\n".to_string()));

@@ -129,3 +129,38 @@ fn log_stderr(pool: &str, pid: u32, stderr: impl io::Read) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn command_line_and_environment() {
+        let spec = ChildSpec {
+            pool: "p".into(),
+            php_cgi: "php-cgi".into(),
+            socket_path: PathBuf::from("/tmp/x.sock"),
+            ini: vec![
+                ("memory_limit".into(), "64M".into()),
+                ("a.b".into(), "1".into()),
+            ],
+            env: vec![("APP_ENV".into(), "dev".into())],
+            clear_env: true,
+        };
+        let cmd = spec.command();
+        let args: Vec<&OsStr> = cmd.get_args().collect();
+        assert_eq!(args, ["-d", "memory_limit=64M", "-d", "a.b=1"]);
+        let envs: Vec<(&OsStr, Option<&OsStr>)> = cmd.get_envs().collect();
+        for (k, v) in [
+            ("APP_ENV", "dev"),
+            ("PHP_FCGI_CHILDREN", "0"),
+            ("PHP_FCGI_MAX_REQUESTS", "0"),
+        ] {
+            assert!(
+                envs.contains(&(OsStr::new(k), Some(OsStr::new(v)))),
+                "{k} in {envs:?}"
+            );
+        }
+    }
+}
