@@ -254,6 +254,13 @@ fn php_examples_through_nginx() {
         server.log()
     );
 
+    let nginx_log = std::fs::read_to_string(server.path("nginx-error.log")).unwrap_or_default();
+    assert!(
+        nginx_log.contains("FastCGI sent in stderr")
+            && nginx_log.contains("undefined_function_for_the_example"),
+        "php's STDERR reaches nginx as php-fpm's does: {nginx_log}"
+    );
+
     let (code, body) = curl(&["-d", "a=1&b=two"], &format!("{base}/post.php"));
     let body = text(&body);
     assert_eq!(code, 200, "{body}");
@@ -431,6 +438,22 @@ fn php_child_killed_mid_request_fails_that_request_only() {
     assert_ne!(now[0], children[0], "a fresh php-cgi");
     assert!(
         server.log().contains("exited during a request"),
+        "{}",
+        server.log()
+    );
+
+    // A child that dies while idle costs no request at all: the next one is retried on a
+    // fresh php-cgi.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(-now[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, body) = curl(&[], &format!("{base}/hello.php"));
+    assert_eq!((code, text(&body)), (200, "Hello from PHP\n".to_string()));
+    assert!(
+        server.log().contains("had exited while idle"),
         "{}",
         server.log()
     );

@@ -28,6 +28,9 @@ use crate::fastcgi::{
 /// Requests that could not be encoded or reach php-cgi are answered with this app status.
 const FAILED_APP_STATUS: u32 = 1;
 
+/// Most bytes of php's STDERR passed on to the web server per request (all of it is logged).
+const MAX_FORWARDED_STDERR: usize = 64 * 1024;
+
 /// Request buffers grown past this are shrunk back after the request (one large upload must not
 /// pin its size in every worker for ever).
 const KEEP_BUFFER: usize = 1024 * 1024;
@@ -203,9 +206,15 @@ impl Php {
             };
             let pid = up.child.pid();
             let pool = &self.settings.child.pool;
+            // php's error messages: into fastpm's log, and on to the web server afterwards
+            // (as php-fpm passes them: nginx logs "FastCGI sent in stderr").
+            let mut php_stderr = Vec::new();
             let mut log_stderr = |bytes: &[u8]| {
                 let text = String::from_utf8_lossy(bytes);
                 tracing::warn!(pool = %pool, pid, "php: {}", text.trim_end());
+                if php_stderr.len() < MAX_FORWARDED_STDERR {
+                    php_stderr.extend_from_slice(bytes);
+                }
             };
             let outcome = self.relay.exchange(
                 &up.conn,
@@ -220,6 +229,11 @@ impl Php {
                 &mut log_stderr,
                 &mut client_error,
             );
+            if !php_stderr.is_empty() && client_error.is_none() {
+                if let Err(e) = out.stderr(&php_stderr) {
+                    client_error = Some(e);
+                }
+            }
             match outcome {
                 Outcome::Complete {
                     app_status,
