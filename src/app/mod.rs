@@ -1,4 +1,4 @@
-//! What runs a request once the worker has read it: the built-in apps (`hello`, `echo`, `sleep`)
+//! What runs a request once the worker has read it: the built-in apps (`hello`, `echo`, `sleep`),
 //! `php` (a php-cgi child per worker) and `cgi` (a process per request, RFC 3875).
 //!
 //! An app sees a complete FastCGI request and writes a CGI response (headers, blank line, body)

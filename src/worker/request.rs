@@ -96,7 +96,10 @@ impl Handler for RequestHandler<'_> {
         let config = &self.ctx.config;
         self.ctx.board().accepted_conn.fetch_add(1, Relaxed);
         let script_name = request.params.get("SCRIPT_NAME").unwrap_or(b"");
-        let uri = request.params.get("REQUEST_URI").unwrap_or(script_name);
+        let uri = request
+            .params
+            .get("REQUEST_URI")
+            .unwrap_or(script_name);
         self.slot.begin_request(
             request.params.get("REQUEST_METHOD").unwrap_or(b"-"),
             uri,

@@ -65,11 +65,8 @@ fn wait_and_accept(ctx: &PoolContext) -> Accepted {
                     return Accepted::Stop;
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::Interrupted | ErrorKind::ConnectionAborted
-                ) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {
+            }
             Err(e) => {
                 // EMFILE, ENFILE, ENOBUFS…: the connection stays queued; back off, say so once a
                 // second at most.
