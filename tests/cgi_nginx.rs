@@ -12,7 +12,7 @@ use common::{free_port, require, Server};
 const SCRIPTS: &[(&str, &str, u32)] = &[
     (
         "form.sh",
-        "#!/bin/sh\nbody=$(cat)\nprintf 'Status: 201 Created\\r\\nContent-Type: text/plain\\r\\nX-Cgi: yes\\r\\n\\r\\n'\nprintf 'method=%s\\nquery=%s\\nbody=%s\\n' \"$REQUEST_METHOD\" \"$QUERY_STRING\" \"$body\"\n",
+        "#!/bin/sh\nbody=$(cat)\nprintf 'Status: 201 Created\\r\\nContent-Type: text/plain\\r\\nX-Cgi: yes\\r\\n\\r\\n'\nprintf 'method=%s\\nquery=%s\\nbody=%s\\nproxy=%s\\n' \"$REQUEST_METHOD\" \"$QUERY_STRING\" \"$body\" \"$HTTP_PROXY\"\n",
         0o755,
     ),
     ("redirect.sh", "#!/bin/sh\necho 'Location: /elsewhere'\necho\n", 0o755),
@@ -141,18 +141,18 @@ fn cgi_script_gets_method_query_and_body_and_its_status_reaches_the_client() {
     let (_server, nginx, _root) = start();
     let base = format!("http://127.0.0.1:{}", nginx.1);
     let (code, text) = curl(
-        &["--data-binary", "hello body"],
+        &["--data-binary", "hello body", "-H", "Proxy: http://evil.example:1"],
         &format!("{base}/form.sh?a=1&b=2"),
     );
     assert_eq!(code, 201, "{text}");
     assert!(text.to_ascii_lowercase().contains("x-cgi: yes"), "{text}");
     assert!(
-        text.ends_with("method=POST\nquery=a=1&b=2\nbody=hello body\n"),
+        text.ends_with("method=POST\nquery=a=1&b=2\nbody=hello body\nproxy=\n"),
         "{text}"
     );
     let (code, text) = curl(&[], &format!("{base}/form.sh"));
     assert_eq!(code, 201, "{text}");
-    assert!(text.ends_with("method=GET\nquery=\nbody=\n"), "{text}");
+    assert!(text.ends_with("method=GET\nquery=\nbody=\nproxy=\n"), "{text}");
 }
 
 #[test]

@@ -67,10 +67,15 @@ impl CgiSettings {
     }
 }
 
-/// Whether a FastCGI param can be an environment variable (a name without `=` or NUL, a
-/// value without NUL).
+/// Whether a FastCGI param becomes an environment variable of the script: a name without `=`
+/// or NUL and a value without NUL — and never `HTTP_PROXY`, which is the client's `Proxy:`
+/// header, not a proxy setting ("httpoxy": HTTP libraries in the script would obey it).
 pub fn env_pair_ok(name: &[u8], value: &[u8]) -> bool {
-    !name.is_empty() && !name.contains(&b'=') && !name.contains(&0) && !value.contains(&0)
+    !name.is_empty()
+        && !name.contains(&b'=')
+        && !name.contains(&0)
+        && !value.contains(&0)
+        && name != b"HTTP_PROXY"
 }
 
 /// One worker's CGI runner.
@@ -209,7 +214,8 @@ mod tests {
 
     #[test]
     fn env_pairs() {
-        let table: [(&[u8], &[u8], bool); 6] = [
+        let table: [(&[u8], &[u8], bool); 7] = [
+            (b"HTTP_PROXY", b"http://evil:1", false),
             (b"QUERY_STRING", b"a=1", true),
             (b"HTTP_X", b"", true),
             (b"", b"x", false),
