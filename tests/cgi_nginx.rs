@@ -141,7 +141,12 @@ fn cgi_script_gets_method_query_and_body_and_its_status_reaches_the_client() {
     let (_server, nginx, _root) = start();
     let base = format!("http://127.0.0.1:{}", nginx.1);
     let (code, text) = curl(
-        &["--data-binary", "hello body", "-H", "Proxy: http://evil.example:1"],
+        &[
+            "--data-binary",
+            "hello body",
+            "-H",
+            "Proxy: http://evil.example:1",
+        ],
         &format!("{base}/form.sh?a=1&b=2"),
     );
     assert_eq!(code, 201, "{text}");
@@ -152,7 +157,10 @@ fn cgi_script_gets_method_query_and_body_and_its_status_reaches_the_client() {
     );
     let (code, text) = curl(&[], &format!("{base}/form.sh"));
     assert_eq!(code, 201, "{text}");
-    assert!(text.ends_with("method=GET\nquery=\nbody=\nproxy=\n"), "{text}");
+    assert!(
+        text.ends_with("method=GET\nquery=\nbody=\nproxy=\n"),
+        "{text}"
+    );
 }
 
 #[test]
