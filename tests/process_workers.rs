@@ -92,11 +92,15 @@ fn one_request(addr: &str, ms: u32) -> bool {
         return false;
     };
     let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
-    if c.write_all(&raw::request("/sleep", &format!("ms={ms}"), b"", false)).is_err() {
+    if c.write_all(&raw::request("/sleep", &format!("ms={ms}"), b"", false))
+        .is_err()
+    {
         return false;
     }
     let mut reader: &mut dyn std::io::Read = &mut c;
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| raw::read_response(&mut reader))) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        raw::read_response(&mut reader)
+    })) {
         Ok(Some(r)) => r.body().contains(&format!("slept {ms} ms")),
         _ => false,
     }
@@ -118,13 +122,22 @@ fn every_lock_kind_serves_with_four_worker_processes() {
         assert_eq!(pool["total processes"], 4, "lock {lock}: {pool}");
         let procs = pool["processes"].as_array().expect("processes");
         assert_eq!(procs.len(), 4, "lock {lock}");
-        let mut pids: Vec<i32> = procs.iter().map(|p| p["pid"].as_i64().unwrap() as i32).collect();
+        let mut pids: Vec<i32> = procs
+            .iter()
+            .map(|p| p["pid"].as_i64().unwrap() as i32)
+            .collect();
         pids.sort();
         let mut kids = kids;
         kids.sort();
-        assert_eq!(pids, kids, "lock {lock}: status lists the master's children");
+        assert_eq!(
+            pids, kids,
+            "lock {lock}: status lists the master's children"
+        );
         for p in procs {
-            assert!(p["requests"].as_u64().unwrap() > 0, "lock {lock}: idle worker {p}");
+            assert!(
+                p["requests"].as_u64().unwrap() > 0,
+                "lock {lock}: idle worker {p}"
+            );
         }
     }
 }
@@ -153,7 +166,11 @@ fn a_killed_worker_is_replaced_within_a_second_under_load() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(kids[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(kids[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let killed_at = Instant::now();
     let deadline = killed_at + Duration::from_secs(1);
     loop {
@@ -161,7 +178,10 @@ fn a_killed_worker_is_replaced_within_a_second_under_load() {
         if now.len() == 4 && !now.contains(&kids[0]) {
             break;
         }
-        assert!(Instant::now() < deadline, "pool not whole 1 s after kill -9: {now:?}");
+        assert!(
+            Instant::now() < deadline,
+            "pool not whole 1 s after kill -9: {now:?}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -169,7 +189,11 @@ fn a_killed_worker_is_replaced_within_a_second_under_load() {
     for l in loaders {
         l.join().unwrap();
     }
-    assert!(failed.load(Relaxed) <= 1, "lost {} requests (at most the killed one's)", failed.load(Relaxed));
+    assert!(
+        failed.load(Relaxed) <= 1,
+        "lost {} requests (at most the killed one's)",
+        failed.load(Relaxed)
+    );
     assert!(ok.load(Relaxed) > 50);
     assert_eq!(master_status(port)["pools"][0]["total processes"], 4);
 }
@@ -183,14 +207,16 @@ fn term_lets_in_flight_requests_finish() {
     let mut conns = Vec::new();
     for _ in 0..6 {
         let mut c = raw::connect(&addr);
-        c.write_all(&raw::request("/sleep", "ms=700", b"", false)).unwrap();
+        c.write_all(&raw::request("/sleep", "ms=700", b"", false))
+            .unwrap();
         conns.push(c);
     }
     std::thread::sleep(Duration::from_millis(150));
     let status = server.stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10));
     assert!(status.success(), "{status}: {}", server.log());
     for mut c in conns {
-        let r = raw::read_response(&mut *c).expect("every in-flight and queued request is answered");
+        let r =
+            raw::read_response(&mut *c).expect("every in-flight and queued request is answered");
         assert!(r.body().contains("slept 700 ms"));
     }
 }
@@ -204,13 +230,18 @@ fn master_status_answers_while_every_worker_process_is_busy() {
     let mut conns = Vec::new();
     for _ in 0..6 {
         let mut c = raw::connect(&addr);
-        c.write_all(&raw::request("/sleep", "ms=2000", b"", false)).unwrap();
+        c.write_all(&raw::request("/sleep", "ms=2000", b"", false))
+            .unwrap();
         conns.push(c);
     }
     std::thread::sleep(Duration::from_millis(200));
     let t = Instant::now();
     let status = master_status(port);
-    assert!(t.elapsed() < Duration::from_millis(200), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(status["pools"][0]["active processes"], 4, "{status}");
 }
 
@@ -239,17 +270,29 @@ fn three_reloads_under_load_lose_nothing() {
         .collect();
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(400));
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), nix::sys::signal::Signal::SIGHUP).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(server.pid()),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
     }
     std::thread::sleep(Duration::from_millis(800));
     stop.store(true, Relaxed);
     for l in loaders {
         l.join().unwrap();
     }
-    assert_eq!(failed.load(Relaxed), 0, "failed requests across 3 reloads; log:\n{}", server.log());
+    assert_eq!(
+        failed.load(Relaxed),
+        0,
+        "failed requests across 3 reloads; log:\n{}",
+        server.log()
+    );
     assert!(ok.load(Relaxed) > 100);
     let now = wait_for_children(&server, 4, Duration::from_secs(5));
-    assert!(now.iter().all(|p| !first.contains(p)), "workers were replaced: {first:?} → {now:?}");
+    assert!(
+        now.iter().all(|p| !first.contains(p)),
+        "workers were replaced: {first:?} → {now:?}"
+    );
 }
 
 #[test]
@@ -261,16 +304,31 @@ fn reload_applies_a_changed_backlog() {
     let text = std::fs::read_to_string(&path).unwrap();
     let text = text.replace("address = \"unix:", "backlog = 100\naddress = \"unix:");
     std::fs::write(&path, text).unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), nix::sys::signal::Signal::SIGHUP).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.pid()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let len = master_status(port)["pools"][0]["listen queue len"].as_u64().unwrap();
+        let len = master_status(port)["pools"][0]["listen queue len"]
+            .as_u64()
+            .unwrap();
         if len == 100 {
             break;
         }
-        assert!(Instant::now() < deadline, "backlog still {len}; log:\n{}", server.log());
+        assert!(
+            Instant::now() < deadline,
+            "backlog still {len}; log:\n{}",
+            server.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let sock = server.path("p.sock");
-    assert_eq!(common::ss_listen(sock.to_str().unwrap(), true).unwrap().send_q, 100);
+    assert_eq!(
+        common::ss_listen(sock.to_str().unwrap(), true)
+            .unwrap()
+            .send_q,
+        100
+    );
 }

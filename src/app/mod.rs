@@ -1,12 +1,17 @@
-//! What runs a request once the worker has read it: the built-in apps (`hello`, `echo`, `sleep`).
+//! What runs a request once the worker has read it: the built-in apps (`hello`, `echo`, `sleep`),
+//! `php` (a php-cgi child per worker) and `cgi` (a process per request, RFC 3875).
 //!
 //! An app sees a complete FastCGI request and writes a CGI response (headers, blank line, body)
 //! to the response writer; the worker takes care of the protocol, the scoreboard and the status
 //! and ping paths. PHP, CGI, exec and long-polling apps arrive with their own issues.
 
 mod builtin;
+pub mod cgi;
+pub mod php;
 
 pub use builtin::{Echo, Hello, Sleep};
+pub use cgi::{Cgi, CgiSettings};
+pub use php::{Php, PhpSettings};
 
 use crate::fastcgi::{Request, ResponseWriter};
 

@@ -1,8 +1,10 @@
 //! Which app a pool runs, decided once at start: a pure choice plus the factory that builds one
 //! app value per worker.
 
-use crate::app::{App, Echo, Hello, Sleep};
-use crate::config::AppKind;
+use std::path::Path;
+
+use crate::app::{App, Cgi, CgiSettings, Echo, Hello, Php, PhpSettings, Sleep};
+use crate::config::{AppKind, PoolConfig};
 
 /// The app a pool's workers will run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,13 +12,19 @@ pub enum Choice {
     Hello,
     Echo,
     Sleep,
+    /// A php-cgi child per worker.
+    Php,
+    /// A process per request.
+    Cgi,
 }
 
-/// Why a configured app kind cannot run in this build.
+/// Why a configured app kind cannot run.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AppError {
-    #[error("pool {pool}: app kind \"{kind}\" is not available in this build yet (available: hello, echo, sleep)")]
+    #[error("pool {pool}: app kind \"{kind}\" is not available in this build yet (available: php, cgi, hello, echo, sleep)")]
     NotAvailable { pool: String, kind: String },
+    #[error("pool {pool}: kind = \"php\" needs php-cgi, but \"{php_cgi}\" is not an executable on PATH (install php-cgi, e.g. scripts/deps.sh run, or set php_cgi)")]
+    PhpCgiMissing { pool: String, php_cgi: String },
 }
 
 /// Pick the app for `kind`. The embedded default asks for `php` and promises the built-in `hello`
@@ -25,6 +33,7 @@ pub enum AppError {
 pub fn choose(
     pool: &str,
     kind: AppKind,
+    php_cgi: &str,
     php_cgi_found: bool,
     fallback_allowed: bool,
 ) -> Result<(Choice, Option<String>), AppError> {
@@ -32,19 +41,18 @@ pub fn choose(
         AppKind::Hello => Ok((Choice::Hello, None)),
         AppKind::Echo => Ok((Choice::Echo, None)),
         AppKind::Sleep => Ok((Choice::Sleep, None)),
-        AppKind::Php if fallback_allowed => {
-            let why = if php_cgi_found {
-                "php-cgi is on PATH, but this build does not run PHP yet"
-            } else {
-                "php-cgi is not on PATH"
-            };
-            Ok((
-                Choice::Hello,
-                Some(format!(
-                    "pool {pool}: serving the built-in hello app: {why}"
-                )),
-            ))
-        }
+        AppKind::Cgi => Ok((Choice::Cgi, None)),
+        AppKind::Php if php_cgi_found => Ok((Choice::Php, None)),
+        AppKind::Php if fallback_allowed => Ok((
+            Choice::Hello,
+            Some(format!(
+                "pool {pool}: serving the built-in hello app: php-cgi (\"{php_cgi}\") is not on PATH"
+            )),
+        )),
+        AppKind::Php => Err(AppError::PhpCgiMissing {
+            pool: pool.to_string(),
+            php_cgi: php_cgi.to_string(),
+        }),
         other => Err(AppError::NotAvailable {
             pool: pool.to_string(),
             kind: other.to_string(),
@@ -52,12 +60,19 @@ pub fn choose(
     }
 }
 
-/// Build one worker's app.
-pub fn build(choice: &Choice, pool: &str) -> Box<dyn App> {
+/// Build the app of worker number `worker` of `pool` (private files go under `runtime_dir`).
+pub fn build(
+    choice: &Choice,
+    pool: &PoolConfig,
+    runtime_dir: &Path,
+    worker: usize,
+) -> Box<dyn App> {
     match choice {
-        Choice::Hello => Box::new(Hello::new(pool)),
+        Choice::Hello => Box::new(Hello::new(&pool.name)),
         Choice::Echo => Box::new(Echo),
         Choice::Sleep => Box::new(Sleep),
+        Choice::Php => Box::new(Php::new(PhpSettings::for_worker(pool, runtime_dir, worker))),
+        Choice::Cgi => Box::new(Cgi::new(CgiSettings::from_pool(pool))),
     }
 }
 
@@ -67,18 +82,19 @@ mod tests {
 
     #[test]
     fn choice_table() {
-        assert_eq!(
-            choose("p", AppKind::Hello, false, false),
-            Ok((Choice::Hello, None))
-        );
-        assert_eq!(
-            choose("p", AppKind::Sleep, true, true),
-            Ok((Choice::Sleep, None))
-        );
-        let (c, why) = choose("p", AppKind::Php, false, true).unwrap();
-        assert_eq!(c, Choice::Hello);
+        let c = |kind, found, embedded| choose("p", kind, "php-cgi", found, embedded);
+        assert_eq!(c(AppKind::Hello, false, false), Ok((Choice::Hello, None)));
+        assert_eq!(c(AppKind::Sleep, true, true), Ok((Choice::Sleep, None)));
+        assert_eq!(c(AppKind::Php, true, true), Ok((Choice::Php, None)));
+        assert_eq!(c(AppKind::Php, true, false), Ok((Choice::Php, None)));
+        let (choice, why) = c(AppKind::Php, false, true).unwrap();
+        assert_eq!(choice, Choice::Hello);
         assert!(why.unwrap().contains("not on PATH"));
-        assert!(choose("p", AppKind::Php, true, false).is_err());
-        assert!(choose("p", AppKind::Cgi, true, true).is_err());
+        assert!(matches!(
+            c(AppKind::Php, false, false),
+            Err(AppError::PhpCgiMissing { .. })
+        ));
+        assert_eq!(c(AppKind::Cgi, false, false), Ok((Choice::Cgi, None)));
+        assert!(c(AppKind::Exec, true, true).is_err());
     }
 }

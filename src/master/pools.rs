@@ -107,9 +107,16 @@ impl Running {
         let mut pools = Vec::new();
         for (ctx, choice) in contexts {
             let pool_name = ctx.config.name.clone();
-            let threads =
-                spawn_thread_workers(Arc::clone(&ctx), &|| apps::build(&choice, &pool_name))
-                    .map_err(io_error(format!("pool {pool_name}: cannot start workers")))?;
+            let pool_config = ctx.config.clone();
+            let runtime_dir = config.global.runtime_dir.clone();
+            // Workers are built in order; each gets its number (for its private socket names).
+            let next_worker = std::sync::atomic::AtomicUsize::new(0);
+            let make_app = || {
+                let worker = next_worker.fetch_add(1, Relaxed);
+                apps::build(&choice, &pool_config, &runtime_dir, worker)
+            };
+            let threads = spawn_thread_workers(Arc::clone(&ctx), &make_app)
+                .map_err(io_error(format!("pool {pool_name}: cannot start workers")))?;
             pools.push(PoolHandle { ctx, threads });
         }
 
@@ -235,7 +242,13 @@ fn open_pool(
     })?;
     let php_found = config::php_cgi_on_path(&pool.app.php_cgi).is_some();
     let embedded = matches!(config.source, ConfigSource::Embedded);
-    let (choice, why) = apps::choose(&pool.name, pool.app.kind, php_found, embedded)?;
+    let (choice, why) = apps::choose(
+        &pool.name,
+        pool.app.kind,
+        &pool.app.php_cgi,
+        php_found,
+        embedded,
+    )?;
     if let Some(why) = why {
         tracing::warn!("{why}");
     }

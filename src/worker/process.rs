@@ -105,7 +105,13 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
 
     let php_found = config::php_cgi_on_path(&pool.app.php_cgi).is_some();
     let embedded = matches!(config.source, ConfigSource::Embedded);
-    let (choice, _why) = apps::choose(&pool.name, pool.app.kind, php_found, embedded)?;
+    let (choice, _why) = apps::choose(
+        &pool.name,
+        pool.app.kind,
+        &pool.app.php_cgi,
+        php_found,
+        embedded,
+    )?;
     let info = PoolInfo {
         name: pool.name.clone(),
         process_manager: pool.pm.to_string(),
@@ -114,7 +120,8 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
         somaxconn: args.somaxconn,
         max_children: pool.max_children,
     };
-    let app = apps::build(&choice, &pool.name);
+    // Built on this (the worker's only) thread: a php-cgi child dies with it.
+    let app = apps::build(&choice, &pool, &config.global.runtime_dir, args.slot);
     let ctx = PoolContext::new(args.pool_index, pool, listener, lock, scoreboard, info);
     install_signals(&ctx)?;
     run_worker(&ctx, args.slot, app);

@@ -1,0 +1,326 @@
+//! `kind = "php"`: each worker owns one php-cgi child in FastCGI mode on a private socket and
+//! relays requests to it over one kept connection. fastpm decides which file runs (see
+//! `script`), restarts the child when it exits, and kills its process group when a request
+//! outlives `request_timeout` (504 for that request only).
+
+mod cache;
+mod child;
+mod script;
+mod upstream;
+
+pub use cache::{ScriptCache, SCRIPT_CACHE_TTL};
+pub use child::{ChildSpec, PhpChild};
+pub use script::{extension_allowed, requested_path, resolve_script, Refusal};
+pub use upstream::{Outcome, Relay, Wait, UPSTREAM_REQUEST_ID};
+
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{plain_response, App};
+use crate::config::PoolConfig;
+use crate::fastcgi::{
+    encode_begin_request, encode_pair, encode_stream, RecordType, Request, ResponseWriter, Role,
+};
+
+/// Requests that could not be encoded or reach php-cgi are answered with this app status.
+const FAILED_APP_STATUS: u32 = 1;
+
+/// Most bytes of php's STDERR passed on to the web server per request (all of it is logged).
+const MAX_FORWARDED_STDERR: usize = 64 * 1024;
+
+/// Request buffers grown past this are shrunk back after the request (one large upload must not
+/// pin its size in every worker for ever).
+const KEEP_BUFFER: usize = 1024 * 1024;
+
+/// What every worker of a php pool shares, derived once from the pool's config.
+#[derive(Debug, Clone)]
+pub struct PhpSettings {
+    /// `document_root`, canonical (symlinks resolved) so real paths can be compared with it.
+    pub document_root: PathBuf,
+    /// `limit_extensions`: other scripts get 403.
+    pub limit_extensions: Vec<String>,
+    /// `request_timeout`; zero = off.
+    pub request_timeout: Duration,
+    /// How to start php-cgi (the socket path is per worker).
+    pub child: ChildSpec,
+}
+
+impl PhpSettings {
+    /// Settings for worker `worker` of `pool`, with private sockets under `runtime_dir`.
+    pub fn for_worker(pool: &PoolConfig, runtime_dir: &Path, worker: usize) -> Self {
+        let app = &pool.app;
+        let document_root = std::fs::canonicalize(&app.document_root).unwrap_or_else(|e| {
+            tracing::error!(pool = %pool.name, "document_root {}: {e}; every request will get 404", app.document_root.display());
+            app.document_root.clone()
+        });
+        Self {
+            document_root,
+            limit_extensions: app.limit_extensions.clone(),
+            request_timeout: pool.request_timeout,
+            child: ChildSpec {
+                pool: pool.name.clone(),
+                php_cgi: app.php_cgi.clone(),
+                socket_path: runtime_dir.join(format!("{}-{worker}.php.sock", pool.name)),
+                ini: app
+                    .ini
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                env: app
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                clear_env: app.clear_env,
+            },
+        }
+    }
+}
+
+/// The live child and the connection to it.
+struct Upstream {
+    child: PhpChild,
+    conn: UnixStream,
+}
+
+/// One worker's php app.
+pub struct Php {
+    settings: PhpSettings,
+    upstream: Option<Upstream>,
+    relay: Relay,
+    /// The encoded request (BEGIN_REQUEST, PARAMS, STDIN), reused.
+    request_buf: Vec<u8>,
+    /// The PARAMS stream being built, reused.
+    params_buf: Vec<u8>,
+    /// Scripts resolved recently (see `cache`).
+    scripts: ScriptCache,
+}
+
+impl Php {
+    /// A worker's app; php-cgi is started now (a failure is logged and retried per request).
+    /// The child gets `PR_SET_PDEATHSIG` tied to the calling thread: call this from a thread
+    /// that lives as long as the worker (the master's main thread, or the worker itself —
+    /// restarts happen on the worker's thread).
+    pub fn new(settings: PhpSettings) -> Self {
+        let mut php = Self {
+            settings,
+            upstream: None,
+            relay: Relay::new(),
+            request_buf: Vec::new(),
+            params_buf: Vec::new(),
+            scripts: ScriptCache::default(),
+        };
+        php.start_child();
+        php
+    }
+
+    /// The running child's pid, if any.
+    pub fn child_pid(&self) -> Option<u32> {
+        self.upstream.as_ref().map(|u| u.child.pid())
+    }
+
+    fn start_child(&mut self) -> bool {
+        match PhpChild::spawn(&self.settings.child) {
+            Ok((child, conn)) => {
+                // Bounds the blocking first read of each answer (see `Relay::exchange`).
+                if !self.settings.request_timeout.is_zero() {
+                    if let Err(e) = conn.set_read_timeout(Some(self.settings.request_timeout)) {
+                        tracing::error!(pool = %self.settings.child.pool, error = %e, "cannot set the php-cgi read timeout");
+                        return false;
+                    }
+                }
+                tracing::debug!(pool = %self.settings.child.pool, pid = child.pid(), "php-cgi started");
+                self.upstream = Some(Upstream { child, conn });
+                true
+            }
+            Err(e) => {
+                tracing::error!(pool = %self.settings.child.pool, error = %e, "php-cgi cannot start");
+                false
+            }
+        }
+    }
+
+    /// Kill the current child (if any), log how it ended, start a fresh one.
+    fn restart_child(&mut self, why: &str) {
+        if let Some(mut up) = self.upstream.take() {
+            let pid = up.child.pid();
+            let status = up.child.kill();
+            tracing::warn!(pool = %self.settings.child.pool, pid, status = ?status, "php-cgi {why}; restarting it");
+        }
+        self.start_child();
+    }
+
+    /// BEGIN_REQUEST (keep-conn), PARAMS with SCRIPT_FILENAME set to `script`, STDIN.
+    fn encode(&mut self, request: &Request, script: &Path) -> io::Result<()> {
+        self.params_buf.clear();
+        let too_long = |e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e}"));
+        for (name, value) in request.params.iter() {
+            if name != b"SCRIPT_FILENAME" {
+                encode_pair(&mut self.params_buf, name, value).map_err(too_long)?;
+            }
+        }
+        encode_pair(
+            &mut self.params_buf,
+            b"SCRIPT_FILENAME",
+            script.as_os_str().as_bytes(),
+        )
+        .map_err(too_long)?;
+        self.request_buf.clear();
+        self.request_buf
+            .reserve(64 + self.params_buf.len() + request.stdin.len());
+        encode_begin_request(
+            &mut self.request_buf,
+            UPSTREAM_REQUEST_ID,
+            Role::Responder.as_u16(),
+            true,
+        );
+        encode_stream(
+            &mut self.request_buf,
+            RecordType::Params,
+            UPSTREAM_REQUEST_ID,
+            &self.params_buf,
+        );
+        encode_stream(
+            &mut self.request_buf,
+            RecordType::Stdin,
+            UPSTREAM_REQUEST_ID,
+            &request.stdin,
+        );
+        Ok(())
+    }
+
+    fn relay(&mut self, out: &mut ResponseWriter<'_>) -> io::Result<u32> {
+        let deadline = (!self.settings.request_timeout.is_zero())
+            .then(|| Instant::now() + self.settings.request_timeout);
+        let mut client_error = None;
+        for attempt in 0..2 {
+            if self.upstream.is_none() && !self.start_child() {
+                plain_response(out, "503 Service Unavailable", "php-cgi cannot start.\n")?;
+                return Ok(FAILED_APP_STATUS);
+            }
+            let Some(up) = self.upstream.as_ref() else {
+                continue;
+            };
+            let pid = up.child.pid();
+            let pool = &self.settings.child.pool;
+            // php's error messages: into fastpm's log, and on to the web server afterwards
+            // (as php-fpm passes them: nginx logs "FastCGI sent in stderr").
+            let mut php_stderr = Vec::new();
+            let mut log_stderr = |bytes: &[u8]| {
+                let text = String::from_utf8_lossy(bytes);
+                tracing::warn!(pool = %pool, pid, "php: {}", text.trim_end());
+                if php_stderr.len() < MAX_FORWARDED_STDERR {
+                    php_stderr.extend_from_slice(bytes);
+                }
+            };
+            let outcome = self.relay.exchange(
+                &up.conn,
+                &self.request_buf,
+                Wait {
+                    deadline,
+                    // The read timeout equals request_timeout; on the first attempt the
+                    // request has only just started (a retry follows a restart, which took time).
+                    blocking_first_read: attempt == 0,
+                },
+                out,
+                &mut log_stderr,
+                &mut client_error,
+            );
+            if !php_stderr.is_empty() && client_error.is_none() {
+                if let Err(e) = out.stderr(&php_stderr) {
+                    client_error = Some(e);
+                }
+            }
+            match outcome {
+                Outcome::Complete {
+                    app_status,
+                    reusable,
+                } => {
+                    if !reusable {
+                        self.restart_child("answered before reading the whole request");
+                    }
+                    return match client_error {
+                        Some(e) => Err(e),
+                        None => Ok(app_status),
+                    };
+                }
+                Outcome::DeadBeforeRequest if attempt == 0 => {
+                    self.restart_child("had exited while idle");
+                }
+                Outcome::DeadBeforeRequest | Outcome::Died { forwarded: false } => {
+                    self.restart_child("exited during a request");
+                    plain_response(
+                        out,
+                        "502 Bad Gateway",
+                        "php-cgi exited during the request.\n",
+                    )?;
+                    return Ok(FAILED_APP_STATUS);
+                }
+                Outcome::Died { forwarded: true } => {
+                    self.restart_child("exited during a request (response cut short)");
+                    return client_error.map_or(Ok(FAILED_APP_STATUS), Err);
+                }
+                Outcome::TimedOut { forwarded } => {
+                    self.restart_child(&format!(
+                        "exceeded request_timeout ({} ms)",
+                        self.settings.request_timeout.as_millis()
+                    ));
+                    if !forwarded {
+                        plain_response(out, "504 Gateway Timeout", "The request took too long.\n")?;
+                    }
+                    return client_error.map_or(Ok(FAILED_APP_STATUS), Err);
+                }
+            }
+        }
+        plain_response(out, "502 Bad Gateway", "php-cgi is not available.\n")?;
+        Ok(FAILED_APP_STATUS)
+    }
+}
+
+impl App for Php {
+    fn handle(&mut self, request: &Request, out: &mut ResponseWriter<'_>) -> io::Result<u32> {
+        let filename = request.params.get("SCRIPT_FILENAME");
+        let name = request.params.get("SCRIPT_NAME");
+        let (key, by_name) = ScriptCache::key(filename, name);
+        let now = Instant::now();
+        let script = match self.scripts.get(key, by_name, now) {
+            Some(path) => path.clone(),
+            None => match resolve_script(
+                &self.settings.document_root,
+                filename,
+                name,
+                &self.settings.limit_extensions,
+            ) {
+                Ok(path) => {
+                    self.scripts.insert(key, by_name, path.clone(), now);
+                    path
+                }
+                Err(Refusal::NotFound) => {
+                    plain_response(out, "404 Not Found", "File not found.\n")?;
+                    return Ok(0);
+                }
+                Err(Refusal::Forbidden) => {
+                    plain_response(out, "403 Forbidden", "Access denied.\n")?;
+                    return Ok(0);
+                }
+            },
+        };
+        if let Err(e) = self.encode(request, &script) {
+            tracing::warn!(pool = %self.settings.child.pool, error = %e, "cannot forward the request to php-cgi");
+            plain_response(
+                out,
+                "500 Internal Server Error",
+                "Bad request parameters.\n",
+            )?;
+            return Ok(FAILED_APP_STATUS);
+        }
+        let result = self.relay(out);
+        if self.request_buf.capacity() > KEEP_BUFFER {
+            self.request_buf = Vec::new();
+        }
+        result
+    }
+}

@@ -1,0 +1,509 @@
+//! `kind = "php"` end to end: real nginx → fastpm → real php-cgi, serving a copy of
+//! php-examples/. Every component is required: a missing one fails the test.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, raw, require, Server};
+
+/// A document root (a copy of php-examples) next to a directory outside it.
+struct Site {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    outside: PathBuf,
+}
+
+fn site() -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::canonicalize(dir.path()).unwrap();
+    let root = base.join("www");
+    let outside = base.join("outside");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("php-examples");
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), root.join(entry.file_name())).unwrap();
+    }
+    std::fs::write(outside.join("evil.php"), "<?php echo 'EVIL RAN';").unwrap();
+    std::fs::write(
+        root.join("env.php"),
+        "<?php var_export([getenv('FASTPM_TEST'), getenv('HOME'), getenv('PHP_FCGI_MAX_REQUESTS'), ini_get('memory_limit')]);",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(outside.join("evil.php"), root.join("link.php")).unwrap();
+    Site {
+        _dir: dir,
+        root,
+        outside,
+    }
+}
+
+fn start(site: &Site, workers: u32, request_timeout: &str) -> Server {
+    let php_cgi = require("php-cgi");
+    let config = format!(
+        r#"
+[global]
+status_listen = ""
+runtime_dir = "{{dir}}/rt"
+
+[pool.p]
+workers = "thread"
+max_children = {workers}
+request_timeout = "{request_timeout}"
+
+[pool.p.listen]
+address = "unix:{{dir}}/p.sock"
+
+[pool.p.app]
+kind = "php"
+php_cgi = "{php_cgi}"
+document_root = "{root}"
+ini = {{ post_max_size = "64M", upload_max_filesize = "64M", memory_limit = "77M" }}
+env = {{ FASTPM_TEST = "from-config" }}
+"#,
+        php_cgi = php_cgi.display(),
+        root = site.root.display(),
+    );
+    Server::start(&config)
+}
+
+struct Nginx {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // TERM lets the master stop its workers (a SIGKILLed master leaves them running).
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_nginx(server: &Server, site: &Site) -> Nginx {
+    let nginx = require("nginx");
+    let port = free_port();
+    let dir = server.dir.path().display().to_string();
+    let conf = format!(
+        r#"
+user root;
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/nginx-body;
+    fastcgi_temp_path {dir}/nginx-fastcgi;
+    proxy_temp_path {dir}/nginx-proxy;
+    uwsgi_temp_path {dir}/nginx-uwsgi;
+    scgi_temp_path {dir}/nginx-scgi;
+    client_max_body_size 64m;
+    upstream php {{
+        server unix:{dir}/p.sock;
+        keepalive 4;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location / {{
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+            fastcgi_keep_conn on;
+            fastcgi_pass php;
+        }}
+    }}
+}}
+"#,
+        root = site.root.display(),
+    );
+    let conf_path = server.path("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = Command::new(nginx)
+        .arg("-e")
+        .arg(server.path("nginx-startup.log"))
+        .arg("-c")
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    let mut nginx = Nginx { child, port };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(s)) = nginx.child.try_wait() {
+            panic!("nginx exited ({s})");
+        }
+        assert!(Instant::now() < deadline, "nginx did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nginx
+}
+
+/// `curl` a URL: (status code, headers + body as text when `-i` is given, else the body).
+fn curl(args: &[&str], url: &str) -> (u16, Vec<u8>) {
+    let out = Command::new(require("curl"))
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "--max-time", "30"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let mut body = out.stdout;
+    let split = body.iter().rposition(|&b| b == b'\n').expect("curl status");
+    let code = String::from_utf8_lossy(&body[split + 1..])
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    body.truncate(split);
+    (code, body)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn md5_of(path: &Path) -> String {
+    let out = Command::new(require("md5sum")).arg(path).output().unwrap();
+    text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// php-cgi processes whose parent is `parent`.
+fn php_children(parent: i32) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((head, tail)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let ppid: i32 = tail
+            .split(' ')
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if ppid == parent && head.ends_with("(php-cgi") {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[test]
+fn php_examples_through_nginx() {
+    let site = site();
+    let server = start(&site, 2, "0s");
+    let nginx = start_nginx(&server, &site);
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+
+    let (code, body) = curl(&[], &format!("{base}/hello.php"));
+    assert_eq!((code, text(&body)), (200, "Hello from PHP\n".to_string()));
+
+    let (code, body) = curl(&[], &format!("{base}/info.php?x=1"));
+    let body = text(&body);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("(cgi-fcgi)"), "{body}");
+    let want = format!("SCRIPT_FILENAME={}\n", site.root.join("info.php").display());
+    assert!(body.contains(&want), "{body}");
+    assert!(body.contains("QUERY_STRING=x=1\n"), "{body}");
+
+    let (code, body) = curl(&[], &format!("{base}/sleep.php?ms=30"));
+    assert_eq!((code, text(&body)), (200, "slept 30 ms\n".to_string()));
+
+    let (code, head) = curl(&["-D", "-"], &format!("{base}/headers.php?code=201"));
+    let head = text(&head).to_ascii_lowercase();
+    assert_eq!(code, 201, "{head}");
+    assert!(head.contains("x-fastpm-example: headers"), "{head}");
+    assert!(head.contains("set-cookie: example=cookie-value"), "{head}");
+    let (code, head) = curl(
+        &["-D", "-"],
+        &format!("{base}/headers.php?code=302&location=/there"),
+    );
+    assert_eq!(code, 302);
+    assert!(text(&head)
+        .to_ascii_lowercase()
+        .contains("location: /there"));
+
+    let (code, body) = curl(&[], &format!("{base}/error.php"));
+    assert_eq!(code, 500, "{}", text(&body));
+    assert!(
+        server.log().contains("undefined_function_for_the_example"),
+        "php's error is logged:\n{}",
+        server.log()
+    );
+
+    let nginx_log = std::fs::read_to_string(server.path("nginx-error.log")).unwrap_or_default();
+    assert!(
+        nginx_log.contains("FastCGI sent in stderr")
+            && nginx_log.contains("undefined_function_for_the_example"),
+        "php's STDERR reaches nginx as php-fpm's does: {nginx_log}"
+    );
+
+    let (code, body) = curl(&["-d", "a=1&b=two"], &format!("{base}/post.php"));
+    let body = text(&body);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("method=POST\nlength=9\n"), "{body}");
+    assert!(body.contains("post[a]=1\npost[b]=two\n"), "{body}");
+
+    // `env` reaches PHP, fastpm's own environment does not (clear_env), `ini` became -d.
+    let (code, body) = curl(&[], &format!("{base}/env.php"));
+    assert_eq!(code, 200);
+    let body = text(&body);
+    assert!(body.contains("'from-config'"), "{body}");
+    assert!(body.contains("1 => false"), "HOME must not leak: {body}");
+    assert!(body.contains("2 => '0'"), "{body}");
+    assert!(body.contains("3 => '77M'"), "{body}");
+
+    let (code, body) = curl(&[], &format!("{base}/notes.txt"));
+    assert_eq!((code, text(&body)), (403, "Access denied.\n".to_string()));
+    let (code, body) = curl(&[], &format!("{base}/missing.php"));
+    assert_eq!((code, text(&body)), (404, "File not found.\n".to_string()));
+    let (code, body) = curl(&[], &format!("{base}/link.php"));
+    assert_eq!(code, 404, "a symlink out of document_root does not run");
+    assert!(!text(&body).contains("EVIL"));
+}
+
+#[test]
+fn php_post_and_upload_bodies_arrive_intact() {
+    let site = site();
+    let server = start(&site, 2, "0s");
+    let nginx = start_nginx(&server, &site);
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+    let file = server.path("body.bin");
+    for size in [0usize, 1 << 20, 10 << 20] {
+        let body: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&file, &body).unwrap();
+        let md5 = md5_of(&file);
+        let data = format!("@{}", file.display());
+        let (code, out) = curl(
+            &[
+                "-H",
+                "Content-Type: application/octet-stream",
+                "--data-binary",
+                &data,
+            ],
+            &format!("{base}/post.php"),
+        );
+        let out = text(&out);
+        assert_eq!(code, 200, "size {size}: {out}");
+        assert!(
+            out.contains(&format!("length={size}\nmd5={md5}\n")),
+            "size {size}: {out}"
+        );
+        if size > 0 {
+            let form = format!("file=@{}", file.display());
+            let (code, out) = curl(&["-F", &form], &format!("{base}/upload.php"));
+            let out = text(&out);
+            assert_eq!(code, 200, "upload {size}: {out}");
+            assert!(
+                out.contains(&format!("error=0\nsize={size}\nmd5={md5}\n")),
+                "upload {size}: {out}"
+            );
+        }
+    }
+}
+
+#[test]
+fn php_concurrent_requests_all_answered() {
+    let site = site();
+    let server = start(&site, 3, "0s");
+    let nginx = start_nginx(&server, &site);
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let base = base.clone();
+            std::thread::spawn(move || {
+                for j in 0..5 {
+                    let (code, body) = curl(&[], &format!("{base}/sleep.php?ms={}", 10 + i + j));
+                    assert_eq!(code, 200);
+                    assert_eq!(text(&body), format!("slept {} ms\n", 10 + i + j));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a client thread failed");
+    }
+    // Each worker kept its own php-cgi: three children, no more.
+    assert_eq!(php_children(server.pid()).len(), 3);
+}
+
+/// A raw FastCGI request with the given SCRIPT_FILENAME (no web server would be this trusting).
+fn raw_request(server: &Server, script_name: &str, script_filename: &str) -> raw::Response {
+    let mut params = Vec::new();
+    for (k, v) in [
+        ("REQUEST_METHOD", "GET"),
+        ("QUERY_STRING", ""),
+        ("SCRIPT_NAME", script_name),
+        ("SCRIPT_FILENAME", script_filename),
+        ("REQUEST_URI", script_name),
+    ] {
+        params.extend(raw::pair(k.as_bytes(), v.as_bytes()));
+    }
+    let mut req = raw::begin(1, 1, false);
+    req.extend(raw::record(raw::PARAMS, 1, &params));
+    req.extend(raw::record(raw::PARAMS, 1, b""));
+    req.extend(raw::record(raw::STDIN, 1, b""));
+    let mut conn = raw::connect_unix(&server.path("p.sock"));
+    conn.write_all(&req).unwrap();
+    raw::read_response(&mut conn).expect("a response")
+}
+
+#[test]
+fn php_script_filename_outside_document_root_does_not_run() {
+    let site = site();
+    let server = start(&site, 1, "0s");
+    let evil = site.outside.join("evil.php").display().to_string();
+    let dotdot = format!("{}/../outside/evil.php", site.root.display());
+    let link = site.root.join("link.php").display().to_string();
+    for filename in [
+        evil.as_str(),
+        dotdot.as_str(),
+        link.as_str(),
+        "/etc/passwd/x.php",
+    ] {
+        let r = raw_request(&server, "/evil.php", filename);
+        assert!(
+            r.text().starts_with("Status: 404"),
+            "{filename}: {}",
+            r.text()
+        );
+        assert!(!r.text().contains("EVIL"), "{filename} ran: {}", r.text());
+    }
+    let r = raw_request(&server, "/x", "/etc/passwd");
+    assert!(r.text().starts_with("Status: 403"), "{}", r.text());
+    // The same connection path still runs what is inside.
+    let inside = site.root.join("hello.php").display().to_string();
+    let r = raw_request(&server, "/hello.php", &inside);
+    assert_eq!(r.body(), "Hello from PHP\n");
+    // Without SCRIPT_FILENAME, document_root + SCRIPT_NAME.
+    let r = raw_request(&server, "/hello.php", "");
+    assert_eq!(r.body(), "Hello from PHP\n");
+}
+
+#[test]
+fn php_child_killed_mid_request_fails_that_request_only() {
+    let site = site();
+    let server = start(&site, 1, "0s");
+    let nginx = start_nginx(&server, &site);
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+    let (code, _) = curl(&[], &format!("{base}/hello.php"));
+    assert_eq!(code, 200);
+    let children = php_children(server.pid());
+    assert_eq!(children.len(), 1, "one php-cgi for one worker");
+    let slow = {
+        let base = base.clone();
+        std::thread::spawn(move || curl(&[], &format!("{base}/sleep.php?ms=5000")))
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    // SIGKILL php-cgi's whole process group while it runs sleep.php.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(-children[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (code, body) = slow.join().unwrap();
+    assert_eq!(code, 502, "{}", text(&body));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the error came at once"
+    );
+    let (code, body) = curl(&[], &format!("{base}/hello.php"));
+    assert_eq!((code, text(&body)), (200, "Hello from PHP\n".to_string()));
+    let now = php_children(server.pid());
+    assert_eq!(now.len(), 1);
+    assert_ne!(now[0], children[0], "a fresh php-cgi");
+    assert!(
+        server.log().contains("exited during a request"),
+        "{}",
+        server.log()
+    );
+
+    // A child that dies while idle costs no request at all: the next one is retried on a
+    // fresh php-cgi.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(-now[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, body) = curl(&[], &format!("{base}/hello.php"));
+    assert_eq!((code, text(&body)), (200, "Hello from PHP\n".to_string()));
+    assert!(
+        server.log().contains("had exited while idle"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn php_request_timeout_gives_504_for_the_slow_request_only() {
+    let site = site();
+    let server = start(&site, 1, "1s");
+    let nginx = start_nginx(&server, &site);
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+    let started = Instant::now();
+    let (code, body) = curl(&[], &format!("{base}/sleep.php?ms=4000"));
+    assert_eq!(code, 504, "{}", text(&body));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    let (code, body) = curl(&[], &format!("{base}/sleep.php?ms=100"));
+    assert_eq!((code, text(&body)), (200, "slept 100 ms\n".to_string()));
+    let (code, _) = curl(&[], &format!("{base}/hello.php"));
+    assert_eq!(code, 200);
+    assert!(
+        server.log().contains("exceeded request_timeout"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn php_children_stop_with_fastpm() {
+    let site = site();
+    let mut server = start(&site, 2, "0s");
+    let children = php_children(server.pid());
+    assert_eq!(children.len(), 2, "php-cgi is started with each worker");
+    server.stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let alive: Vec<_> = children
+            .iter()
+            .filter(|pid| Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "php-cgi {alive:?} outlived fastpm"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
