@@ -15,6 +15,8 @@
 //! - [`status`]: one snapshot, rendered as text / JSON / OpenMetrics, served over FastCGI and
 //!   the master's HTTP listener.
 //! - [`master`]: the supervisor: starts pools and workers, the sampler, signals, shutdown.
+//! - [`overload`]: queue-wait accounting (when did each connection arrive), its histogram,
+//!   and the shedding policies, all pure.
 //! - [`sys`]: the only place with `unsafe`.
 
 pub mod app;
@@ -22,6 +24,7 @@ pub mod config;
 pub mod fastcgi;
 pub mod listen;
 pub mod master;
+pub mod overload;
 pub mod probe;
 pub mod scoreboard;
 pub mod status;

@@ -269,8 +269,37 @@ pub fn render(snapshots: &[PoolSnapshot]) -> String {
             );
         }
     }
+    render_queue_wait_histogram(&mut out, snapshots);
     out.push_str("# EOF\n");
     out
+}
+
+/// `fastpm_queue_wait_seconds`: an OpenMetrics histogram of the time connections waited in
+/// the kernel accept queue (buckets one per doubling from 0.1 ms, see
+/// `overload::histogram`). Written for every pool, empty ones included, so a dashboard's rate()
+/// starts at 0.
+fn render_queue_wait_histogram(out: &mut String, snapshots: &[PoolSnapshot]) {
+    if snapshots.is_empty() {
+        return;
+    }
+    let name = "fastpm_queue_wait_seconds";
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    let _ = writeln!(out, "# UNIT {name} seconds");
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time connections waited in the kernel accept queue before a worker took them."
+    );
+    for s in snapshots {
+        let pool = escape_label(&s.pool);
+        let h = &s.queue_wait_histogram;
+        for (le, count) in h.cumulative_by_doubling() {
+            let le = number(Value::Float(le));
+            let _ = writeln!(out, "{name}_bucket{{pool=\"{pool}\",le=\"{le}\"}} {count}");
+        }
+        let sum = number(Value::Float(h.sum_us as f64 / 1e6));
+        let _ = writeln!(out, "{name}_count{{pool=\"{pool}\"}} {}", h.count);
+        let _ = writeln!(out, "{name}_sum{{pool=\"{pool}\"}} {sum}");
+    }
 }
 
 fn labels(family: &Family, s: &PoolSnapshot) -> String {
