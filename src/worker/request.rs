@@ -7,11 +7,12 @@
 //! `FCGI_OVERLOADED`, without touching the app). The status and ping answers are never shed:
 //! they are how an operator sees the overload.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::errno::Errno;
+use nix::sys::socket::{recv, MsgFlags};
 
 use super::context::PoolContext;
 use crate::app::App;
@@ -99,17 +100,22 @@ impl<'a> RequestHandler<'a> {
 
 /// Whether the client behind `fd` has gone: it closed (or shut down its sending side, which a
 /// FastCGI client does only when it gives up — the end of a request is the empty STDIN record,
-/// never a half-close) or the connection broke. One `poll` with a zero timeout; the request is
-/// fully read by then, so unread data cannot hide the hang-up.
+/// never a half-close) or the connection broke. One non-blocking `recv(MSG_PEEK)` once the
+/// request is fully read: 0 bytes = end of stream, the client is gone; `EAGAIN` = still there,
+/// nothing more sent; bytes = still there (a keep-conn client's next request); a reset =
+/// gone. (Not `poll(POLLRDHUP)`: nix cannot report that bit back.)
 pub fn client_gone(fd: BorrowedFd<'_>) -> bool {
-    // nix 0.29 has no name for Linux's POLLRDHUP.
-    let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
-    let gone = rdhup | PollFlags::POLLHUP | PollFlags::POLLERR;
-    let mut fds = [PollFd::new(fd, rdhup)];
-    match poll(&mut fds, PollTimeout::ZERO) {
-        Ok(0) => false,
-        Ok(_) => fds[0].revents().is_some_and(|r| r.intersects(gone)),
-        // EINTR or the like: assume connected (the app will find out when it writes).
+    let mut byte = [0u8; 1];
+    match recv(
+        fd.as_raw_fd(),
+        &mut byte,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    ) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(Errno::ECONNRESET | Errno::EPIPE | Errno::ENOTCONN) => true,
+        // EAGAIN: connected and quiet. EINTR and the like: assume connected (the app will find
+        // out when it writes).
         Err(_) => false,
     }
 }
@@ -247,6 +253,22 @@ impl RequestHandler<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn client_gone_only_after_the_peer_closed() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        assert!(!client_gone(ours.as_fd()), "connected, quiet");
+        theirs.write_all(b"next request").unwrap();
+        assert!(!client_gone(ours.as_fd()), "connected, more to read");
+        drop(theirs);
+        // Unread bytes are still there: peeking finds them first. A fully read request
+        // leaves none, so read them as the connection driver would have.
+        let mut buf = [0u8; 64];
+        let _ = std::io::Read::read(&mut &ours, &mut buf).unwrap();
+        assert!(client_gone(ours.as_fd()), "closed");
+    }
 
     #[test]
     fn routes_by_script_name() {
