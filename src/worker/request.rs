@@ -272,7 +272,9 @@ mod tests {
 
     #[test]
     fn routes_by_script_name() {
-        let table: &[(&[u8], Option<&str>, Option<&str>, Route)] = &[
+        /// (script name, status path, ping path, expected route)
+        type Row<'a> = (&'a [u8], Option<&'a str>, Option<&'a str>, Route);
+        let table: &[Row] = &[
             (b"/status", Some("/status"), Some("/ping"), Route::Status),
             (b"/ping", Some("/status"), Some("/ping"), Route::Ping),
             (b"/index.php", Some("/status"), Some("/ping"), Route::App),
