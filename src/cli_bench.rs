@@ -47,9 +47,10 @@ pub struct BenchArgs {
     /// Request body from a file (makes the method POST).
     #[arg(long)]
     body: Option<PathBuf>,
-    /// After a failed connect (EAGAIN, ECONNREFUSED), a client pauses this long.
-    #[arg(long = "connect-pause-ms", value_name = "MS", default_value_t = 10)]
-    connect_pause_ms: u64,
+    /// After a failed connect (EAGAIN, ECONNREFUSED) or a non-2xx answer, a client pauses this
+    /// long before its next request (a user reloading an error page).
+    #[arg(long = "error-pause-ms", value_name = "MS", default_value_t = 10)]
+    error_pause_ms: u64,
 }
 
 /// The plan the arguments describe.
@@ -89,7 +90,7 @@ fn plan(args: &BenchArgs) -> anyhow::Result<BenchPlan> {
             body,
             keep_conn: args.keep,
         },
-        failed_connect_pause: Duration::from_millis(args.connect_pause_ms),
+        error_pause: Duration::from_millis(args.error_pause_ms),
     })
 }
 

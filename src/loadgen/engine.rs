@@ -42,10 +42,11 @@ pub struct BenchPlan {
     pub keep: bool,
     /// The request every client sends (its `keep_conn` is set from `keep`).
     pub request: ClientRequest,
-    /// After a failed connect (EAGAIN, ECONNREFUSED…) a client waits this long before its next
-    /// attempt, like a user who got a 502 and reloads: a closed loop over an instant failure
-    /// would otherwise spin and measure only how fast the kernel says no.
-    pub failed_connect_pause: Duration,
+    /// After an instant failure — a failed connect (EAGAIN, ECONNREFUSED…) or an answer that
+    /// is not 2xx (a shed 503) — a client waits this long before its next attempt, like a user
+    /// who got an error page and reloads: a closed loop over instant failures would otherwise
+    /// spin and measure only how fast the server says no. (A timeout has waited already.)
+    pub error_pause: Duration,
 }
 
 /// A plan that cannot run.
@@ -173,7 +174,7 @@ impl Client<'_> {
                     Err(outcome) => {
                         tally.record(outcome, started.elapsed(), 0);
                         if outcome != Outcome::Timeout {
-                            std::thread::sleep(self.plan.failed_connect_pause);
+                            std::thread::sleep(self.plan.error_pause);
                         }
                         continue;
                     }
@@ -209,6 +210,9 @@ impl Client<'_> {
                     );
                     if self.plan.keep {
                         kept = Some(stream);
+                    }
+                    if !(200..300).contains(&status) {
+                        std::thread::sleep(self.plan.error_pause);
                     }
                 }
                 Err(ExchangeError::Timeout) => tally.record(Outcome::Timeout, started.elapsed(), 0),
@@ -310,7 +314,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             keep: false,
             request: ClientRequest::default(),
-            failed_connect_pause: Duration::from_millis(10),
+            error_pause: Duration::from_millis(10),
         }
     }
 
@@ -337,7 +341,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let address = format!("unix:{}/none.sock", dir.path().display());
         let mut p = plan(&address, 3, None, Some(7));
-        p.failed_connect_pause = Duration::ZERO;
+        p.error_pause = Duration::ZERO;
         let s = run(&p).unwrap();
         assert_eq!(s.requests, 7);
         assert_eq!(s.outcomes["connect_error"], 7);
