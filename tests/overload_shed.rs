@@ -59,7 +59,8 @@ fn deadline_sheds_requests_that_waited_too_long() {
     ));
     let addr = format!("unix:{}", server.path("o.sock").display());
     // Four connections at once to one worker sleeping 300 ms: the first runs at once, the
-    // others wait ≥ 300 ms > 100 ms and are shed (quickly, so none of them runs).
+    // others wait ≥ 300 ms > 100 ms: the second and third are shed (quickly), the fourth has
+    // nobody behind it, so it runs rather than leave the worker idle.
     let mut conns: Vec<_> = (0..4)
         .map(|_| {
             let mut c = raw::connect(&addr);
@@ -74,14 +75,15 @@ fn deadline_sheds_requests_that_waited_too_long() {
         .iter_mut()
         .map(|c| is_shed(&raw::read_response(&mut **c).expect("a response")))
         .collect();
-    assert_eq!(shed, [false, true, true, true]);
+    assert_eq!(shed, [false, true, true, false]);
+    let took = started.elapsed();
     assert!(
-        started.elapsed() < Duration::from_millis(600),
-        "shed requests did not sleep"
+        took < Duration::from_millis(900),
+        "shed requests did not sleep: {took:?}"
     );
     let pool = &master_status(port)["pools"][0];
-    assert_eq!(pool["shed requests"], 3, "{pool}");
-    assert_eq!(pool["rejected conn"], 3, "{pool}");
+    assert_eq!(pool["shed requests"], 2, "{pool}");
+    assert_eq!(pool["rejected conn"], 2, "{pool}");
     assert_eq!(pool["abandoned requests"], 0, "{pool}");
 }
 

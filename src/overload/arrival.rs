@@ -137,6 +137,16 @@ impl ArrivalRing {
         self.last_tick_us.load(Acquire)
     }
 
+    /// The newest stored `arrived` count (0 before the first sample): with the accept count,
+    /// how many connections are known to be waiting now.
+    pub fn newest_arrived(&self) -> u64 {
+        let head = self.head.load(Acquire);
+        match head.checked_sub(1) {
+            Some(n) => self.arrived[index(n)].load(Relaxed),
+            None => 0,
+        }
+    }
+
     /// Samples stored since the pool started.
     pub fn stored(&self) -> u64 {
         self.head.load(Acquire)
@@ -253,12 +263,14 @@ mod tests {
         let board = board();
         let ring = &board.pool(0).arrivals;
         assert_eq!(ring.find(1), Arrival::NoSamples);
+        assert_eq!(ring.newest_arrived(), 0);
         ring.record_tick(100, 0);
         ring.record_tick(102, 0); // repeat: not stored
         ring.record_tick(104, 2);
         ring.record_tick(106, 1); // lower (read race): not stored
         ring.record_tick(108, 3);
         assert_eq!(ring.stored(), 3);
+        assert_eq!(ring.newest_arrived(), 3);
         assert_eq!(ring.last_tick_us(), 108);
         assert_eq!(ring.find(1), Arrival::At { sample_us: 104 });
         assert_eq!(ring.find(2), Arrival::At { sample_us: 104 });

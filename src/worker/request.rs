@@ -180,8 +180,19 @@ impl RequestHandler<'_> {
             return Verdict::Abandoned;
         }
         let state = CodelState::from_raw(board.codel_state.load(Relaxed));
-        let (decision, new_state) =
-            decide(&self.ctx.config.overload, monotonic_us(), queue_wait, state);
+        // Arrived by the sampler's latest count, minus taken off the queue: still waiting.
+        // (Up to one sampling interval stale: it may miss the newest arrivals, never invent.)
+        let queued_behind = board
+            .arrivals
+            .newest_arrived()
+            .saturating_sub(board.accept_seq.load(Relaxed));
+        let (decision, new_state) = decide(
+            &self.ctx.config.overload,
+            monotonic_us(),
+            queue_wait,
+            queued_behind,
+            state,
+        );
         if new_state != state {
             // Workers race here harmlessly: each writes a state derived from a recent one.
             board.codel_state.store(new_state.to_raw(), Relaxed);
