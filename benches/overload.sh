@@ -19,7 +19,9 @@ TIMEOUT_MS=${TIMEOUT_MS:-1000}
 WORK_MS=${WORK_MS:-50}
 WORKERS=${WORKERS:-4}
 BACKLOGS=${BACKLOGS:-"64 511 4096"}
-POLICIES=${POLICIES:-"none deadline codel"}
+# A policy "codel:TARGET" is codel with that target (the default list adds one equal to the
+# service time: CoDel's target must be comparable to it, see docs/OVERLOAD.md).
+POLICIES=${POLICIES:-"none deadline codel codel:${WORK_MS}ms"}
 # deadline: half the client's timeout — a request that waited longer is unlikely to be answered
 # in time and only delays the ones behind it.
 DEADLINE_MS=${DEADLINE_MS:-$((TIMEOUT_MS / 2))}
@@ -33,7 +35,7 @@ WORK=$(mktemp -d /tmp/fastpm-overload.XXXXXX)
 SERVER_PID=""
 cleanup() {
     if [[ -n "$SERVER_PID" ]]; then kill -TERM "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-    if [[ -n "${KEEP_DIR:-}" ]]; then mkdir -p "$KEEP_DIR"; cp "$WORK"/*.json "$KEEP_DIR"/ 2>/dev/null || true; fi
+    if [[ -n "${KEEP_DIR:-}" ]]; then mkdir -p "$KEEP_DIR"; cp "$WORK"/*.json "$WORK"/*.jsonl "$KEEP_DIR"/ 2>/dev/null || true; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
@@ -75,8 +77,10 @@ record() {
           bench: ., status: $status[0]}' "$WORK/$1.bench.json" >>"$RESULTS"
 }
 
-fastpm_run() { # fastpm_run NAME BACKLOG POLICY CLIENTS TIMEOUT_MS
-    local name=$1 backlog=$2 policy=$3 clients=$4 timeout=$5
+fastpm_run() { # fastpm_run NAME BACKLOG POLICY[:TARGET] CLIENTS TIMEOUT_MS
+    local name=$1 backlog=$2 spec=$3 clients=$4 timeout=$5
+    local policy=${spec%%:*} target=$CODEL_TARGET
+    [[ "$spec" == *:* ]] && target=${spec#*:}
     cat >"$WORK/$name.toml" <<CONF
 [global]
 status_listen = "127.0.0.1:$STATUS_PORT"
@@ -97,7 +101,7 @@ kind = "sleep"
 [pool.bench.overload]
 policy = "$policy"
 max_queue_wait = "${DEADLINE_MS}ms"
-target = "$CODEL_TARGET"
+target = "$target"
 interval = "$CODEL_INTERVAL"
 CONF
     RUST_LOG=info "$FASTPM" run -c "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
@@ -107,7 +111,7 @@ CONF
     sleep 0.3 # let the workers finish what they hold, so the counters are final
     curl -fsS "http://127.0.0.1:$STATUS_PORT/status?json" | jq '.pools[0]' >"$WORK/$name.status.json"
     stop_server
-    record "$name" fastpm "$backlog" "$policy" "$clients"
+    record "$name" fastpm "$backlog" "$spec" "$clients"
     echo "done: $name" >&2
 }
 
@@ -145,7 +149,7 @@ CONF
 fastpm_run baseline 511 none "$WORKERS" 60000
 for backlog in $BACKLOGS; do
     for policy in $POLICIES; do
-        fastpm_run "fastpm-$backlog-$policy" "$backlog" "$policy" "$CLIENTS" "$TIMEOUT_MS"
+        fastpm_run "fastpm-$backlog-${policy/:/-}" "$backlog" "$policy" "$CLIENTS" "$TIMEOUT_MS"
     done
     php_fpm_run "php-fpm-$backlog" "$backlog"
 done

@@ -114,14 +114,30 @@ skipped; *queue wait* = fastpm's own measurement (DESIGN.md §4), from the statu
 
 ## Reading it
 
-- With no policy, a long queue is the problem, not the cure: at backlog 511 or 4096 a request
-  waits longer than the client's timeout, so most answers go to nobody. fastpm still skips the
-  requests whose client left *before* a worker took them (`abandoned`), php-fpm runs them all.
+- With no policy, a long queue is the problem, not the cure: at backlog 511 or 4096 requests
+  wait about as long as the client's timeout, so most answers go to nobody. fastpm still skips
+  the requests whose client left *before* a worker took them (`abandoned`); php-fpm runs them
+  all.
+- A connection whose client has left stays in the accept queue until a worker takes it. php-fpm,
+  which runs everything it takes, drains those slowly, so departed clients fill even a
+  511-slot queue with only 200 clients alive (the EAGAIN column); fastpm takes them off at the
+  cost of one `recv` each.
 - A short backlog (64) bounds the wait — the excess gets an instant EAGAIN (502) instead of a
   late 504 — at the cost of turning users away even when the queue would have drained in time.
 - `deadline` and `codel` keep the queue wait short whatever the backlog: the excess gets a
   cheap 503 with `Retry-After`, the workers spend their time on requests that can still be
-  answered in time.
+  answered in time. Shedding is work-conserving: a request with nobody queued behind it is run,
+  not shed.
+- CoDel's `target` should be comparable to the service time. With the default 5 ms against a
+  50 ms request, once the wait has stood above 5 ms for 100 ms every queued request older than
+  5 ms is shed: the queue empties in a burst of 503s and refills as clients come back. That is
+  cheap when the machine has CPU to spare, but it is the configuration most sensitive to a busy
+  machine: in runs made while other jobs were compiling on the same two CPUs, `codel` with the
+  5 ms target lost the most capacity, while the `codel:50ms` rows (target = the service time)
+  stayed close to capacity.
+- The machine is small and shared (the load generator's 200 threads and the EAGAIN retries
+  compete with the servers for the same CPUs): expect a few percent of noise between runs,
+  more when other jobs run.
 
 ## How fastpm knows the queue wait, and what it does with it
 
