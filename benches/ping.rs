@@ -120,14 +120,7 @@ fn run(settings: &Settings, dir: &Path) -> ExitCode {
     let fastpm_binary = fastpm::locate();
     let (_fastpm, fastpm_ready) = match &fastpm_binary {
         Ok(binary) => start_server(
-            fastpm::start(
-                binary,
-                dir,
-                &fastpm_socket,
-                WORKERS,
-                BACKLOG,
-                settings.accept_lock,
-            ),
+            fastpm::start(binary, dir, &fastpm_socket, WORKERS, BACKLOG, settings.accept_lock),
             &fastpm_socket,
             &ping_request,
             PING_BODY,
@@ -158,10 +151,7 @@ fn run(settings: &Settings, dir: &Path) -> ExitCode {
         },
         Scenario {
             key: 'b',
-            label: format!(
-                "fastpm `ping_path` (/ping), accept_lock = {}",
-                settings.accept_lock
-            ),
+            label: format!("fastpm `ping_path` (/ping), accept_lock = {}", settings.accept_lock),
             socket: fastpm_socket.clone(),
             request: ping_request,
             expect: PING_BODY,
@@ -180,10 +170,7 @@ fn run(settings: &Settings, dir: &Path) -> ExitCode {
         },
         Scenario {
             key: 'd',
-            label: format!(
-                "fastpm `hello` app (/hello), accept_lock = {}",
-                settings.accept_lock
-            ),
+            label: format!("fastpm `hello` app (/hello), accept_lock = {}", settings.accept_lock),
             socket: fastpm_socket,
             request: hello_request,
             expect: HELLO_BODY,

@@ -50,27 +50,10 @@ pub fn default_params(path: &str, body_len: usize) -> Vec<(String, String)> {
         ("SCRIPT_NAME", script.to_string()),
         ("SCRIPT_FILENAME", script.to_string()),
         ("QUERY_STRING", query.to_string()),
-        (
-            "CONTENT_LENGTH",
-            if body_len > 0 {
-                body_len.to_string()
-            } else {
-                String::new()
-            },
-        ),
-        (
-            "CONTENT_TYPE",
-            if body_len > 0 {
-                "application/x-www-form-urlencoded".to_string()
-            } else {
-                String::new()
-            },
-        ),
+        ("CONTENT_LENGTH", if body_len > 0 { body_len.to_string() } else { String::new() }),
+        ("CONTENT_TYPE", if body_len > 0 { "application/x-www-form-urlencoded".to_string() } else { String::new() }),
     ];
-    params
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+    params.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 /// Apply `NAME=VALUE` overrides (a new name is appended).
@@ -106,14 +89,10 @@ pub fn run(args: RequestArgs) -> anyhow::Result<ExitCode> {
         None => Vec::new(),
         Some(p) if p.as_os_str() == "-" => {
             let mut b = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut b)
-                .context("cannot read the body from stdin")?;
+            std::io::stdin().read_to_end(&mut b).context("cannot read the body from stdin")?;
             b
         }
-        Some(p) => {
-            std::fs::read(p).with_context(|| format!("cannot read body file {}", p.display()))?
-        }
+        Some(p) => std::fs::read(p).with_context(|| format!("cannot read body file {}", p.display()))?,
     };
     let mut params = default_params(&args.path, body.len());
     apply_overrides(&mut params, &args.params)?;

@@ -15,11 +15,7 @@ use fastpm::config::{self, Config, ConfigError, LogFormat};
 use fastpm::master::{self, StartOptions};
 
 #[derive(Parser)]
-#[command(
-    name = "fastpm",
-    version,
-    about = "A FastCGI process manager that shows the kernel's real accept queue"
-)]
+#[command(name = "fastpm", version, about = "A FastCGI process manager that shows the kernel's real accept queue")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -123,15 +119,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 url
             };
             if watch {
-                fastpm::status::client::watch(
-                    &url,
-                    std::time::Duration::from_secs(1),
-                    &mut std::io::stdout(),
-                )
-                .with_context(|| format!("cannot read {url}"))?;
-            } else {
-                let body = fastpm::status::client::fetch(&url)
+                fastpm::status::client::watch(&url, std::time::Duration::from_secs(1), &mut std::io::stdout())
                     .with_context(|| format!("cannot read {url}"))?;
+            } else {
+                let body = fastpm::status::client::fetch(&url).with_context(|| format!("cannot read {url}"))?;
                 print!("{body}");
             }
             Ok(ExitCode::SUCCESS)

@@ -57,10 +57,7 @@ fn cli_backlog_overrides_listenq() {
 
 #[test]
 fn config_backlog_is_used_when_nothing_overrides_it() {
-    let config = UNIX_POOL.replace(
-        "address = \"unix:{dir}/t.sock\"",
-        "address = \"unix:{dir}/t.sock\"\nbacklog = 300",
-    );
+    let config = UNIX_POOL.replace("address = \"unix:{dir}/t.sock\"", "address = \"unix:{dir}/t.sock\"\nbacklog = 300");
     let server = Server::start(&config);
     check_backlog(&server, 300);
 }
@@ -73,14 +70,8 @@ fn somaxconn_clamp_is_warned_and_shown() {
         .lines()
         .find(|l| l.contains("WARN") && l.contains("somaxconn"))
         .unwrap_or_else(|| panic!("no somaxconn warning in the log:\n{log}"));
-    assert!(
-        warning.contains("511") && warning.contains("128"),
-        "{warning}"
-    );
-    assert!(
-        warning.contains("sysctl"),
-        "the warning names the fix: {warning}"
-    );
+    assert!(warning.contains("511") && warning.contains("128"), "{warning}");
+    assert!(warning.contains("sysctl"), "the warning names the fix: {warning}");
     let status = status_json(&format!("unix:{}", server.path("t.sock").display()));
     assert_eq!(status["listen queue len"], 128, "{status}");
     assert_eq!(status["listen backlog"], 511, "{status}");

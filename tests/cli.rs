@@ -38,11 +38,7 @@ fn fastpm(args: &[&str]) -> std::process::Output {
 #[test]
 fn check_prints_the_effective_embedded_config() {
     let out = fastpm(&["check"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("511"), "{text}");
     assert!(text.contains("127.0.0.1:9000"), "{text}");
@@ -89,16 +85,8 @@ fn bad_listenq_is_a_usage_error() {
 fn request_prints_the_response() {
     let server = Server::start(HELLO);
     let sock = server.path("w.sock");
-    let out = fastpm(&[
-        "request",
-        &format!("unix:{}", sock.display()),
-        "/sleep?ms=1",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = fastpm(&["request", &format!("unix:{}", sock.display()), "/sleep?ms=1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("slept 1 ms"));
 }
 
@@ -145,11 +133,7 @@ fn a_live_socket_is_refused_and_a_stale_one_replaced() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("w.sock"), "{err}");
-    assert_eq!(
-        err.lines().filter(|l| l.starts_with("fastpm: ")).count(),
-        1,
-        "{err}"
-    );
+    assert_eq!(err.lines().filter(|l| l.starts_with("fastpm: ")).count(), 1, "{err}");
     drop(server);
 
     // A socket file nobody listens on any more is replaced.
@@ -172,8 +156,7 @@ fn term_lets_in_flight_and_queued_requests_finish() {
     let mut conns = Vec::new();
     for _ in 0..4 {
         let mut c = raw::connect(&addr);
-        c.write_all(&raw::request("/sleep", "ms=500", b"", false))
-            .unwrap();
+        c.write_all(&raw::request("/sleep", "ms=500", b"", false)).unwrap();
         conns.push(c);
     }
     std::thread::sleep(Duration::from_millis(100));

@@ -58,12 +58,7 @@ impl Fixture {
         let _ = c.write_all(bytes);
         let mut rest = Vec::new();
         let n = c.read_to_end(&mut rest).unwrap_or(0);
-        assert_eq!(
-            n,
-            0,
-            "expected a close, got {:?}",
-            String::from_utf8_lossy(&rest)
-        );
+        assert_eq!(n, 0, "expected a close, got {:?}", String::from_utf8_lossy(&rest));
         self.still_serves();
     }
 }
@@ -98,11 +93,7 @@ fn hostile_input_closes_only_that_connection() {
     f.still_serves();
     // A pair whose lengths run past the PARAMS stream.
     let mut bad = raw::begin(1, 1, false);
-    bad.extend(record(
-        raw::PARAMS,
-        1,
-        &[5, 100, b'H', b'E', b'L', b'L', b'O', b'x'],
-    ));
+    bad.extend(record(raw::PARAMS, 1, &[5, 100, b'H', b'E', b'L', b'L', b'O', b'x']));
     bad.extend(record(raw::PARAMS, 1, b""));
     let mut c = f.conn();
     c.write_all(&bad).unwrap();
@@ -157,12 +148,7 @@ fn get_values_reports_limits_and_no_multiplexing() {
     let f = start();
     let mut c = f.conn();
     let mut names = Vec::new();
-    for n in [
-        "FCGI_MAX_CONNS",
-        "FCGI_MAX_REQS",
-        "FCGI_MPXS_CONNS",
-        "NOT_A_NAME",
-    ] {
+    for n in ["FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS", "NOT_A_NAME"] {
         names.extend(raw::pair(n.as_bytes(), b""));
     }
     c.write_all(&record(raw::GET_VALUES, 0, &names)).unwrap();
@@ -174,17 +160,13 @@ fn get_values_reports_limits_and_no_multiplexing() {
     assert!(has(raw::pair(b"FCGI_MAX_CONNS", b"2")), "{body:?}");
     assert!(has(raw::pair(b"FCGI_MAX_REQS", b"2")), "{body:?}");
     assert!(has(raw::pair(b"FCGI_MPXS_CONNS", b"0")), "{body:?}");
-    assert!(
-        !body.windows(10).any(|w| w == b"NOT_A_NAME"),
-        "unknown names are omitted"
-    );
+    assert!(!body.windows(10).any(|w| w == b"NOT_A_NAME"), "unknown names are omitted");
     // Unknown management record type → UNKNOWN_TYPE naming it; the connection goes on.
     c.write_all(&record(99, 0, b"")).unwrap();
     let rec = raw::read_record(&mut c).expect("UNKNOWN_TYPE");
     assert_eq!(rec.rtype, raw::UNKNOWN_TYPE);
     assert_eq!(rec.content[0], 99);
-    c.write_all(&raw::request("/same-conn", "", b"", false))
-        .unwrap();
+    c.write_all(&raw::request("/same-conn", "", b"", false)).unwrap();
     let r = raw::read_response(&mut c).expect("response on the same connection");
     assert!(r.body().contains("SCRIPT_NAME=/same-conn"));
 }
@@ -196,10 +178,7 @@ fn unknown_role_and_multiplexing_are_refused_by_the_spec() {
     let mut c = f.conn();
     c.write_all(&raw::begin(1, 7, true)).unwrap();
     let rec = raw::read_record(&mut c).expect("END_REQUEST");
-    assert_eq!(
-        (rec.rtype, rec.id, rec.content[4]),
-        (raw::END_REQUEST, 1, 3)
-    );
+    assert_eq!((rec.rtype, rec.id, rec.content[4]), (raw::END_REQUEST, 1, 3));
     // A second request id while request 1 is open → END_REQUEST(FCGI_CANT_MPX_CONN = 1) for it,
     // and request 1 still completes.
     let mut c = f.conn();
@@ -207,10 +186,7 @@ fn unknown_role_and_multiplexing_are_refused_by_the_spec() {
     bytes.extend(raw::begin(2, 1, false));
     c.write_all(&bytes).unwrap();
     let rec = raw::read_record(&mut c).expect("END_REQUEST for id 2");
-    assert_eq!(
-        (rec.rtype, rec.id, rec.content[4]),
-        (raw::END_REQUEST, 2, 1)
-    );
+    assert_eq!((rec.rtype, rec.id, rec.content[4]), (raw::END_REQUEST, 2, 1));
     let mut rest = record(raw::PARAMS, 1, &raw::cgi_params("/one", "", "GET", 0));
     rest.extend(record(raw::PARAMS, 1, b""));
     rest.extend(record(raw::STDIN, 1, b""));
@@ -225,11 +201,7 @@ fn abort_request_ends_the_request() {
     let f = start();
     let mut c = f.conn();
     let mut bytes = raw::begin(1, 1, true);
-    bytes.extend(record(
-        raw::PARAMS,
-        1,
-        &raw::cgi_params("/aborted", "", "GET", 0),
-    ));
+    bytes.extend(record(raw::PARAMS, 1, &raw::cgi_params("/aborted", "", "GET", 0)));
     bytes.extend(record(raw::ABORT_REQUEST, 1, b""));
     c.write_all(&bytes).unwrap();
     let rec = raw::read_record(&mut c).expect("END_REQUEST after abort");
@@ -242,19 +214,14 @@ fn keep_conn_serves_several_requests_and_without_it_the_server_closes() {
     let f = start();
     let mut c = f.conn();
     for i in 0..3 {
-        c.write_all(&raw::request(&format!("/k{i}"), "", b"", true))
-            .unwrap();
+        c.write_all(&raw::request(&format!("/k{i}"), "", b"", true)).unwrap();
         let r = raw::read_response(&mut c).expect("keep-conn response");
         assert!(r.body().contains(&format!("SCRIPT_NAME=/k{i}")));
     }
     c.write_all(&raw::request("/last", "", b"", false)).unwrap();
     raw::read_response(&mut c).expect("last response");
     let mut rest = Vec::new();
-    assert_eq!(
-        c.read_to_end(&mut rest).unwrap(),
-        0,
-        "closed after a request without KEEP_CONN"
-    );
+    assert_eq!(c.read_to_end(&mut rest).unwrap(), 0, "closed after a request without KEEP_CONN");
 }
 
 #[test]
@@ -299,17 +266,9 @@ fn nginx_captures_are_served() {
         let mut c = f.conn();
         c.write_all(&bytes).unwrap();
         let r = raw::read_response(&mut c).unwrap_or_else(|| panic!("{file}: no response"));
-        assert!(
-            r.text().contains(expect),
-            "{file}: {}",
-            &r.text()[..r.text().len().min(400)]
-        );
+        assert!(r.text().contains(expect), "{file}: {}", &r.text()[..r.text().len().min(400)]);
         if file == "nginx-post-100k.bin" {
-            let at = r
-                .stdout
-                .windows(2)
-                .position(|w| w == b"\n\n")
-                .expect("blank line");
+            let at = r.stdout.windows(2).position(|w| w == b"\n\n").expect("blank line");
             let after = r.stdout.len() - at - 2;
             assert_eq!(after, 100_000, "the 100 kB body arrives whole");
         }

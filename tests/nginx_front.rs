@@ -129,10 +129,7 @@ fn curl(args: &[&str], url: &str) -> (u16, Vec<u8>) {
         .expect("run curl");
     let mut body = out.stdout;
     let split = body.iter().rposition(|&b| b == b'\n').expect("curl status");
-    let code = String::from_utf8_lossy(&body[split + 1..])
-        .trim()
-        .parse()
-        .unwrap_or(0);
+    let code = String::from_utf8_lossy(&body[split + 1..]).trim().parse().unwrap_or(0);
     body.truncate(split);
     (code, body)
 }
@@ -168,26 +165,12 @@ fn nginx_post_bodies_arrive_intact() {
         std::fs::write(&file, &body).unwrap();
         let data = format!("@{}", file.display());
         let (code, out) = curl(
-            &[
-                "-X",
-                "POST",
-                "-H",
-                "Content-Type: application/octet-stream",
-                "--data-binary",
-                &data,
-            ],
+            &["-X", "POST", "-H", "Content-Type: application/octet-stream", "--data-binary", &data],
             &url,
         );
         assert_eq!(code, 200, "size {size}");
-        let at = out
-            .windows(2)
-            .position(|w| w == b"\n\n")
-            .expect("blank line after params");
-        assert_eq!(
-            &out[at + 2..],
-            body.as_slice(),
-            "body of {size} bytes echoed back intact"
-        );
+        let at = out.windows(2).position(|w| w == b"\n\n").expect("blank line after params");
+        assert_eq!(&out[at + 2..], body.as_slice(), "body of {size} bytes echoed back intact");
         if size > 0 {
             let head = String::from_utf8_lossy(&out[..at]);
             assert!(head.contains(&format!("CONTENT_LENGTH={size}\n")), "{head}");
@@ -208,20 +191,10 @@ fn nginx_keep_conn_reuses_connections() {
     // socket still has an established connection after the last response (without keep-conn,
     // both sides close after every request).
     let sock = server.path("e.sock");
-    let out = Command::new(require("ss"))
-        .args(["-xH", "state", "established"])
-        .output()
-        .unwrap();
+    let out = Command::new(require("ss")).args(["-xH", "state", "established"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let held = text
-        .lines()
-        .filter(|l| l.contains(sock.to_str().unwrap()))
-        .count();
-    assert!(
-        held >= 1,
-        "no kept connection to {}:\n{text}",
-        sock.display()
-    );
+    let held = text.lines().filter(|l| l.contains(sock.to_str().unwrap())).count();
+    assert!(held >= 1, "no kept connection to {}:\n{text}", sock.display());
 }
 
 #[test]
@@ -252,13 +225,8 @@ fn cgi_fcgi_client_gets_answers() {
         .expect("run cgi-fcgi");
     let text = String::from_utf8_lossy(&out.stdout);
     let json = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or(&text);
-    let status: serde_json::Value =
-        serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {text}"));
-    assert_eq!(
-        status["processes"].as_array().map(|a| a.len()),
-        Some(2),
-        "{status}"
-    );
+    let status: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(status["processes"].as_array().map(|a| a.len()), Some(2), "{status}");
     // Echo pool: a POST body through cgi-fcgi's stdin.
     let mut child = Command::new(&cgi_fcgi)
         .args(["-bind", "-connect"])
@@ -272,12 +240,7 @@ fn cgi_fcgi_client_gets_answers() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"hello world")
-        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello world").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).ends_with("\n\nhello world"));
 }

@@ -38,24 +38,16 @@ fn fill_and_compare(server: &Server, addr: &str, ss_local: &str, unix: bool, sta
     let mut clients = Vec::new();
     for _ in 0..(WAITING + 2) {
         let mut c = raw::connect(addr);
-        c.write_all(&raw::request("/sleep", "ms=4000", b"", false))
-            .unwrap();
+        c.write_all(&raw::request("/sleep", "ms=4000", b"", false)).unwrap();
         clients.push(c);
     }
     let started = Instant::now();
     // Let the workers take their two and the sampler see the rest.
     std::thread::sleep(Duration::from_millis(300));
-    let before = ss_listen(ss_local, unix)
-        .expect("ss lists the socket")
-        .recv_q;
+    let before = ss_listen(ss_local, unix).expect("ss lists the socket").recv_q;
     let status = master_status(status_port);
-    let after = ss_listen(ss_local, unix)
-        .expect("ss lists the socket")
-        .recv_q;
-    assert!(
-        started.elapsed() < Duration::from_millis(3500),
-        "too slow to be meaningful"
-    );
+    let after = ss_listen(ss_local, unix).expect("ss lists the socket").recv_q;
+    assert!(started.elapsed() < Duration::from_millis(3500), "too slow to be meaningful");
     let pool = &status["pools"][0];
     let queue = pool["listen queue"].as_u64().expect("listen queue");
     let lo = before.min(after).saturating_sub(3);
@@ -66,10 +58,7 @@ fn fill_and_compare(server: &Server, addr: &str, ss_local: &str, unix: bool, sta
         server.log()
     );
     assert_eq!(before, WAITING, "ss sees the 60 waiting clients");
-    assert!(
-        pool["max listen queue"].as_u64().unwrap() >= queue,
-        "{pool}"
-    );
+    assert!(pool["max listen queue"].as_u64().unwrap() >= queue, "{pool}");
     assert_eq!(pool["active processes"], 2, "{pool}");
     drop(clients);
 }
@@ -108,18 +97,13 @@ fn master_status_answers_fast_while_every_worker_is_busy() {
     let mut clients = Vec::new();
     for _ in 0..4 {
         let mut c = raw::connect(&addr);
-        c.write_all(&raw::request("/sleep", "ms=3000", b"", false))
-            .unwrap();
+        c.write_all(&raw::request("/sleep", "ms=3000", b"", false)).unwrap();
         clients.push(c);
     }
     std::thread::sleep(Duration::from_millis(200));
     let t = Instant::now();
     let status = master_status(port);
-    assert!(
-        t.elapsed() < Duration::from_millis(200),
-        "took {:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_millis(200), "took {:?}", t.elapsed());
     assert_eq!(status["pools"][0]["active processes"], 2, "{status}");
     assert_eq!(status["pools"][0]["idle processes"], 0, "{status}");
 }

@@ -65,13 +65,9 @@ impl Settings {
             Err(env::VarError::NotPresent) | Ok("none") => "none",
             Ok("mutex") => "mutex",
             Ok(other) => {
-                return Err(format!(
-                    "BENCH_ACCEPT_LOCK={other:?}: expected none or mutex (thread workers)"
-                ))
+                return Err(format!("BENCH_ACCEPT_LOCK={other:?}: expected none or mutex (thread workers)"))
             }
-            Err(env::VarError::NotUnicode(_)) => {
-                return Err("BENCH_ACCEPT_LOCK is not UTF-8".into())
-            }
+            Err(env::VarError::NotUnicode(_)) => return Err("BENCH_ACCEPT_LOCK is not UTF-8".into()),
         };
         Ok(Settings {
             accept_lock,

@@ -15,9 +15,8 @@ pub struct Hello {
 
 impl Hello {
     pub fn new(pool: &str) -> Self {
-        let response = format!(
-            "Content-Type: text/plain; charset=utf-8\r\n\r\nHello from fastpm pool {pool}\n"
-        );
+        let response =
+            format!("Content-Type: text/plain; charset=utf-8\r\n\r\nHello from fastpm pool {pool}\n");
         Self {
             response: response.into_bytes(),
         }
@@ -62,13 +61,11 @@ pub const MAX_SLEEP_MS: u64 = 600_000;
 
 /// `ms=250` (or a bare `250`) anywhere in the query string; default otherwise.
 pub fn sleep_ms(query: &str) -> u64 {
-    let pick = query
-        .split('&')
-        .find_map(|pair| match pair.split_once('=') {
-            Some(("ms", v)) => v.parse::<u64>().ok(),
-            None => pair.parse::<u64>().ok(),
-            _ => None,
-        });
+    let pick = query.split('&').find_map(|pair| match pair.split_once('=') {
+        Some(("ms", v)) => v.parse::<u64>().ok(),
+        None => pair.parse::<u64>().ok(),
+        _ => None,
+    });
     pick.unwrap_or(DEFAULT_SLEEP_MS).min(MAX_SLEEP_MS)
 }
 

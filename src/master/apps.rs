@@ -40,9 +40,7 @@ pub fn choose(
             };
             Ok((
                 Choice::Hello,
-                Some(format!(
-                    "pool {pool}: serving the built-in hello app: {why}"
-                )),
+                Some(format!("pool {pool}: serving the built-in hello app: {why}")),
             ))
         }
         other => Err(AppError::NotAvailable {
@@ -67,14 +65,8 @@ mod tests {
 
     #[test]
     fn choice_table() {
-        assert_eq!(
-            choose("p", AppKind::Hello, false, false),
-            Ok((Choice::Hello, None))
-        );
-        assert_eq!(
-            choose("p", AppKind::Sleep, true, true),
-            Ok((Choice::Sleep, None))
-        );
+        assert_eq!(choose("p", AppKind::Hello, false, false), Ok((Choice::Hello, None)));
+        assert_eq!(choose("p", AppKind::Sleep, true, true), Ok((Choice::Sleep, None)));
         let (c, why) = choose("p", AppKind::Php, false, true).unwrap();
         assert_eq!(c, Choice::Hello);
         assert!(why.unwrap().contains("not on PATH"));

@@ -16,8 +16,8 @@ use crate::listen::{self, BindOptions, ClientFilter, ListenAddress, ListenError}
 use crate::probe::{spawn_sampler, QueueProbe, SamplerHandle};
 use crate::scoreboard::Scoreboard;
 use crate::status::PoolInfo;
-use crate::worker::context::STOP_CHECK_INTERVAL;
 use crate::worker::lock::{AcceptLock, LockError};
+use crate::worker::context::STOP_CHECK_INTERVAL;
 use crate::worker::{spawn_thread_workers, PoolContext, WorkerThreads};
 
 /// Everything that can keep the master from starting or stopping cleanly.
@@ -93,8 +93,9 @@ impl Running {
             .iter()
             .map(|p| p.max_children as usize)
             .collect();
-        let scoreboard =
-            Arc::new(Scoreboard::create(&slots).map_err(io_error("cannot create the scoreboard"))?);
+        let scoreboard = Arc::new(
+            Scoreboard::create(&slots).map_err(io_error("cannot create the scoreboard"))?,
+        );
 
         let mut probes = Vec::new();
         let mut contexts = Vec::new();
@@ -108,9 +109,8 @@ impl Running {
         let mut pools = Vec::new();
         for (ctx, choice) in contexts {
             let pool_name = ctx.config.name.clone();
-            let threads =
-                spawn_thread_workers(Arc::clone(&ctx), &|| apps::build(&choice, &pool_name))
-                    .map_err(io_error(format!("pool {pool_name}: cannot start workers")))?;
+            let threads = spawn_thread_workers(Arc::clone(&ctx), &|| apps::build(&choice, &pool_name))
+                .map_err(io_error(format!("pool {pool_name}: cannot start workers")))?;
             pools.push(PoolHandle { ctx, threads });
         }
 
@@ -156,9 +156,7 @@ impl Running {
     }
 
     pub fn handle_hup(&self) {
-        tracing::warn!(
-            "SIGHUP: reload arrives with process workers; this build keeps running unchanged"
-        );
+        tracing::warn!("SIGHUP: reload arrives with process workers; this build keeps running unchanged");
     }
 
     pub fn handle_usr1(&self) {
@@ -202,9 +200,7 @@ impl Running {
             }
         }
         if left > 0 {
-            tracing::warn!(
-                "{left} workers were still busy at the deadline; their requests are cut off"
-            );
+            tracing::warn!("{left} workers were still busy at the deadline; their requests are cut off");
         }
         drop(self.sampler);
         if let Some(pid_file) = &self.config.global.pid_file {
@@ -259,10 +255,8 @@ fn open_pool(
     if let Some(warning) = somaxconn.and_then(|s| listen::clamp_warning(address, backlog, s)) {
         tracing::warn!("{warning}");
     }
-    let mut probe = QueueProbe::for_listener(&listener).map_err(io_error(format!(
-        "pool {}: cannot probe {address}",
-        pool.name
-    )))?;
+    let mut probe = QueueProbe::for_listener(&listener)
+        .map_err(io_error(format!("pool {}: cannot probe {address}", pool.name)))?;
     match probe.read() {
         Ok(reading) => tracing::info!(
             pool = %pool.name,
@@ -270,9 +264,7 @@ fn open_pool(
             source,
             reading.backlog
         ),
-        Err(e) => {
-            tracing::warn!(pool = %pool.name, error = %e, "listening on {address}: cannot read the queue back from the kernel")
-        }
+        Err(e) => tracing::warn!(pool = %pool.name, error = %e, "listening on {address}: cannot read the queue back from the kernel"),
     }
     // Workers block in accept() for at most this long, then look at the stop flags.
     nix::sys::socket::setsockopt(
@@ -321,18 +313,13 @@ fn prepare_runtime_dir(dir: &Path) -> Result<(), MasterError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(io_error(format!(
-            "cannot create runtime_dir {}",
-            dir.display()
-        )))
+        .map_err(io_error(format!("cannot create runtime_dir {}", dir.display())))
 }
 
 fn write_pid_file(config: &Config) -> Result<(), MasterError> {
     if let Some(path) = &config.global.pid_file {
-        std::fs::write(path, format!("{}\n", std::process::id())).map_err(io_error(format!(
-            "cannot write pid_file {}",
-            path.display()
-        )))?;
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(io_error(format!("cannot write pid_file {}", path.display())))?;
     }
     Ok(())
 }

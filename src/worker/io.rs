@@ -56,7 +56,9 @@ impl Read for TimedIo<'_> {
         loop {
             match recv(self.fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
                 Ok(n) => return Ok(n),
-                Err(Errno::EAGAIN) => self.wait(PollFlags::POLLIN, self.read_timeout, "reading")?,
+                Err(Errno::EAGAIN) => {
+                    self.wait(PollFlags::POLLIN, self.read_timeout, "reading")?
+                }
                 Err(Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }

@@ -76,7 +76,9 @@ impl Server {
     fn launch(launch: Launch<'_>) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("fastpm.toml");
-        let text = launch.config.replace("{dir}", dir.path().to_str().unwrap());
+        let text = launch
+            .config
+            .replace("{dir}", dir.path().to_str().unwrap());
         std::fs::write(&config_path, text).unwrap();
         let log_path = dir.path().join("fastpm.log");
         let log = std::fs::File::create(&log_path).unwrap();
@@ -117,10 +119,7 @@ impl Server {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "fastpm exited ({status}) before it was ready; log:\n{}",
-                    self.log()
-                );
+                panic!("fastpm exited ({status}) before it was ready; log:\n{}", self.log());
             }
             if Instant::now() > deadline {
                 panic!("fastpm not ready after 15 s; log:\n{}", self.log());
@@ -146,11 +145,7 @@ impl Server {
     }
 
     /// Send a signal and wait for the exit (bounded).
-    pub fn stop_with(
-        &mut self,
-        signal: nix::sys::signal::Signal,
-        within: Duration,
-    ) -> std::process::ExitStatus {
+    pub fn stop_with(&mut self, signal: nix::sys::signal::Signal, within: Duration) -> std::process::ExitStatus {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal);
         let deadline = Instant::now() + within;
         loop {
@@ -159,10 +154,7 @@ impl Server {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!(
-                    "fastpm did not stop within {within:?} after {signal}; log:\n{}",
-                    self.log()
-                );
+                panic!("fastpm did not stop within {within:?} after {signal}; log:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -239,11 +231,7 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect status listener");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read status response");
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -253,10 +241,7 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("bad HTTP response: {text}"));
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         dechunk(body)
     } else {
         body.to_string()

@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
+use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
@@ -60,16 +60,8 @@ pub fn begin(id: u16, role: u16, keep_conn: bool) -> Vec<u8> {
 /// The params nginx's fastcgi_params would send for `script?query`.
 pub fn cgi_params(script: &str, query: &str, method: &str, body_len: usize) -> Vec<u8> {
     let mut p = Vec::new();
-    let uri = if query.is_empty() {
-        script.to_string()
-    } else {
-        format!("{script}?{query}")
-    };
-    let cl = if body_len > 0 {
-        body_len.to_string()
-    } else {
-        String::new()
-    };
+    let uri = if query.is_empty() { script.to_string() } else { format!("{script}?{query}") };
+    let cl = if body_len > 0 { body_len.to_string() } else { String::new() };
     for (k, v) in [
         ("QUERY_STRING", query),
         ("REQUEST_METHOD", method),
@@ -93,20 +85,10 @@ pub fn request(script: &str, query: &str, body: &[u8], keep_conn: bool) -> Vec<u
     request_with_id(1, script, query, body, keep_conn)
 }
 
-pub fn request_with_id(
-    id: u16,
-    script: &str,
-    query: &str,
-    body: &[u8],
-    keep_conn: bool,
-) -> Vec<u8> {
+pub fn request_with_id(id: u16, script: &str, query: &str, body: &[u8], keep_conn: bool) -> Vec<u8> {
     let method = if body.is_empty() { "GET" } else { "POST" };
     let mut out = begin(id, 1, keep_conn);
-    out.extend(record(
-        PARAMS,
-        id,
-        &cgi_params(script, query, method, body.len()),
-    ));
+    out.extend(record(PARAMS, id, &cgi_params(script, query, method, body.len())));
     out.extend(record(PARAMS, id, b""));
     for chunk in body.chunks(32768) {
         out.extend(record(STDIN, id, chunk));
