@@ -91,7 +91,8 @@ pub fn apply_overrides(
     Ok(())
 }
 
-fn parse_address(text: &str) -> Result<ListenAddress, UsageError> {
+/// `unix:PATH`, `IP:PORT`, or a bare absolute path (a unix socket); shared with `bench`.
+pub fn parse_address(text: &str) -> Result<ListenAddress, UsageError> {
     if text.starts_with('/') {
         return Ok(ListenAddress::Unix(text.into()));
     }

@@ -9,19 +9,25 @@
 //!   effective backlog, drops) and the sampler that records it on the scoreboard.
 //! - [`fastcgi`]: the protocol — records, name-value pairs, request assembly, response
 //!   encoding — as pure parsers; the blocking connection driver; the client.
+//! - [`loadgen`]: the `fastpm bench` engine, a closed-loop load generator that connects and
+//!   gives up like nginx.
 //! - [`scoreboard`]: the shared-memory counters and per-worker slots.
 //! - [`worker`]: the accept lock and the serve loop.
 //! - [`app`]: what runs a request (built-in `hello`, `echo`, `sleep`).
 //! - [`status`]: one snapshot, rendered as text / JSON / OpenMetrics, served over FastCGI and
 //!   the master's HTTP listener.
 //! - [`master`]: the supervisor: starts pools and workers, the sampler, signals, shutdown.
+//! - [`overload`]: queue-wait accounting (when did each connection arrive), its histogram,
+//!   and the shedding policies, all pure.
 //! - [`sys`]: the only place with `unsafe`.
 
 pub mod app;
 pub mod config;
 pub mod fastcgi;
 pub mod listen;
+pub mod loadgen;
 pub mod master;
+pub mod overload;
 pub mod probe;
 pub mod scoreboard;
 pub mod status;

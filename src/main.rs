@@ -2,6 +2,7 @@
 //! place where an error becomes a single line on stderr and an exit code (0 ok, 1 runtime
 //! failure, 2 bad config or usage).
 
+mod cli_bench;
 mod cli_request;
 
 use std::path::PathBuf;
@@ -55,6 +56,8 @@ enum Command {
     },
     /// Send one FastCGI request and print the response (like cgi-fcgi).
     Request(cli_request::RequestArgs),
+    /// Closed-loop FastCGI load generator; prints a JSON summary.
+    Bench(cli_bench::BenchArgs),
 }
 
 /// An error that means "bad config or usage" (exit 2) rather than a runtime failure.
@@ -63,6 +66,7 @@ fn is_usage_error(err: &anyhow::Error) -> bool {
         cause.is::<ConfigError>()
             || cause.is::<config::BacklogError>()
             || cause.is::<cli_request::UsageError>()
+            || cause.is::<cli_bench::BenchUsageError>()
     })
 }
 
@@ -133,6 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Request(args) => cli_request::run(args),
+        Command::Bench(args) => cli_bench::run(args),
     }
 }
 

@@ -12,6 +12,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::overload::{ArrivalRing, WaitHistogram};
 use crate::sys::shm::{SharedMapping, ZeroValidAtomic};
 
 /// Stored in a `u64` counter whose value is not known (e.g. `listen drops` on a unix socket).
@@ -53,9 +54,20 @@ pub struct PoolBoard {
     pub refused_clients: AtomicU64,
     /// Connections closed because of malformed or over-limit FastCGI input.
     pub protocol_errors: AtomicU64,
+    /// The `codel` policy's state ([`crate::overload::CodelState::to_raw`]): since when the
+    /// queue wait has stayed above `target`. Shared by the pool's workers, so one standing
+    /// queue is judged once, not per worker.
+    pub codel_state: AtomicU64,
+    /// Time spent in the kernel accept queue by each accepted connection (`queue wait p50 ms`
+    /// …, and the `/metrics` histogram). Workers record; readers copy.
+    pub queue_wait: WaitHistogram,
+    /// The sampler's recent `(time, arrived)` samples, from which a worker finds when the
+    /// connection it just accepted arrived (DESIGN.md §4).
+    pub arrivals: ArrivalRing,
 }
 
-// SAFETY: every field is an atomic integer; zeroed bytes are a valid value.
+// SAFETY: every field is an atomic integer or a `repr(C)` struct of atomic integers and arrays
+// of them (`WaitHistogram`, `ArrivalRing`); zeroed bytes are a valid value.
 unsafe impl ZeroValidAtomic for PoolBoard {}
 
 /// What a worker is doing, as php-fpm names it on its status page.

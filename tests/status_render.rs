@@ -365,9 +365,18 @@ fn check_openmetrics(body: &str) -> Vec<(String, String, String)> {
         let want = match kind.as_str() {
             "counter" => format!("{family}_total"),
             "info" => format!("{family}_info"),
+            // A histogram's samples: _bucket (with an `le` label), _count, _sum.
+            "histogram" => ["_bucket", "_count", "_sum"]
+                .iter()
+                .map(|suffix| format!("{family}{suffix}"))
+                .find(|n| n == name)
+                .unwrap_or_else(|| format!("{family}_bucket|_count|_sum")),
             _ => family.clone(),
         };
         assert_eq!(name, want, "sample name for a {kind} family");
+        if name.ends_with("_bucket") && kind == "histogram" {
+            assert!(labels.contains("le=\""), "{line}");
+        }
         assert!(
             value.parse::<f64>().is_ok() || ["NaN", "+Inf", "-Inf"].contains(&value),
             "{line}"

@@ -12,17 +12,21 @@
 //! - 20 ms when idle: an idle master should not spin; a burst that lands on an idle pool is
 //!   seen within 20 ms, and from then on the sampler is at 2 ms again.
 //!
+//! Each successful tick also records `arrived = accepted + queued` in the pool's arrival ring
+//! (`overload::arrival`), from which workers compute every connection's queue wait.
+//!
 //! A probe that fails is logged once (and once more when it recovers), not every tick; while it
 //! fails the pool's `samples` counter stops moving, which is how a reader can tell the queue
 //! figures are stale.
 
-use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::{QueueProbe, QueueReading};
+use crate::overload::monotonic_us;
 use crate::scoreboard::{raise_max, PoolBoard, Scoreboard, UNKNOWN};
 
 /// Tick while a queue is non-empty or connections are being accepted.
@@ -48,6 +52,12 @@ pub fn record_sample(board: &PoolBoard, reading: &QueueReading) {
     }
     // Last, with Release: a reader that sees the new sample count sees the values above.
     board.samples.fetch_add(1, Release);
+}
+
+/// Connections that have arrived in total: taken off the queue, plus still in it (the FIFO
+/// count the queue-wait accounting searches, DESIGN.md §4).
+pub fn arrived(accepted: u64, queued: u32) -> u64 {
+    accepted.saturating_add(u64::from(queued))
 }
 
 /// Whether the next tick should come soon: connections are waiting, or some were accepted
@@ -157,9 +167,17 @@ fn run(mut pools: Vec<SampledPool>, scoreboard: &Scoreboard, stopped: &mpsc::Rec
 fn tick(pool: &mut SampledPool, scoreboard: &Scoreboard) -> bool {
     let board = scoreboard.pool(pool.index);
     let mut queued = 0;
+    // Accepted *before* the queue is read: a connection accepted between the two reads is
+    // then counted by a later sample, never an earlier one, so waits stay lower bounds.
+    let accepted_before = board.accept_seq.load(Acquire);
     match pool.probe.read() {
         Ok(reading) => {
+            // After the read: every connection the reading counts arrived before this time.
+            let read_at = monotonic_us();
             record_sample(board, &reading);
+            board
+                .arrivals
+                .record_tick(read_at, arrived(accepted_before, reading.queued));
             queued = reading.queued;
             if pool.failing {
                 pool.failing = false;
@@ -226,6 +244,14 @@ mod tests {
                 pool.samples.load(Relaxed),
             ];
             assert_eq!(&got, want, "step {i}: {reading:?}");
+        }
+    }
+
+    #[test]
+    fn arrived_adds_accepted_and_queued() {
+        for (accepted, queued, want) in [(0, 0, 0), (7, 0, 7), (7, 3, 10), (u64::MAX, 1, u64::MAX)]
+        {
+            assert_eq!(arrived(accepted, queued), want);
         }
     }
 

@@ -269,8 +269,41 @@ pub fn render(snapshots: &[PoolSnapshot]) -> String {
             );
         }
     }
+    render_queue_wait_histogram(&mut out, snapshots);
     out.push_str("# EOF\n");
     out
+}
+
+/// `fastpm_queue_wait_seconds`: an OpenMetrics histogram of the time connections waited in
+/// the kernel accept queue (buckets one per doubling from 0.1 ms, see
+/// `overload::histogram`). Like every other unknown value, a pool whose wait has not been
+/// measured yet has no samples (and with no such pool, no family).
+fn render_queue_wait_histogram(out: &mut String, snapshots: &[PoolSnapshot]) {
+    let measured: Vec<&PoolSnapshot> = snapshots
+        .iter()
+        .filter(|s| s.queue_wait_histogram.count > 0)
+        .collect();
+    if measured.is_empty() {
+        return;
+    }
+    let name = "fastpm_queue_wait_seconds";
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    let _ = writeln!(out, "# UNIT {name} seconds");
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time connections waited in the kernel accept queue before a worker took them."
+    );
+    for s in measured {
+        let pool = escape_label(&s.pool);
+        let h = &s.queue_wait_histogram;
+        for (le, count) in h.cumulative_by_doubling() {
+            let le = number(Value::Float(le));
+            let _ = writeln!(out, "{name}_bucket{{pool=\"{pool}\",le=\"{le}\"}} {count}");
+        }
+        let sum = number(Value::Float(h.sum_us as f64 / 1e6));
+        let _ = writeln!(out, "{name}_count{{pool=\"{pool}\"}} {}", h.count);
+        let _ = writeln!(out, "{name}_sum{{pool=\"{pool}\"}} {sum}");
+    }
 }
 
 fn labels(family: &Family, s: &PoolSnapshot) -> String {
@@ -328,6 +361,51 @@ mod tests {
                 f.name
             );
         }
+    }
+
+    #[test]
+    fn queue_wait_histogram_only_once_measured() {
+        use crate::scoreboard::Scoreboard;
+        use crate::status::PoolInfo;
+        let board = Scoreboard::create(&[1]).unwrap();
+        let info = PoolInfo {
+            name: "w".into(),
+            process_manager: "static".into(),
+            listen_address: "unix:/x".into(),
+            listen_backlog: 511,
+            somaxconn: None,
+            max_children: 1,
+        };
+        let snap = |b: &Scoreboard| PoolSnapshot::collect(&info, b.pool(0), b.slots(0), false);
+        assert!(!render(&[snap(&board)]).contains("fastpm_queue_wait_seconds"));
+        for us in [50, 300, 1_500_000] {
+            board.pool(0).queue_wait.record(Some(us));
+        }
+        let text = render(&[snap(&board)]);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("fastpm_queue_wait_seconds_"))
+            .collect();
+        assert_eq!(lines.len(), 21 + 2, "{text}");
+        assert_eq!(
+            lines[0],
+            "fastpm_queue_wait_seconds_bucket{pool=\"w\",le=\"0.0001\"} 1"
+        );
+        assert_eq!(
+            lines[2],
+            "fastpm_queue_wait_seconds_bucket{pool=\"w\",le=\"0.0004\"} 2"
+        );
+        assert_eq!(
+            lines[20],
+            "fastpm_queue_wait_seconds_bucket{pool=\"w\",le=\"+Inf\"} 3"
+        );
+        assert_eq!(lines[21], "fastpm_queue_wait_seconds_count{pool=\"w\"} 3");
+        assert_eq!(
+            lines[22],
+            "fastpm_queue_wait_seconds_sum{pool=\"w\"} 1.50035"
+        );
+        assert!(text.contains("# TYPE fastpm_queue_wait_seconds histogram\n"));
+        assert!(text.ends_with("# EOF\n"));
     }
 
     #[test]

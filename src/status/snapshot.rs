@@ -8,6 +8,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use crate::overload::HistogramSnapshot;
 use crate::scoreboard::{now_us, PoolBoard, WorkerSlot, WorkerState, UNKNOWN};
 
 /// Static facts about a pool that the scoreboard does not hold; the master fills them in from
@@ -42,6 +43,17 @@ pub struct QueueWait {
     pub p99_ms: f64,
     /// Longest wait seen, milliseconds.
     pub max_ms: f64,
+}
+
+impl QueueWait {
+    /// The figures of a histogram: `None` until a first wait was recorded.
+    pub fn from_histogram(h: &HistogramSnapshot) -> Option<QueueWait> {
+        Some(QueueWait {
+            p50_ms: h.quantile_ms(0.5)?,
+            p99_ms: h.quantile_ms(0.99)?,
+            max_ms: h.max_us as f64 / 1000.0,
+        })
+    }
 }
 
 /// One worker's row of `?full` (php-fpm's per-process block).
@@ -110,6 +122,8 @@ pub struct PoolSnapshot {
     pub abandoned_requests: u64,
     /// `None` until the queue-wait accounting supplies numbers.
     pub queue_wait: Option<QueueWait>,
+    /// The queue-wait histogram as the pool's board holds it (for `/metrics`); not a §5 key.
+    pub queue_wait_histogram: HistogramSnapshot,
     /// From [`PoolInfo::max_children`]; not a §5 key (left out of text/JSON), used by the
     /// dashboard and OpenMetrics.
     pub max_children: u32,
@@ -146,14 +160,16 @@ const fn field<'a>(key: &'static str, value: FieldValue<'a>) -> Field<'a> {
 }
 
 impl PoolSnapshot {
-    /// Read a pool's board and slots now. Queue-wait figures are left unknown.
+    /// Read a pool's board and slots now, with the queue-wait figures of the board's
+    /// histogram.
     pub fn collect(
         info: &PoolInfo,
         board: &PoolBoard,
         slots: &[WorkerSlot],
         full: bool,
     ) -> PoolSnapshot {
-        Self::collect_with(info, board, slots, full, None, now_us())
+        let wait = QueueWait::from_histogram(&board.queue_wait.snapshot());
+        Self::collect_with(info, board, slots, full, wait, now_us())
     }
 
     /// [`collect`](Self::collect) with the queue-wait figures (when the accounting has them)
@@ -198,6 +214,7 @@ impl PoolSnapshot {
             shed_requests,
             abandoned_requests: board.abandoned_requests.load(Relaxed),
             queue_wait,
+            queue_wait_histogram: board.queue_wait.snapshot(),
             max_children: info.max_children,
             processes: full.then(|| {
                 slots

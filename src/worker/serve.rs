@@ -5,19 +5,24 @@
 //! (`SO_RCVTIMEO` bounds `accept()` too): one syscall per connection, and a worker that waits
 //! looks at the stop flags at least that often. A graceful stop therefore still serves what was
 //! queued: workers keep accepting until `accept()` finds the queue empty, then exit.
+//!
+//! Right after `accept()` the worker takes the connection's sequence number and looks up how
+//! long it waited in the kernel queue (`overload::arrival`); the wait goes to the pool's
+//! histogram and to the overload policy of the connection's first request.
 
 use std::io::ErrorKind;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{AcqRel, Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::context::{PoolContext, READ_TIMEOUT, WRITE_TIMEOUT};
 use super::io::TimedIo;
-use super::request::RequestHandler;
+use super::request::{Connection, RequestHandler};
 use crate::app::App;
 use crate::fastcgi::{serve_connection_with, ConnectionBuffers, ConnectionError};
 use crate::listen::{Peer, Stream};
+use crate::overload::monotonic_us;
 use crate::scoreboard::WorkerState;
 
 /// What the lock holder came back with.
@@ -90,7 +95,11 @@ fn serve_one(
     stream: Stream,
     peer: Peer,
 ) {
-    ctx.board().accept_seq.fetch_add(1, Relaxed);
+    let accepted_at = monotonic_us();
+    // This connection is the k-th taken off the queue (DESIGN.md §4): look up when it arrived.
+    let k = ctx.board().accept_seq.fetch_add(1, AcqRel) + 1;
+    let queue_wait_us = ctx.board().arrivals.wait_us(k, accepted_at);
+    ctx.board().queue_wait.record(queue_wait_us);
     if let Peer::Tcp(addr) = &peer {
         if !ctx.clients.allows(&addr.ip()) {
             ctx.board().refused_clients.fetch_add(1, Relaxed);
@@ -100,7 +109,8 @@ fn serve_one(
     }
     handler.slot().set_state(WorkerState::Reading);
     let mut io = TimedIo::new(&stream, READ_TIMEOUT, WRITE_TIMEOUT);
-    match serve_connection_with(&mut io, &ctx.limits, handler, buffers) {
+    let mut connection = Connection::new(handler, &stream, queue_wait_us);
+    match serve_connection_with(&mut io, &ctx.limits, &mut connection, buffers) {
         Ok(_) => {}
         Err(ConnectionError::Io(e)) => {
             // Timeouts, resets and broken pipes end one connection; they are the client's

@@ -1,0 +1,139 @@
+//! `fastpm bench` against a running pool: the JSON summary counts what happened — answers,
+//! `EAGAIN` on a full unix queue, timeouts (which the pool then sees as abandoned requests),
+//! and 503s with FCGI_OVERLOADED from a shedding pool.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{free_port, master_status, Server, FASTPM};
+use serde_json::Value;
+
+fn config(status_port: u16, workers: u32, backlog: u32, overload: &str) -> String {
+    format!(
+        r#"
+[global]
+status_listen = "127.0.0.1:{status_port}"
+runtime_dir = "{{dir}}/rt"
+
+[pool.b]
+workers = "thread"
+max_children = {workers}
+
+[pool.b.listen]
+address = "unix:{{dir}}/b.sock"
+backlog = {backlog}
+
+[pool.b.app]
+kind = "sleep"
+
+[pool.b.overload]
+{overload}
+"#
+    )
+}
+
+fn bench(server: &Server, args: &[&str]) -> Value {
+    let addr = format!("unix:{}", server.path("b.sock").display());
+    let out = Command::new(FASTPM)
+        .arg("bench")
+        .arg(&addr)
+        .args(args)
+        .output()
+        .expect("run fastpm bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[test]
+fn counts_answers_and_latency() {
+    let port = free_port();
+    let server = Server::start(&config(port, 2, 511, "policy = \"none\""));
+    let s = bench(&server, &["-c", "4", "-n", "40", "--path", "/sleep?ms=20"]);
+    assert_eq!(s["requests"], 40, "{s}");
+    assert_eq!(s["outcomes"]["ok"], 40, "{s}");
+    assert_eq!(s["outcomes"].as_object().unwrap().len(), 1, "{s}");
+    let p50 = s["latency_ms"]["p50"].as_f64().unwrap();
+    // Four clients on two 20 ms workers: ~40 ms each.
+    assert!((20.0..200.0).contains(&p50), "{s}");
+    assert_eq!(master_status(port)["pools"][0]["accepted conn"], 40);
+    // With --keep the same counts come over reused connections.
+    let s = bench(
+        &server,
+        &["-c", "2", "-n", "10", "--keep", "--path", "/sleep?ms=1"],
+    );
+    assert_eq!(s["outcomes"]["ok"], 10, "{s}");
+}
+
+#[test]
+fn full_unix_queue_is_eagain() {
+    let port = free_port();
+    let server = Server::start(&config(port, 1, 2, "policy = \"none\""));
+    let s = bench(
+        &server,
+        &[
+            "-c",
+            "12",
+            "-d",
+            "1",
+            "--timeout-ms",
+            "5000",
+            "--path",
+            "/sleep?ms=300",
+        ],
+    );
+    let eagain = s["outcomes"]["eagain"].as_u64().unwrap_or(0);
+    assert!(eagain > 0, "{s}");
+    assert!(s["outcomes"]["ok"].as_u64().unwrap() >= 3, "{s}");
+    assert_eq!(s["outcomes"].get("timeout"), None, "{s}");
+}
+
+#[test]
+fn timeouts_abandon_and_the_pool_skips_them() {
+    let port = free_port();
+    let server = Server::start(&config(port, 1, 511, "policy = \"none\""));
+    // Three clients, one worker sleeping 1 s per request, a 300 ms timeout: every client gives
+    // up; the worker runs the first request, then finds the other two clients gone.
+    let s = bench(
+        &server,
+        &[
+            "-c",
+            "3",
+            "-n",
+            "3",
+            "--timeout-ms",
+            "300",
+            "--path",
+            "/sleep?ms=1000",
+        ],
+    );
+    assert_eq!(s["outcomes"]["timeout"], 3, "{s}");
+    std::thread::sleep(Duration::from_millis(1200));
+    let pool = &master_status(port)["pools"][0];
+    assert_eq!(pool["abandoned requests"], 2, "{pool}");
+    assert_eq!(pool["accepted conn"], 3, "{pool}");
+}
+
+#[test]
+fn shed_answers_are_503_with_fcgi_overloaded() {
+    let port = free_port();
+    let server = Server::start(&config(
+        port,
+        1,
+        511,
+        "policy = \"deadline\"\nmax_queue_wait = \"50ms\"",
+    ));
+    let s = bench(&server, &["-c", "6", "-d", "1", "--path", "/sleep?ms=100"]);
+    let shed = s["outcomes"]["503"].as_u64().unwrap_or(0);
+    assert!(shed > 0, "{s}");
+    assert_eq!(s["fcgi_overloaded"], shed, "{s}");
+    assert!(s["outcomes"]["ok"].as_u64().unwrap() >= 5, "{s}");
+    let pool = &master_status(port)["pools"][0];
+    assert_eq!(pool["shed requests"], shed, "{pool}");
+}
