@@ -54,6 +54,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A worker process (started by the master, never by hand).
+    #[command(hide = true)]
+    Worker(fastpm::worker::process::WorkerArgs),
     /// Send one FastCGI request and print the response (like cgi-fcgi).
     Request(cli_request::RequestArgs),
     /// Closed-loop FastCGI load generator; prints a JSON summary.
@@ -94,6 +97,27 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     })
 }
 
+/// The config and the exact text it was read from (worker processes get the same text).
+fn load_with_text(path: Option<&PathBuf>) -> anyhow::Result<(Config, String)> {
+    match path {
+        None => Ok((
+            config::load_embedded()?,
+            config::EMBEDDED_DEFAULT.to_string(),
+        )),
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(text) => Ok((
+                config::load_str(&text, config::ConfigSource::File(p.clone()))?,
+                text,
+            )),
+            // load_file words the error (file:0:0, key, cause) like every config error.
+            Err(_) => Err(config::load_file(p)
+                .err()
+                .map(anyhow::Error::from)
+                .unwrap_or_else(|| anyhow::anyhow!("cannot read {}", p.display()))),
+        },
+    }
+}
+
 fn listenq() -> Option<String> {
     std::env::var("LISTENQ").ok()
 }
@@ -101,11 +125,12 @@ fn listenq() -> Option<String> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config, backlog } => {
-            let config = load(config.as_ref())?;
+            let (config, text) = load_with_text(config.as_ref())?;
             init_logging(&config);
             let options = StartOptions {
                 cli_backlog: backlog,
                 listenq_env: listenq(),
+                config_text: std::sync::Arc::new(text),
             };
             master::run(config, options)?;
             Ok(ExitCode::SUCCESS)
@@ -137,6 +162,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Request(args) => cli_request::run(args),
+        Command::Worker(args) => {
+            fastpm::worker::process::run(args, init_logging)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(args) => cli_bench::run(args),
     }
 }

@@ -332,3 +332,45 @@ fn reload_applies_a_changed_backlog() {
         100
     );
 }
+
+#[test]
+fn max_requests_recycles_worker_processes() {
+    let port = free_port();
+    let text =
+        config("mutex", port).replace("max_children = 4", "max_children = 2\nmax_requests = 5");
+    let server = Server::start(&text);
+    let addr = format!("unix:{}", server.path("p.sock").display());
+    let first = wait_for_children(&server, 2, Duration::from_secs(5));
+    let (ok, failed) = load(&addr, 1, 30, 1);
+    assert_eq!((ok, failed), (30, 0));
+    let now = wait_for_children(&server, 2, Duration::from_secs(5));
+    assert!(
+        now.iter().all(|p| !first.contains(p)),
+        "workers recycled after 5 requests: {first:?} → {now:?}"
+    );
+    assert!(
+        !server.log().contains("WARN"),
+        "a recycled worker is not a crash:\n{}",
+        server.log()
+    );
+}
+
+#[test]
+fn worker_processes_run_as_the_pool_user() {
+    let port = free_port();
+    let text =
+        config("flock", port).replace("max_children = 4", "max_children = 2\nuser = \"nobody\"");
+    let server = Server::start(&text);
+    let addr = format!("unix:{}", server.path("p.sock").display());
+    let kids = wait_for_children(&server, 2, Duration::from_secs(5));
+    let (ok, failed) = load(&addr, 2, 5, 1);
+    assert_eq!((ok, failed), (10, 0), "log:\n{}", server.log());
+    for pid in kids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(
+            uid.split_whitespace().skip(1).all(|u| u == "65534"),
+            "{pid}: {uid}"
+        );
+    }
+}

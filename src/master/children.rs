@@ -88,6 +88,8 @@ pub fn spawn(spec: &SpawnSpec, slot: usize, generation: u64) -> std::io::Result<
     let slots: Vec<String> = spec.slots.iter().map(|n| n.to_string()).collect();
     // /proc/self/exe, not current_exe(): after a binary upgrade the old path ends in " (deleted)".
     let mut cmd = Command::new("/proc/self/exe");
+    // What `ps` shows: the binary's name, not /proc/self/exe.
+    std::os::unix::process::CommandExt::arg0(&mut cmd, "fastpm");
     cmd.arg("worker")
         .arg("--pool-index")
         .arg(spec.pool_index.to_string())

@@ -10,28 +10,40 @@ pub mod children;
 pub mod notify;
 pub mod pm;
 pub mod pools;
+pub mod process_pool;
 pub mod signals;
 pub mod status_source;
+
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
 
 use crate::config::Config;
 pub use pools::{MasterError, Running, StartOptions};
 pub use signals::Event;
 
-/// Run the master in the foreground until it is told to stop.
+/// How often the supervisor reaps and respawns worker processes when no signal arrives.
+pub const TICK: Duration = Duration::from_millis(50);
+
+/// Run the master in the foreground until it is told to stop: wait for a signal (or a tick),
+/// handle it, reap and respawn workers.
 pub fn run(config: Config, options: StartOptions) -> Result<(), MasterError> {
-    let running = Running::start(config, options)?;
+    let mut running = Running::start(config, options)?;
     let events = signals::listen(running.runtime()).map_err(|source| MasterError::Io {
         what: "cannot install signal handlers".into(),
         source,
     })?;
     loop {
-        match events.recv() {
-            Ok(Event::Graceful(signal)) => break running.stop_graceful(signal),
-            Ok(Event::Immediate(signal)) => break running.stop_now(signal),
+        match events.recv_timeout(TICK) {
+            Ok(Event::Graceful(signal)) => return running.stop_graceful(signal),
+            Ok(Event::Immediate(signal)) => return running.stop_now(signal),
             Ok(Event::Reload) => running.handle_hup(),
             Ok(Event::ReopenLogs) => running.handle_usr1(),
             Ok(Event::Upgrade) => running.handle_usr2(),
-            Err(_) => break running.stop_graceful("signal listener gone"),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                return running.stop_graceful("signal listener gone")
+            }
         }
+        running.supervise();
     }
 }

@@ -8,15 +8,24 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsRawFd;
+
+use nix::sys::signal::Signal;
+
 use super::apps::{self, AppError};
+use super::children::SpawnSpec;
+use super::notify::Notifier;
+use super::process_pool::ProcessPool;
 use super::status_source::Pools;
+use crate::config::PoolConfig;
 use crate::config::{self, BacklogError, Config, ConfigSource, WorkerKind};
 use crate::listen::{self, BindOptions, ListenAddress, ListenError};
 use crate::probe::{spawn_sampler, QueueProbe, SamplerHandle};
 use crate::scoreboard::Scoreboard;
 use crate::status::PoolInfo;
+use crate::sys::privileges;
 use crate::worker::context::STOP_CHECK_INTERVAL;
-use crate::worker::lock::{AcceptLock, LockError};
+use crate::worker::lock::{AcceptLock, LockError, LockShared};
 use crate::worker::{spawn_thread_workers, PoolContext, WorkerThreads};
 
 /// Everything that can keep the master from starting or stopping cleanly.
@@ -52,12 +61,23 @@ pub struct StartOptions {
     pub cli_backlog: Option<u32>,
     /// The `LISTENQ` environment variable, as read at start.
     pub listenq_env: Option<String>,
+    /// The exact config text loaded: worker processes get it on stdin, so a file edited on disk
+    /// reaches them only through a reload.
+    pub config_text: Arc<String>,
 }
 
 /// One started pool.
 struct PoolHandle {
     ctx: Arc<PoolContext>,
-    threads: WorkerThreads,
+    workers: Workers,
+    /// The accept lock every worker of the pool takes (worker processes get a descriptor).
+    lock: Arc<LockShared>,
+}
+
+/// A pool's workers: threads of the master, or supervised processes.
+enum Workers {
+    Threads(WorkerThreads),
+    Processes(ProcessPool),
 }
 
 /// A started master.
@@ -69,6 +89,11 @@ pub struct Running {
     sampler: SamplerHandle,
     /// Telling the status listener to stop.
     status_stop: tokio::sync::watch::Sender<bool>,
+    scoreboard: Arc<Scoreboard>,
+    /// Scoreboard layout (slots per pool), handed to worker processes.
+    slot_counts: Vec<usize>,
+    options: StartOptions,
+    notifier: Notifier,
 }
 
 impl Running {
@@ -87,26 +112,36 @@ impl Running {
                 None
             }
         };
-        let slots: Vec<usize> = config
-            .pools
-            .iter()
-            .map(|p| p.max_children as usize)
-            .collect();
-        let scoreboard =
-            Arc::new(Scoreboard::create(&slots).map_err(io_error("cannot create the scoreboard"))?);
+        let slot_counts: Vec<usize> = config.pools.iter().map(slots_for).collect();
+        let scoreboard = Arc::new(
+            Scoreboard::create(&slot_counts).map_err(io_error("cannot create the scoreboard"))?,
+        );
 
         let mut probes = Vec::new();
         let mut contexts = Vec::new();
         for index in 0..config.pools.len() {
-            let (ctx, choice, probe) = open_pool(&config, index, &options, somaxconn, &scoreboard)?;
+            let (ctx, choice, probe, lock) =
+                open_pool(&config, index, &options, somaxconn, &scoreboard)?;
             probes.push((index, probe));
-            contexts.push((ctx, choice));
+            contexts.push((ctx, choice, lock));
         }
         let sampler = spawn_sampler(probes, Arc::clone(&scoreboard));
 
         let mut pools = Vec::new();
-        for (ctx, choice) in contexts {
+        for (ctx, choice, lock) in contexts {
             let pool_name = ctx.config.name.clone();
+            if ctx.config.workers == WorkerKind::Process {
+                let spec = spawn_spec(&config, &ctx, &lock, &slot_counts, &options)?;
+                let mut processes =
+                    ProcessPool::new(pool_name, spec, ctx.config.max_children as usize);
+                processes.fill(scoreboard.slots(ctx.index));
+                pools.push(PoolHandle {
+                    ctx,
+                    workers: Workers::Processes(processes),
+                    lock,
+                });
+                continue;
+            }
             let pool_config = ctx.config.clone();
             let runtime_dir = config.global.runtime_dir.clone();
             // Workers are built in order; each gets its number (for its private socket names).
@@ -117,7 +152,11 @@ impl Running {
             };
             let threads = spawn_thread_workers(Arc::clone(&ctx), &make_app)
                 .map_err(io_error(format!("pool {pool_name}: cannot start workers")))?;
-            pools.push(PoolHandle { ctx, threads });
+            pools.push(PoolHandle {
+                ctx,
+                workers: Workers::Threads(threads),
+                lock,
+            });
         }
 
         let (status_stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -148,23 +187,96 @@ impl Running {
                 p.ctx.config.listen.address,
             );
         }
+        let notifier = Notifier::from_env().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "NOTIFY_SOCKET is unusable; not notifying systemd");
+            Notifier::disabled()
+        });
+        let _ = notifier.ready();
         Ok(Self {
             config,
             runtime,
             pools,
             sampler,
             status_stop,
+            scoreboard,
+            slot_counts,
+            options,
+            notifier,
         })
+    }
+
+    /// One supervisor tick: reap worker processes that ended and start their replacements.
+    pub fn supervise(&mut self) {
+        for p in &mut self.pools {
+            if let Workers::Processes(processes) = &mut p.workers {
+                let slots = self.scoreboard.slots(p.ctx.index);
+                processes.reap(slots);
+                processes.fill(slots);
+            }
+        }
     }
 
     pub fn runtime(&self) -> &tokio::runtime::Runtime {
         &self.runtime
     }
 
-    pub fn handle_hup(&self) {
-        tracing::warn!(
-            "SIGHUP: reload arrives with process workers; this build keeps running unchanged"
-        );
+    /// Reload: read the config again; each process pool starts a new generation of workers on
+    /// it, then retires the old one (the listening socket stays; a changed backlog is applied
+    /// with a fresh `listen()`). Thread pools and changes to the set of pools or their
+    /// addresses need a restart.
+    pub fn handle_hup(&mut self) {
+        let _ = self.notifier.reloading();
+        match self.reload() {
+            Ok(()) => tracing::info!("SIGHUP: reloaded"),
+            Err(why) => tracing::error!("SIGHUP: reload refused, running unchanged: {why}"),
+        }
+        let _ = self.notifier.ready();
+    }
+
+    fn reload(&mut self) -> Result<(), String> {
+        let ConfigSource::File(path) = &self.config.source else {
+            return Err("the embedded default config cannot change; nothing to reload".into());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let new = config::load_str(&text, self.config.source.clone()).map_err(|e| e.to_string())?;
+        let same_shape = new.pools.len() == self.config.pools.len()
+            && new.pools.iter().zip(&self.config.pools).all(|(a, b)| {
+                a.name == b.name && a.listen.address == b.listen.address && a.workers == b.workers
+            });
+        if !same_shape {
+            return Err("pools, their addresses or worker kinds changed: restart fastpm".into());
+        }
+        self.options.config_text = Arc::new(text);
+        for (p, pool) in self.pools.iter_mut().zip(&new.pools) {
+            let Workers::Processes(processes) = &mut p.workers else {
+                tracing::warn!(pool = %pool.name, "thread workers keep their config until a restart");
+                continue;
+            };
+            let (backlog, _) = config::effective_backlog(
+                self.options.cli_backlog,
+                self.options.listenq_env.as_deref(),
+                pool.listen.backlog,
+            )
+            .map_err(|e| e.to_string())?;
+            if backlog != p.ctx.info.listen_backlog {
+                listen::relisten(&p.ctx.listener, backlog).map_err(|e| {
+                    format!("pool {}: listen() with backlog {backlog}: {e}", pool.name)
+                })?;
+                tracing::info!(pool = %pool.name, "backlog {} → {backlog}", p.ctx.info.listen_backlog);
+            }
+            let capacity = self.slot_counts[p.ctx.index] / 2;
+            let target = (pool.max_children as usize).min(capacity);
+            if target < pool.max_children as usize {
+                tracing::warn!(pool = %pool.name, "max_children above {capacity} needs a restart; running {target}");
+            }
+            let mut spec = spawn_spec(&new, &p.ctx, &p.lock, &self.slot_counts, &self.options)
+                .map_err(|e| e.to_string())?;
+            spec.backlog = backlog;
+            processes.replace(spec, target, self.scoreboard.slots(p.ctx.index));
+        }
+        self.config = new;
+        Ok(())
     }
 
     pub fn handle_usr1(&self) {
@@ -172,37 +284,49 @@ impl Running {
     }
 
     pub fn handle_usr2(&self) {
-        tracing::warn!("SIGUSR2: binary upgrade arrives with process workers; this build keeps running unchanged");
+        tracing::warn!("SIGUSR2: binary upgrade is not implemented yet; running unchanged");
     }
 
     /// Drain: workers serve what is queued and in flight, bounded by `shutdown_timeout`.
-    pub fn stop_graceful(self, why: &str) -> Result<(), MasterError> {
+    pub fn stop_graceful(mut self, why: &str) -> Result<(), MasterError> {
         let timeout = self.config.global.shutdown_timeout;
         tracing::info!(
             "{why}: graceful stop; draining (at most {})",
             humantime(timeout)
         );
-        for p in &self.pools {
+        for p in &mut self.pools {
             p.ctx.stopping.store(true, Relaxed);
+            if let Workers::Processes(processes) = &mut p.workers {
+                processes.signal_all(Signal::SIGTERM);
+            }
         }
         self.finish(Instant::now() + timeout)
     }
 
     /// Stop now: workers leave after the request they are running, if any.
-    pub fn stop_now(self, why: &str) -> Result<(), MasterError> {
+    pub fn stop_now(mut self, why: &str) -> Result<(), MasterError> {
         tracing::info!("{why}: immediate stop");
-        for p in &self.pools {
+        for p in &mut self.pools {
             p.ctx.quitting.store(true, Relaxed);
             p.ctx.stopping.store(true, Relaxed);
+            if let Workers::Processes(processes) = &mut p.workers {
+                processes.signal_all(Signal::SIGQUIT);
+            }
         }
         self.finish(Instant::now() + Duration::from_millis(500))
     }
 
     fn finish(self, deadline: Instant) -> Result<(), MasterError> {
+        let _ = self.notifier.stopping();
         let _ = self.status_stop.send(true);
         let mut left = 0;
         for p in self.pools {
-            left += p.threads.join_until(deadline);
+            left += match p.workers {
+                Workers::Threads(threads) => threads.join_until(deadline),
+                Workers::Processes(mut processes) => {
+                    processes.wait_all(deadline, self.scoreboard.slots(p.ctx.index))
+                }
+            };
             if let ListenAddress::Unix(path) = &p.ctx.config.listen.address {
                 let _ = std::fs::remove_file(path);
             }
@@ -229,17 +353,21 @@ fn open_pool(
     options: &StartOptions,
     somaxconn: Option<u32>,
     scoreboard: &Arc<Scoreboard>,
-) -> Result<(Arc<PoolContext>, apps::Choice, QueueProbe), MasterError> {
+) -> Result<(Arc<PoolContext>, apps::Choice, QueueProbe, Arc<LockShared>), MasterError> {
     let pool = &config.pools[index];
-    if pool.workers == WorkerKind::Process {
-        return Err(MasterError::ProcessWorkers {
-            pool: pool.name.clone(),
-        });
-    }
-    let lock = AcceptLock::for_threads(pool.accept_lock).map_err(|source| MasterError::Lock {
+    let lock_error = |source| MasterError::Lock {
         pool: pool.name.clone(),
         source,
-    })?;
+    };
+    let shared = Arc::new(
+        LockShared::create(pool.accept_lock, &config.global.runtime_dir, &pool.name)
+            .map_err(lock_error)?,
+    );
+    // Worker processes take the lock themselves; the master's copy of the pool never accepts.
+    let lock = match pool.workers {
+        WorkerKind::Process => AcceptLock::None,
+        WorkerKind::Thread => AcceptLock::for_worker(&shared).map_err(lock_error)?,
+    };
     let php_found = config::php_cgi_on_path(&pool.app.php_cgi).is_some();
     let embedded = matches!(config.source, ConfigSource::Embedded);
     let (choice, why) = apps::choose(
@@ -316,7 +444,7 @@ fn open_pool(
         Arc::clone(scoreboard),
         info,
     );
-    Ok((Arc::new(ctx), choice, probe))
+    Ok((Arc::new(ctx), choice, probe, shared))
 }
 
 /// `runtime_dir` holds private sockets: created 0700.
@@ -347,4 +475,46 @@ fn humantime(d: Duration) -> String {
     } else {
         format!("{}ms", d.as_millis())
     }
+}
+
+/// Scoreboard slots of a pool: worker processes get twice `max_children`, so during a reload
+/// the new generation starts before the old one has left.
+fn slots_for(pool: &PoolConfig) -> usize {
+    match pool.workers {
+        WorkerKind::Thread => pool.max_children as usize,
+        WorkerKind::Process => 2 * pool.max_children as usize,
+    }
+}
+
+/// What a pool's worker processes are started with.
+fn spawn_spec(
+    config: &Config,
+    ctx: &PoolContext,
+    lock: &Arc<LockShared>,
+    slot_counts: &[usize],
+    options: &StartOptions,
+) -> Result<SpawnSpec, MasterError> {
+    let pool = &ctx.config;
+    let credentials =
+        privileges::resolve(pool.user.as_deref(), pool.group.as_deref()).map_err(|e| {
+            MasterError::Io {
+                what: format!("pool {}: user/group", pool.name),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })?;
+    Ok(SpawnSpec {
+        pool_index: ctx.index,
+        listener_fd: ctx.listener.as_raw_fd(),
+        scoreboard_fd: ctx.scoreboard.raw_fd(),
+        slots: slot_counts.to_vec(),
+        lock: Arc::clone(lock),
+        backlog: ctx.info.listen_backlog,
+        somaxconn: ctx.info.somaxconn,
+        config_path: match &config.source {
+            ConfigSource::File(path) => Some(path.clone()),
+            ConfigSource::Embedded => None,
+        },
+        config_text: Arc::clone(&options.config_text),
+        credentials,
+    })
 }

@@ -79,7 +79,10 @@ fn inherit(what: &'static str) -> impl FnOnce(std::io::Error) -> WorkerError {
 }
 
 /// Run one worker process until the master (or a signal) tells it to stop.
-pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
+pub fn run(
+    args: WorkerArgs,
+    init_logging: impl FnOnce(&config::Config),
+) -> Result<(), WorkerError> {
     let mut text = String::new();
     std::io::stdin()
         .read_to_string(&mut text)
@@ -89,6 +92,7 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
         None => ConfigSource::Embedded,
     };
     let config = config::load_str(&text, source)?;
+    init_logging(&config);
     let pool = config
         .pools
         .get(args.pool_index)

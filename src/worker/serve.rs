@@ -20,8 +20,10 @@ use super::context::{PoolContext, READ_TIMEOUT, WRITE_TIMEOUT};
 use super::io::TimedIo;
 use super::request::{Connection, RequestHandler};
 use crate::app::App;
+use crate::config::WorkerKind;
 use crate::fastcgi::{serve_connection_with, ConnectionBuffers, ConnectionError};
 use crate::listen::{Peer, Stream};
+use crate::master::pm::should_recycle;
 use crate::overload::monotonic_us;
 use crate::scoreboard::WorkerState;
 
@@ -51,8 +53,18 @@ pub fn run_worker(ctx: &PoolContext, worker: usize, app: Box<dyn App>) {
             }
             Accepted::Stop => break,
         }
+        if recycle(ctx, slot.requests.load(Relaxed)) {
+            tracing::debug!(pool = %ctx.config.name, "max_requests reached; the master starts a fresh worker");
+            break;
+        }
     }
     slot.release();
+}
+
+/// A worker process leaves after `max_requests` (the master replaces it); a thread would not be
+/// replaced, so thread workers never recycle.
+fn recycle(ctx: &PoolContext, served: u64) -> bool {
+    ctx.config.workers == WorkerKind::Process && should_recycle(ctx.config.max_requests, served)
 }
 
 /// Called with the accept lock held.
