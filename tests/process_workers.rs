@@ -374,3 +374,58 @@ fn worker_processes_run_as_the_pool_user() {
         );
     }
 }
+
+#[test]
+fn ondemand_starts_workers_for_queued_connections_and_stops_idle_ones() {
+    let port = free_port();
+    let text = config("mutex", port).replace(
+        "max_children = 4",
+        "max_children = 4\npm = \"ondemand\"\nidle_timeout = \"1s\"",
+    );
+    let server = Server::start(&text);
+    let addr = format!("unix:{}", server.path("p.sock").display());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        children(server.pid()).is_empty(),
+        "ondemand starts with no worker"
+    );
+    let (ok, failed) = load(&addr, 4, 3, 200);
+    assert_eq!((ok, failed), (12, 0), "log:\n{}", server.log());
+    let busy = master_status(port)["pools"][0]["max active processes"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        busy >= 2,
+        "workers were started for the queue (max active {busy})"
+    );
+    // Idle longer than idle_timeout: stopped again.
+    wait_for_children(&server, 0, Duration::from_secs(4));
+}
+
+#[test]
+fn dynamic_starts_start_servers_and_grows_under_load() {
+    let port = free_port();
+    let text = config("mutex", port).replace(
+        "max_children = 4",
+        "max_children = 6\npm = \"dynamic\"\nstart_servers = 2\nmin_spare_servers = 1\nmax_spare_servers = 2",
+    );
+    let server = Server::start(&text);
+    let addr = format!("unix:{}", server.path("p.sock").display());
+    wait_for_children(&server, 2, Duration::from_secs(5));
+    let loader = {
+        let addr = addr.clone();
+        std::thread::spawn(move || load(&addr, 5, 2, 1500))
+    };
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut most = 0;
+    while Instant::now() < deadline {
+        most = most.max(children(server.pid()).len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        most > 2,
+        "dynamic spawned above start_servers under load (saw {most})"
+    );
+    let (ok, failed) = loader.join().unwrap();
+    assert_eq!((ok, failed), (10, 0));
+}

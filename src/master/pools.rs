@@ -15,10 +15,11 @@ use nix::sys::signal::Signal;
 use super::apps::{self, AppError};
 use super::children::SpawnSpec;
 use super::notify::Notifier;
+use super::pm::PmSettings;
 use super::process_pool::ProcessPool;
 use super::status_source::Pools;
-use crate::config::PoolConfig;
 use crate::config::{self, BacklogError, Config, ConfigSource, WorkerKind};
+use crate::config::{PmKind, PoolConfig};
 use crate::listen::{self, BindOptions, ListenAddress, ListenError};
 use crate::probe::{spawn_sampler, QueueProbe, SamplerHandle};
 use crate::scoreboard::Scoreboard;
@@ -133,7 +134,7 @@ impl Running {
             if ctx.config.workers == WorkerKind::Process {
                 let spec = spawn_spec(&config, &ctx, &lock, &slot_counts, &options)?;
                 let mut processes =
-                    ProcessPool::new(pool_name, spec, ctx.config.max_children as usize);
+                    ProcessPool::new(pool_name, spec, PmSettings::from_pool(&ctx.config));
                 processes.fill(scoreboard.slots(ctx.index));
                 pools.push(PoolHandle {
                     ctx,
@@ -211,7 +212,7 @@ impl Running {
             if let Workers::Processes(processes) = &mut p.workers {
                 let slots = self.scoreboard.slots(p.ctx.index);
                 processes.reap(slots);
-                processes.fill(slots);
+                processes.maintain(p.ctx.board(), slots);
             }
         }
     }
@@ -265,15 +266,16 @@ impl Running {
                 })?;
                 tracing::info!(pool = %pool.name, "backlog {} → {backlog}", p.ctx.info.listen_backlog);
             }
-            let capacity = self.slot_counts[p.ctx.index] / 2;
-            let target = (pool.max_children as usize).min(capacity);
-            if target < pool.max_children as usize {
-                tracing::warn!(pool = %pool.name, "max_children above {capacity} needs a restart; running {target}");
+            let capacity = (self.slot_counts[p.ctx.index] / 2) as u32;
+            let mut pm = PmSettings::from_pool(pool);
+            if pm.max_children > capacity {
+                tracing::warn!(pool = %pool.name, "max_children above {capacity} needs a restart; running {capacity}");
+                pm.max_children = capacity;
             }
             let mut spec = spawn_spec(&new, &p.ctx, &p.lock, &self.slot_counts, &self.options)
                 .map_err(|e| e.to_string())?;
             spec.backlog = backlog;
-            processes.replace(spec, target, self.scoreboard.slots(p.ctx.index));
+            processes.replace(spec, pm, self.scoreboard.slots(p.ctx.index));
         }
         self.config = new;
         Ok(())
@@ -363,6 +365,9 @@ fn open_pool(
         LockShared::create(pool.accept_lock, &config.global.runtime_dir, &pool.name)
             .map_err(lock_error)?,
     );
+    if pool.workers == WorkerKind::Thread && pool.pm != PmKind::Static {
+        tracing::warn!(pool = %pool.name, "pm = \"{}\" applies to worker processes; thread workers run max_children ({}) threads", pool.pm, pool.max_children);
+    }
     // Worker processes take the lock themselves; the master's copy of the pool never accepts.
     let lock = match pool.workers {
         WorkerKind::Process => AcceptLock::None,

@@ -6,36 +6,130 @@
 //! used for reload and for stopping; TERM drains (accept until the queue is empty) — used for
 //! the master's graceful stop; KILL when a deadline passes.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
 use super::children::{spawn, SpawnSpec, WorkerProcess};
 use super::pm::{
-    is_crash, CrashGuard, CrashVerdict, WorkerExit, DEFAULT_CRASH_INTERVAL, DEFAULT_CRASH_THRESHOLD,
+    self, is_crash, Activity, CrashGuard, CrashVerdict, PmSettings, PmState, PoolView, WorkerExit,
+    WorkerView, DEFAULT_CRASH_INTERVAL, DEFAULT_CRASH_THRESHOLD,
 };
-use crate::scoreboard::WorkerSlot;
+use crate::config::PmKind;
+use crate::scoreboard::{now_us, PoolBoard, WorkerSlot, WorkerState};
+
+/// How often `dynamic` runs its maintenance (php-fpm: once a second, which paces its spawn-rate
+/// ramp); `ondemand` looks more often so a queued connection finds a worker quickly.
+const DYNAMIC_PERIOD: Duration = Duration::from_secs(1);
+const ONDEMAND_PERIOD: Duration = Duration::from_millis(100);
 
 pub struct ProcessPool {
     name: String,
     spec: SpawnSpec,
-    /// Workers wanted from the current generation (`max_children`; pm = static).
+    /// Workers to start for a fresh generation (pm's initial count: `static` all,
+    /// `dynamic` `start_servers`, `ondemand` none); `static` keeps exactly this many.
     target: usize,
     workers: Vec<WorkerProcess>,
     generation: u64,
     crash_guard: CrashGuard,
+    /// The pool's `pm` keys, for `dynamic` and `ondemand`.
+    pm: PmSettings,
+    pm_state: PmState,
+    last_pm_tick: Instant,
 }
 
 impl ProcessPool {
-    pub fn new(name: String, spec: SpawnSpec, target: usize) -> Self {
+    pub fn new(name: String, spec: SpawnSpec, pm: PmSettings) -> Self {
         Self {
             name,
             spec,
-            target,
+            target: pm::initial_workers(&pm) as usize,
             workers: Vec::new(),
             generation: 0,
             crash_guard: CrashGuard::new(DEFAULT_CRASH_THRESHOLD, DEFAULT_CRASH_INTERVAL),
+            pm,
+            pm_state: PmState::default(),
+            last_pm_tick: Instant::now(),
         }
+    }
+
+    /// One supervisor tick after reaping: `static` refills to `max_children`; `dynamic` and
+    /// `ondemand` ask the pm policy (`pm.rs`) what to start and stop.
+    pub fn maintain(&mut self, board: &PoolBoard, slots: &[WorkerSlot]) {
+        if self.pm.kind == PmKind::Static {
+            return self.fill(slots);
+        }
+        let now = Instant::now();
+        let period = match self.pm.kind {
+            PmKind::Dynamic => DYNAMIC_PERIOD,
+            _ => ONDEMAND_PERIOD,
+        };
+        if now.duration_since(self.last_pm_tick) < period
+            || !self.crash_guard.respawn_delay(now).is_zero()
+        {
+            return;
+        }
+        self.last_pm_tick = now;
+        let views = self.views(slots, now);
+        let decision = pm::maintain(
+            &self.pm,
+            &PoolView {
+                workers: &views,
+                queued: board.listen_queue.load(Relaxed),
+                now,
+            },
+            self.pm_state,
+        );
+        self.pm_state = decision.next;
+        if decision.max_children_reached {
+            board.max_children_reached.fetch_add(1, Relaxed);
+        }
+        if let Some(warning) = decision.warning {
+            tracing::warn!(pool = %self.name, "{warning}");
+        }
+        for id in decision.stop {
+            if let Some(worker) = self.workers.iter_mut().find(|w| w.slot as u64 == id) {
+                tracing::debug!(pool = %self.name, pid = worker.pid(), "pm: stopping an idle worker");
+                worker.signal(Signal::SIGQUIT);
+            }
+        }
+        for _ in 0..decision.spawn {
+            if !self.spawn_one(slots) {
+                break;
+            }
+        }
+    }
+
+    /// The current generation as the pm policy sees it (id = slot).
+    fn views(&self, slots: &[WorkerSlot], now: Instant) -> Vec<WorkerView> {
+        let wall_now = now_us();
+        self.workers
+            .iter()
+            .filter(|w| w.generation == self.generation && !w.stop_requested)
+            .map(|w| {
+                let slot = &slots[w.slot];
+                let activity = match slot.state() {
+                    state if state.is_active() => Activity::Busy,
+                    WorkerState::Idle if slot.requests.load(Relaxed) > 0 => {
+                        let idle_since_us = slot.request_start_us.load(Relaxed)
+                            + slot.last_duration_us.load(Relaxed);
+                        let idle_for =
+                            Duration::from_micros(wall_now.saturating_sub(idle_since_us));
+                        Activity::Idle {
+                            since: now.checked_sub(idle_for).unwrap_or(w.started),
+                        }
+                    }
+                    // Starting up, or idle since it started.
+                    _ => Activity::Idle { since: w.started },
+                };
+                WorkerView {
+                    id: w.slot as u64,
+                    started: w.started,
+                    activity,
+                }
+            })
+            .collect()
     }
 
     /// Worker processes alive (any generation).
@@ -62,20 +156,28 @@ impl ProcessPool {
             return;
         }
         while self.current() < self.target {
-            let Some(slot) = self.free_slot(slots) else {
+            if !self.spawn_one(slots) {
                 return;
-            };
-            // The slot is the worker's from now on; it claims it again when it starts.
-            slots[slot].release();
-            match spawn(&self.spec, slot, self.generation) {
-                Ok(worker) => {
-                    tracing::debug!(pool = %self.name, pid = worker.pid(), slot, "worker started");
-                    self.workers.push(worker);
-                }
-                Err(e) => {
-                    tracing::error!(pool = %self.name, error = %e, "cannot start a worker process");
-                    return;
-                }
+            }
+        }
+    }
+
+    /// Start one worker of the current generation in a free slot; false if none could start.
+    fn spawn_one(&mut self, slots: &[WorkerSlot]) -> bool {
+        let Some(slot) = self.free_slot(slots) else {
+            return false;
+        };
+        // The slot is the worker's from now on; it claims it again when it starts.
+        slots[slot].release();
+        match spawn(&self.spec, slot, self.generation) {
+            Ok(worker) => {
+                tracing::debug!(pool = %self.name, pid = worker.pid(), slot, "worker started");
+                self.workers.push(worker);
+                true
+            }
+            Err(e) => {
+                tracing::error!(pool = %self.name, error = %e, "cannot start a worker process");
+                false
             }
         }
     }
@@ -115,11 +217,13 @@ impl ProcessPool {
 
     /// Reload: the new generation starts (with `spec`), then the old one is retired. Old workers
     /// finish the connection they hold; the queue is never without a worker to take it.
-    pub fn replace(&mut self, spec: SpawnSpec, target: usize, slots: &[WorkerSlot]) {
+    pub fn replace(&mut self, spec: SpawnSpec, pm: PmSettings, slots: &[WorkerSlot]) {
         let old = self.generation;
         self.generation += 1;
         self.spec = spec;
-        self.target = target;
+        self.pm = pm;
+        self.pm_state = PmState::default();
+        self.target = pm::initial_workers(&pm) as usize;
         self.fill(slots);
         for worker in self.workers.iter_mut().filter(|w| w.generation == old) {
             worker.signal(Signal::SIGQUIT);
