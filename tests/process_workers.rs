@@ -429,3 +429,39 @@ fn dynamic_starts_start_servers_and_grows_under_load() {
     let (ok, failed) = loader.join().unwrap();
     assert_eq!((ok, failed), (10, 0));
 }
+
+#[test]
+fn request_timeout_answers_504_for_that_request_only_and_replaces_the_worker() {
+    let port = free_port();
+    let text = config("mutex", port).replace(
+        "max_children = 4",
+        "max_children = 2\nrequest_timeout = \"500ms\"",
+    );
+    let server = Server::start(&text);
+    let addr = format!("unix:{}", server.path("p.sock").display());
+    wait_for_children(&server, 2, Duration::from_secs(5));
+    let started = Instant::now();
+    let mut slow = raw::connect(&addr);
+    slow.write_all(&raw::request("/sleep", "ms=5000", b"", false))
+        .unwrap();
+    // Meanwhile the other worker serves normally.
+    assert!(one_request(&addr, 10));
+    let r = raw::read_response(&mut *slow).expect("the slow request gets an answer");
+    assert!(r.text().starts_with("Status: 504"), "{}", r.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(one_request(&addr, 10));
+    wait_for_children(&server, 2, Duration::from_secs(2));
+    let log = server.log();
+    assert!(
+        log.contains("request_timeout") && log.contains("/sleep"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("WARN"),
+        "a timed-out worker is not a crash:\n{log}"
+    );
+}

@@ -15,6 +15,7 @@ use super::pm::WorkerExit;
 use crate::sys::privileges::{drop_in_child, Credentials};
 use crate::sys::spawn::inherit_fds_and_die_with_parent;
 use crate::worker::lock::LockShared;
+use crate::worker::watchdog::REQUEST_TIMEOUT_EXIT;
 
 /// Everything a pool's worker processes are started with; fixed for a generation.
 pub struct SpawnSpec {
@@ -65,6 +66,9 @@ impl WorkerProcess {
         use std::os::unix::process::ExitStatusExt;
         let status = self.child.try_wait().ok()??;
         Some(if self.stop_requested {
+            WorkerExit::Requested
+        } else if status.code() == Some(REQUEST_TIMEOUT_EXIT) {
+            // Its watchdog answered 504 and ended it: replaced like a recycled worker.
             WorkerExit::Requested
         } else if let Some(code) = status.code() {
             WorkerExit::Exited(code)

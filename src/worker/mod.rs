@@ -15,6 +15,7 @@ pub mod lock;
 pub mod process;
 pub mod request;
 pub mod serve;
+pub mod watchdog;
 
 pub use context::PoolContext;
 pub use serve::{run_worker, spawn_thread_workers, WorkerThreads};

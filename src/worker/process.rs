@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{self, ConfigSource};
+use crate::config::{self, AppKind, ConfigSource};
 use crate::listen::Listener;
 use crate::master::apps;
 use crate::scoreboard::Scoreboard;
@@ -126,6 +126,17 @@ pub fn run(
     };
     // Built on this (the worker's only) thread: a php-cgi child dies with it.
     let app = apps::build(&choice, &pool, &config.global.runtime_dir, args.slot);
+    // php and cgi enforce request_timeout themselves (they kill their child and answer 504).
+    let app_enforces_timeout = matches!(pool.app.kind, AppKind::Php | AppKind::Cgi);
+    if !pool.request_timeout.is_zero() && !app_enforces_timeout {
+        super::watchdog::spawn(
+            Arc::clone(&scoreboard),
+            args.pool_index,
+            args.slot,
+            pool.request_timeout,
+            pool.name.clone(),
+        );
+    }
     let ctx = PoolContext::new(args.pool_index, pool, listener, lock, scoreboard, info);
     install_signals(&ctx)?;
     run_worker(&ctx, args.slot, app);

@@ -120,6 +120,7 @@ fn serve_one(
         }
     }
     handler.slot().set_state(WorkerState::Reading);
+    let _armed = super::watchdog::arm(&stream);
     let mut io = TimedIo::new(&stream, READ_TIMEOUT, WRITE_TIMEOUT);
     let mut connection = Connection::new(handler, &stream, queue_wait_us);
     match serve_connection_with(&mut io, &ctx.limits, &mut connection, buffers) {
