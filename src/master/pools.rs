@@ -78,7 +78,7 @@ struct PoolHandle {
 /// A pool's workers: threads of the master, or supervised processes.
 enum Workers {
     Threads(WorkerThreads),
-    Processes(ProcessPool),
+    Processes(Box<ProcessPool>),
 }
 
 /// A started master.
@@ -138,7 +138,7 @@ impl Running {
                 processes.fill(scoreboard.slots(ctx.index));
                 pools.push(PoolHandle {
                     ctx,
-                    workers: Workers::Processes(processes),
+                    workers: Workers::Processes(Box::new(processes)),
                     lock,
                 });
                 continue;
