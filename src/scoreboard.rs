@@ -162,6 +162,13 @@ pub struct WorkerSlot {
     pub request_start_us: AtomicU64,
     /// Duration of the last finished request, microseconds.
     pub last_duration_us: AtomicU64,
+    /// Unix microseconds of the worker's last sign of life: every state change, and every turn
+    /// of the accept wait while it holds the lock (at least every 200 ms). The master replaces a
+    /// worker whose heartbeat stops where it must not (see `master::process_pool`).
+    pub heartbeat_us: AtomicU64,
+    /// 1 while the worker holds the pool's accept lock (waiting on the lock is not a hang;
+    /// holding it without a heartbeat is).
+    pub holds_lock: AtomicU32,
     /// Sequence lock for the texts below: odd while the worker writes them.
     text_seq: AtomicU64,
     method: AtomicText<2>,
@@ -182,7 +189,18 @@ pub struct RequestTexts {
 
 impl WorkerSlot {
     pub fn set_state(&self, state: WorkerState) {
+        self.beat();
         self.state.store(state as u32, Release);
+    }
+
+    /// A sign of life.
+    pub fn beat(&self) {
+        self.heartbeat_us.store(now_us(), Relaxed);
+    }
+
+    /// Microseconds since the last heartbeat.
+    pub fn silent_for_us(&self, now_us: u64) -> u64 {
+        now_us.saturating_sub(self.heartbeat_us.load(Relaxed))
     }
 
     pub fn state(&self) -> WorkerState {
@@ -233,6 +251,7 @@ impl WorkerSlot {
     pub fn claim(&self, pid: u32) {
         self.pid.store(pid, Relaxed);
         self.started_us.store(now_us(), Relaxed);
+        self.holds_lock.store(0, Relaxed);
         self.requests.store(0, Relaxed);
         self.request_start_us.store(0, Relaxed);
         self.last_duration_us.store(0, Relaxed);

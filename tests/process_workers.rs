@@ -465,3 +465,39 @@ fn request_timeout_answers_504_for_that_request_only_and_replaces_the_worker() {
         "a timed-out worker is not a crash:\n{log}"
     );
 }
+
+#[test]
+fn a_hung_lock_holder_is_replaced() {
+    let port = free_port();
+    let text = config("mutex", port).replace("max_children = 4", "max_children = 1");
+    let server = Server::start(&text);
+    let addr = format!("unix:{}", server.path("p.sock").display());
+    let kids = wait_for_children(&server, 1, Duration::from_secs(5));
+    // Frozen while it holds the accept lock (it waits in accept()): no more heartbeats.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(kids[0]),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    // Connect only once it is really stopped (state T): a connection it took just before
+    // freezing would die with it, as any frozen worker's in-flight connection does.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !std::fs::read_to_string(format!("/proc/{}/stat", kids[0]))
+        .unwrap()
+        .contains(") T ")
+    {
+        assert!(Instant::now() < deadline, "worker did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let started = Instant::now();
+    assert!(
+        one_request(&addr, 1),
+        "the queued request is served by the replacement; log:\n{}",
+        server.log()
+    );
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    assert!(server.log().contains("no sign of life"), "{}", server.log());
+    let now = wait_for_children(&server, 1, Duration::from_secs(2));
+    assert_ne!(now, kids);
+}

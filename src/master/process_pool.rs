@@ -24,6 +24,23 @@ use crate::scoreboard::{now_us, PoolBoard, WorkerSlot, WorkerState};
 const DYNAMIC_PERIOD: Duration = Duration::from_secs(1);
 const ONDEMAND_PERIOD: Duration = Duration::from_millis(100);
 
+/// A worker holding the accept lock beats at least every 200 ms (its accept timeout); silent
+/// this long it is stuck, and every other worker waits behind it.
+pub const LOCK_HOLDER_SILENCE: Duration = Duration::from_secs(5);
+/// Reading a request and writing a response are bounded by the worker's own timeouts (10 s,
+/// 30 s); silent this long in those states it is stuck. (Running requests are
+/// `request_timeout`'s business.)
+pub const IO_SILENCE: Duration = Duration::from_secs(60);
+
+/// Pure: is a worker in `state`, holding the lock or not, silent for `silent`, hung?
+pub fn is_hung(state: WorkerState, holds_lock: bool, silent: Duration) -> bool {
+    match state {
+        WorkerState::Idle => holds_lock && silent > LOCK_HOLDER_SILENCE,
+        WorkerState::Reading | WorkerState::Finishing => silent > IO_SILENCE,
+        WorkerState::Running | WorkerState::Free => false,
+    }
+}
+
 pub struct ProcessPool {
     name: String,
     spec: SpawnSpec,
@@ -215,6 +232,30 @@ impl ProcessPool {
         }
     }
 
+    /// Kill workers that stopped making progress where they must (see [`is_hung`]); the next
+    /// reap replaces them (a robust mutex or a lock file is released by the death).
+    pub fn kill_hung(&mut self, slots: &[WorkerSlot]) {
+        let now = now_us();
+        for worker in self.workers.iter_mut().filter(|w| !w.stop_requested) {
+            let slot = &slots[worker.slot];
+            if slot.pid.load(Relaxed) != worker.pid() {
+                continue; // not started yet: its slot is not its own until it claims it
+            }
+            let state = slot.state();
+            let silent = Duration::from_micros(slot.silent_for_us(now));
+            if is_hung(state, slot.holds_lock.load(Relaxed) == 1, silent) {
+                tracing::error!(
+                    pool = %self.name,
+                    pid = worker.pid(),
+                    state = state.label(),
+                    "worker shows no sign of life for {} s; killing it",
+                    silent.as_secs()
+                );
+                worker.signal(Signal::SIGKILL);
+            }
+        }
+    }
+
     /// Reload: the new generation starts (with `spec`), then the old one is retired. Old workers
     /// finish the connection they hold; the queue is never without a worker to take it.
     pub fn replace(&mut self, spec: SpawnSpec, pm: PmSettings, slots: &[WorkerSlot]) {
@@ -250,5 +291,32 @@ impl ProcessPool {
             slots[worker.slot].release();
         }
         killed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hung_table() {
+        let s = Duration::from_secs;
+        let table = [
+            (WorkerState::Idle, false, s(600), false),
+            (WorkerState::Idle, true, s(1), false),
+            (WorkerState::Idle, true, s(6), true),
+            (WorkerState::Reading, false, s(30), false),
+            (WorkerState::Reading, false, s(61), true),
+            (WorkerState::Finishing, false, s(61), true),
+            (WorkerState::Running, false, s(6000), false),
+            (WorkerState::Free, true, s(6000), false),
+        ];
+        for (state, holds, silent, want) in table {
+            assert_eq!(
+                is_hung(state, holds, silent),
+                want,
+                "{state:?} {holds} {silent:?}"
+            );
+        }
     }
 }

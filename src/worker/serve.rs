@@ -25,7 +25,7 @@ use crate::fastcgi::{serve_connection_with, ConnectionBuffers, ConnectionError};
 use crate::listen::{Peer, Stream};
 use crate::master::pm::should_recycle;
 use crate::overload::monotonic_us;
-use crate::scoreboard::WorkerState;
+use crate::scoreboard::{WorkerSlot, WorkerState};
 
 /// What the lock holder came back with.
 enum Accepted {
@@ -45,7 +45,10 @@ pub fn run_worker(ctx: &PoolContext, worker: usize, app: Box<dyn App>) {
         slot.set_state(WorkerState::Idle);
         let accepted = {
             let _turn = ctx.lock.acquire();
-            wait_and_accept(ctx)
+            slot.holds_lock.store(1, Relaxed);
+            let accepted = wait_and_accept(ctx, slot);
+            slot.holds_lock.store(0, Relaxed);
+            accepted
         };
         match accepted {
             Accepted::Connection(stream, peer) => {
@@ -68,9 +71,10 @@ fn recycle(ctx: &PoolContext, served: u64) -> bool {
 }
 
 /// Called with the accept lock held.
-fn wait_and_accept(ctx: &PoolContext) -> Accepted {
+fn wait_and_accept(ctx: &PoolContext, slot: &WorkerSlot) -> Accepted {
     let mut last_error_log: Option<Instant> = None;
     loop {
+        slot.beat();
         if ctx.quitting.load(Relaxed) {
             return Accepted::Stop;
         }
