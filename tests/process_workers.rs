@@ -501,3 +501,86 @@ fn a_hung_lock_holder_is_replaced() {
     let now = wait_for_children(&server, 1, Duration::from_secs(2));
     assert_ne!(now, kids);
 }
+
+#[test]
+fn usr2_binary_upgrade_keeps_the_socket_and_loses_nothing() {
+    let port = free_port();
+    let text = config("mutex", port).replace(
+        "shutdown_timeout = \"10s\"",
+        "shutdown_timeout = \"10s\"\npid_file = \"{dir}/fastpm.pid\"",
+    );
+    let mut server = Server::start(&text);
+    let addr = format!("unix:{}", server.path("p.sock").display());
+    let old_pid = server.pid();
+    wait_for_children(&server, 4, Duration::from_secs(5));
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let loaders: Vec<_> = (0..6)
+        .map(|_| {
+            let (addr, stop, failed, ok) = (addr.clone(), stop.clone(), failed.clone(), ok.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Relaxed) {
+                    if one_request(&addr, 10) {
+                        ok.fetch_add(1, Relaxed);
+                    } else {
+                        failed.fetch_add(1, Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old_pid),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .unwrap();
+    // The old master leaves once the new one serves.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "old master still running; log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let new_pid: i32 = std::fs::read_to_string(server.path("fastpm.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Stop the new master at the end, whatever happens.
+    struct Kill(i32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGQUIT,
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    let _kill = Kill(new_pid);
+    assert_ne!(new_pid, old_pid);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Relaxed);
+    for l in loaders {
+        l.join().unwrap();
+    }
+    assert_eq!(
+        failed.load(Relaxed),
+        0,
+        "failed requests across the upgrade; log:\n{}",
+        server.log()
+    );
+    assert!(ok.load(Relaxed) > 50);
+    assert!(
+        server.path("p.sock").exists(),
+        "the old master left the socket file to the new one"
+    );
+    let status = master_status(port);
+    assert_eq!(status["pools"][0]["total processes"], 4, "{status}");
+    assert_eq!(children(new_pid).len(), 4);
+}

@@ -13,6 +13,7 @@ pub mod pools;
 pub mod process_pool;
 pub mod signals;
 pub mod status_source;
+pub mod upgrade;
 
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
@@ -44,6 +45,8 @@ pub fn run(config: Config, options: StartOptions) -> Result<(), MasterError> {
                 return running.stop_graceful("signal listener gone")
             }
         }
-        running.supervise();
+        if running.supervise() {
+            return running.hand_over();
+        }
     }
 }

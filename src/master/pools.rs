@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use nix::sys::signal::Signal;
 
@@ -18,9 +18,10 @@ use super::notify::Notifier;
 use super::pm::PmSettings;
 use super::process_pool::ProcessPool;
 use super::status_source::Pools;
+use super::upgrade::{self, Inherited, Upgrade, UpgradeState, STATUS_NAME};
 use crate::config::{self, BacklogError, Config, ConfigSource, WorkerKind};
 use crate::config::{PmKind, PoolConfig};
-use crate::listen::{self, BindOptions, ListenAddress, ListenError};
+use crate::listen::{self, BindOptions, ListenAddress, ListenError, Listener};
 use crate::probe::{spawn_sampler, QueueProbe, SamplerHandle};
 use crate::scoreboard::Scoreboard;
 use crate::status::PoolInfo;
@@ -95,10 +96,17 @@ pub struct Running {
     slot_counts: Vec<usize>,
     options: StartOptions,
     notifier: Notifier,
+    /// The status listener's descriptor, handed to a new master on upgrade.
+    status_fd: Option<RawFd>,
+    /// A binary upgrade in progress (SIGUSR2).
+    upgrade: Option<Upgrade>,
 }
 
 impl Running {
     pub fn start(config: Config, options: StartOptions) -> Result<Self, MasterError> {
+        // First, while the process has one thread: it clears environment variables.
+        let mut inherited =
+            Inherited::from_env().map_err(io_error("binary upgrade: inherited sockets"))?;
         prepare_runtime_dir(&config.global.runtime_dir)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -121,8 +129,14 @@ impl Running {
         let mut probes = Vec::new();
         let mut contexts = Vec::new();
         for index in 0..config.pools.len() {
-            let (ctx, choice, probe, lock) =
-                open_pool(&config, index, &options, somaxconn, &scoreboard)?;
+            let (ctx, choice, probe, lock) = open_pool(
+                &config,
+                index,
+                &options,
+                somaxconn,
+                &scoreboard,
+                &mut inherited,
+            )?;
             probes.push((index, probe));
             contexts.push((ctx, choice, lock));
         }
@@ -161,10 +175,15 @@ impl Running {
         }
 
         let (status_stop, stop_rx) = tokio::sync::watch::channel(false);
+        let mut status_fd = None;
         if let Some(addr) = config.global.status_listen {
             let source = Arc::new(Pools(pools.iter().map(|p| Arc::clone(&p.ctx)).collect()));
-            let std_listener = std::net::TcpListener::bind(addr)
-                .map_err(io_error(format!("cannot bind the status listener {addr}")))?;
+            let std_listener = match inherited.sockets.remove(STATUS_NAME) {
+                Some(fd) => std::net::TcpListener::from(fd),
+                None => std::net::TcpListener::bind(addr)
+                    .map_err(io_error(format!("cannot bind the status listener {addr}")))?,
+            };
+            status_fd = Some(std_listener.as_raw_fd());
             std_listener
                 .set_nonblocking(true)
                 .map_err(io_error("status listener"))?;
@@ -193,7 +212,10 @@ impl Running {
             Notifier::disabled()
         });
         let _ = notifier.ready();
+        inherited.signal_ready();
         Ok(Self {
+            status_fd,
+            upgrade: None,
             config,
             runtime,
             pools,
@@ -206,8 +228,9 @@ impl Running {
         })
     }
 
-    /// One supervisor tick: reap worker processes that ended and start their replacements.
-    pub fn supervise(&mut self) {
+    /// One supervisor tick: reap worker processes that ended and start their replacements; see
+    /// whether a binary upgrade is done. True when this master should hand over and leave.
+    pub fn supervise(&mut self) -> bool {
         for p in &mut self.pools {
             if let Workers::Processes(processes) = &mut p.workers {
                 let slots = self.scoreboard.slots(p.ctx.index);
@@ -216,6 +239,34 @@ impl Running {
                 processes.maintain(p.ctx.board(), slots);
             }
         }
+        let Some(upgrade) = &mut self.upgrade else {
+            return false;
+        };
+        match upgrade.poll() {
+            UpgradeState::Pending => false,
+            UpgradeState::Ready => true,
+            UpgradeState::Failed(status) => {
+                tracing::error!("binary upgrade failed: the new master ended ({status}) before it was ready; still serving");
+                self.upgrade = None;
+                false
+            }
+        }
+    }
+
+    /// The new master serves: retire our workers (each finishes its connection) and leave the
+    /// sockets, their files and the pid file to it.
+    pub fn hand_over(mut self) -> Result<(), MasterError> {
+        let new_pid = self.upgrade.as_ref().map(|u| u.child.id()).unwrap_or(0);
+        tracing::info!("binary upgrade: new master {new_pid} serves; retiring this one");
+        for p in &mut self.pools {
+            p.ctx.quitting.store(true, Relaxed);
+            p.ctx.stopping.store(true, Relaxed);
+            if let Workers::Processes(processes) = &mut p.workers {
+                processes.signal_all(Signal::SIGQUIT);
+            }
+        }
+        let deadline = Instant::now() + self.config.global.shutdown_timeout;
+        self.finish_with(deadline, false)
     }
 
     pub fn runtime(&self) -> &tokio::runtime::Runtime {
@@ -286,8 +337,31 @@ impl Running {
         tracing::info!("SIGUSR1: logs go to stderr; nothing to reopen");
     }
 
-    pub fn handle_usr2(&self) {
-        tracing::warn!("SIGUSR2: binary upgrade is not implemented yet; running unchanged");
+    /// Binary upgrade: start the binary on disk as a new master that inherits our sockets
+    /// (see `upgrade.rs`); we leave once it serves.
+    pub fn handle_usr2(&mut self) {
+        if self.upgrade.is_some() {
+            tracing::warn!("SIGUSR2: a binary upgrade is already under way");
+            return;
+        }
+        let mut sockets: Vec<(String, RawFd)> = self
+            .pools
+            .iter()
+            .map(|p| (p.ctx.config.name.clone(), p.ctx.listener.as_raw_fd()))
+            .collect();
+        if let Some(fd) = self.status_fd {
+            sockets.push((STATUS_NAME.to_string(), fd));
+        }
+        match upgrade::start(&sockets) {
+            Ok(u) => {
+                tracing::info!(
+                    "SIGUSR2: binary upgrade: started new master {}",
+                    u.child.id()
+                );
+                self.upgrade = Some(u);
+            }
+            Err(e) => tracing::error!(error = %e, "SIGUSR2: cannot start the new master"),
+        }
     }
 
     /// Drain: workers serve what is queued and in flight, bounded by `shutdown_timeout`.
@@ -320,6 +394,12 @@ impl Running {
     }
 
     fn finish(self, deadline: Instant) -> Result<(), MasterError> {
+        self.finish_with(deadline, true)
+    }
+
+    /// Stop the workers (bounded by `deadline`) and the rest; `own_files`: remove the unix
+    /// socket files and the pid file (not after a hand-over: they are the new master's).
+    fn finish_with(self, deadline: Instant, own_files: bool) -> Result<(), MasterError> {
         let _ = self.notifier.stopping();
         let _ = self.status_stop.send(true);
         let mut left = 0;
@@ -330,7 +410,7 @@ impl Running {
                     processes.wait_all(deadline, self.scoreboard.slots(p.ctx.index))
                 }
             };
-            if let ListenAddress::Unix(path) = &p.ctx.config.listen.address {
+            if let (true, ListenAddress::Unix(path)) = (own_files, &p.ctx.config.listen.address) {
                 let _ = std::fs::remove_file(path);
             }
         }
@@ -340,7 +420,7 @@ impl Running {
             );
         }
         drop(self.sampler);
-        if let Some(pid_file) = &self.config.global.pid_file {
+        if let (true, Some(pid_file)) = (own_files, &self.config.global.pid_file) {
             let _ = std::fs::remove_file(pid_file);
         }
         self.runtime.shutdown_timeout(Duration::from_millis(200));
@@ -356,6 +436,7 @@ fn open_pool(
     options: &StartOptions,
     somaxconn: Option<u32>,
     scoreboard: &Arc<Scoreboard>,
+    inherited: &mut Inherited,
 ) -> Result<(Arc<PoolContext>, apps::Choice, QueueProbe, Arc<LockShared>), MasterError> {
     let pool = &config.pools[index];
     let lock_error = |source| MasterError::Lock {
@@ -393,15 +474,18 @@ fn open_pool(
         pool.listen.backlog,
     )?;
     let address = &pool.listen.address;
-    let listener = listen::bind(
-        address,
-        &BindOptions {
-            backlog,
-            mode: pool.listen.mode,
-            owner: pool.listen.owner.clone(),
-            group: pool.listen.group.clone(),
-        },
-    )?;
+    let listener = match adopt(inherited, &pool.name, address, backlog) {
+        Some(listener) => listener,
+        None => listen::bind(
+            address,
+            &BindOptions {
+                backlog,
+                mode: pool.listen.mode,
+                owner: pool.listen.owner.clone(),
+                group: pool.listen.group.clone(),
+            },
+        )?,
+    };
     if let Some(warning) = somaxconn.and_then(|s| listen::clamp_warning(address, backlog, s)) {
         tracing::warn!("{warning}");
     }
@@ -523,4 +607,36 @@ fn spawn_spec(
         config_text: Arc::clone(&options.config_text),
         credentials,
     })
+}
+
+/// After a binary upgrade: the pool's socket from the previous master, if it is still at the
+/// configured address (then its backlog is set again with `listen()`).
+fn adopt(
+    inherited: &mut Inherited,
+    pool: &str,
+    address: &ListenAddress,
+    backlog: u32,
+) -> Option<Listener> {
+    let fd = inherited.sockets.remove(pool)?;
+    let listener = match Listener::from_inherited(fd) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(pool, error = %e, "inherited socket unusable; binding anew");
+            return None;
+        }
+    };
+    let same = listener.address().is_ok_and(|a| &a == address)
+        || matches!(address, ListenAddress::Systemd(_));
+    if !same {
+        tracing::warn!(
+            pool,
+            "inherited socket is not at {address} any more; binding anew"
+        );
+        return None;
+    }
+    if let Err(e) = listen::relisten(&listener, backlog) {
+        tracing::warn!(pool, error = %e, "listen() on the inherited socket failed");
+    }
+    tracing::info!(pool, "took over {address} from the previous master");
+    Some(listener)
 }

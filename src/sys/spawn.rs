@@ -12,6 +12,13 @@ use std::process::Command;
 /// Make `fds` inheritable in the child `cmd` will start, and have the kernel send it SIGKILL if
 /// the thread that starts it (the master's supervisor thread) dies.
 pub fn inherit_fds_and_die_with_parent(cmd: &mut Command, fds: Vec<RawFd>) {
+    inherit_fds(cmd, fds, true)
+}
+
+/// Make `fds` inheritable in the child; with `die_with_parent`, the child gets SIGKILL when the
+/// starting thread dies (worker processes), without it the child outlives us (a new master
+/// after a binary upgrade).
+pub fn inherit_fds(cmd: &mut Command, fds: Vec<RawFd>, die_with_parent: bool) {
     // SAFETY: the closure runs in the child after fork and before exec, where only
     // async-signal-safe functions may be called: fcntl and prctl are system calls that allocate
     // nothing; `fds` was allocated before fork and is only read.
@@ -22,13 +29,14 @@ pub fn inherit_fds_and_die_with_parent(cmd: &mut Command, fds: Vec<RawFd>) {
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) == -1
+            if die_with_parent
+                && libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) == -1
             {
                 return Err(std::io::Error::last_os_error());
             }
