@@ -11,6 +11,7 @@ pub mod notify;
 pub mod pm;
 pub mod pools;
 pub mod process_pool;
+pub mod running;
 pub mod signals;
 pub mod status_source;
 pub mod upgrade;
@@ -19,7 +20,8 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 use crate::config::Config;
-pub use pools::{MasterError, Running, StartOptions};
+pub use pools::{MasterError, StartOptions};
+pub use running::Running;
 pub use signals::Event;
 
 /// How often the supervisor reaps and respawns worker processes when no signal arrives.

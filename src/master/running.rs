@@ -1,0 +1,389 @@
+//! The running master: starts every pool (sockets, scoreboard, sampler, workers, status
+//! listener), supervises worker processes each tick, reloads on HUP, hands over to a new binary
+//! on USR2, and stops — draining, at once, or after a hand-over.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use nix::sys::signal::Signal;
+
+use super::apps::{self};
+use super::notify::Notifier;
+use super::pm::PmSettings;
+use super::pools::{
+    humantime, io_error, open_pool, prepare_runtime_dir, slots_for, spawn_spec, write_pid_file,
+    MasterError, StartOptions,
+};
+use super::process_pool::ProcessPool;
+use super::status_source::Pools;
+use super::upgrade::{self, Inherited, Upgrade, UpgradeState, STATUS_NAME};
+use crate::config::{self, Config, ConfigSource, WorkerKind};
+use crate::listen::{self, ListenAddress};
+use crate::probe::{spawn_sampler, SamplerHandle};
+use crate::scoreboard::Scoreboard;
+use crate::worker::lock::LockShared;
+use crate::worker::{spawn_thread_workers, PoolContext, WorkerThreads};
+
+/// One started pool.
+struct PoolHandle {
+    ctx: Arc<PoolContext>,
+    workers: Workers,
+    /// The accept lock every worker of the pool takes (worker processes get a descriptor).
+    lock: Arc<LockShared>,
+}
+
+/// A pool's workers: threads of the master, or supervised processes.
+enum Workers {
+    Threads(WorkerThreads),
+    Processes(Box<ProcessPool>),
+}
+
+/// A started master.
+pub struct Running {
+    config: Config,
+    /// Runs the status listener and the signal handlers.
+    runtime: tokio::runtime::Runtime,
+    pools: Vec<PoolHandle>,
+    sampler: SamplerHandle,
+    /// Telling the status listener to stop.
+    status_stop: tokio::sync::watch::Sender<bool>,
+    scoreboard: Arc<Scoreboard>,
+    /// Scoreboard layout (slots per pool), handed to worker processes.
+    slot_counts: Vec<usize>,
+    options: StartOptions,
+    notifier: Notifier,
+    /// The status listener's descriptor, handed to a new master on upgrade.
+    status_fd: Option<RawFd>,
+    /// A binary upgrade in progress (SIGUSR2).
+    upgrade: Option<Upgrade>,
+}
+
+impl Running {
+    pub fn start(config: Config, options: StartOptions) -> Result<Self, MasterError> {
+        // First, while the process has one thread: it clears environment variables.
+        let mut inherited =
+            Inherited::from_env().map_err(io_error("binary upgrade: inherited sockets"))?;
+        prepare_runtime_dir(&config.global.runtime_dir)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("fastpm-master")
+            .enable_all()
+            .build()
+            .map_err(io_error("cannot start the master's runtime"))?;
+        let somaxconn = match listen::read_somaxconn() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read net.core.somaxconn; the backlog clamp cannot be checked");
+                None
+            }
+        };
+        let slot_counts: Vec<usize> = config.pools.iter().map(slots_for).collect();
+        let scoreboard = Arc::new(
+            Scoreboard::create(&slot_counts).map_err(io_error("cannot create the scoreboard"))?,
+        );
+
+        let mut probes = Vec::new();
+        let mut contexts = Vec::new();
+        for index in 0..config.pools.len() {
+            let (ctx, choice, probe, lock) = open_pool(
+                &config,
+                index,
+                &options,
+                somaxconn,
+                &scoreboard,
+                &mut inherited,
+            )?;
+            probes.push((index, probe));
+            contexts.push((ctx, choice, lock));
+        }
+        let sampler = spawn_sampler(probes, Arc::clone(&scoreboard));
+
+        let mut pools = Vec::new();
+        for (ctx, choice, lock) in contexts {
+            let pool_name = ctx.config.name.clone();
+            if ctx.config.workers == WorkerKind::Process {
+                let spec = spawn_spec(&config, &ctx, &lock, &slot_counts, &options)?;
+                let mut processes =
+                    ProcessPool::new(pool_name, spec, PmSettings::from_pool(&ctx.config));
+                processes.fill(scoreboard.slots(ctx.index));
+                pools.push(PoolHandle {
+                    ctx,
+                    workers: Workers::Processes(Box::new(processes)),
+                    lock,
+                });
+                continue;
+            }
+            let pool_config = ctx.config.clone();
+            let runtime_dir = config.global.runtime_dir.clone();
+            // Workers are built in order; each gets its number (for its private socket names).
+            let next_worker = std::sync::atomic::AtomicUsize::new(0);
+            let make_app = || {
+                let worker = next_worker.fetch_add(1, Relaxed);
+                apps::build(&choice, &pool_config, &runtime_dir, worker)
+            };
+            let threads = spawn_thread_workers(Arc::clone(&ctx), &make_app)
+                .map_err(io_error(format!("pool {pool_name}: cannot start workers")))?;
+            pools.push(PoolHandle {
+                ctx,
+                workers: Workers::Threads(threads),
+                lock,
+            });
+        }
+
+        let (status_stop, stop_rx) = tokio::sync::watch::channel(false);
+        let mut status_fd = None;
+        if let Some(addr) = config.global.status_listen {
+            let source = Arc::new(Pools(pools.iter().map(|p| Arc::clone(&p.ctx)).collect()));
+            let std_listener = match inherited.sockets.remove(STATUS_NAME) {
+                Some(fd) => std::net::TcpListener::from(fd),
+                None => std::net::TcpListener::bind(addr)
+                    .map_err(io_error(format!("cannot bind the status listener {addr}")))?,
+            };
+            status_fd = Some(std_listener.as_raw_fd());
+            std_listener
+                .set_nonblocking(true)
+                .map_err(io_error("status listener"))?;
+            let _enter = runtime.enter();
+            let listener = tokio::net::TcpListener::from_std(std_listener)
+                .map_err(io_error("status listener"))?;
+            runtime.spawn(async move {
+                if let Err(e) = crate::status::http::serve(listener, source, stop_rx).await {
+                    tracing::error!(error = %e, "status listener failed");
+                }
+            });
+            tracing::info!("status on http://{addr}/status (also /metrics, and / in a browser)");
+        }
+        write_pid_file(&config)?;
+        for p in &pools {
+            tracing::info!(
+                pool = %p.ctx.config.name,
+                "ready: {} {} workers; try: fastpm request {} /",
+                p.ctx.config.max_children,
+                p.ctx.config.workers,
+                p.ctx.config.listen.address,
+            );
+        }
+        let notifier = Notifier::from_env().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "NOTIFY_SOCKET is unusable; not notifying systemd");
+            Notifier::disabled()
+        });
+        let _ = notifier.ready();
+        inherited.signal_ready();
+        Ok(Self {
+            status_fd,
+            upgrade: None,
+            config,
+            runtime,
+            pools,
+            sampler,
+            status_stop,
+            scoreboard,
+            slot_counts,
+            options,
+            notifier,
+        })
+    }
+
+    /// One supervisor tick: reap worker processes that ended and start their replacements; see
+    /// whether a binary upgrade is done. True when this master should hand over and leave.
+    pub fn supervise(&mut self) -> bool {
+        for p in &mut self.pools {
+            if let Workers::Processes(processes) = &mut p.workers {
+                let slots = self.scoreboard.slots(p.ctx.index);
+                processes.reap(slots);
+                processes.kill_hung(slots);
+                processes.maintain(p.ctx.board(), slots);
+            }
+        }
+        let Some(upgrade) = &mut self.upgrade else {
+            return false;
+        };
+        match upgrade.poll() {
+            UpgradeState::Pending => false,
+            UpgradeState::Ready => true,
+            UpgradeState::Failed(status) => {
+                tracing::error!("binary upgrade failed: the new master ended ({status}) before it was ready; still serving");
+                self.upgrade = None;
+                false
+            }
+        }
+    }
+
+    /// The new master serves: retire our workers (each finishes its connection) and leave the
+    /// sockets, their files and the pid file to it.
+    pub fn hand_over(mut self) -> Result<(), MasterError> {
+        let new_pid = self.upgrade.as_ref().map(|u| u.child.id()).unwrap_or(0);
+        tracing::info!("binary upgrade: new master {new_pid} serves; retiring this one");
+        for p in &mut self.pools {
+            p.ctx.quitting.store(true, Relaxed);
+            p.ctx.stopping.store(true, Relaxed);
+            if let Workers::Processes(processes) = &mut p.workers {
+                processes.signal_all(Signal::SIGQUIT);
+            }
+        }
+        let deadline = Instant::now() + self.config.global.shutdown_timeout;
+        self.finish_with(deadline, false)
+    }
+
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
+
+    /// Reload: read the config again; each process pool starts a new generation of workers on
+    /// it, then retires the old one (the listening socket stays; a changed backlog is applied
+    /// with a fresh `listen()`). Thread pools and changes to the set of pools or their
+    /// addresses need a restart.
+    pub fn handle_hup(&mut self) {
+        let _ = self.notifier.reloading();
+        match self.reload() {
+            Ok(()) => tracing::info!("SIGHUP: reloaded"),
+            Err(why) => tracing::error!("SIGHUP: reload refused, running unchanged: {why}"),
+        }
+        let _ = self.notifier.ready();
+    }
+
+    fn reload(&mut self) -> Result<(), String> {
+        let ConfigSource::File(path) = &self.config.source else {
+            return Err("the embedded default config cannot change; nothing to reload".into());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let new = config::load_str(&text, self.config.source.clone()).map_err(|e| e.to_string())?;
+        let same_shape = new.pools.len() == self.config.pools.len()
+            && new.pools.iter().zip(&self.config.pools).all(|(a, b)| {
+                a.name == b.name && a.listen.address == b.listen.address && a.workers == b.workers
+            });
+        if !same_shape {
+            return Err("pools, their addresses or worker kinds changed: restart fastpm".into());
+        }
+        self.options.config_text = Arc::new(text);
+        for (p, pool) in self.pools.iter_mut().zip(&new.pools) {
+            let Workers::Processes(processes) = &mut p.workers else {
+                tracing::warn!(pool = %pool.name, "thread workers keep their config until a restart");
+                continue;
+            };
+            let (backlog, _) = config::effective_backlog(
+                self.options.cli_backlog,
+                self.options.listenq_env.as_deref(),
+                pool.listen.backlog,
+            )
+            .map_err(|e| e.to_string())?;
+            if backlog != p.ctx.info.listen_backlog {
+                listen::relisten(&p.ctx.listener, backlog).map_err(|e| {
+                    format!("pool {}: listen() with backlog {backlog}: {e}", pool.name)
+                })?;
+                tracing::info!(pool = %pool.name, "backlog {} → {backlog}", p.ctx.info.listen_backlog);
+            }
+            let capacity = (self.slot_counts[p.ctx.index] / 2) as u32;
+            let mut pm = PmSettings::from_pool(pool);
+            if pm.max_children > capacity {
+                tracing::warn!(pool = %pool.name, "max_children above {capacity} needs a restart; running {capacity}");
+                pm.max_children = capacity;
+            }
+            let mut spec = spawn_spec(&new, &p.ctx, &p.lock, &self.slot_counts, &self.options)
+                .map_err(|e| e.to_string())?;
+            spec.backlog = backlog;
+            processes.replace(spec, pm, self.scoreboard.slots(p.ctx.index));
+        }
+        self.config = new;
+        Ok(())
+    }
+
+    pub fn handle_usr1(&self) {
+        tracing::info!("SIGUSR1: logs go to stderr; nothing to reopen");
+    }
+
+    /// Binary upgrade: start the binary on disk as a new master that inherits our sockets
+    /// (see `upgrade.rs`); we leave once it serves.
+    pub fn handle_usr2(&mut self) {
+        if self.upgrade.is_some() {
+            tracing::warn!("SIGUSR2: a binary upgrade is already under way");
+            return;
+        }
+        let mut sockets: Vec<(String, RawFd)> = self
+            .pools
+            .iter()
+            .map(|p| (p.ctx.config.name.clone(), p.ctx.listener.as_raw_fd()))
+            .collect();
+        if let Some(fd) = self.status_fd {
+            sockets.push((STATUS_NAME.to_string(), fd));
+        }
+        match upgrade::start(&sockets) {
+            Ok(u) => {
+                tracing::info!(
+                    "SIGUSR2: binary upgrade: started new master {}",
+                    u.child.id()
+                );
+                self.upgrade = Some(u);
+            }
+            Err(e) => tracing::error!(error = %e, "SIGUSR2: cannot start the new master"),
+        }
+    }
+
+    /// Drain: workers serve what is queued and in flight, bounded by `shutdown_timeout`.
+    pub fn stop_graceful(mut self, why: &str) -> Result<(), MasterError> {
+        let timeout = self.config.global.shutdown_timeout;
+        tracing::info!(
+            "{why}: graceful stop; draining (at most {})",
+            humantime(timeout)
+        );
+        for p in &mut self.pools {
+            p.ctx.stopping.store(true, Relaxed);
+            if let Workers::Processes(processes) = &mut p.workers {
+                processes.signal_all(Signal::SIGTERM);
+            }
+        }
+        self.finish(Instant::now() + timeout)
+    }
+
+    /// Stop now: workers leave after the request they are running, if any.
+    pub fn stop_now(mut self, why: &str) -> Result<(), MasterError> {
+        tracing::info!("{why}: immediate stop");
+        for p in &mut self.pools {
+            p.ctx.quitting.store(true, Relaxed);
+            p.ctx.stopping.store(true, Relaxed);
+            if let Workers::Processes(processes) = &mut p.workers {
+                processes.signal_all(Signal::SIGQUIT);
+            }
+        }
+        self.finish(Instant::now() + Duration::from_millis(500))
+    }
+
+    fn finish(self, deadline: Instant) -> Result<(), MasterError> {
+        self.finish_with(deadline, true)
+    }
+
+    /// Stop the workers (bounded by `deadline`) and the rest; `own_files`: remove the unix
+    /// socket files and the pid file (not after a hand-over: they are the new master's).
+    fn finish_with(self, deadline: Instant, own_files: bool) -> Result<(), MasterError> {
+        let _ = self.notifier.stopping();
+        let _ = self.status_stop.send(true);
+        let mut left = 0;
+        for p in self.pools {
+            left += match p.workers {
+                Workers::Threads(threads) => threads.join_until(deadline),
+                Workers::Processes(mut processes) => {
+                    processes.wait_all(deadline, self.scoreboard.slots(p.ctx.index))
+                }
+            };
+            if let (true, ListenAddress::Unix(path)) = (own_files, &p.ctx.config.listen.address) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        if left > 0 {
+            tracing::warn!(
+                "{left} workers were still busy at the deadline; their requests are cut off"
+            );
+        }
+        drop(self.sampler);
+        if let (true, Some(pid_file)) = (own_files, &self.config.global.pid_file) {
+            let _ = std::fs::remove_file(pid_file);
+        }
+        self.runtime.shutdown_timeout(Duration::from_millis(200));
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
