@@ -27,6 +27,21 @@ pub enum AppError {
     PhpCgiMissing { pool: String, php_cgi: String },
 }
 
+/// The app `pool` runs under `config` (looks for php-cgi on PATH): [`choose`] with the facts
+/// filled in. The master and a worker process ask the same question the same way.
+pub fn choose_for(
+    config: &crate::config::Config,
+    pool: &PoolConfig,
+) -> Result<(Choice, Option<String>), AppError> {
+    choose(
+        &pool.name,
+        pool.app.kind,
+        &pool.app.php_cgi,
+        crate::config::php_cgi_on_path(&pool.app.php_cgi).is_some(),
+        matches!(config.source, crate::config::ConfigSource::Embedded),
+    )
+}
+
 /// Pick the app for `kind`. The embedded default asks for `php` and promises the built-in `hello`
 /// when php-cgi cannot be used; `fallback_allowed` says the config is the embedded default.
 /// Returns the choice and, when it differs from what was asked, the reason to log.

@@ -87,15 +87,7 @@ pub(super) fn open_pool(
         WorkerKind::Process => AcceptLock::None,
         WorkerKind::Thread => AcceptLock::for_worker(&shared).map_err(lock_error)?,
     };
-    let php_found = config::php_cgi_on_path(&pool.app.php_cgi).is_some();
-    let embedded = matches!(config.source, ConfigSource::Embedded);
-    let (choice, why) = apps::choose(
-        &pool.name,
-        pool.app.kind,
-        &pool.app.php_cgi,
-        php_found,
-        embedded,
-    )?;
+    let (choice, why) = apps::choose_for(config, pool)?;
     if let Some(why) = why {
         tracing::warn!("{why}");
     }

@@ -107,15 +107,7 @@ pub fn run(
     let handoff: LockHandoff = args.lock.parse()?;
     let lock = AcceptLock::from_handoff(&handoff)?;
 
-    let php_found = config::php_cgi_on_path(&pool.app.php_cgi).is_some();
-    let embedded = matches!(config.source, ConfigSource::Embedded);
-    let (choice, _why) = apps::choose(
-        &pool.name,
-        pool.app.kind,
-        &pool.app.php_cgi,
-        php_found,
-        embedded,
-    )?;
+    let (choice, _why) = apps::choose_for(&config, &pool)?;
     let info = PoolInfo {
         name: pool.name.clone(),
         process_manager: pool.pm.to_string(),
