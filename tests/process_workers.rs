@@ -106,6 +106,49 @@ fn one_request(addr: &str, ms: u32) -> bool {
     }
 }
 
+/// Closed-loop clients that keep sending /sleep?ms=`ms` until stopped; counts outcomes.
+struct ContinuousLoad {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl ContinuousLoad {
+    fn start(addr: &str, clients: usize, ms: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let threads = (0..clients)
+            .map(|_| {
+                let (addr, stop, ok, failed) =
+                    (addr.to_string(), stop.clone(), ok.clone(), failed.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Relaxed) {
+                        let counter = if one_request(&addr, ms) { &ok } else { &failed };
+                        counter.fetch_add(1, Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            ok,
+            failed,
+            threads,
+        }
+    }
+
+    /// Stop the clients; (ok, failed).
+    fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (self.ok.load(Relaxed), self.failed.load(Relaxed))
+    }
+}
+
 #[test]
 fn every_lock_kind_serves_with_four_worker_processes() {
     for lock in ["mutex", "fcntl", "flock", "none"] {
@@ -148,23 +191,7 @@ fn a_killed_worker_is_replaced_within_a_second_under_load() {
     let server = Server::start(&config("mutex", port));
     let addr = format!("unix:{}", server.path("p.sock").display());
     let kids = wait_for_children(&server, 4, Duration::from_secs(5));
-    let stop = Arc::new(AtomicBool::new(false));
-    let failed = Arc::new(AtomicU64::new(0));
-    let ok = Arc::new(AtomicU64::new(0));
-    let loaders: Vec<_> = (0..6)
-        .map(|_| {
-            let (addr, stop, failed, ok) = (addr.clone(), stop.clone(), failed.clone(), ok.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Relaxed) {
-                    if one_request(&addr, 20) {
-                        ok.fetch_add(1, Relaxed);
-                    } else {
-                        failed.fetch_add(1, Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = ContinuousLoad::start(&addr, 6, 20);
     std::thread::sleep(Duration::from_millis(300));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(kids[0]),
@@ -185,16 +212,13 @@ fn a_killed_worker_is_replaced_within_a_second_under_load() {
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Relaxed);
-    for l in loaders {
-        l.join().unwrap();
-    }
+    let (ok, failed) = load.finish();
     assert!(
-        failed.load(Relaxed) <= 1,
+        failed <= 1,
         "lost {} requests (at most the killed one's)",
-        failed.load(Relaxed)
+        failed
     );
-    assert!(ok.load(Relaxed) > 50);
+    assert!(ok > 50);
     assert_eq!(master_status(port)["pools"][0]["total processes"], 4);
 }
 
@@ -251,23 +275,7 @@ fn three_reloads_under_load_lose_nothing() {
     let server = Launch::new(&config("mutex", port)).start();
     let addr = format!("unix:{}", server.path("p.sock").display());
     let first = wait_for_children(&server, 4, Duration::from_secs(5));
-    let stop = Arc::new(AtomicBool::new(false));
-    let failed = Arc::new(AtomicU64::new(0));
-    let ok = Arc::new(AtomicU64::new(0));
-    let loaders: Vec<_> = (0..8)
-        .map(|_| {
-            let (addr, stop, failed, ok) = (addr.clone(), stop.clone(), failed.clone(), ok.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Relaxed) {
-                    if one_request(&addr, 10) {
-                        ok.fetch_add(1, Relaxed);
-                    } else {
-                        failed.fetch_add(1, Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = ContinuousLoad::start(&addr, 8, 10);
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(400));
         nix::sys::signal::kill(
@@ -277,17 +285,14 @@ fn three_reloads_under_load_lose_nothing() {
         .unwrap();
     }
     std::thread::sleep(Duration::from_millis(800));
-    stop.store(true, Relaxed);
-    for l in loaders {
-        l.join().unwrap();
-    }
+    let (ok, failed) = load.finish();
     assert_eq!(
-        failed.load(Relaxed),
+        failed,
         0,
         "failed requests across 3 reloads; log:\n{}",
         server.log()
     );
-    assert!(ok.load(Relaxed) > 100);
+    assert!(ok > 100);
     let now = wait_for_children(&server, 4, Duration::from_secs(5));
     assert!(
         now.iter().all(|p| !first.contains(p)),
@@ -513,23 +518,7 @@ fn usr2_binary_upgrade_keeps_the_socket_and_loses_nothing() {
     let addr = format!("unix:{}", server.path("p.sock").display());
     let old_pid = server.pid();
     wait_for_children(&server, 4, Duration::from_secs(5));
-    let stop = Arc::new(AtomicBool::new(false));
-    let failed = Arc::new(AtomicU64::new(0));
-    let ok = Arc::new(AtomicU64::new(0));
-    let loaders: Vec<_> = (0..6)
-        .map(|_| {
-            let (addr, stop, failed, ok) = (addr.clone(), stop.clone(), failed.clone(), ok.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Relaxed) {
-                    if one_request(&addr, 10) {
-                        ok.fetch_add(1, Relaxed);
-                    } else {
-                        failed.fetch_add(1, Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = ContinuousLoad::start(&addr, 6, 10);
     std::thread::sleep(Duration::from_millis(300));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(old_pid),
@@ -565,17 +554,14 @@ fn usr2_binary_upgrade_keeps_the_socket_and_loses_nothing() {
     let _kill = Kill(new_pid);
     assert_ne!(new_pid, old_pid);
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Relaxed);
-    for l in loaders {
-        l.join().unwrap();
-    }
+    let (ok, failed) = load.finish();
     assert_eq!(
-        failed.load(Relaxed),
+        failed,
         0,
         "failed requests across the upgrade; log:\n{}",
         server.log()
     );
-    assert!(ok.load(Relaxed) > 50);
+    assert!(ok > 50);
     assert!(
         server.path("p.sock").exists(),
         "the old master left the socket file to the new one"
