@@ -61,6 +61,9 @@ pub struct PoolBoard {
     /// Time spent in the kernel accept queue by each accepted connection (`queue wait p50 ms`
     /// …, and the `/metrics` histogram). Workers record; readers copy.
     pub queue_wait: WaitHistogram,
+    /// TCP pools only: the same wait as the kernel reports it on the accepted socket
+    /// (`tcpi_last_data_recv`, millisecond resolution) — the cross-check of `queue_wait`.
+    pub queue_wait_tcp_info: WaitHistogram,
     /// The sampler's recent `(time, arrived)` samples, from which a worker finds when the
     /// connection it just accepted arrived (DESIGN.md §4).
     pub arrivals: ArrivalRing,

@@ -122,6 +122,8 @@ pub struct PoolSnapshot {
     pub abandoned_requests: u64,
     /// `None` until the queue-wait accounting supplies numbers.
     pub queue_wait: Option<QueueWait>,
+    /// TCP pools: the same wait from `tcpi_last_data_recv` (the cross-check); `None` on unix.
+    pub queue_wait_tcp_info: Option<QueueWait>,
     /// The queue-wait histogram as the pool's board holds it (for `/metrics`); not a §5 key.
     pub queue_wait_histogram: HistogramSnapshot,
     /// From [`PoolInfo::max_children`]; not a §5 key (left out of text/JSON), used by the
@@ -214,6 +216,7 @@ impl PoolSnapshot {
             shed_requests,
             abandoned_requests: board.abandoned_requests.load(Relaxed),
             queue_wait,
+            queue_wait_tcp_info: QueueWait::from_histogram(&board.queue_wait_tcp_info.snapshot()),
             queue_wait_histogram: board.queue_wait.snapshot(),
             max_children: info.max_children,
             processes: full.then(|| {
@@ -230,6 +233,8 @@ impl PoolSnapshot {
     pub fn fields(&self) -> Vec<Field<'_>> {
         use FieldValue::*;
         let wait = |pick: fn(&QueueWait) -> f64| MaybeMillis(self.queue_wait.as_ref().map(pick));
+        let tcp =
+            |pick: fn(&QueueWait) -> f64| MaybeMillis(self.queue_wait_tcp_info.as_ref().map(pick));
         vec![
             field("pool", Text(&self.pool)),
             field("process manager", Text(&self.process_manager)),
@@ -256,6 +261,9 @@ impl PoolSnapshot {
             field("queue wait p50 ms", wait(|w| w.p50_ms)),
             field("queue wait p99 ms", wait(|w| w.p99_ms)),
             field("queue wait max ms", wait(|w| w.max_ms)),
+            field("tcp_info wait p50 ms", tcp(|w| w.p50_ms)),
+            field("tcp_info wait p99 ms", tcp(|w| w.p99_ms)),
+            field("tcp_info wait max ms", tcp(|w| w.max_ms)),
         ]
     }
 }

@@ -24,10 +24,8 @@ pub fn listen(fd: BorrowedFd<'_>, backlog: u32) -> io::Result<()> {
     }
 }
 
-/// The accept queue of a listening TCP socket as `TCP_INFO` reports it:
-/// `(tcpi_unacked, tcpi_sacked)` = (connections queued, effective backlog). On a socket that is
-/// not listening the same fields mean something else (segments), so callers pass listeners only.
-pub fn tcp_info_accept_queue(fd: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+/// `getsockopt(TCP_INFO)`, and how many bytes of it the kernel filled.
+fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<(libc::tcp_info, usize)> {
     let mut info = MaybeUninit::<libc::tcp_info>::zeroed();
     let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
     // SAFETY: `info` is a writable, zero-initialised buffer of `len` bytes that outlives the
@@ -46,17 +44,43 @@ pub fn tcp_info_accept_queue(fd: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
     }
     // SAFETY: the buffer started zeroed (a valid bit pattern for this plain-integer struct) and
     // the kernel only overwrote a prefix of it with integers.
-    let info = unsafe { info.assume_init() };
-    // The two fields sit well inside the oldest tcp_info layout (Linux 2.6); a shorter answer
-    // than that would mean this is not a TCP socket at all.
-    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_sacked) + size_of::<u32>();
-    if (len as usize) < needed {
+    Ok((unsafe { info.assume_init() }, len as usize))
+}
+
+/// Fail unless the kernel's answer reaches past `field_end` bytes.
+fn covers(len: usize, field_end: usize, what: &str) -> io::Result<()> {
+    if len < field_end {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!(
-                "TCP_INFO answered {len} bytes, fewer than the {needed} that hold the accept queue"
-            ),
+            format!("TCP_INFO answered {len} bytes, fewer than the {field_end} that hold {what}"),
         ));
     }
+    Ok(())
+}
+
+/// The accept queue of a listening TCP socket as `TCP_INFO` reports it:
+/// `(tcpi_unacked, tcpi_sacked)` = (connections queued, effective backlog). On a socket that is
+/// not listening the same fields mean something else (segments), so callers pass listeners only.
+pub fn tcp_info_accept_queue(fd: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+    let (info, len) = tcp_info(fd)?;
+    // The two fields sit well inside the oldest tcp_info layout (Linux 2.6).
+    covers(
+        len,
+        std::mem::offset_of!(libc::tcp_info, tcpi_sacked) + size_of::<u32>(),
+        "the accept queue",
+    )?;
     Ok((info.tcpi_unacked, info.tcpi_sacked))
+}
+
+/// On an accepted TCP socket: milliseconds since its last (for a request sent right after
+/// connecting: its first) data arrived — the kernel's own measure of how long the connection
+/// waited before we took it (DESIGN.md §7).
+pub fn tcp_last_data_recv_ms(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let (info, len) = tcp_info(fd)?;
+    covers(
+        len,
+        std::mem::offset_of!(libc::tcp_info, tcpi_last_data_recv) + size_of::<u32>(),
+        "tcpi_last_data_recv",
+    )?;
+    Ok(info.tcpi_last_data_recv)
 }
