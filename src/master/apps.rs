@@ -16,12 +16,15 @@ pub enum Choice {
     Php,
     /// A process per request.
     Cgi,
+    /// `command` itself accepts on the pool's socket (spawn-fcgi's model): the master runs
+    /// `max_children` copies, no fastpm worker.
+    Exec,
 }
 
 /// Why a configured app kind cannot run.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AppError {
-    #[error("pool {pool}: app kind \"{kind}\" is not available in this build yet (available: php, cgi, hello, echo, sleep)")]
+    #[error("pool {pool}: app kind \"{kind}\" is not available in this build yet (available: php, cgi, exec, hello, echo, sleep)")]
     NotAvailable { pool: String, kind: String },
     #[error("pool {pool}: kind = \"php\" needs php-cgi, but \"{php_cgi}\" is not an executable on PATH (install php-cgi, e.g. scripts/deps.sh run, or set php_cgi)")]
     PhpCgiMissing { pool: String, php_cgi: String },
@@ -57,6 +60,7 @@ pub fn choose(
         AppKind::Echo => Ok((Choice::Echo, None)),
         AppKind::Sleep => Ok((Choice::Sleep, None)),
         AppKind::Cgi => Ok((Choice::Cgi, None)),
+        AppKind::Exec => Ok((Choice::Exec, None)),
         AppKind::Php if php_cgi_found => Ok((Choice::Php, None)),
         AppKind::Php if fallback_allowed => Ok((
             Choice::Hello,
@@ -88,6 +92,7 @@ pub fn build(
         Choice::Sleep => Box::new(Sleep),
         Choice::Php => Box::new(Php::new(PhpSettings::for_worker(pool, runtime_dir, worker))),
         Choice::Cgi => Box::new(Cgi::new(CgiSettings::from_pool(pool))),
+        Choice::Exec => unreachable!("an exec pool runs its command, never fastpm workers"),
     }
 }
 
@@ -110,6 +115,7 @@ mod tests {
             Err(AppError::PhpCgiMissing { .. })
         ));
         assert_eq!(c(AppKind::Cgi, false, false), Ok((Choice::Cgi, None)));
-        assert!(c(AppKind::Exec, true, true).is_err());
+        assert_eq!(c(AppKind::Exec, false, false), Ok((Choice::Exec, None)));
+        assert!(c(AppKind::Longpoll, true, true).is_err());
     }
 }

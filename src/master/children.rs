@@ -12,6 +12,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::pm::WorkerExit;
+use crate::sys::child::own_group_and_die_with_parent;
+use crate::sys::inherit::adopt_inherited_fd;
 use crate::sys::privileges::{drop_in_child, Credentials};
 use crate::sys::spawn::inherit_fds_and_die_with_parent;
 use crate::worker::lock::LockShared;
@@ -34,6 +36,17 @@ pub struct SpawnSpec {
     pub config_text: Arc<String>,
     /// `user`/`group` to run as (master running as root).
     pub credentials: Option<Credentials>,
+    /// `kind = "exec"`: start this program instead of a fastpm worker.
+    pub exec: Option<ExecCommand>,
+}
+
+/// An exec pool's program (spawn-fcgi's model): it gets the listening socket as fd 0 and
+/// accepts FastCGI connections itself.
+#[derive(Clone, Debug)]
+pub struct ExecCommand {
+    pub argv: Vec<String>,
+    pub env: std::collections::BTreeMap<String, String>,
+    pub clear_env: bool,
 }
 
 /// One running worker process.
@@ -45,6 +58,9 @@ pub struct WorkerProcess {
     pub generation: u64,
     /// Set once the supervisor asked it to stop, so its exit is not a crash.
     pub stop_requested: bool,
+    /// An exec pool's program: signalled as a process group, and QUIT (which would make it
+    /// dump core) is sent as TERM.
+    pub exec: bool,
 }
 
 impl WorkerProcess {
@@ -57,7 +73,18 @@ impl WorkerProcess {
         if matches!(signal, Signal::SIGTERM | Signal::SIGQUIT | Signal::SIGKILL) {
             self.stop_requested = true;
         }
-        let _ = kill(Pid::from_raw(self.child.id() as i32), signal);
+        let pid = self.child.id() as i32;
+        if self.exec {
+            let signal = if signal == Signal::SIGQUIT {
+                Signal::SIGTERM
+            } else {
+                signal
+            };
+            // Its own session: the group reaches whatever it forked too.
+            let _ = kill(Pid::from_raw(-pid), signal);
+        } else {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
     }
 
     /// `Some(exit)` once the process has ended (reaped with `waitpid(pid, WNOHANG)`, never
@@ -78,8 +105,11 @@ impl WorkerProcess {
     }
 }
 
-/// Start the worker process for `slot`.
+/// Start the worker process (or an exec pool's program) for `slot`.
 pub fn spawn(spec: &SpawnSpec, slot: usize, generation: u64) -> std::io::Result<WorkerProcess> {
+    if let Some(exec) = &spec.exec {
+        return spawn_exec(spec, exec, slot, generation);
+    }
     let lock_fd = spec.lock.child_fd().map_err(std::io::Error::other)?;
     let mut fds = vec![spec.listener_fd, spec.scoreboard_fd];
     let handoff = match &lock_fd {
@@ -141,5 +171,52 @@ pub fn spawn(spec: &SpawnSpec, slot: usize, generation: u64) -> std::io::Result<
         started: Instant::now(),
         generation,
         stop_requested: false,
+        exec: false,
+    })
+}
+
+/// Start an exec pool's program with a copy of the listening socket as fd 0, in its own
+/// session, dying with the master.
+fn spawn_exec(
+    spec: &SpawnSpec,
+    exec: &ExecCommand,
+    slot: usize,
+    generation: u64,
+) -> std::io::Result<WorkerProcess> {
+    let (program, args) = exec
+        .argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::other("exec pool with an empty command"))?;
+    // A fresh copy that nothing else owns; the child gets it as fd 0.
+    let listener = adopt_inherited_fd(nix::unistd::dup(spec.listener_fd)?)?;
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::from(listener));
+    if exec.clear_env {
+        cmd.env_clear();
+        if let Ok(path) = std::env::var("PATH") {
+            cmd.env("PATH", path);
+        }
+    }
+    for var in [
+        "NOTIFY_SOCKET",
+        "LISTEN_PID",
+        "LISTEN_FDS",
+        "LISTEN_FDNAMES",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(&exec.env);
+    own_group_and_die_with_parent(&mut cmd);
+    if let Some(creds) = &spec.credentials {
+        drop_in_child(&mut cmd, creds.clone());
+    }
+    let child = cmd.spawn()?;
+    Ok(WorkerProcess {
+        slot,
+        child,
+        started: Instant::now(),
+        generation,
+        stop_requested: false,
+        exec: true,
     })
 }

@@ -10,10 +10,10 @@ use std::time::Duration;
 use std::os::fd::AsRawFd;
 
 use super::apps::{self, AppError};
-use super::children::SpawnSpec;
+use super::children::{ExecCommand, SpawnSpec};
 use super::upgrade::Inherited;
 use crate::config::{self, BacklogError, Config, ConfigSource, WorkerKind};
-use crate::config::{PmKind, PoolConfig};
+use crate::config::{AppKind, PmKind, PoolConfig};
 use crate::listen::{self, BindOptions, ListenAddress, ListenError, Listener};
 use crate::probe::QueueProbe;
 use crate::scoreboard::Scoreboard;
@@ -79,13 +79,14 @@ pub(super) fn open_pool(
         LockShared::create(pool.accept_lock, &config.global.runtime_dir, &pool.name)
             .map_err(lock_error)?,
     );
-    if pool.workers == WorkerKind::Thread && pool.pm != PmKind::Static {
+    if !runs_processes(pool) && pool.pm != PmKind::Static {
         tracing::warn!(pool = %pool.name, "pm = \"{}\" applies to worker processes; thread workers run max_children ({}) threads", pool.pm, pool.max_children);
     }
     // Worker processes take the lock themselves; the master's copy of the pool never accepts.
-    let lock = match pool.workers {
-        WorkerKind::Process => AcceptLock::None,
-        WorkerKind::Thread => AcceptLock::for_worker(&shared).map_err(lock_error)?,
+    let lock = if runs_processes(pool) {
+        AcceptLock::None
+    } else {
+        AcceptLock::for_worker(&shared).map_err(lock_error)?
     };
     let (choice, why) = apps::choose_for(config, pool)?;
     if let Some(why) = why {
@@ -194,10 +195,16 @@ pub(super) fn humantime(d: Duration) -> String {
 /// Scoreboard slots of a pool: worker processes get twice `max_children`, so during a reload
 /// the new generation starts before the old one has left.
 pub(super) fn slots_for(pool: &PoolConfig) -> usize {
-    match pool.workers {
-        WorkerKind::Thread => pool.max_children as usize,
-        WorkerKind::Process => 2 * pool.max_children as usize,
+    if runs_processes(pool) {
+        2 * pool.max_children as usize
+    } else {
+        pool.max_children as usize
     }
+}
+
+/// Worker processes, or an exec pool's programs (which are processes whatever `workers` says).
+pub(super) fn runs_processes(pool: &PoolConfig) -> bool {
+    pool.workers == WorkerKind::Process || pool.app.kind == AppKind::Exec
 }
 
 /// What a pool's worker processes are started with.
@@ -230,6 +237,11 @@ pub(super) fn spawn_spec(
         },
         config_text: Arc::clone(&options.config_text),
         credentials,
+        exec: (pool.app.kind == AppKind::Exec).then(|| ExecCommand {
+            argv: pool.app.command.clone(),
+            env: pool.app.env.clone(),
+            clear_env: pool.app.clear_env,
+        }),
     })
 }
 

@@ -189,6 +189,11 @@ impl ProcessPool {
         match spawn(&self.spec, slot, self.generation) {
             Ok(worker) => {
                 tracing::debug!(pool = %self.name, pid = worker.pid(), slot, "worker started");
+                if worker.exec {
+                    // The program knows nothing of the scoreboard: the master keeps its slot,
+                    // so the status counts it.
+                    slots[slot].claim(worker.pid());
+                }
                 self.workers.push(worker);
                 true
             }

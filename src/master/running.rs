@@ -14,13 +14,13 @@ use super::apps::{self};
 use super::notify::Notifier;
 use super::pm::PmSettings;
 use super::pools::{
-    humantime, io_error, open_pool, prepare_runtime_dir, slots_for, spawn_spec, write_pid_file,
-    MasterError, StartOptions,
+    humantime, io_error, open_pool, prepare_runtime_dir, runs_processes, slots_for, spawn_spec,
+    write_pid_file, MasterError, StartOptions,
 };
 use super::process_pool::ProcessPool;
 use super::status_source::Pools;
 use super::upgrade::{self, Inherited, Upgrade, UpgradeState, STATUS_NAME};
-use crate::config::{self, Config, ConfigSource, WorkerKind};
+use crate::config::{self, Config, ConfigSource};
 use crate::listen::{self, ListenAddress};
 use crate::probe::{spawn_sampler, SamplerHandle};
 use crate::scoreboard::Scoreboard;
@@ -104,10 +104,9 @@ impl Running {
         let mut pools = Vec::new();
         for (ctx, choice, lock) in contexts {
             let pool_name = ctx.config.name.clone();
-            if ctx.config.workers == WorkerKind::Process {
+            if runs_processes(&ctx.config) {
                 let spec = spawn_spec(&config, &ctx, &lock, &slot_counts, &options)?;
-                let mut processes =
-                    ProcessPool::new(pool_name, spec, PmSettings::from_pool(&ctx.config));
+                let mut processes = ProcessPool::new(pool_name, spec, pm_settings(&ctx.config));
                 processes.fill(scoreboard.slots(ctx.index));
                 pools.push(PoolHandle {
                     ctx,
@@ -278,7 +277,7 @@ impl Running {
                 tracing::info!(pool = %pool.name, "backlog {} → {backlog}", p.ctx.info.listen_backlog);
             }
             let capacity = (self.slot_counts[p.ctx.index] / 2) as u32;
-            let mut pm = PmSettings::from_pool(pool);
+            let mut pm = pm_settings(pool);
             if pm.max_children > capacity {
                 tracing::warn!(pool = %pool.name, "max_children above {capacity} needs a restart; running {capacity}");
                 pm.max_children = capacity;
@@ -386,4 +385,13 @@ impl Running {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The pm of a process pool; an exec pool's programs are always `max_children` (`static`).
+fn pm_settings(pool: &crate::config::PoolConfig) -> PmSettings {
+    let mut pm = PmSettings::from_pool(pool);
+    if pool.app.kind == crate::config::AppKind::Exec {
+        pm.kind = crate::config::PmKind::Static;
+    }
+    pm
 }

@@ -1,0 +1,142 @@
+//! `kind = "exec"` (spawn-fcgi's model): the master runs `max_children` copies of `command` with
+//! the pool's listening socket as fd 0. With real php-cgi, which exits after 500 requests by
+//! default: the pool keeps serving past that, a killed child is replaced, and the status still
+//! shows the queue and the processes.
+
+mod common;
+
+use std::io::Write;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{free_port, master_status, raw, require, Server};
+
+fn children(pid: i32) -> Vec<i32> {
+    let out = Command::new(require("pgrep"))
+        .args(["-P", &pid.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn hello_php() -> String {
+    format!("{}/php-examples/hello.php", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One request for hello.php straight to php-cgi (SCRIPT_FILENAME as a web server sends it).
+fn hello(addr: &str) -> bool {
+    let path = addr.strip_prefix("unix:").unwrap();
+    let Ok(mut c) = std::os::unix::net::UnixStream::connect(path) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut req = raw::begin(1, 1, false);
+    let script = hello_php();
+    let mut params = raw::cgi_params("/hello.php", "", "GET", 0);
+    params.extend(raw::pair(b"SCRIPT_FILENAME", script.as_bytes()));
+    req.extend(raw::record(raw::PARAMS, 1, &params));
+    req.extend(raw::record(raw::PARAMS, 1, b""));
+    req.extend(raw::record(raw::STDIN, 1, b""));
+    if c.write_all(&req).is_err() {
+        return false;
+    }
+    let mut reader: &mut dyn std::io::Read = &mut c;
+    matches!(
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| raw::read_response(&mut reader))),
+        Ok(Some(r)) if r.text().contains("Hello")
+    )
+}
+
+#[test]
+fn exec_php_cgi_serves_past_its_500_request_limit_and_replaces_a_killed_child() {
+    let php_cgi = require("php-cgi");
+    let port = free_port();
+    let server = Server::start(&format!(
+        r#"
+[global]
+status_listen = "127.0.0.1:{port}"
+runtime_dir = "{{dir}}/rt"
+
+[pool.x]
+max_children = 2
+
+[pool.x.listen]
+address = "unix:{{dir}}/x.sock"
+
+[pool.x.app]
+kind = "exec"
+command = ["{php_cgi}"]
+"#,
+        php_cgi = php_cgi.display()
+    ));
+    let addr = format!("unix:{}", server.path("x.sock").display());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let first = loop {
+        let kids = children(server.pid());
+        if kids.len() == 2 {
+            break kids;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "2 php-cgi children expected: {kids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // 1300 requests over 2 children: each php-cgi exits after 500 and is replaced.
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, ok, failed) = (addr.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || {
+                for _ in 0..325 {
+                    let counter = if hello(&addr) { &ok } else { &failed };
+                    counter.fetch_add(1, Relaxed);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert_eq!(
+        (ok.load(Relaxed), failed.load(Relaxed)),
+        (1300, 0),
+        "log:\n{}",
+        server.log()
+    );
+    let now = children(server.pid());
+    assert_eq!(now.len(), 2);
+    assert!(
+        now.iter().all(|p| !first.contains(p)),
+        "children were replaced past 500: {first:?} → {now:?}"
+    );
+
+    // A killed child is replaced at once.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(now[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let kids = children(server.pid());
+        if kids.len() == 2 && !kids.contains(&now[0]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "killed child not replaced: {kids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(hello(&addr));
+    let pool = &master_status(port)["pools"][0];
+    assert_eq!(pool["total processes"], 2, "{pool}");
+    assert!(pool["listen queue len"].as_u64().unwrap() > 0, "{pool}");
+}
