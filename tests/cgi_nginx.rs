@@ -4,10 +4,11 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{free_port, require, Server};
+use common::nginx::Nginx;
+use common::{require, Server};
 
 const SCRIPTS: &[(&str, &str, u32)] = &[
     (
@@ -21,25 +22,6 @@ const SCRIPTS: &[(&str, &str, u32)] = &[
     ("big.sh", "#!/bin/sh\necho 'Content-Type: application/octet-stream'\necho\nhead -c 3000000 /dev/zero\n", 0o755),
     ("plain.sh", "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho hi\n", 0o644),
 ];
-
-struct Nginx(Child, u16);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // TERM lets the master stop its workers (a SIGKILLed master leaves them running).
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn start() -> (Server, Nginx, tempfile::TempDir) {
     require("sh");
@@ -70,23 +52,10 @@ document_root = "{}"
         root.path().display()
     );
     let server = Server::start(&config);
-    let port = free_port();
     let dir = server.dir.path().display().to_string();
-    let conf = format!(
-        r#"
-user root;
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/nginx-error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/nginx-body;
-    fastcgi_temp_path {dir}/nginx-fastcgi;
-    proxy_temp_path {dir}/nginx-proxy;
-    uwsgi_temp_path {dir}/nginx-uwsgi;
-    scgi_temp_path {dir}/nginx-scgi;
+    let nginx = Nginx::start(server.dir.path(), |port| {
+        format!(
+            r#"
     server {{
         listen 127.0.0.1:{port};
         root {root};
@@ -95,51 +64,24 @@ http {{
             fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
             fastcgi_pass unix:{dir}/c.sock;
         }}
-    }}
-}}
-"#,
-        root = root.path().display()
-    );
-    let conf_path = server.path("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let child = Command::new(require("nginx"))
-        .arg("-e")
-        .arg(server.path("nginx-startup.log"))
-        .arg("-c")
-        .arg(&conf_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nginx");
-    let mut nginx = Nginx(child, port);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(s)) = nginx.0.try_wait() {
-            panic!("nginx exited ({s})");
-        }
-        assert!(Instant::now() < deadline, "nginx did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    }}"#,
+            root = root.path().display()
+        )
+    });
     (server, nginx, root)
 }
 
 /// (status code, headers and body as text).
 fn curl(args: &[&str], url: &str) -> (u16, String) {
-    let out = Command::new(require("curl"))
-        .args(["-s", "-i", "--max-time", "20", "-w", "\n%{http_code}"])
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (rest, code) = text.rsplit_once('\n').unwrap();
-    (code.trim().parse().unwrap_or(0), rest.to_string())
+    let args: Vec<&str> = ["-i"].into_iter().chain(args.iter().copied()).collect();
+    let (code, out) = common::nginx::curl(&args, url);
+    (code, String::from_utf8_lossy(&out).into_owned())
 }
 
 #[test]
 fn cgi_script_gets_method_query_and_body_and_its_status_reaches_the_client() {
     let (_server, nginx, _root) = start();
-    let base = format!("http://127.0.0.1:{}", nginx.1);
+    let base = format!("http://127.0.0.1:{}", nginx.port);
     let (code, text) = curl(
         &[
             "--data-binary",
@@ -166,7 +108,7 @@ fn cgi_script_gets_method_query_and_body_and_its_status_reaches_the_client() {
 #[test]
 fn cgi_redirect_errors_and_limits() {
     let (server, nginx, root) = start();
-    let base = format!("http://127.0.0.1:{}", nginx.1);
+    let base = format!("http://127.0.0.1:{}", nginx.port);
     let (code, text) = curl(&[], &format!("{base}/redirect.sh"));
     assert_eq!(code, 302, "{text}");
     assert!(text.to_ascii_lowercase().contains("location: "), "{text}");

@@ -3,10 +3,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use common::{free_port, require, Server};
+use common::nginx::{curl, Nginx};
+use common::{require, Server};
 
 const POOLS: &str = r#"
 [global]
@@ -34,48 +34,11 @@ address = "unix:{dir}/e.sock"
 kind = "echo"
 "#;
 
-struct Nginx {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Nginx {
-    /// TERM, not KILL: a killed nginx master leaves its worker processes behind.
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_nginx(server: &Server) -> Nginx {
-    let nginx = require("nginx");
-    let port = free_port();
     let dir = server.dir.path().display().to_string();
-    let conf = format!(
-        r#"
-user root;
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/nginx-error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/nginx-body;
-    fastcgi_temp_path {dir}/nginx-fastcgi;
-    proxy_temp_path {dir}/nginx-proxy;
-    uwsgi_temp_path {dir}/nginx-uwsgi;
-    scgi_temp_path {dir}/nginx-scgi;
-    client_max_body_size 64m;
+    Nginx::start(server.dir.path(), |port| {
+        format!(
+            r#"
     upstream echo_keep {{
         server unix:{dir}/e.sock;
         keepalive 2;
@@ -98,53 +61,9 @@ http {{
             fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
             fastcgi_pass unix:{dir}/h.sock;
         }}
-    }}
-}}
-"#
-    );
-    let conf_path = server.path("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let child = Command::new(nginx)
-        .arg("-e")
-        .arg(server.path("nginx-startup.log"))
-        .arg("-c")
-        .arg(&conf_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nginx");
-    let mut nginx = Nginx { child, port };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(s)) = nginx.child.try_wait() {
-            panic!(
-                "nginx exited ({s}): {}",
-                std::fs::read_to_string(server.path("nginx-error.log")).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "nginx did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    nginx.port = port;
-    nginx
-}
-
-/// `curl` a URL: (status code, body bytes).
-fn curl(args: &[&str], url: &str) -> (u16, Vec<u8>) {
-    let out = Command::new(require("curl"))
-        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "--max-time", "20"])
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("run curl");
-    let mut body = out.stdout;
-    let split = body.iter().rposition(|&b| b == b'\n').expect("curl status");
-    let code = String::from_utf8_lossy(&body[split + 1..])
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    body.truncate(split);
-    (code, body)
+    }}"#
+        )
+    })
 }
 
 #[test]

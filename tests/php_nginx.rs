@@ -5,10 +5,11 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{free_port, raw, require, Server};
+use common::nginx::{curl, Nginx};
+use common::{raw, require, Server};
 
 /// A document root (a copy of php-examples) next to a directory outside it.
 struct Site {
@@ -72,48 +73,12 @@ env = {{ FASTPM_TEST = "from-config" }}
     Server::start(&config)
 }
 
-struct Nginx {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // TERM lets the master stop its workers (a SIGKILLed master leaves them running).
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_nginx(server: &Server, site: &Site) -> Nginx {
-    let nginx = require("nginx");
-    let port = free_port();
     let dir = server.dir.path().display().to_string();
-    let conf = format!(
-        r#"
-user root;
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/nginx-error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/nginx-body;
-    fastcgi_temp_path {dir}/nginx-fastcgi;
-    proxy_temp_path {dir}/nginx-proxy;
-    uwsgi_temp_path {dir}/nginx-uwsgi;
-    scgi_temp_path {dir}/nginx-scgi;
-    client_max_body_size 64m;
+    let root = site.root.display();
+    Nginx::start(server.dir.path(), |port| {
+        format!(
+            r#"
     upstream php {{
         server unix:{dir}/p.sock;
         keepalive 4;
@@ -127,50 +92,9 @@ http {{
             fastcgi_keep_conn on;
             fastcgi_pass php;
         }}
-    }}
-}}
-"#,
-        root = site.root.display(),
-    );
-    let conf_path = server.path("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let child = Command::new(nginx)
-        .arg("-e")
-        .arg(server.path("nginx-startup.log"))
-        .arg("-c")
-        .arg(&conf_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nginx");
-    let mut nginx = Nginx { child, port };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(s)) = nginx.child.try_wait() {
-            panic!("nginx exited ({s})");
-        }
-        assert!(Instant::now() < deadline, "nginx did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    nginx
-}
-
-/// `curl` a URL: (status code, headers + body as text when `-i` is given, else the body).
-fn curl(args: &[&str], url: &str) -> (u16, Vec<u8>) {
-    let out = Command::new(require("curl"))
-        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "--max-time", "30"])
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("run curl");
-    let mut body = out.stdout;
-    let split = body.iter().rposition(|&b| b == b'\n').expect("curl status");
-    let code = String::from_utf8_lossy(&body[split + 1..])
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    body.truncate(split);
-    (code, body)
+    }}"#
+        )
+    })
 }
 
 fn text(bytes: &[u8]) -> String {

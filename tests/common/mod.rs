@@ -3,6 +3,7 @@
 //! test needs (and fail — never skip — when one is missing); read `ss -ln`.
 #![allow(dead_code)]
 
+pub mod nginx;
 pub mod raw;
 
 use std::io::Read;
