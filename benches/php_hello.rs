@@ -8,7 +8,9 @@
 //!
 //! Knobs: `BENCH_SECS` (measured seconds per round, default 8), `BENCH_ROUNDS` (default 3),
 //! `BENCH_CONNECTIONS` (wrk connections, default 16), `BENCH_ACCEPT_LOCK` (fastpm, default
-//! mutex), `BENCH_PHP_FPM` (default /usr/sbin/php-fpm8.2), `BENCH_KEEPALIVE` (0).
+//! mutex), `BENCH_PHP_FPM` (default /usr/sbin/php-fpm8.2), `BENCH_KEEPALIVE` (0),
+//! `BENCH_SCRIPT` (the URL path, default /hello.php; e.g. `/sleep.php?ms=20`).
+//! Three backends: php-fpm, fastpm `php`, fastpm `exec` running the same php-cgi.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -88,7 +90,7 @@ fn wait_ready(port: u16, name: &str) -> Result<(), String> {
 }
 
 /// One wrk run: (requests/s, non-2xx + socket errors, p99 latency as wrk prints it).
-fn wrk(port: u16, secs: u64, connections: usize) -> Result<(f64, u64, String), String> {
+fn wrk(port: u16, path: &str, secs: u64, connections: usize) -> Result<(f64, u64, String), String> {
     let out = Command::new("wrk")
         .args([
             "-t2",
@@ -96,7 +98,7 @@ fn wrk(port: u16, secs: u64, connections: usize) -> Result<(f64, u64, String), S
             &format!("-d{secs}s"),
             "--latency",
         ])
-        .arg(format!("http://127.0.0.1:{port}/hello.php"))
+        .arg(format!("http://127.0.0.1:{port}{path}"))
         .output()
         .map_err(|e| format!("cannot run wrk: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -152,6 +154,7 @@ fn run() -> Result<(), String> {
     let accept_lock: String = env_or("BENCH_ACCEPT_LOCK", "mutex".to_string());
     let php_fpm: String = env_or("BENCH_PHP_FPM", "/usr/sbin/php-fpm8.2".to_string());
     let keepalive: u8 = env_or("BENCH_KEEPALIVE", 0);
+    let script: String = env_or("BENCH_SCRIPT", "/hello.php".to_string());
     // With keepalive, a worker holds its kept connection between requests (php-fpm's children
     // do the same), so nginx may keep at most as many idle connections as there are workers.
     let (keepalive_line, keep_conn) = if keepalive == 1 {
@@ -208,9 +211,29 @@ fn run() -> Result<(), String> {
     cmd.arg("run").arg("-c").arg(&fastpm_conf);
     let _fastpm = spawn("fastpm", cmd, &dir.join("fastpm.log"))?;
 
+    // fastpm exec: the same php-cgi, but it accepts on the pool's socket itself (spawn-fcgi's
+    // model); fastpm only supervises it.
+    let exec_sock = dir.join("fastpm-exec.sock");
+    let exec_conf = dir.join("fastpm-exec.toml");
+    fs::write(
+        &exec_conf,
+        format!(
+            "[global]\nstatus_listen = \"\"\nruntime_dir = \"{d}/rt-exec\"\n\n[pool.exec]\n\
+             max_children = {WORKERS}\n\n[pool.exec.listen]\naddress = \"unix:{}\"\nbacklog = 511\n\n\
+             [pool.exec.app]\nkind = \"exec\"\ncommand = [\"{}\"]\nclear_env = false\n",
+            exec_sock.display(),
+            wrapper.display(),
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(fastpm_binary());
+    cmd.arg("run").arg("-c").arg(&exec_conf);
+    let _fastpm_exec = spawn("fastpm exec", cmd, &dir.join("fastpm-exec.log"))?;
+
     // nginx: one server block per backend, identical otherwise.
     let port_fpm = free_port();
     let port_fastpm = free_port();
+    let port_exec = free_port();
     let server = |port: u16, upstream: &str| {
         format!(
             "server {{ listen 127.0.0.1:{port}; root {root};\n\
@@ -229,11 +252,14 @@ fn run() -> Result<(), String> {
              http {{ access_log off;\nclient_body_temp_path {d}/b; fastcgi_temp_path {d}/f;\n\
              proxy_temp_path {d}/p; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
              upstream fpm {{ server unix:{}; {keepalive_line} }}\n\
-             upstream fastpm {{ server unix:{}; {keepalive_line} }}\n{}{}}}\n",
+             upstream fastpm {{ server unix:{}; {keepalive_line} }}\n\
+             upstream exec {{ server unix:{}; {keepalive_line} }}\n{}{}{}}}\n",
             fpm_sock.display(),
             fastpm_sock.display(),
+            exec_sock.display(),
             server(port_fpm, "fpm"),
             server(port_fastpm, "fastpm"),
+            server(port_exec, "exec"),
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -246,16 +272,21 @@ fn run() -> Result<(), String> {
 
     wait_ready(port_fpm, "php-fpm")?;
     wait_ready(port_fastpm, "fastpm")?;
-    let backends = [("php-fpm", port_fpm), ("fastpm php", port_fastpm)];
-    let mut results: Vec<Vec<f64>> = vec![Vec::new(), Vec::new()];
+    wait_ready(port_exec, "fastpm exec")?;
+    let backends = [
+        ("php-fpm", port_fpm),
+        ("fastpm php", port_fastpm),
+        ("fastpm exec", port_exec),
+    ];
+    let mut results: Vec<Vec<f64>> = vec![Vec::new(); backends.len()];
     let mut lines = Vec::new();
     for round in 0..rounds {
-        for step in 0..2 {
-            // Rotate which backend goes first, so neither always runs on a warmer machine.
-            let i = (round + step) % 2;
+        for step in 0..backends.len() {
+            // Rotate which backend goes first, so none always runs on a warmer machine.
+            let i = (round + step) % backends.len();
             let (name, port) = backends[i];
-            wrk(port, 2, connections)?; // warm-up
-            let (rps, errors, p99) = wrk(port, secs, connections)?;
+            wrk(port, &script, 2, connections)?; // warm-up
+            let (rps, errors, p99) = wrk(port, &script, secs, connections)?;
             if errors > 0 {
                 return Err(format!("{name}: {errors} errors in round {round}"));
             }
@@ -265,26 +296,30 @@ fn run() -> Result<(), String> {
         }
     }
     let fpm = median(results[0].clone());
-    let fastpm = median(results[1].clone());
-    // Both backends ran back to back in each round: their ratio per round cancels most of the
-    // machine's drift between rounds.
-    let per_round: Vec<f64> = results[1]
-        .iter()
-        .zip(&results[0])
-        .map(|(f, p)| f / p)
-        .collect();
-    let per_round_text: Vec<String> = per_round.iter().map(|r| format!("{r:.2}×")).collect();
+    let mut summary = Vec::new();
+    for (i, (name, _)) in backends.iter().enumerate().skip(1) {
+        // Backends ran back to back in each round: their ratio per round cancels most of the
+        // machine's drift between rounds.
+        let per_round: Vec<f64> = results[i]
+            .iter()
+            .zip(&results[0])
+            .map(|(f, p)| f / p)
+            .collect();
+        let per_round_text: Vec<String> = per_round.iter().map(|r| format!("{r:.2}×")).collect();
+        summary.push(format!(
+            "median {name}: {:.0} req/s; per round {}; **{name} / php-fpm = {:.2}× (median of the per-round ratios)**",
+            median(results[i].clone()),
+            per_round_text.join(" / "),
+            median(per_round),
+        ));
+    }
     let report = format!(
-        "hello.php through nginx, {WORKERS} workers each, wrk -t2 -c{connections} -d{secs}s, \
+        "{script} through nginx, {WORKERS} workers each, wrk -t2 -c{connections} -d{secs}s, \
          {rounds} rounds, fastpm accept_lock = {accept_lock}, fastcgi_keep_conn {keep_conn}\n\n\
          | round | backend | req/s | p99 |\n|---|---|---|---|\n{}\n\n\
-         median php-fpm: {fpm:.0} req/s; median fastpm php: {fastpm:.0} req/s; \
-         ratio of the medians {:.2}×; per round {}; \
-         **fastpm/php-fpm = {:.2}× (median of the per-round ratios)**\n",
+         median php-fpm: {fpm:.0} req/s\n\n{}\n",
         lines.join("\n"),
-        fastpm / fpm,
-        per_round_text.join(" / "),
-        median(per_round),
+        summary.join("\n\n"),
     );
     println!("{report}");
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-php-hello.md");
