@@ -102,7 +102,7 @@ fn build_pool(
     Ok(PoolConfig {
         name: name.to_string(),
         workers: b.word(&raw.workers, keys.key("workers"), WorkerKind::Process)?,
-        accept_lock: b.word(&raw.accept_lock, keys.key("accept_lock"), AcceptLock::Mutex)?,
+        accept_lock: b.word(&raw.accept_lock, keys.key("accept_lock"), AcceptLock::None)?,
         pm: b.word(&raw.pm, keys.key("pm"), PmKind::Static)?,
         max_children: b.number(
             &raw.max_children,

@@ -43,7 +43,7 @@ use crate::sys::pmutex::{ProcessMutex, ProcessMutexGuard};
 pub enum LockError {
     /// `for_threads` builds only the in-process kinds; the file kinds need the runtime dir
     /// ([`LockShared::create`] + [`AcceptLock::for_worker`]).
-    #[error("accept_lock = \"{0}\" needs a lock file in runtime_dir, which this pool's startup does not create yet; use \"mutex\" or \"none\"")]
+    #[error("accept_lock = \"{0}\" needs a lock file: build it with LockShared::create and AcceptLock::for_worker (for_threads builds only \"mutex\" and \"none\")")]
     NeedsProcessWorkers(String),
     #[error("cannot create the accept lock ({kind}): {cause}")]
     Create { kind: LockKind, cause: io::Error },
@@ -53,7 +53,7 @@ pub enum LockError {
         cause: io::Error,
     },
     #[error(
-        "bad accept lock handoff {text:?}: expected mutex:fd=N, fcntl:PATH, flock:PATH or none"
+        "bad accept lock handoff {text:?}: expected mutex:fd=N, fcntl:fd=N, flock:fd=N or none"
     )]
     BadHandoff { text: String },
 }
