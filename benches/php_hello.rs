@@ -8,7 +8,7 @@
 //!
 //! Knobs: `BENCH_SECS` (measured seconds per round, default 8), `BENCH_ROUNDS` (default 3),
 //! `BENCH_CONNECTIONS` (wrk connections, default 16), `BENCH_ACCEPT_LOCK` (fastpm, default
-//! mutex), `BENCH_PHP_FPM` (default /usr/sbin/php-fpm8.2), `BENCH_KEEPALIVE` (0),
+//! none, as fastpm's own default), `BENCH_PHP_FPM` (default /usr/sbin/php-fpm8.2), `BENCH_KEEPALIVE` (0),
 //! `BENCH_SCRIPT` (the URL path, default /hello.php; e.g. `/sleep.php?ms=20`).
 //! Three backends: php-fpm, fastpm `php`, fastpm `exec` running the same php-cgi.
 
@@ -151,7 +151,7 @@ fn run() -> Result<(), String> {
     let secs: u64 = env_or("BENCH_SECS", 8);
     let rounds: usize = env_or("BENCH_ROUNDS", 3);
     let connections: usize = env_or("BENCH_CONNECTIONS", 16);
-    let accept_lock: String = env_or("BENCH_ACCEPT_LOCK", "mutex".to_string());
+    let accept_lock: String = env_or("BENCH_ACCEPT_LOCK", "none".to_string());
     let php_fpm: String = env_or("BENCH_PHP_FPM", "/usr/sbin/php-fpm8.2".to_string());
     let keepalive: u8 = env_or("BENCH_KEEPALIVE", 0);
     let script: String = env_or("BENCH_SCRIPT", "/hello.php".to_string());
@@ -212,7 +212,8 @@ fn run() -> Result<(), String> {
     let _fastpm = spawn("fastpm", cmd, &dir.join("fastpm.log"))?;
 
     // fastpm exec: the same php-cgi, but it accepts on the pool's socket itself (spawn-fcgi's
-    // model); fastpm only supervises it.
+    // model); fastpm only supervises it. PHP_FCGI_MAX_REQUESTS=0 like php-fpm's
+    // pm.max_requests = 0 here (php-cgi's own default restarts each child every 500 requests).
     let exec_sock = dir.join("fastpm-exec.sock");
     let exec_conf = dir.join("fastpm-exec.toml");
     fs::write(
@@ -220,7 +221,8 @@ fn run() -> Result<(), String> {
         format!(
             "[global]\nstatus_listen = \"\"\nruntime_dir = \"{d}/rt-exec\"\n\n[pool.exec]\n\
              max_children = {WORKERS}\n\n[pool.exec.listen]\naddress = \"unix:{}\"\nbacklog = 511\n\n\
-             [pool.exec.app]\nkind = \"exec\"\ncommand = [\"{}\"]\nclear_env = false\n",
+             [pool.exec.app]\nkind = \"exec\"\ncommand = [\"{}\"]\nclear_env = false\n\
+             env = {{ PHP_FCGI_MAX_REQUESTS = \"0\" }}\n",
             exec_sock.display(),
             wrapper.display(),
         ),
