@@ -181,6 +181,8 @@ CONF
     echo "done: $name" >&2
 }
 
+# The machine is shared: the load average before and after goes into the report.
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 fastpm_run baseline 511 none "$WORKERS" 60000
 for backlog in $BACKLOGS; do
     for policy in $POLICIES; do
@@ -189,9 +191,11 @@ for backlog in $BACKLOGS; do
     php_fpm_run "php-fpm-$backlog" "$backlog"
 done
 
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 python3 "$ROOT/benches/overload_report.py" "$RESULTS" "$OUT" \
     --clients "$CLIENTS" --secs "$SECS" --timeout-ms "$TIMEOUT_MS" --work-ms "$WORK_MS" \
     --workers "$WORKERS" --deadline-ms "$DEADLINE_MS" --codel "$CODEL_TARGET/$CODEL_INTERVAL" \
     --queue-sample-ms "$(awk "BEGIN { print $QUEUE_SAMPLE_S * 1000 }")" \
+    --load "$LOAD_BEFORE before the runs, $LOAD_AFTER after" \
     --php-fpm "$("$PHP_FPM" -n -v | head -1)" --command "$0 $*"
 echo "wrote $OUT" >&2

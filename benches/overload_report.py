@@ -251,6 +251,8 @@ def main():
         ap.add_argument("--" + name, required=True)
     ap.add_argument("--codel", required=True)
     ap.add_argument("--queue-sample-ms", required=True)
+    ap.add_argument("--load", default="not recorded", help="load averages during the run")
+    ap.add_argument("--date", help="when the runs were made (default: now), for regenerating")
     ap.add_argument("--php-fpm", required=True)
     ap.add_argument("--command", required=True)
     a = ap.parse_args()
@@ -322,11 +324,12 @@ def main():
 
     kernel = platform.release()
     cpus = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = a.date or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     doc = f"""# Overload: backlog, queue wait and shedding
 
 What happens when more work arrives than a pool can do, measured side by side in one run
-(`{a.command.strip()}`, {now}, Linux {kernel}, {cpus} CPUs shared with other jobs, debug build).
+(`{a.command.strip()}`, {now}, Linux {kernel}, {cpus} CPUs shared with other jobs, debug build;
+load average (1/5/15 min) {a.load}).
 
 ## The experiment
 
@@ -381,9 +384,12 @@ about as long as its client's timeout. php-fpm's queue climbs by about 120 conne
 second — the connections of clients that already left stay queued, and it runs every one —
 until it reaches backlog + 1 (511: EAGAIN from then on) or keeps climbing (4096); fastpm's stays
 near the number of clients because it drops departed connections unrun. With `deadline` or
-`codel` the queue is just as deep (about {a.clients} connections: every client is waiting) yet
-goodput stays near capacity: what hurts is not how many wait but how long, and shedding the
-excess with a quick 503 keeps the wait below the client's timeout.
+`codel` the queue is just as deep (about {a.clients} connections: every client is waiting) yet,
+on a quiet machine, goodput stays near capacity: what hurts is not how many wait but how long,
+and shedding the excess with a quick 503 keeps the wait below the client's timeout. When other
+jobs take the two CPUs (see the load average above; gaps in the queue lines mark where even the
+sampler got no CPU), the shedding runs lose goodput first — the workers and the 200 client
+threads compete for the same CPUs — codel with the 5 ms target most.
 
 ## Reading it
 
