@@ -7,9 +7,15 @@
 # policy none / deadline / codel, and php-fpm 8.2 with the same three backlogs. Before them, a
 # baseline: fastpm with exactly 4 clients (no queue) measures the pool's real capacity.
 #
-# Writes docs/OVERLOAD.md (table + method) and keeps every raw JSON in $KEEP_DIR if set.
+# Over time: while each run is under load, the listener's kernel accept queue (Recv-Q of
+# `ss -lnx`, which works for php-fpm too, whose own status shows 0 for unix sockets) is sampled
+# every 100 ms, and `fastpm bench --timeline-ms` counts outcomes per interval.
+#
+# Writes docs/OVERLOAD.md (table + method) and one SVG per backlog next to it
+# (docs/overload-BACKLOG.svg: queue depth and goodput over time), and keeps every raw JSON in
+# $KEEP_DIR if set. Needs jq, curl, ss (iproute2), python3 (no extra modules).
 # Knobs (environment): CLIENTS SECS TIMEOUT_MS WORK_MS WORKERS BACKLOGS POLICIES DEADLINE_MS
-# CODEL_TARGET CODEL_INTERVAL OUT PHP_FPM.
+# CODEL_TARGET CODEL_INTERVAL TIMELINE_MS OUT PHP_FPM.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,15 +33,22 @@ POLICIES=${POLICIES:-"none deadline codel codel:${WORK_MS}ms"}
 DEADLINE_MS=${DEADLINE_MS:-$((TIMEOUT_MS / 2))}
 CODEL_TARGET=${CODEL_TARGET:-5ms}
 CODEL_INTERVAL=${CODEL_INTERVAL:-100ms}
+# Goodput bins: 500 ms hold ~40 answers at capacity, fine enough to see the collapse one client
+# timeout into the run, coarse enough that the workers' 50 ms cycles straddling a bin edge move
+# a point by a few percent, not by a quarter.
+TIMELINE_MS=${TIMELINE_MS:-500}
+QUEUE_SAMPLE_S=0.1
 OUT=${OUT:-$ROOT/docs/OVERLOAD.md}
 PHP_FPM=${PHP_FPM:-/usr/sbin/php-fpm8.2}
 STATUS_PORT=${STATUS_PORT:-19381}
 
 WORK=$(mktemp -d /tmp/fastpm-overload.XXXXXX)
 SERVER_PID=""
+SAMPLER_PID=""
 cleanup() {
+    if [[ -n "$SAMPLER_PID" ]]; then kill "$SAMPLER_PID" 2>/dev/null || true; fi
     if [[ -n "$SERVER_PID" ]]; then kill -TERM "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-    if [[ -n "${KEEP_DIR:-}" ]]; then mkdir -p "$KEEP_DIR"; cp "$WORK"/*.json "$WORK"/*.jsonl "$KEEP_DIR"/ 2>/dev/null || true; fi
+    if [[ -n "${KEEP_DIR:-}" ]]; then mkdir -p "$KEEP_DIR"; cp "$WORK"/*.json "$WORK"/*.jsonl "$WORK"/*.queue "$KEEP_DIR"/ 2>/dev/null || true; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
@@ -61,20 +74,42 @@ stop_server() {
     SERVER_PID=""
 }
 
-# run_bench NAME CLIENTS TIMEOUT_MS ARGS... → $WORK/NAME.bench.json
+# sample_queue SOCKET T0_MS OUT: every QUEUE_SAMPLE_S, append "MS_SINCE_T0 DEPTH" — the
+# listener's Recv-Q in `ss -lnx`, i.e. connections waiting in its kernel accept queue.
+sample_queue() {
+    local now depth
+    while :; do
+        now=$(date +%s%3N)
+        depth=$(ss -lnxH src "$1" 2>/dev/null | awk 'NR == 1 { print $3 }')
+        if [[ -n "$depth" ]]; then echo "$((now - $2)) $depth" >>"$3"; fi
+        sleep "$QUEUE_SAMPLE_S"
+    done
+}
+
+# run_bench NAME CLIENTS TIMEOUT_MS ARGS... → $WORK/NAME.bench.json, $WORK/NAME.queue
 run_bench() {
-    local name=$1 clients=$2 timeout=$3
+    local name=$1 clients=$2 timeout=$3 t0
     shift 3
-    "$FASTPM" bench "unix:$WORK/$name.sock" -c "$clients" -d "$SECS" --timeout-ms "$timeout" "$@" \
-        >"$WORK/$name.bench.json"
+    : >"$WORK/$name.queue"
+    t0=$(date +%s%3N) # the bench's timeline starts a few ms later: same clock within a sample
+    sample_queue "$WORK/$name.sock" "$t0" "$WORK/$name.queue" &
+    SAMPLER_PID=$!
+    "$FASTPM" bench "unix:$WORK/$name.sock" -c "$clients" -d "$SECS" --timeout-ms "$timeout" \
+        --timeline-ms "$TIMELINE_MS" "$@" >"$WORK/$name.bench.json"
+    kill "$SAMPLER_PID"
+    wait "$SAMPLER_PID" 2>/dev/null || true
+    SAMPLER_PID=""
 }
 
 # record NAME SERVER BACKLOG POLICY CLIENTS
 record() {
     jq -c --arg name "$1" --arg server "$2" --argjson backlog "$3" --arg policy "$4" \
         --argjson clients "$5" --slurpfile status "$WORK/$1.status.json" \
+        --rawfile queue "$WORK/$1.queue" \
         '{name: $name, server: $server, backlog: $backlog, policy: $policy, clients: $clients,
-          bench: ., status: $status[0]}' "$WORK/$1.bench.json" >>"$RESULTS"
+          bench: ., status: $status[0],
+          queue: ($queue | split("\n") | map(select(length > 0) | split(" ") | map(tonumber)))}' \
+        "$WORK/$1.bench.json" >>"$RESULTS"
 }
 
 fastpm_run() { # fastpm_run NAME BACKLOG POLICY[:TARGET] CLIENTS TIMEOUT_MS
@@ -146,6 +181,8 @@ CONF
     echo "done: $name" >&2
 }
 
+# The machine is shared: the load average before and after goes into the report.
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 fastpm_run baseline 511 none "$WORKERS" 60000
 for backlog in $BACKLOGS; do
     for policy in $POLICIES; do
@@ -154,8 +191,11 @@ for backlog in $BACKLOGS; do
     php_fpm_run "php-fpm-$backlog" "$backlog"
 done
 
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 python3 "$ROOT/benches/overload_report.py" "$RESULTS" "$OUT" \
     --clients "$CLIENTS" --secs "$SECS" --timeout-ms "$TIMEOUT_MS" --work-ms "$WORK_MS" \
     --workers "$WORKERS" --deadline-ms "$DEADLINE_MS" --codel "$CODEL_TARGET/$CODEL_INTERVAL" \
+    --queue-sample-ms "$(awk "BEGIN { print $QUEUE_SAMPLE_S * 1000 }")" \
+    --load "$LOAD_BEFORE before the runs, $LOAD_AFTER after" \
     --php-fpm "$("$PHP_FPM" -n -v | head -1)" --command "$0 $*"
 echo "wrote $OUT" >&2

@@ -51,6 +51,10 @@ pub struct BenchArgs {
     /// long before its next request (a user reloading an error page).
     #[arg(long = "error-pause-ms", value_name = "MS", default_value_t = 10)]
     error_pause_ms: u64,
+    /// Add a `timeline` to the summary: outcomes per interval of MS since the start (goodput
+    /// over time).
+    #[arg(long = "timeline-ms", value_name = "MS")]
+    timeline_ms: Option<u64>,
 }
 
 /// The plan the arguments describe.
@@ -64,6 +68,9 @@ fn plan(args: &BenchArgs) -> anyhow::Result<BenchPlan> {
         (None, Some(_)) => None,
         (None, None) => Some(Duration::from_secs_f64(DEFAULT_SECONDS)),
     };
+    if args.timeline_ms == Some(0) {
+        return Err(BenchUsageError("--timeline-ms 0: expected at least 1 ms".into()).into());
+    }
     if args.clients == 0 {
         return Err(BenchUsageError("-c 0: expected at least one client".into()).into());
     }
@@ -91,6 +98,7 @@ fn plan(args: &BenchArgs) -> anyhow::Result<BenchPlan> {
             keep_conn: args.keep,
         },
         error_pause: Duration::from_millis(args.error_pause_ms),
+        timeline: args.timeline_ms.map(Duration::from_millis),
     })
 }
 

@@ -129,11 +129,37 @@ fn shed_answers_are_503_with_fcgi_overloaded() {
         511,
         "policy = \"deadline\"\nmax_queue_wait = \"50ms\"",
     ));
-    let s = bench(&server, &["-c", "6", "-d", "1", "--path", "/sleep?ms=100"]);
+    let s = bench(
+        &server,
+        &[
+            "-c",
+            "6",
+            "-d",
+            "1",
+            "--timeline-ms",
+            "100",
+            "--path",
+            "/sleep?ms=100",
+        ],
+    );
     let shed = s["outcomes"]["503"].as_u64().unwrap_or(0);
     assert!(shed > 0, "{s}");
     assert_eq!(s["fcgi_overloaded"], shed, "{s}");
     assert!(s["outcomes"]["ok"].as_u64().unwrap() >= 5, "{s}");
+    // The timeline splits the same attempts over 100 ms intervals covering the run's wall
+    // time (a little over 1 s; more on a loaded machine).
+    assert_eq!(s["timeline_ms"], 100, "{s}");
+    let timeline = s["timeline"].as_array().expect("a timeline");
+    let intervals = s["duration_s"].as_f64().unwrap() * 10.0;
+    let len = timeline.len() as f64;
+    assert!((len - intervals).abs() <= 1.0, "{s}");
+    for (i, b) in timeline.iter().enumerate() {
+        assert_eq!(b["t_ms"], 100 * i as u64, "{s}");
+    }
+    for (key, total) in s["outcomes"].as_object().unwrap() {
+        let summed: u64 = timeline.iter().map(|b| b[key].as_u64().unwrap()).sum();
+        assert_eq!(summed, total.as_u64().unwrap(), "{key}: {s}");
+    }
     let pool = &master_status(port)["pools"][0];
     assert_eq!(pool["shed requests"], shed, "{pool}");
 }

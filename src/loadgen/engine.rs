@@ -47,6 +47,9 @@ pub struct BenchPlan {
     /// who got an error page and reloads: a closed loop over instant failures would otherwise
     /// spin and measure only how fast the server says no. (A timeout has waited already.)
     pub error_pause: Duration,
+    /// Also count outcomes per interval of this length since the start (`--timeline-ms`), so
+    /// goodput can be plotted over time; `None` = only the totals.
+    pub timeline: Option<Duration>,
 }
 
 /// A plan that cannot run.
@@ -60,6 +63,8 @@ pub enum PlanError {
     NoClients,
     #[error("bench needs a duration (-d) or a request count (-n)")]
     Unbounded,
+    #[error("the timeline interval must be at least 1 ms")]
+    ZeroTimeline,
     #[error(transparent)]
     Encode(#[from] PairTooLong),
     #[error("cannot start a client thread: {0}")]
@@ -83,6 +88,9 @@ impl BenchPlan {
         if self.duration.is_none() && self.count.is_none() {
             return Err(PlanError::Unbounded);
         }
+        if self.timeline.is_some_and(|t| t < Duration::from_millis(1)) {
+            return Err(PlanError::ZeroTimeline);
+        }
         Ok(())
     }
 }
@@ -97,7 +105,7 @@ pub fn run(plan: &BenchPlan) -> Result<Summary, PlanError> {
     let issued = AtomicU64::new(0);
     let started = Instant::now();
     let stop_at = plan.duration.map(|d| started + d);
-    let mut tally = Tally::default();
+    let mut tally = new_tally(plan);
     std::thread::scope(|scope| -> Result<(), PlanError> {
         let mut handles = Vec::with_capacity(plan.clients);
         for i in 0..plan.clients {
@@ -105,6 +113,7 @@ pub fn run(plan: &BenchPlan) -> Result<Summary, PlanError> {
                 plan,
                 bytes: &bytes,
                 issued: &issued,
+                started,
                 stop_at,
             };
             let handle = std::thread::Builder::new()
@@ -128,7 +137,17 @@ pub fn run(plan: &BenchPlan) -> Result<Summary, PlanError> {
         plan.clients,
         started.elapsed(),
         tally,
+        plan.timeline,
     ))
+}
+
+/// A tally that keeps end times only when the plan asks for a timeline.
+fn new_tally(plan: &BenchPlan) -> Tally {
+    if plan.timeline.is_some() {
+        Tally::timed()
+    } else {
+        Tally::default()
+    }
 }
 
 /// Why an exchange on a connected stream ended without an answer.
@@ -145,6 +164,8 @@ struct Client<'a> {
     plan: &'a BenchPlan,
     bytes: &'a [u8],
     issued: &'a AtomicU64,
+    /// When the run started: the timeline's zero.
+    started: Instant,
     stop_at: Option<Instant>,
 }
 
@@ -161,7 +182,17 @@ impl Client<'_> {
     }
 
     fn run(self) -> Tally {
-        let mut tally = Tally::default();
+        let mut tally = new_tally(self.plan);
+        // Every attempt is recorded with when it ended, relative to the run's start.
+        let run_started = self.started;
+        let record = |tally: &mut Tally, outcome, took: Instant, protocol_status| {
+            tally.record(
+                outcome,
+                took.elapsed(),
+                protocol_status,
+                run_started.elapsed(),
+            )
+        };
         let mut kept: Option<ClientStream> = None;
         while self.another() {
             let started = Instant::now();
@@ -172,7 +203,7 @@ impl Client<'_> {
                 None => match connect(&self.plan.address, self.plan.timeout) {
                     Ok(s) => s,
                     Err(outcome) => {
-                        tally.record(outcome, started.elapsed(), 0);
+                        record(&mut tally, outcome, started, 0);
                         if outcome != Outcome::Timeout {
                             std::thread::sleep(self.plan.error_pause);
                         }
@@ -195,7 +226,7 @@ impl Client<'_> {
                         exchange(&mut stream, self.bytes, give_up)
                     }
                     Err(outcome) => {
-                        tally.record(outcome, started.elapsed(), 0);
+                        record(&mut tally, outcome, started, 0);
                         continue;
                     }
                 };
@@ -203,9 +234,10 @@ impl Client<'_> {
             match result {
                 Ok(response) => {
                     let status = http_status(&response.stdout);
-                    tally.record(
+                    record(
+                        &mut tally,
                         Outcome::Answered { status },
-                        started.elapsed(),
+                        started,
                         response.protocol_status,
                     );
                     if self.plan.keep {
@@ -215,9 +247,9 @@ impl Client<'_> {
                         std::thread::sleep(self.plan.error_pause);
                     }
                 }
-                Err(ExchangeError::Timeout) => tally.record(Outcome::Timeout, started.elapsed(), 0),
+                Err(ExchangeError::Timeout) => record(&mut tally, Outcome::Timeout, started, 0),
                 Err(ExchangeError::Broken { .. }) => {
-                    tally.record(Outcome::Broken, started.elapsed(), 0)
+                    record(&mut tally, Outcome::Broken, started, 0)
                 }
             }
         }
@@ -315,6 +347,7 @@ mod tests {
             keep: false,
             request: ClientRequest::default(),
             error_pause: Duration::from_millis(10),
+            timeline: None,
         }
     }
 
@@ -334,6 +367,9 @@ mod tests {
             plan("127.0.0.1:9000", 1, None, None).check(),
             Err(PlanError::Unbounded)
         ));
+        let mut p = plan("127.0.0.1:9000", 1, Some(1), None);
+        p.timeline = Some(Duration::from_micros(500));
+        assert!(matches!(p.check(), Err(PlanError::ZeroTimeline)));
     }
 
     #[test]
@@ -346,5 +382,11 @@ mod tests {
         assert_eq!(s.requests, 7);
         assert_eq!(s.outcomes["connect_error"], 7);
         assert_eq!(s.latency_ms, None);
+        assert_eq!(s.timeline, None);
+        p.timeline = Some(Duration::from_millis(100));
+        let s = run(&p).unwrap();
+        let t = s.timeline.expect("timeline asked for");
+        let counted: u64 = t.iter().map(|b| b.outcomes["connect_error"]).sum();
+        assert_eq!(counted, 7);
     }
 }

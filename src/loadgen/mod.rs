@@ -11,12 +11,14 @@
 //!   connection — from the server's side, an abandoned request.
 //!
 //! [`outcome`] classifies what happened (pure), [`summary`] tallies and renders the JSON,
-//! [`engine`] runs the client threads.
+//! [`timeline`] buckets outcomes over time (pure), [`engine`] runs the client threads.
 
 pub mod engine;
 pub mod outcome;
 pub mod summary;
+pub mod timeline;
 
 pub use engine::{run, BenchPlan, PlanError};
 pub use outcome::{http_status, Outcome};
 pub use summary::{LatencyMs, Summary, Tally};
+pub use timeline::TimelineBucket;

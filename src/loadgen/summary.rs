@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::outcome::Outcome;
+use super::timeline::{self, TimelineBucket};
 
 /// One client thread's counts (merged at the end, so the threads share nothing while they run).
 #[derive(Clone, Debug, Default)]
@@ -17,11 +18,32 @@ pub struct Tally {
     pub fcgi_overloaded: u64,
     /// Latency of every answered request, µs.
     pub latencies_us: Vec<u64>,
+    /// When each attempt ended (since the run started) and how: kept only when a timeline was
+    /// asked for ([`Tally::timed`]), so a long run without one does not grow a list.
+    pub ended: Option<Vec<(Duration, Outcome)>>,
 }
 
 impl Tally {
-    pub fn record(&mut self, outcome: Outcome, took: Duration, protocol_status: u8) {
+    /// A tally that also keeps each attempt's end time, for [`Summary::timeline`].
+    pub fn timed() -> Tally {
+        Tally {
+            ended: Some(Vec::new()),
+            ..Tally::default()
+        }
+    }
+
+    /// Count one attempt that took `took` and ended `ended_at` after the run started.
+    pub fn record(
+        &mut self,
+        outcome: Outcome,
+        took: Duration,
+        protocol_status: u8,
+        ended_at: Duration,
+    ) {
         *self.outcomes.entry(outcome.key()).or_default() += 1;
+        if let Some(ended) = &mut self.ended {
+            ended.push((ended_at, outcome));
+        }
         if let Outcome::Answered { .. } = outcome {
             self.latencies_us.push(took.as_micros() as u64);
             if protocol_status == 2 {
@@ -36,6 +58,9 @@ impl Tally {
         }
         self.fcgi_overloaded += other.fcgi_overloaded;
         self.latencies_us.extend(other.latencies_us);
+        if let (Some(mine), Some(theirs)) = (&mut self.ended, other.ended) {
+            mine.extend(theirs);
+        }
     }
 
     pub fn requests(&self) -> u64 {
@@ -92,11 +117,30 @@ pub struct Summary {
     pub ok_per_s: f64,
     /// Of answered requests (any status); `null` when none was answered.
     pub latency_ms: Option<LatencyMs>,
+    /// The interval of `timeline`, ms (`--timeline-ms`); absent without a timeline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline_ms: Option<u64>,
+    /// Outcomes per interval since the start (`--timeline-ms`): goodput over time, which the
+    /// run's averages hide; absent without `--timeline-ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Vec<TimelineBucket>>,
 }
 
 impl Summary {
-    pub fn new(address: String, clients: usize, elapsed: Duration, mut tally: Tally) -> Summary {
+    /// Summarise a run of `elapsed`; with `timeline_interval` (and a [`Tally::timed`] tally)
+    /// also bucket the outcomes over time.
+    pub fn new(
+        address: String,
+        clients: usize,
+        elapsed: Duration,
+        mut tally: Tally,
+        timeline_interval: Option<Duration>,
+    ) -> Summary {
         let secs = elapsed.as_secs_f64();
+        let timeline = match (timeline_interval, &tally.ended) {
+            (Some(interval), Some(ended)) => Some(timeline::bucket(ended, interval, elapsed)),
+            _ => None,
+        };
         let ok = tally.outcomes.get("ok").copied().unwrap_or(0);
         Summary {
             address,
@@ -107,6 +151,11 @@ impl Summary {
             latency_ms: LatencyMs::of(&mut tally.latencies_us),
             fcgi_overloaded: tally.fcgi_overloaded,
             outcomes: tally.outcomes,
+            timeline_ms: timeline
+                .as_ref()
+                .and(timeline_interval)
+                .map(|i| i.as_millis() as u64),
+            timeline,
         }
     }
 }
@@ -136,14 +185,15 @@ mod tests {
     fn tallies_merge_and_summarise() {
         let ms = Duration::from_millis;
         let mut a = Tally::default();
-        a.record(Outcome::Answered { status: 200 }, ms(10), 0);
-        a.record(Outcome::Answered { status: 503 }, ms(1), 2);
-        a.record(Outcome::Eagain, ms(0), 0);
+        a.record(Outcome::Answered { status: 200 }, ms(10), 0, ms(10));
+        a.record(Outcome::Answered { status: 503 }, ms(1), 2, ms(11));
+        a.record(Outcome::Eagain, ms(0), 0, ms(11));
         let mut b = Tally::default();
-        b.record(Outcome::Answered { status: 200 }, ms(30), 0);
-        b.record(Outcome::Timeout, ms(1000), 0);
+        b.record(Outcome::Answered { status: 200 }, ms(30), 0, ms(30));
+        b.record(Outcome::Timeout, ms(1000), 0, ms(1030));
         a.merge(b);
-        let s = Summary::new("unix:/x".into(), 2, Duration::from_secs(2), a);
+        assert_eq!(a.ended, None, "untimed tallies keep no end times");
+        let s = Summary::new("unix:/x".into(), 2, Duration::from_secs(2), a, None);
         assert_eq!(s.requests, 5);
         assert_eq!(s.outcomes["ok"], 2);
         assert_eq!(s.outcomes["503"], 1);
@@ -155,10 +205,29 @@ mod tests {
         assert_eq!((l.p50, l.max), (10.0, 30.0), "timeouts are not latencies");
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["outcomes"]["ok"], 2);
-        let empty = Summary::new("x".into(), 1, Duration::ZERO, Tally::default());
+        assert_eq!(json.get("timeline"), None, "no timeline unless asked");
+        let empty = Summary::new("x".into(), 1, Duration::ZERO, Tally::default(), None);
         assert_eq!(
             serde_json::to_value(&empty).unwrap()["latency_ms"],
             serde_json::Value::Null
         );
+    }
+
+    #[test]
+    fn timed_tallies_merge_into_a_timeline() {
+        let ms = Duration::from_millis;
+        let ok = Outcome::Answered { status: 200 };
+        let mut a = Tally::timed();
+        a.record(ok, ms(50), 0, ms(50));
+        a.record(Outcome::Timeout, ms(1000), 0, ms(1001));
+        let mut b = Tally::timed();
+        b.record(ok, ms(60), 0, ms(1100));
+        a.merge(b);
+        let s = Summary::new("x".into(), 2, ms(1200), a, Some(ms(1000)));
+        assert_eq!(s.timeline_ms, Some(1000));
+        let t = s.timeline.unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!((t[0].outcomes["ok"], t[0].outcomes["timeout"]), (1, 0));
+        assert_eq!((t[1].outcomes["ok"], t[1].outcomes["timeout"]), (1, 1));
     }
 }
