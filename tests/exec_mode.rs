@@ -112,9 +112,11 @@ command = ["{php_cgi}"]
     );
     let now = children(server.pid());
     assert_eq!(now.len(), 2);
+    // 1300 requests over 2 children: at least one reached php-cgi's 500 and was replaced (the
+    // kernel does not share connections evenly, so maybe not both).
     assert!(
-        now.iter().all(|p| !first.contains(p)),
-        "children were replaced past 500: {first:?} → {now:?}"
+        now.iter().any(|p| !first.contains(p)),
+        "a child was replaced past 500: {first:?} → {now:?}"
     );
 
     // A killed child is replaced at once.
