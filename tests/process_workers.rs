@@ -349,8 +349,10 @@ fn max_requests_recycles_worker_processes() {
     let (ok, failed) = load(&addr, 1, 30, 1);
     assert_eq!((ok, failed), (30, 0));
     let now = wait_for_children(&server, 2, Duration::from_secs(5));
+    // 30 requests, 2 workers, 5 each: at least one worker was recycled (how the lock shares the
+    // requests between the two is the kernel's business).
     assert!(
-        now.iter().all(|p| !first.contains(p)),
+        now.iter().any(|p| !first.contains(p)),
         "workers recycled after 5 requests: {first:?} → {now:?}"
     );
     assert!(
