@@ -159,10 +159,10 @@ impl Running {
         for p in &pools {
             tracing::info!(
                 pool = %p.ctx.config.name,
-                "ready: {} {} workers; try: fastpm request {} /",
+                "ready: {} {} workers; try: fastpm request {}",
                 p.ctx.config.max_children,
                 p.ctx.config.workers,
-                p.ctx.config.listen.address,
+                try_hint(&p.ctx.config),
             );
         }
         let notifier = Notifier::from_env().unwrap_or_else(|e| {
@@ -394,4 +394,21 @@ fn pm_settings(pool: &crate::config::PoolConfig) -> PmSettings {
         pm.kind = crate::config::PmKind::Static;
     }
     pm
+}
+
+/// What to type to see a pool answer: a php pool needs a script that exists inside its
+/// document root (hello.php of php-examples/ in the embedded default).
+fn try_hint(pool: &crate::config::PoolConfig) -> String {
+    let address = &pool.listen.address;
+    if pool.app.kind != crate::config::AppKind::Php {
+        return format!("{address} /");
+    }
+    let script = ["hello.php", "index.php"]
+        .into_iter()
+        .find(|name| pool.app.document_root.join(name).is_file())
+        .unwrap_or("index.php");
+    format!(
+        "{address} /{script} -p SCRIPT_FILENAME={}",
+        pool.app.document_root.join(script).display()
+    )
 }
