@@ -322,16 +322,7 @@ impl Scoreboard {
 
     /// Count (idle, active) workers of a pool from its slots.
     pub fn idle_active(&self, index: usize) -> (u64, u64) {
-        let mut idle = 0;
-        let mut active = 0;
-        for slot in self.slots(index) {
-            match slot.state() {
-                WorkerState::Free => {}
-                WorkerState::Idle => idle += 1,
-                _ => active += 1,
-            }
-        }
-        (idle, active)
+        count_idle_active(self.slots(index))
     }
 
     /// The raw descriptor of the mapping, for handing to worker processes.
@@ -355,6 +346,18 @@ fn layout(slot_counts: &[usize]) -> (Vec<PoolLayout>, usize) {
         });
     }
     (pools, offset)
+}
+
+/// (idle, active) workers among `slots`, as php-fpm counts them: every non-idle worker in use
+/// is active; free slots count as neither.
+pub fn count_idle_active(slots: &[WorkerSlot]) -> (u64, u64) {
+    slots
+        .iter()
+        .fold((0, 0), |(idle, active), slot| match slot.state() {
+            WorkerState::Free => (idle, active),
+            WorkerState::Idle => (idle + 1, active),
+            _ => (idle, active + 1),
+        })
 }
 
 /// Wall-clock microseconds since the Unix epoch.

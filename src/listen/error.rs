@@ -79,8 +79,6 @@ pub enum ListenError {
         address: ListenAddress,
         cause: io::Error,
     },
-    #[error("cannot bind {address}: systemd socket activation is not supported yet")]
-    SystemdUnsupported { address: ListenAddress },
 }
 
 impl ListenError {
@@ -98,8 +96,7 @@ impl ListenError {
             Self::InUse { .. }
             | Self::NotASocket { .. }
             | Self::UnknownUser { .. }
-            | Self::UnknownGroup { .. }
-            | Self::SystemdUnsupported { .. } => None,
+            | Self::UnknownGroup { .. } => None,
         }
     }
 }

@@ -149,11 +149,6 @@ impl ProcessPool {
             .collect()
     }
 
-    /// Worker processes alive (any generation).
-    pub fn live(&self) -> usize {
-        self.workers.len()
-    }
-
     fn current(&self) -> usize {
         self.workers
             .iter()

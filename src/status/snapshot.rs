@@ -185,7 +185,7 @@ impl PoolSnapshot {
         now_us: u64,
     ) -> PoolSnapshot {
         let now_s = now_us / 1_000_000;
-        let (idle, active) = count_idle_active(slots);
+        let (idle, active) = crate::scoreboard::count_idle_active(slots);
         let listen_queue = board.listen_queue.load(Relaxed);
         let start_time = board.start_time.load(Relaxed);
         let listen_drops = known(board.listen_drops.load(Relaxed));
@@ -339,16 +339,6 @@ pub fn request_duration_us(state: WorkerState, start_us: u64, last_us: u64, now_
         }
         _ => last_us,
     }
-}
-
-fn count_idle_active(slots: &[WorkerSlot]) -> (u64, u64) {
-    slots
-        .iter()
-        .fold((0, 0), |(idle, active), slot| match slot.state() {
-            WorkerState::Free => (idle, active),
-            WorkerState::Idle => (idle + 1, active),
-            _ => (idle, active + 1),
-        })
 }
 
 fn known(value: u64) -> Option<u64> {

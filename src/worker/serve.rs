@@ -118,16 +118,16 @@ fn serve_one(
     let queue_wait_us = ctx.board().arrivals.wait_us(k, accepted_at);
     ctx.board().queue_wait.record(queue_wait_us);
     if let Peer::Tcp(addr) = &peer {
-        // The kernel's own measure of the same wait: one getsockopt per TCP connection.
-        if let Ok(ms) = crate::sys::sockopt::tcp_last_data_recv_ms(stream.as_fd()) {
-            ctx.board()
-                .queue_wait_tcp_info
-                .record(Some(u64::from(ms) * 1000));
-        }
         if !ctx.clients.allows(&addr.ip()) {
             ctx.board().refused_clients.fetch_add(1, Relaxed);
             tracing::warn!(pool = %ctx.config.name, peer = %addr, "connection refused: peer is not in allowed_clients");
             return;
+        }
+        // The kernel's own measure of the same wait: one getsockopt per served TCP connection.
+        if let Ok(ms) = crate::sys::sockopt::tcp_last_data_recv_ms(stream.as_fd()) {
+            ctx.board()
+                .queue_wait_tcp_info
+                .record(Some(u64::from(ms) * 1000));
         }
     }
     handler.slot().set_state(WorkerState::Reading);
