@@ -274,6 +274,46 @@ fn php_concurrent_requests_all_answered() {
     assert_eq!(php_children(server.pid()).len(), 3);
 }
 
+/// php-cgi closes a freshly accepted connection that carries no request within 5 s. A worker
+/// that stays idle longer than that after its php-cgi started must still serve its first
+/// request on that same php-cgi (fastpm connects when the first request comes), not find the
+/// connection dead and pay a php-cgi restart on the request.
+#[test]
+fn php_workers_idle_past_php_cgis_first_request_timeout_serve_on_the_same_child() {
+    let site = site();
+    let server = start(&site, 2, "0s");
+    let nginx = start_nginx(&server, &site);
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+    let mut before = php_children(server.pid());
+    before.sort();
+    assert_eq!(before.len(), 2, "php-cgi is started with each worker");
+    std::thread::sleep(Duration::from_millis(6500));
+    // Two overlapping requests: the second finds the first worker busy, so each worker serves one.
+    let threads: Vec<_> = (0..2)
+        .map(|i| {
+            let base = base.clone();
+            std::thread::spawn(move || curl(&[], &format!("{base}/sleep.php?ms={}", 600 + i)))
+        })
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        let (code, body) = t.join().unwrap();
+        assert_eq!(
+            (code, text(&body)),
+            (200, format!("slept {} ms\n", 600 + i)),
+            "{}",
+            server.log()
+        );
+    }
+    let mut after = php_children(server.pid());
+    after.sort();
+    assert_eq!(after, before, "the same php-cgi children: {}", server.log());
+    assert!(
+        !server.log().contains("restarting"),
+        "no php-cgi was restarted: {}",
+        server.log()
+    );
+}
+
 /// A raw FastCGI request with the given SCRIPT_FILENAME (no web server would be this trusting).
 fn raw_request(server: &Server, script_name: &str, script_filename: &str) -> raw::Response {
     let mut params = Vec::new();

@@ -54,13 +54,15 @@ pub struct PhpChild {
     child: Child,
     /// Already reaped: nothing left to kill.
     reaped: Option<ExitStatus>,
+    /// The private socket file, until `connect` has used (and removed) it.
+    socket_path: Option<PathBuf>,
 }
 
 impl PhpChild {
-    /// Bind the private socket (replacing a stale one), start php-cgi on it and connect.
-    /// The socket is listening before php-cgi starts, so the connection is queued at once and
-    /// php-cgi accepts it when it is ready: no polling for readiness.
-    pub fn spawn(spec: &ChildSpec) -> io::Result<(PhpChild, UnixStream)> {
+    /// Bind the private socket (replacing a stale one) and start php-cgi on it. The socket is
+    /// listening before php-cgi starts, so a later `connect` is queued at once and php-cgi
+    /// accepts it when it is ready: no polling for readiness.
+    pub fn spawn(spec: &ChildSpec) -> io::Result<PhpChild> {
         let _ = std::fs::remove_file(&spec.socket_path);
         let listener = UnixListener::bind(&spec.socket_path).map_err(|e| {
             io::Error::new(
@@ -73,12 +75,14 @@ impl PhpChild {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         own_group_and_die_with_parent(&mut cmd);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", spec.php_cgi)))?;
+        let spawned = cmd.spawn();
         // `cmd` held our copy of the listener; with it gone only php-cgi holds the socket,
         // so connecting to a dead child fails instead of hanging.
         drop(cmd);
+        let mut child = spawned.map_err(|e| {
+            let _ = std::fs::remove_file(&spec.socket_path);
+            io::Error::new(e.kind(), format!("cannot start {}: {e}", spec.php_cgi))
+        })?;
         let pid = child.id();
         if let Some(stderr) = child.stderr.take() {
             let pool = spec.pool.clone();
@@ -86,14 +90,29 @@ impl PhpChild {
                 .name(format!("php-stderr-{pid}"))
                 .spawn(move || log_stderr(&pool, pid, stderr));
         }
-        let child = PhpChild {
+        Ok(PhpChild {
             child,
             reaped: None,
-        };
-        let conn = UnixStream::connect(&spec.socket_path)?;
-        // The socket file is not needed once connected; removing it leaves nothing to reach.
-        let _ = std::fs::remove_file(&spec.socket_path);
-        Ok((child, conn))
+            socket_path: Some(spec.socket_path.clone()),
+        })
+    }
+
+    /// The one connection fastpm keeps to this child, made when the first request is about to
+    /// be sent, not at start: php-cgi closes a freshly accepted connection on which no request
+    /// arrives within 5 s (php's `fcgi_accept_request` polls it with a 5000 ms timeout), so a
+    /// connection made at start would be dead in any worker idle that long. Once connected
+    /// the socket file is removed: nothing is left to reach php-cgi by. (A kept connection
+    /// has no such timeout: between requests php-cgi waits in read() for as long as it takes.)
+    pub fn connect(&mut self) -> io::Result<UnixStream> {
+        let path = self.socket_path.take().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                "php-cgi's socket was already used; the child must be restarted",
+            )
+        })?;
+        let conn = UnixStream::connect(&path);
+        let _ = std::fs::remove_file(&path);
+        conn
     }
 
     pub fn pid(&self) -> u32 {
@@ -107,6 +126,9 @@ impl PhpChild {
             let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             self.reaped = self.child.wait().ok();
+        }
+        if let Some(path) = self.socket_path.take() {
+            let _ = std::fs::remove_file(path);
         }
         self.reaped
     }

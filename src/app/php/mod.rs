@@ -83,7 +83,8 @@ impl PhpSettings {
 /// The live child and the connection to it.
 struct Upstream {
     child: PhpChild,
-    conn: UnixStream,
+    /// Made on the first request (see `PhpChild::connect`), then kept.
+    conn: Option<UnixStream>,
 }
 
 /// One worker's php app.
@@ -124,16 +125,9 @@ impl Php {
 
     fn start_child(&mut self) -> bool {
         match PhpChild::spawn(&self.settings.child) {
-            Ok((child, conn)) => {
-                // Bounds the blocking first read of each answer (see `Relay::exchange`).
-                if !self.settings.request_timeout.is_zero() {
-                    if let Err(e) = conn.set_read_timeout(Some(self.settings.request_timeout)) {
-                        tracing::error!(pool = %self.settings.child.pool, error = %e, "cannot set the php-cgi read timeout");
-                        return false;
-                    }
-                }
+            Ok(child) => {
                 tracing::debug!(pool = %self.settings.child.pool, pid = child.pid(), "php-cgi started");
-                self.upstream = Some(Upstream { child, conn });
+                self.upstream = Some(Upstream { child, conn: None });
                 true
             }
             Err(e) => {
@@ -201,10 +195,14 @@ impl Php {
                 plain_response(out, "503 Service Unavailable", "php-cgi cannot start.\n")?;
                 return Ok(FAILED_APP_STATUS);
             }
-            let Some(up) = self.upstream.as_ref() else {
+            let Some(up) = self.upstream.as_mut() else {
                 continue;
             };
             let pid = up.child.pid();
+            let Some(conn) = connection(up, &self.settings) else {
+                self.restart_child("could not be reached");
+                continue;
+            };
             let pool = &self.settings.child.pool;
             // php's error messages: into fastpm's log, and on to the web server afterwards
             // (as php-fpm passes them: nginx logs "FastCGI sent in stderr").
@@ -217,7 +215,7 @@ impl Php {
                 }
             };
             let outcome = self.relay.exchange(
-                &up.conn,
+                conn,
                 &self.request_buf,
                 Wait {
                     deadline,
@@ -278,6 +276,30 @@ impl Php {
         plain_response(out, "502 Bad Gateway", "php-cgi is not available.\n")?;
         Ok(FAILED_APP_STATUS)
     }
+}
+
+/// The kept connection to `up`'s child, made now if this is its first request. `None` (logged)
+/// when the child cannot be reached: it must be restarted.
+fn connection<'a>(up: &'a mut Upstream, settings: &PhpSettings) -> Option<&'a UnixStream> {
+    if up.conn.is_none() {
+        let pool = &settings.child.pool;
+        let conn = match up.child.connect() {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(pool = %pool, pid = up.child.pid(), error = %e, "cannot connect to php-cgi");
+                return None;
+            }
+        };
+        // Bounds the blocking first read of each answer (see `Relay::exchange`).
+        if !settings.request_timeout.is_zero() {
+            if let Err(e) = conn.set_read_timeout(Some(settings.request_timeout)) {
+                tracing::error!(pool = %pool, error = %e, "cannot set the php-cgi read timeout");
+                return None;
+            }
+        }
+        up.conn = Some(conn);
+    }
+    up.conn.as_ref()
 }
 
 impl App for Php {
