@@ -3,11 +3,13 @@
 //! `script`), restarts the child when it exits, and kills its process group when a request
 //! outlives `request_timeout` (504 for that request only).
 
+mod affinity;
 mod cache;
 mod child;
 mod script;
 mod upstream;
 
+pub use affinity::Follower;
 pub use cache::{ScriptCache, SCRIPT_CACHE_TTL};
 pub use child::{ChildSpec, PhpChild};
 pub use script::{extension_allowed, requested_path, resolve_script, Refusal};
@@ -98,6 +100,8 @@ pub struct Php {
     params_buf: Vec<u8>,
     /// Scripts resolved recently (see `cache`).
     scripts: ScriptCache,
+    /// Keeps the child on this worker's CPU (see `affinity`).
+    follower: Follower,
 }
 
 impl Php {
@@ -113,6 +117,7 @@ impl Php {
             request_buf: Vec::new(),
             params_buf: Vec::new(),
             scripts: ScriptCache::default(),
+            follower: Follower::new(),
         };
         php.start_child();
         php
@@ -127,6 +132,7 @@ impl Php {
         match PhpChild::spawn(&self.settings.child) {
             Ok(child) => {
                 tracing::debug!(pool = %self.settings.child.pool, pid = child.pid(), "php-cgi started");
+                self.follower.child_restarted();
                 self.upstream = Some(Upstream { child, conn: None });
                 true
             }
@@ -203,6 +209,7 @@ impl Php {
                 self.restart_child("could not be reached");
                 continue;
             };
+            self.follower.follow(pid);
             let pool = &self.settings.child.pool;
             // php's error messages: into fastpm's log, and on to the web server afterwards
             // (as php-fpm passes them: nginx logs "FastCGI sent in stderr").

@@ -1,0 +1,123 @@
+//! Keeps a worker's php-cgi child on the CPU its worker runs on.
+//!
+//! A relayed request is a strict hand-off: the worker sends the request and sleeps, php-cgi
+//! wakes, runs the script, writes the answer and sleeps, the worker wakes. When the two sit on
+//! different CPUs every hand-off is a cross-CPU wake-up (an inter-processor interrupt; in a VM a
+//! VM exit), and that, not the relay's few syscalls, was most of its cost: on this 2-core VM
+//! `perf bench sched pipe` takes 11.6 µs per round trip across CPUs and 5.2 µs on one CPU, and
+//! pinning each worker/php-cgi pair to one CPU cut the backend CPU per hello.php request from
+//! 74–88 µs to 64–67 µs (docs/BENCHMARKS.md).
+//!
+//! Pinning the worker itself would stop the scheduler from balancing the pool, so only the
+//! child is pinned, and it follows: before each request the worker asks which CPU it is on
+//! (`sched_getcpu`, no syscall with glibc's rseq) and moves the child there when that changed
+//! (one `sched_setaffinity` while the child sleeps between requests). The CPU is one the worker
+//! runs on, so it is inside any affinity mask or cpuset the pool was given. On one CPU, or when
+//! the kernel refuses, following stops and nothing else changes.
+
+use nix::sched::{sched_getcpu, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
+
+/// What `follow` should do, given where the child was put last and where the worker is now.
+/// Pure, so the policy is tested apart from the system calls.
+pub fn decide(pinned: Option<usize>, worker_cpu: Option<usize>) -> Option<usize> {
+    match worker_cpu {
+        Some(cpu) if pinned != Some(cpu) => Some(cpu),
+        _ => None,
+    }
+}
+
+/// One worker's follower.
+#[derive(Debug)]
+pub struct Follower {
+    /// The CPU the current child was last pinned to (`None`: not pinned yet, e.g. just started).
+    pinned: Option<usize>,
+    /// Off on a single-CPU machine and after the kernel refused once (no retry per request).
+    enabled: bool,
+}
+
+impl Default for Follower {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Follower {
+    pub fn new() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            pinned: None,
+            enabled: cpus > 1,
+        }
+    }
+
+    /// A new child was started: it runs wherever it was forked until the next `follow`.
+    pub fn child_restarted(&mut self) {
+        self.pinned = None;
+    }
+
+    /// Move child `pid` to the calling thread's CPU if it is not there already.
+    pub fn follow(&mut self, pid: u32) {
+        if !self.enabled {
+            return;
+        }
+        let Some(cpu) = decide(self.pinned, sched_getcpu().ok()) else {
+            return;
+        };
+        let mut set = CpuSet::new();
+        let pinned = set
+            .set(cpu)
+            .and_then(|()| sched_setaffinity(Pid::from_raw(pid as i32), &set));
+        match pinned {
+            Ok(()) => self.pinned = Some(cpu),
+            Err(e) => {
+                tracing::debug!(pid, cpu, error = %e, "cannot move php-cgi to its worker's CPU; not trying again");
+                self.enabled = false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decide_table() {
+        let cases = [
+            // (pinned, worker cpu, expected)
+            (None, Some(0), Some(0)),
+            (None, Some(3), Some(3)),
+            (Some(0), Some(0), None),
+            (Some(0), Some(1), Some(1)),
+            (Some(1), None, None),
+            (None, None, None),
+        ];
+        for (pinned, cpu, want) in cases {
+            assert_eq!(decide(pinned, cpu), want, "pinned {pinned:?} cpu {cpu:?}");
+        }
+    }
+
+    #[test]
+    fn follow_pins_a_real_child_to_this_threads_cpu() {
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+            panic!("this test needs at least 2 CPUs to mean anything");
+        }
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("spawn sleep");
+        let mut follower = Follower::new();
+        follower.follow(child.id());
+        let cpu = follower.pinned.expect("pinned");
+        let set = nix::sched::sched_getaffinity(Pid::from_raw(child.id() as i32)).unwrap();
+        let allowed: Vec<usize> = (0..CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect();
+        assert_eq!(allowed, vec![cpu]);
+        follower.child_restarted();
+        assert_eq!(follower.pinned, None);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
