@@ -9,7 +9,8 @@
 //! Knobs: `BENCH_SECS` (measured seconds per round, default 8), `BENCH_ROUNDS` (default 3),
 //! `BENCH_CONNECTIONS` (wrk connections, default 16), `BENCH_ACCEPT_LOCK` (fastpm, default
 //! none, as fastpm's own default), `BENCH_PHP_FPM` (default /usr/sbin/php-fpm8.2), `BENCH_KEEPALIVE` (0),
-//! `BENCH_SCRIPT` (the URL path, default /hello.php; e.g. `/sleep.php?ms=20`).
+//! `BENCH_SCRIPT` (the URL path, default /hello.php; e.g. `/sleep.php?ms=20`), `BENCH_SESSIONS`
+//! (`own`, default: each server in a session of its own; `shared`: see `server_command`).
 //! Three backends: php-fpm, fastpm `php`, fastpm `exec` running the same php-cgi.
 
 use std::fs;
@@ -40,13 +41,32 @@ impl Drop for Group {
     }
 }
 
+/// How the servers are started. `own` (default): each in a session of its own (`setsid`), as a
+/// service manager or a daemonising shell starts them. With the kernel's autogroup scheduling
+/// (`kernel.sched_autogroup_enabled = 1` here) each session is one scheduling group, so nginx,
+/// wrk and the backend share the CPUs group by group. `shared`: every server stays in the
+/// bench's session, so all their threads and processes compete one by one; a backend made of
+/// more tasks (fastpm's relay: 4 workers + 4 php-cgi) then takes CPU away from nginx and wrk.
+fn server_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    if std::env::var("BENCH_SESSIONS").as_deref() == Ok("shared") {
+        let mut cmd = Command::new(program);
+        cmd.process_group(0);
+        cmd
+    } else {
+        // setsid(1) execs the program in place (the child is not a group leader, so it need not
+        // fork): the pid stays the one `Group` kills, and it leads its own process group.
+        let mut cmd = Command::new("setsid");
+        cmd.arg(program);
+        cmd
+    }
+}
+
 fn spawn(name: &'static str, mut cmd: Command, log: &Path) -> Result<Group, String> {
     let out = fs::File::create(log).map_err(|e| e.to_string())?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
     cmd.stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
-        .process_group(0)
         .env_remove("NOTIFY_SOCKET")
         .env_remove("LISTENQ");
     cmd.spawn()
@@ -155,6 +175,15 @@ fn run() -> Result<(), String> {
     let php_fpm: String = env_or("BENCH_PHP_FPM", "/usr/sbin/php-fpm8.2".to_string());
     let keepalive: u8 = env_or("BENCH_KEEPALIVE", 0);
     let script: String = env_or("BENCH_SCRIPT", "/hello.php".to_string());
+    let sessions = if std::env::var("BENCH_SESSIONS").as_deref() == Ok("shared") {
+        "one shared"
+    } else {
+        "their own"
+    };
+    let load_at_start = fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default();
     // With keepalive, a worker holds its kept connection between requests (php-fpm's children
     // do the same), so nginx may keep at most as many idle connections as there are workers.
     let (keepalive_line, keep_conn) = if keepalive == 1 {
@@ -184,7 +213,7 @@ fn run() -> Result<(), String> {
         ),
     )
     .map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(&php_fpm);
+    let mut cmd = server_command(&php_fpm);
     cmd.args(["-n", "-F", "-R", "-y"]).arg(&fpm_conf);
     let _fpm = spawn("php-fpm", cmd, &dir.join("php-fpm.stderr"))?;
 
@@ -207,7 +236,7 @@ fn run() -> Result<(), String> {
         ),
     )
     .map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(fastpm_binary());
+    let mut cmd = server_command(fastpm_binary());
     cmd.arg("run").arg("-c").arg(&fastpm_conf);
     let _fastpm = spawn("fastpm", cmd, &dir.join("fastpm.log"))?;
 
@@ -228,7 +257,7 @@ fn run() -> Result<(), String> {
         ),
     )
     .map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(fastpm_binary());
+    let mut cmd = server_command(fastpm_binary());
     cmd.arg("run").arg("-c").arg(&exec_conf);
     let _fastpm_exec = spawn("fastpm exec", cmd, &dir.join("fastpm-exec.log"))?;
 
@@ -265,7 +294,7 @@ fn run() -> Result<(), String> {
         ),
     )
     .map_err(|e| e.to_string())?;
-    let mut cmd = Command::new("nginx");
+    let mut cmd = server_command("nginx");
     cmd.arg("-e")
         .arg(dir.join("nginx-startup.log"))
         .arg("-c")
@@ -317,7 +346,8 @@ fn run() -> Result<(), String> {
     }
     let report = format!(
         "{script} through nginx, {WORKERS} workers each, wrk -t2 -c{connections} -d{secs}s, \
-         {rounds} rounds, fastpm accept_lock = {accept_lock}, fastcgi_keep_conn {keep_conn}\n\n\
+         {rounds} rounds, fastpm accept_lock = {accept_lock}, fastcgi_keep_conn {keep_conn}, \
+         servers in {sessions} sessions, load average at start {load_at_start}\n\n\
          | round | backend | req/s | p99 |\n|---|---|---|---|\n{}\n\n\
          median php-fpm: {fpm:.0} req/s\n\n{}\n",
         lines.join("\n"),
