@@ -156,6 +156,9 @@ fn php_examples_through_nginx() {
     let (code, body) = curl(&[], &format!("{base}/sleep.php?ms=30"));
     assert_eq!((code, text(&body)), (200, "slept 30 ms\n".to_string()));
 
+    let (code, body) = curl(&[], &format!("{base}/cpu.php?k=1"));
+    assert_eq!((code, text(&body)), (200, "k=1 x=729977\n".to_string()));
+
     let (code, head) = curl(&["-D", "-"], &format!("{base}/headers.php?code=201"));
     let head = text(&head).to_ascii_lowercase();
     assert_eq!(code, 201, "{head}");

@@ -14,8 +14,14 @@
 //! (one `sched_setaffinity` while the child sleeps between requests). The CPU is one the worker
 //! runs on, so it is inside any affinity mask or cpuset the pool was given. On one CPU, or when
 //! the kernel refuses, following stops and nothing else changes.
+//!
+//! Pinned, a CPU-bound script could not move to an idle CPU (measured: `cpu.php` throughput
+//! fell 7% below unpinned). So an answer slower than a couple of milliseconds releases the
+//! child to every CPU of the pool (`release`, called by the relay when its first read times
+//! out) and the next request pins it again: quick pages get the shared CPU, slow ones the
+//! scheduler's balancing, each at the cost of two syscalls per slow request.
 
-use nix::sched::{sched_getcpu, sched_setaffinity, CpuSet};
+use nix::sched::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
 /// What `follow` should do, given where the child was put last and where the worker is now.
@@ -34,6 +40,9 @@ pub struct Follower {
     pinned: Option<usize>,
     /// Off on a single-CPU machine and after the kernel refused once (no retry per request).
     enabled: bool,
+    /// The CPUs the pool may use (this process's mask when the follower was made): what a
+    /// released child gets back.
+    home: Option<CpuSet>,
 }
 
 impl Default for Follower {
@@ -48,6 +57,7 @@ impl Follower {
         Self {
             pinned: None,
             enabled: cpus > 1,
+            home: sched_getaffinity(Pid::from_raw(0)).ok(),
         }
     }
 
@@ -78,6 +88,24 @@ impl Follower {
     }
 }
 
+impl Follower {
+    /// The child's answer is slow (it computes or waits): give it back every CPU of the pool,
+    /// so a CPU-bound script is not held on a busy CPU while another idles. The next request
+    /// pins it again.
+    pub fn release(&mut self, pid: u32) {
+        if self.pinned.take().is_none() {
+            return;
+        }
+        let Some(home) = self.home.as_ref() else {
+            return;
+        };
+        if let Err(e) = sched_setaffinity(Pid::from_raw(pid as i32), home) {
+            tracing::debug!(pid, error = %e, "cannot release php-cgi from its worker's CPU; not pinning again");
+            self.enabled = false;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,7 +127,7 @@ mod tests {
     }
 
     #[test]
-    fn follow_pins_a_real_child_to_this_threads_cpu() {
+    fn follow_pins_a_real_child_and_release_gives_it_back_every_cpu() {
         if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
             panic!("this test needs at least 2 CPUs to mean anything");
         }
@@ -115,6 +143,15 @@ mod tests {
             .filter(|&c| set.is_set(c).unwrap_or(false))
             .collect();
         assert_eq!(allowed, vec![cpu]);
+        follower.release(child.id());
+        assert_eq!(follower.pinned, None);
+        let set = nix::sched::sched_getaffinity(Pid::from_raw(child.id() as i32)).unwrap();
+        let home = follower.home.expect("this process's mask");
+        for c in 0..CpuSet::count() {
+            assert_eq!(set.is_set(c).unwrap(), home.is_set(c).unwrap(), "cpu {c}");
+        }
+        follower.follow(child.id());
+        assert!(follower.pinned.is_some(), "pinned again");
         follower.child_restarted();
         assert_eq!(follower.pinned, None);
         let _ = child.kill();

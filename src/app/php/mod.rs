@@ -33,6 +33,12 @@ const FAILED_APP_STATUS: u32 = 1;
 /// Most bytes of php's STDERR passed on to the web server per request (all of it is logged).
 const MAX_FORWARDED_STDERR: usize = 64 * 1024;
 
+/// An answer that takes longer than this is a slow one (a script computing or waiting, not a
+/// quick page): php-cgi is then released from its worker's CPU (see `affinity`), so that a
+/// CPU-bound script can be moved to an idle CPU by the scheduler. Quick pages keep the pair on
+/// one CPU. A couple of scheduler ticks; far above a hello.php (about 60 µs).
+const SLOW_ANSWER: Duration = Duration::from_millis(2);
+
 /// Request buffers grown past this are shrunk back after the request (one large upload must not
 /// pin its size in every worker for ever).
 const KEEP_BUFFER: usize = 1024 * 1024;
@@ -210,6 +216,7 @@ impl Php {
                 continue;
             };
             self.follower.follow(pid);
+            let follower = &mut self.follower;
             let pool = &self.settings.child.pool;
             // php's error messages: into fastpm's log, and on to the web server afterwards
             // (as php-fpm passes them: nginx logs "FastCGI sent in stderr").
@@ -226,12 +233,13 @@ impl Php {
                 &self.request_buf,
                 Wait {
                     deadline,
-                    // The read timeout equals request_timeout; on the first attempt the
+                    // The read timeout is at most request_timeout; on the first attempt the
                     // request has only just started (a retry follows a restart, which took time).
                     blocking_first_read: attempt == 0,
                 },
                 out,
                 &mut log_stderr,
+                &mut || follower.release(pid),
                 &mut client_error,
             );
             if !php_stderr.is_empty() && client_error.is_none() {
@@ -297,12 +305,15 @@ fn connection<'a>(up: &'a mut Upstream, settings: &PhpSettings) -> Option<&'a Un
                 return None;
             }
         };
-        // Bounds the blocking first read of each answer (see `Relay::exchange`).
+        // Bounds the blocking first read of each answer (see `Relay::exchange`): past it the
+        // answer is slow, the child is let go from its worker's CPU and the wait goes on.
+        let mut first_read = SLOW_ANSWER;
         if !settings.request_timeout.is_zero() {
-            if let Err(e) = conn.set_read_timeout(Some(settings.request_timeout)) {
-                tracing::error!(pool = %pool, error = %e, "cannot set the php-cgi read timeout");
-                return None;
-            }
+            first_read = first_read.min(settings.request_timeout);
+        }
+        if let Err(e) = conn.set_read_timeout(Some(first_read)) {
+            tracing::error!(pool = %pool, error = %e, "cannot set the php-cgi read timeout");
+            return None;
         }
         up.conn = Some(conn);
     }

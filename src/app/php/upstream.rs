@@ -42,8 +42,9 @@ pub struct Wait {
     /// When the request must be over (`request_timeout`); `None` = no limit.
     pub deadline: Option<Instant>,
     /// Wait for the first answer inside a blocking `recv()`: allowed when `conn` is a blocking
-    /// socket whose `SO_RCVTIMEO` is at most the time left until `deadline` (or unset when
-    /// there is no deadline).
+    /// socket whose `SO_RCVTIMEO` is set and at most the time left until `deadline`. When that
+    /// read times out with no answer, `on_slow` is called (once) and the wait goes on in
+    /// `poll` until the deadline.
     pub blocking_first_read: bool,
 }
 
@@ -68,7 +69,9 @@ impl Relay {
     /// Send `request` (BEGIN_REQUEST, PARAMS, STDIN, already encoded) on `conn` and relay the
     /// answer into `out`. STDERR content goes to `on_stderr`. A client that stops reading does
     /// not stop the relay: php-cgi's answer is still drained, so the connection stays usable,
-    /// and the first client-side write error is stored in `client_error`.
+    /// and the first client-side write error is stored in `client_error`. `on_slow` is called
+    /// when the answer has not come within the socket's `SO_RCVTIMEO` (see `Wait`).
+    #[allow(clippy::too_many_arguments)]
     pub fn exchange(
         &mut self,
         conn: &UnixStream,
@@ -76,6 +79,7 @@ impl Relay {
         wait: Wait,
         out: &mut ResponseWriter<'_>,
         on_stderr: &mut dyn FnMut(&[u8]),
+        on_slow: &mut dyn FnMut(),
         client_error: &mut Option<io::Error>,
     ) -> Outcome {
         let Wait {
@@ -108,8 +112,8 @@ impl Relay {
                 }
             }
             // Right after the whole request went out, wait for the answer inside recv() itself
-            // (the socket's SO_RCVTIMEO is request_timeout, see `Php`): one syscall instead of
-            // poll + recv. Later reads are non-blocking, bounded by poll and the deadline.
+            // (bounded by the socket's SO_RCVTIMEO, see `Php`): one syscall instead of poll +
+            // recv. Later reads are non-blocking, bounded by poll and the deadline.
             let mut flags = MsgFlags::MSG_DONTWAIT;
             if !may_have_data && written == request.len() && blocking_first_read {
                 flags = MsgFlags::empty();
@@ -173,6 +177,7 @@ impl Relay {
                         }
                         continue;
                     }
+                    Err(Errno::EAGAIN) if flags.is_empty() => on_slow(),
                     Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
                     Err(_) => return Outcome::Died { forwarded },
                 }
