@@ -153,6 +153,72 @@ fn nginx_keep_conn_reuses_connections() {
     );
 }
 
+/// nginx's `keepalive` larger than the pool (conf/nginx.conf keeps 8 for 4 workers): each
+/// worker ends up holding an idle kept connection while nginx has already sent requests down
+/// others that wait in the listen queue. Those must not wait for an idle connection to time
+/// out (10 s): a worker gives its idle connection up when a connection stays queued, and every
+/// request is answered promptly, with no error.
+#[test]
+fn nginx_keepalive_larger_than_the_pool_does_not_stall_queued_requests() {
+    let server = Server::start(
+        r#"
+[global]
+status_listen = ""
+runtime_dir = "{dir}/rt"
+
+[pool.s]
+workers = "thread"
+max_children = 2
+
+[pool.s.listen]
+address = "unix:{dir}/s.sock"
+
+[pool.s.app]
+kind = "sleep"
+"#,
+    );
+    let dir = server.dir.path().display().to_string();
+    let nginx = Nginx::start(server.dir.path(), |port| {
+        format!(
+            r#"
+    upstream sleepers {{
+        server unix:{dir}/s.sock;
+        keepalive 8;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            include /etc/nginx/fastcgi_params;
+            fastcgi_keep_conn on;
+            fastcgi_pass sleepers;
+        }}
+    }}"#
+        )
+    });
+    let started = std::time::Instant::now();
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            let url = format!("http://127.0.0.1:{}/s?ms={}", nginx.port, 20 + i);
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    let (code, body) = curl(&[], &url);
+                    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("a client failed");
+    }
+    // 30 requests of 20-25 ms over 2 workers: about 0.4 s of work. A stall behind an idle kept
+    // connection costs 10 s.
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "30 requests took {took:?}: queued requests waited for idle kept connections to time out"
+    );
+}
+
 #[test]
 fn cgi_fcgi_client_gets_answers() {
     let cgi_fcgi = require("cgi-fcgi");

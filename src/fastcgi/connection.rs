@@ -25,6 +25,12 @@ pub trait Handler {
     /// Called when a new request's BEGIN_REQUEST arrives — lets the worker mark itself
     /// "Reading headers". Default: no-op.
     fn begin(&mut self) {}
+
+    /// Called before the driver waits on a kept connection (FCGI_KEEP_CONN) whose last request
+    /// was answered and of whose next request nothing has arrived: the connection is idle, and
+    /// ending it now loses nothing (the worker uses this to give way to queued connections).
+    /// Default: no-op.
+    fn between_requests(&mut self) {}
 }
 
 /// How a connection ended normally.
@@ -128,6 +134,8 @@ fn drive<S: Read + Write>(
 ) -> Result<ConnectionEnd, ConnectionError> {
     let ConnectionBuffers { read: buf, out, .. } = buffers;
     let (mut start, mut end) = (0usize, 0usize);
+    // A keep-conn request was answered and nothing of the next one has been read yet.
+    let mut idle = false;
     loop {
         // Everything whole in the buffer first.
         loop {
@@ -157,6 +165,7 @@ fn drive<S: Read + Write>(
                     if !keep_conn {
                         return Ok(ConnectionEnd::Done);
                     }
+                    idle = true;
                 }
                 Some(Event::Finished {
                     keep_conn: false, ..
@@ -181,6 +190,9 @@ fn drive<S: Read + Write>(
             buf.resize(new_len, 0);
         }
 
+        if idle && start == end {
+            handler.between_requests();
+        }
         match stream.read(&mut buf[end..]) {
             Ok(0) => {
                 return if start == end {
@@ -192,7 +204,10 @@ fn drive<S: Read + Write>(
                     .into())
                 };
             }
-            Ok(n) => end += n,
+            Ok(n) => {
+                end += n;
+                idle = false;
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
@@ -342,6 +357,62 @@ mod tests {
             );
             assert!(buffers.read.len() <= MAX_READ_BUF);
         }
+    }
+
+    /// Counts `between_requests`: only when a keep-conn request was answered and nothing of
+    /// the next one is buffered.
+    struct Idle {
+        calls: usize,
+    }
+
+    impl Handler for Idle {
+        fn handle(&mut self, _: &Request, out: &mut ResponseWriter<'_>) -> io::Result<u32> {
+            out.stdout(b"Content-Type: text/plain\r\n\r\nok")?;
+            Ok(0)
+        }
+        fn between_requests(&mut self) {
+            self.calls += 1;
+        }
+    }
+
+    #[test]
+    fn between_requests_only_when_a_kept_connection_is_idle() {
+        let first = request(1, true, b"");
+        let mut input = first.clone();
+        input.extend(request(1, false, b""));
+        // Delivered one request per read: after the first (keep-conn) the buffer is empty.
+        let mut pipe = Pipe {
+            input: Cursor::new(input.clone()),
+            chunk: first.len(),
+            written: Vec::new(),
+            writes: 0,
+            reads: 0,
+        };
+        let mut h = Idle { calls: 0 };
+        let end = serve_connection(&mut pipe, &Limits::default(), &mut h).unwrap();
+        assert_eq!((end, h.calls), (ConnectionEnd::Done, 1));
+        // Both requests in one read: the next one is already there, the connection never idles.
+        let mut pipe = Pipe {
+            input: Cursor::new(input),
+            chunk: 1 << 20,
+            written: Vec::new(),
+            writes: 0,
+            reads: 0,
+        };
+        let mut h = Idle { calls: 0 };
+        let end = serve_connection(&mut pipe, &Limits::default(), &mut h).unwrap();
+        assert_eq!((end, h.calls), (ConnectionEnd::Done, 0));
+        // Without keep-conn there is no waiting between requests at all.
+        let mut pipe = Pipe {
+            input: Cursor::new(request(1, false, b"body")),
+            chunk: 3,
+            written: Vec::new(),
+            writes: 0,
+            reads: 0,
+        };
+        let mut h = Idle { calls: 0 };
+        serve_connection(&mut pipe, &Limits::default(), &mut h).unwrap();
+        assert_eq!(h.calls, 0);
     }
 
     #[test]

@@ -6,20 +6,47 @@
 //! is tried without blocking (`MSG_DONTWAIT`); only when the kernel has nothing to give (or no
 //! room to take) does the worker `poll()` for at most the timeout. nginx sends the whole request
 //! right after connecting, so the common case never polls.
+//!
+//! A kept connection (FCGI_KEEP_CONN) that sits idle between requests holds its worker. When
+//! every worker is held like that, new connections wait in the listen queue until some idle
+//! one times out (10 s) — with nginx's `keepalive` larger than the pool, that is every burst of
+//! concurrency. So while idle (see `Handler::between_requests`) the wait also watches the
+//! listening socket, and a connection still queued after [`YIELD_GRACE`] makes the worker give
+//! up its idle one (read returns end of file) and go back to accept(). Nothing is lost: no
+//! request was in progress, and nginx drops a cached connection that closes, or retries a
+//! request that raced the close on a fresh connection.
 
+use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, MsgFlags};
+
+/// How long a connection must stay queued before an idle kept connection gives way to it. A
+/// free worker takes a new connection within microseconds; only when none is free does it
+/// stay queued this long.
+pub const YIELD_GRACE: Duration = Duration::from_millis(5);
 
 /// A connection's descriptor with the worker's read and write timeouts.
 pub struct TimedIo<'a> {
     fd: BorrowedFd<'a>,
     read_timeout: Duration,
     write_timeout: Duration,
+    /// Give way to connections queued here while idle (see the module comment).
+    yield_to: Option<YieldTo<'a>>,
+}
+
+/// The listening socket an idle kept connection gives way to, and the flag saying it is idle.
+#[derive(Clone, Copy)]
+pub struct YieldTo<'a> {
+    pub listener: BorrowedFd<'a>,
+    /// Set by the handler's `between_requests`, cleared when bytes arrive.
+    pub idle: &'a Cell<bool>,
+    /// Set when the connection was given up: the caller counts it.
+    pub yielded: &'a Cell<bool>,
 }
 
 impl<'a> TimedIo<'a> {
@@ -28,6 +55,61 @@ impl<'a> TimedIo<'a> {
             fd: stream.as_fd(),
             read_timeout,
             write_timeout,
+            yield_to: None,
+        }
+    }
+
+    /// Let this connection give way to queued ones while it is idle.
+    pub fn yielding_to(mut self, yield_to: YieldTo<'a>) -> Self {
+        self.yield_to = Some(yield_to);
+        self
+    }
+
+    /// Wait for the idle connection's next bytes, or for a queued connection that no free worker
+    /// took within [`YIELD_GRACE`]. `Ok(true)`: readable; `Ok(false)`: give the connection up.
+    fn wait_idle(&self, listener: BorrowedFd<'_>) -> io::Result<bool> {
+        let deadline = Instant::now() + self.read_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut fds = [
+                PollFd::new(self.fd, PollFlags::POLLIN),
+                PollFd::new(listener, PollFlags::POLLIN),
+            ];
+            match poll(
+                &mut fds,
+                PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
+            ) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "no next request on the kept connection for {} ms",
+                            self.read_timeout.as_millis()
+                        ),
+                    ))
+                }
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+            if ready(&fds[0]) {
+                return Ok(true);
+            }
+            if !ready(&fds[1]) {
+                continue;
+            }
+            // A connection is queued: give a free worker the grace to take it (our own next
+            // request may come meanwhile), then look again.
+            match self.wait(PollFlags::POLLIN, YIELD_GRACE, "reading") {
+                Ok(()) => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+                Err(e) => return Err(e),
+            }
+            let mut queued = [PollFd::new(listener, PollFlags::POLLIN)];
+            if matches!(poll(&mut queued, PollTimeout::ZERO), Ok(n) if n > 0) {
+                return Ok(false);
+            }
         }
     }
 
@@ -55,8 +137,22 @@ impl Read for TimedIo<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match recv(self.fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
-                Ok(n) => return Ok(n),
-                Err(Errno::EAGAIN) => self.wait(PollFlags::POLLIN, self.read_timeout, "reading")?,
+                Ok(n) => {
+                    if let Some(y) = self.yield_to {
+                        y.idle.set(false);
+                    }
+                    return Ok(n);
+                }
+                Err(Errno::EAGAIN) => match self.yield_to {
+                    Some(y) if y.idle.get() => {
+                        if !self.wait_idle(y.listener)? {
+                            y.idle.set(false);
+                            y.yielded.set(true);
+                            return Ok(0);
+                        }
+                    }
+                    _ => self.wait(PollFlags::POLLIN, self.read_timeout, "reading")?,
+                },
                 Err(Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -106,6 +202,86 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(45));
         drop(a);
         assert_eq!(io.read(&mut buf).unwrap(), 0, "EOF after the peer closes");
+    }
+
+    /// A listening socket with one connection waiting in its queue (never accepted).
+    fn listener_with_a_queued_connection(
+        dir: &std::path::Path,
+    ) -> (std::os::unix::net::UnixListener, UnixStream) {
+        let path = dir.join("l.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let queued = UnixStream::connect(&path).unwrap();
+        (listener, queued)
+    }
+
+    #[test]
+    fn an_idle_kept_connection_gives_way_to_a_queued_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (listener, _queued) = listener_with_a_queued_connection(dir.path());
+        let (_a, b) = UnixStream::pair().unwrap();
+        let (idle, yielded) = (Cell::new(true), Cell::new(false));
+        let mut io =
+            TimedIo::new(&b, Duration::from_secs(5), Duration::from_secs(5)).yielding_to(YieldTo {
+                listener: listener.as_fd(),
+                idle: &idle,
+                yielded: &yielded,
+            });
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            io.read(&mut buf).unwrap(),
+            0,
+            "given up like a closed connection"
+        );
+        assert!(yielded.get());
+        assert!(!idle.get());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn an_idle_kept_connection_serves_its_own_next_request_when_nothing_is_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(dir.path().join("l.sock")).unwrap();
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let (idle, yielded) = (Cell::new(true), Cell::new(false));
+        let mut io =
+            TimedIo::new(&b, Duration::from_secs(5), Duration::from_secs(5)).yielding_to(YieldTo {
+                listener: listener.as_fd(),
+                idle: &idle,
+                yielded: &yielded,
+            });
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            a.write_all(b"next!").unwrap();
+            a
+        });
+        let mut buf = [0u8; 16];
+        assert_eq!(io.read(&mut buf).unwrap(), 5);
+        assert!(!yielded.get());
+        assert!(!idle.get(), "bytes arrived: no longer idle");
+        drop(writer.join());
+    }
+
+    #[test]
+    fn a_connection_in_the_middle_of_a_request_never_gives_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let (listener, _queued) = listener_with_a_queued_connection(dir.path());
+        let (_a, b) = UnixStream::pair().unwrap();
+        let (idle, yielded) = (Cell::new(false), Cell::new(false));
+        let mut io = TimedIo::new(&b, Duration::from_millis(100), Duration::from_secs(5))
+            .yielding_to(YieldTo {
+                listener: listener.as_fd(),
+                idle: &idle,
+                yielded: &yielded,
+            });
+        let mut buf = [0u8; 16];
+        let err = io.read(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(!yielded.get());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! `FCGI_OVERLOADED`, without touching the app). The status and ping answers are never shed:
 //! they are how an operator sees the overload.
 
+use std::cell::Cell;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -144,6 +145,9 @@ pub struct Connection<'h, 'a, 's> {
     handler: &'h mut RequestHandler<'a>,
     socket: BorrowedFd<'s>,
     queue_wait: Option<Duration>,
+    /// Shared with the connection's `TimedIo`: set while the kept connection is idle between
+    /// requests, so that its wait may give way to queued connections (`worker::io`).
+    idle: &'s Cell<bool>,
 }
 
 impl<'h, 'a, 's> Connection<'h, 'a, 's> {
@@ -151,11 +155,13 @@ impl<'h, 'a, 's> Connection<'h, 'a, 's> {
         handler: &'h mut RequestHandler<'a>,
         socket: &'s impl AsFd,
         queue_wait_us: Option<u64>,
+        idle: &'s Cell<bool>,
     ) -> Self {
         Self {
             handler,
             socket: socket.as_fd(),
             queue_wait: queue_wait_us.map(Duration::from_micros),
+            idle,
         }
     }
 }
@@ -163,6 +169,10 @@ impl<'h, 'a, 's> Connection<'h, 'a, 's> {
 impl Handler for Connection<'_, '_, '_> {
     fn begin(&mut self) {
         self.handler.begin();
+    }
+
+    fn between_requests(&mut self) {
+        self.idle.set(true);
     }
 
     fn handle(&mut self, request: &Request, out: &mut ResponseWriter<'_>) -> std::io::Result<u32> {

@@ -10,6 +10,7 @@
 //! long it waited in the kernel queue (`overload::arrival`); the wait goes to the pool's
 //! histogram and to the overload policy of the connection's first request.
 
+use std::cell::Cell;
 use std::io::ErrorKind;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering::{AcqRel, Relaxed};
@@ -18,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::context::{PoolContext, READ_TIMEOUT, WRITE_TIMEOUT};
-use super::io::TimedIo;
+use super::io::{TimedIo, YieldTo};
 use super::request::{Connection, RequestHandler};
 use crate::app::App;
 use crate::config::WorkerKind;
@@ -132,9 +133,17 @@ fn serve_one(
     }
     handler.slot().set_state(WorkerState::Reading);
     let _armed = super::watchdog::arm(&stream);
-    let mut io = TimedIo::new(&stream, READ_TIMEOUT, WRITE_TIMEOUT);
-    let mut connection = Connection::new(handler, &stream, queue_wait_us);
+    let (idle, yielded) = (Cell::new(false), Cell::new(false));
+    let mut io = TimedIo::new(&stream, READ_TIMEOUT, WRITE_TIMEOUT).yielding_to(YieldTo {
+        listener: ctx.listener.as_fd(),
+        idle: &idle,
+        yielded: &yielded,
+    });
+    let mut connection = Connection::new(handler, &stream, queue_wait_us, &idle);
     match serve_connection_with(&mut io, &ctx.limits, &mut connection, buffers) {
+        Ok(_) if yielded.get() => {
+            tracing::debug!(pool = %ctx.config.name, peer = ?peer, "idle kept connection closed: connections are waiting in the queue");
+        }
         Ok(_) => {}
         Err(ConnectionError::Io(e)) => {
             // Timeouts, resets and broken pipes end one connection; they are the client's
