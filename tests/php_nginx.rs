@@ -45,6 +45,11 @@ fn site() -> Site {
 }
 
 fn start(site: &Site, workers: u32, request_timeout: &str) -> Server {
+    start_as(site, "thread", workers, request_timeout)
+}
+
+/// `kind`: "thread" or "process" workers.
+fn start_as(site: &Site, kind: &str, workers: u32, request_timeout: &str) -> Server {
     let php_cgi = require("php-cgi");
     let config = format!(
         r#"
@@ -53,7 +58,7 @@ status_listen = ""
 runtime_dir = "{{dir}}/rt"
 
 [pool.p]
-workers = "thread"
+workers = "{kind}"
 max_children = {workers}
 request_timeout = "{request_timeout}"
 
@@ -112,6 +117,11 @@ fn md5_of(path: &Path) -> String {
 
 /// php-cgi processes whose parent is `parent`.
 fn php_children(parent: i32) -> Vec<i32> {
+    children_named(parent, "php-cgi")
+}
+
+/// Processes whose parent is `parent` and whose command name is `name`.
+fn children_named(parent: i32, name: &str) -> Vec<i32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
@@ -128,7 +138,7 @@ fn php_children(parent: i32) -> Vec<i32> {
             .nth(1)
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
-        if ppid == parent && head.ends_with("(php-cgi") {
+        if ppid == parent && head.ends_with(&format!("({name}")) {
             pids.push(pid);
         }
     }
@@ -210,6 +220,47 @@ fn php_examples_through_nginx() {
     let (code, body) = curl(&[], &format!("{base}/link.php"));
     assert_eq!(code, 404, "a symlink out of document_root does not run");
     assert!(!text(&body).contains("EVIL"));
+}
+
+/// Process workers (php-fpm's layout): each worker process owns its php-cgi, which is the
+/// worker's child, not the master's; requests overlap across them and all are answered.
+#[test]
+fn php_process_workers_each_own_a_php_cgi() {
+    let site = site();
+    let server = start_as(&site, "process", 2, "5s");
+    let nginx = start_nginx(&server, &site);
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let base = base.clone();
+            std::thread::spawn(move || {
+                for j in 0..5 {
+                    let (code, body) = curl(&[], &format!("{base}/sleep.php?ms={}", 5 + i + j));
+                    assert_eq!(
+                        (code, text(&body)),
+                        (200, format!("slept {} ms\n", 5 + i + j))
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a client thread failed");
+    }
+    // Worker processes are re-executions of fastpm through /proc/self/exe: named "exe".
+    let workers = children_named(server.pid(), "exe");
+    assert_eq!(workers.len(), 2, "two worker processes: {workers:?}");
+    for worker in workers {
+        assert_eq!(
+            php_children(worker).len(),
+            1,
+            "worker {worker} owns one php-cgi"
+        );
+    }
+    assert!(
+        php_children(server.pid()).is_empty(),
+        "none belongs to the master"
+    );
 }
 
 #[test]
