@@ -250,6 +250,18 @@ mod tests {
         reads: usize,
     }
 
+    impl Pipe {
+        fn new(input: Vec<u8>, chunk: usize) -> Self {
+            Pipe {
+                input: Cursor::new(input),
+                chunk,
+                written: Vec::new(),
+                writes: 0,
+                reads: 0,
+            }
+        }
+    }
+
     impl Read for Pipe {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             self.reads += 1;
@@ -316,13 +328,7 @@ mod tests {
 
     #[test]
     fn one_read_one_write_for_a_small_request() {
-        let mut pipe = Pipe {
-            input: Cursor::new(request(1, false, b"")),
-            chunk: usize::MAX,
-            written: Vec::new(),
-            writes: 0,
-            reads: 0,
-        };
+        let mut pipe = Pipe::new(request(1, false, b""), usize::MAX);
         let mut h = Echo { begun: 0 };
         let end = serve_connection(&mut pipe, &Limits::default(), &mut h).unwrap();
         assert_eq!(end, ConnectionEnd::Done);
@@ -381,35 +387,17 @@ mod tests {
         let mut input = first.clone();
         input.extend(request(1, false, b""));
         // Delivered one request per read: after the first (keep-conn) the buffer is empty.
-        let mut pipe = Pipe {
-            input: Cursor::new(input.clone()),
-            chunk: first.len(),
-            written: Vec::new(),
-            writes: 0,
-            reads: 0,
-        };
+        let mut pipe = Pipe::new(input.clone(), first.len());
         let mut h = Idle { calls: 0 };
         let end = serve_connection(&mut pipe, &Limits::default(), &mut h).unwrap();
         assert_eq!((end, h.calls), (ConnectionEnd::Done, 1));
         // Both requests in one read: the next one is already there, the connection never idles.
-        let mut pipe = Pipe {
-            input: Cursor::new(input),
-            chunk: 1 << 20,
-            written: Vec::new(),
-            writes: 0,
-            reads: 0,
-        };
+        let mut pipe = Pipe::new(input, 1 << 20);
         let mut h = Idle { calls: 0 };
         let end = serve_connection(&mut pipe, &Limits::default(), &mut h).unwrap();
         assert_eq!((end, h.calls), (ConnectionEnd::Done, 0));
         // Without keep-conn there is no waiting between requests at all.
-        let mut pipe = Pipe {
-            input: Cursor::new(request(1, false, b"body")),
-            chunk: 3,
-            written: Vec::new(),
-            writes: 0,
-            reads: 0,
-        };
+        let mut pipe = Pipe::new(request(1, false, b"body"), 3);
         let mut h = Idle { calls: 0 };
         serve_connection(&mut pipe, &Limits::default(), &mut h).unwrap();
         assert_eq!(h.calls, 0);
@@ -419,13 +407,7 @@ mod tests {
     fn eof_mid_record_is_a_protocol_error_and_between_records_is_peer_closed() {
         let full = request(1, true, b"");
         for cut in 0..full.len() {
-            let mut pipe = Pipe {
-                input: Cursor::new(full[..cut].to_vec()),
-                chunk: 5,
-                written: Vec::new(),
-                writes: 0,
-                reads: 0,
-            };
+            let mut pipe = Pipe::new(full[..cut].to_vec(), 5);
             let result = serve_connection(&mut pipe, &Limits::default(), &mut Echo { begun: 0 });
             let at_boundary = [0, 16, 32, 40, 48].contains(&cut);
             match result {
@@ -447,13 +429,7 @@ mod tests {
                 Err(io::Error::other("app broke"))
             }
         }
-        let mut pipe = Pipe {
-            input: Cursor::new(request(1, false, b"")),
-            chunk: usize::MAX,
-            written: Vec::new(),
-            writes: 0,
-            reads: 0,
-        };
+        let mut pipe = Pipe::new(request(1, false, b""), usize::MAX);
         let err = serve_connection(&mut pipe, &Limits::default(), &mut Failing).unwrap_err();
         assert!(matches!(err, ConnectionError::Handler(_)), "{err:?}");
         assert!(pipe.written.is_empty());

@@ -214,18 +214,28 @@ mod tests {
         (listener, queued)
     }
 
+    /// `conn`'s I/O, giving way to connections queued on `listener` while `idle` is set.
+    fn yielding<'a>(
+        conn: &'a UnixStream,
+        listener: &'a std::os::unix::net::UnixListener,
+        idle: &'a Cell<bool>,
+        yielded: &'a Cell<bool>,
+        read_timeout: Duration,
+    ) -> TimedIo<'a> {
+        TimedIo::new(conn, read_timeout, Duration::from_secs(5)).yielding_to(YieldTo {
+            listener: listener.as_fd(),
+            idle,
+            yielded,
+        })
+    }
+
     #[test]
     fn an_idle_kept_connection_gives_way_to_a_queued_one() {
         let dir = tempfile::tempdir().unwrap();
         let (listener, _queued) = listener_with_a_queued_connection(dir.path());
         let (_a, b) = UnixStream::pair().unwrap();
         let (idle, yielded) = (Cell::new(true), Cell::new(false));
-        let mut io =
-            TimedIo::new(&b, Duration::from_secs(5), Duration::from_secs(5)).yielding_to(YieldTo {
-                listener: listener.as_fd(),
-                idle: &idle,
-                yielded: &yielded,
-            });
+        let mut io = yielding(&b, &listener, &idle, &yielded, Duration::from_secs(5));
         let started = std::time::Instant::now();
         let mut buf = [0u8; 16];
         assert_eq!(
@@ -248,12 +258,7 @@ mod tests {
         let listener = std::os::unix::net::UnixListener::bind(dir.path().join("l.sock")).unwrap();
         let (mut a, b) = UnixStream::pair().unwrap();
         let (idle, yielded) = (Cell::new(true), Cell::new(false));
-        let mut io =
-            TimedIo::new(&b, Duration::from_secs(5), Duration::from_secs(5)).yielding_to(YieldTo {
-                listener: listener.as_fd(),
-                idle: &idle,
-                yielded: &yielded,
-            });
+        let mut io = yielding(&b, &listener, &idle, &yielded, Duration::from_secs(5));
         let writer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
             a.write_all(b"next!").unwrap();
@@ -272,12 +277,7 @@ mod tests {
         let (listener, _queued) = listener_with_a_queued_connection(dir.path());
         let (_a, b) = UnixStream::pair().unwrap();
         let (idle, yielded) = (Cell::new(false), Cell::new(false));
-        let mut io = TimedIo::new(&b, Duration::from_millis(100), Duration::from_secs(5))
-            .yielding_to(YieldTo {
-                listener: listener.as_fd(),
-                idle: &idle,
-                yielded: &yielded,
-            });
+        let mut io = yielding(&b, &listener, &idle, &yielded, Duration::from_millis(100));
         let mut buf = [0u8; 16];
         let err = io.read(&mut buf).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
