@@ -176,9 +176,9 @@ fn run() -> Result<(), String> {
     let keepalive: u8 = env_or("BENCH_KEEPALIVE", 0);
     let script: String = env_or("BENCH_SCRIPT", "/hello.php".to_string());
     let sessions = if std::env::var("BENCH_SESSIONS").as_deref() == Ok("shared") {
-        "one shared"
+        "one shared session"
     } else {
-        "their own"
+        "sessions of their own"
     };
     let load_at_start = fs::read_to_string("/proc/loadavg")
         .ok()
@@ -347,7 +347,7 @@ fn run() -> Result<(), String> {
     let report = format!(
         "{script} through nginx, {WORKERS} workers each, wrk -t2 -c{connections} -d{secs}s, \
          {rounds} rounds, fastpm accept_lock = {accept_lock}, fastcgi_keep_conn {keep_conn}, \
-         servers in {sessions} sessions, load average at start {load_at_start}\n\n\
+         servers in {sessions}, load average at start {load_at_start}\n\n\
          | round | backend | req/s | p99 |\n|---|---|---|---|\n{}\n\n\
          median php-fpm: {fpm:.0} req/s\n\n{}\n",
         lines.join("\n"),
