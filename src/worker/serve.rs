@@ -6,6 +6,10 @@
 //! looks at the stop flags at least that often. A graceful stop therefore still serves what was
 //! queued: workers keep accepting until `accept()` finds the queue empty, then exit.
 //!
+//! A kept connection (FCGI_KEEP_CONN) is served until the web server closes it — except that
+//! while it sits idle between requests, a connection left waiting in the queue makes the worker
+//! give it up (`worker::io`), so idle kept connections never hold back queued ones.
+//!
 //! Right after `accept()` the worker takes the connection's sequence number and looks up how
 //! long it waited in the kernel queue (`overload::arrival`); the wait goes to the pool's
 //! histogram and to the overload policy of the connection's first request.
