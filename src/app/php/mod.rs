@@ -9,7 +9,7 @@ mod child;
 mod script;
 mod upstream;
 
-pub use affinity::Follower;
+use affinity::Follower;
 pub use cache::{ScriptCache, SCRIPT_CACHE_TTL};
 pub use child::{ChildSpec, PhpChild};
 pub use script::{extension_allowed, requested_path, resolve_script, Refusal};
