@@ -9,7 +9,8 @@
 //! Knobs: `BENCH_SECS` (measured seconds per round, default 8), `BENCH_ROUNDS` (default 3),
 //! `BENCH_CONNECTIONS` (wrk connections, default 16), `BENCH_ACCEPT_LOCK` (fastpm, default
 //! none, as fastpm's own default), `BENCH_PHP_FPM` (default /usr/sbin/php-fpm8.2), `BENCH_KEEPALIVE` (0),
-//! `BENCH_SCRIPT` (the URL path, default /hello.php; e.g. `/sleep.php?ms=20`), `BENCH_SESSIONS`
+//! `BENCH_SCRIPT` (the URL path, default /hello.php; e.g. `/sleep.php?ms=20`), `BENCH_WORKERS`
+//! (fastpm php's `workers`: thread, the default, or process), `BENCH_SESSIONS`
 //! (`own`, default: each server in a session of its own; `shared`: see `server_command`).
 //! Three backends: php-fpm, fastpm `php`, fastpm `exec` running the same php-cgi.
 
@@ -175,6 +176,7 @@ fn run() -> Result<(), String> {
     let php_fpm: String = env_or("BENCH_PHP_FPM", "/usr/sbin/php-fpm8.2".to_string());
     let keepalive: u8 = env_or("BENCH_KEEPALIVE", 0);
     let script: String = env_or("BENCH_SCRIPT", "/hello.php".to_string());
+    let worker_kind: String = env_or("BENCH_WORKERS", "thread".to_string());
     let sessions = if std::env::var("BENCH_SESSIONS").as_deref() == Ok("shared") {
         "one shared session"
     } else {
@@ -227,7 +229,7 @@ fn run() -> Result<(), String> {
         &fastpm_conf,
         format!(
             "[global]\nstatus_listen = \"\"\nruntime_dir = \"{d}/rt\"\n\n[pool.bench]\n\
-             workers = \"thread\"\naccept_lock = \"{accept_lock}\"\nmax_children = {WORKERS}\n\n\
+             workers = \"{worker_kind}\"\naccept_lock = \"{accept_lock}\"\nmax_children = {WORKERS}\n\n\
              [pool.bench.listen]\naddress = \"unix:{}\"\nbacklog = 511\n\n[pool.bench.app]\n\
              kind = \"php\"\nphp_cgi = \"{}\"\ndocument_root = \"{}\"\nclear_env = false\n",
             fastpm_sock.display(),
@@ -346,7 +348,7 @@ fn run() -> Result<(), String> {
     }
     let report = format!(
         "{script} through nginx, {WORKERS} workers each, wrk -t2 -c{connections} -d{secs}s, \
-         {rounds} rounds, fastpm accept_lock = {accept_lock}, fastcgi_keep_conn {keep_conn}, \
+         {rounds} rounds, fastpm {worker_kind} workers, accept_lock = {accept_lock}, fastcgi_keep_conn {keep_conn}, \
          servers in {sessions}, load average at start {load_at_start}\n\n\
          | round | backend | req/s | p99 |\n|---|---|---|---|\n{}\n\n\
          median php-fpm: {fpm:.0} req/s\n\n{}\n",
