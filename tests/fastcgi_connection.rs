@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use fastpm::fastcgi::{
     connect_with_retry, encode_abort_request, encode_begin_request, encode_params, encode_record,
-    encode_stream, get_values, parse_end_request, parse_record, parse_unknown_type, round_trip,
-    serve_connection, ClientRequest, ConnectionEnd, ConnectionError, Handler, LimitExceeded,
-    LimitKind, Limits, ProtocolError, RecordType, Request, ResponseWriter, RetryPolicy,
-    FCGI_CANT_MPX_CONN, FCGI_REQUEST_COMPLETE, FCGI_UNKNOWN_ROLE,
+    encode_request, encode_stream, get_values, parse_end_request, parse_record, parse_unknown_type,
+    round_trip, serve_connection, ClientRequest, ConnectionEnd, ConnectionError, Handler,
+    LimitExceeded, LimitKind, Limits, ProtocolError, RecordType, Request, ResponseWriter,
+    RetryPolicy, FCGI_CANT_MPX_CONN, FCGI_REQUEST_COMPLETE, FCGI_UNKNOWN_ROLE,
 };
 use fastpm::listen::ListenAddress;
 
@@ -118,16 +118,16 @@ fn stdout_of(recs: &[Rec], id: u16) -> String {
 }
 
 fn request(id: u16, keep: bool, pairs: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let request = ClientRequest {
+        params: pairs
+            .iter()
+            .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect(),
+        body: body.to_vec(),
+        keep_conn: keep,
+    };
     let mut out = Vec::new();
-    encode_begin_request(&mut out, id, 1, keep);
-    let mut p = Vec::new();
-    encode_params(
-        &mut p,
-        pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
-    )
-    .unwrap();
-    encode_stream(&mut out, RecordType::Params, id, &p);
-    encode_stream(&mut out, RecordType::Stdin, id, body);
+    encode_request(&mut out, id, &request).unwrap();
     out
 }
 

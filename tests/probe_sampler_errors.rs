@@ -1,32 +1,21 @@
 //! A probe that starts failing is logged once, not at every tick, and the other pools go on.
 //! (Own test binary: it installs a global tracing subscriber to read the log.)
 
-use std::io::Write;
+mod common;
+
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::SharedWriter;
 use fastpm::listen::{bind, BindOptions, ListenAddress};
 use fastpm::probe::{spawn_sampler, QueueProbe};
 use fastpm::scoreboard::Scoreboard;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn a_failing_probe_is_logged_once_and_other_pools_keep_sampling() {
-    let log = Captured::default();
+    let log = SharedWriter::default();
     let writer = log.clone();
     tracing_subscriber::fmt()
         .with_writer(move || writer.clone())

@@ -2,12 +2,15 @@
 //! whose workers are all busy, read with fastpm's own `client::fetch` / `client::watch`, then
 //! shut down.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::SharedWriter;
 use fastpm::scoreboard::Scoreboard;
 use fastpm::status::client::{self, StatusClientError, CLEAR_SCREEN};
 use fastpm::status::http::{serve, SnapshotSource};
@@ -204,25 +207,11 @@ fn serves_every_path_then_stops() {
     assert!(String::from_utf8_lossy(&rest).contains("pool:                 api"));
 }
 
-/// A writer the test can look into while `watch` holds it.
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Shared {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn watch_redraws_until_the_listener_goes_away() {
     let server = start();
     let url = format!("http://{}/status", server.addr);
-    let out = Shared::default();
+    let out = SharedWriter::default();
     let mut writer = out.clone();
     let watcher =
         std::thread::spawn(move || client::watch(&url, Duration::from_millis(20), &mut writer));

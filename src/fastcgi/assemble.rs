@@ -373,16 +373,16 @@ mod tests {
     use proptest::prelude::*;
 
     fn request_bytes(id: u16, keep: bool, pairs: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+        let request = crate::fastcgi::ClientRequest {
+            params: pairs
+                .iter()
+                .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+            body: body.to_vec(),
+            keep_conn: keep,
+        };
         let mut out = Vec::new();
-        encode_begin_request(&mut out, id, 1, keep);
-        let mut p = Vec::new();
-        encode_params(
-            &mut p,
-            pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
-        )
-        .unwrap();
-        encode_stream(&mut out, RecordType::Params, id, &p);
-        encode_stream(&mut out, RecordType::Stdin, id, body);
+        crate::fastcgi::encode_request(&mut out, id, &request).unwrap();
         out
     }
 

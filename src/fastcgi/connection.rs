@@ -235,10 +235,7 @@ fn run<S: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fastcgi::params::encode_params;
-    use crate::fastcgi::record::{
-        encode_begin_request, encode_stream, parse_end_request, parse_record, RecordType,
-    };
+    use crate::fastcgi::record::{parse_end_request, parse_record, RecordType};
     use std::io::Cursor;
 
     /// An in-memory connection: reads from `input` in chunks of `chunk` bytes, records writes.
@@ -303,12 +300,13 @@ mod tests {
     }
 
     fn request(id: u16, keep: bool, body: &[u8]) -> Vec<u8> {
+        let request = crate::fastcgi::ClientRequest {
+            params: vec![(b"A".to_vec(), b"1".to_vec())],
+            body: body.to_vec(),
+            keep_conn: keep,
+        };
         let mut out = Vec::new();
-        encode_begin_request(&mut out, id, 1, keep);
-        let mut p = Vec::new();
-        encode_params(&mut p, [(&b"A"[..], &b"1"[..])]).unwrap();
-        encode_stream(&mut out, RecordType::Params, id, &p);
-        encode_stream(&mut out, RecordType::Stdin, id, body);
+        crate::fastcgi::encode_request(&mut out, id, &request).unwrap();
         out
     }
 

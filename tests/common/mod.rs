@@ -6,9 +6,10 @@
 pub mod nginx;
 pub mod raw;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const FASTPM: &str = env!("CARGO_BIN_EXE_fastpm");
@@ -283,4 +284,19 @@ pub fn master_status(port: u16) -> serde_json::Value {
     let (code, body) = http_get(port, "/status?json");
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// A writer the test can look into while a clone of it is held elsewhere (a log subscriber, a
+/// `status --watch` loop).
+#[derive(Clone, Default)]
+pub struct SharedWriter(pub Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
