@@ -70,6 +70,7 @@ fn is_usage_error(err: &anyhow::Error) -> bool {
             || cause.is::<config::BacklogError>()
             || cause.is::<cli_request::UsageError>()
             || cause.is::<cli_bench::BenchUsageError>()
+            || cause.is::<master::preflight::PreflightError>()
     })
 }
 
@@ -126,6 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config, backlog } => {
             let (config, text) = load_with_text(config.as_ref())?;
+            master::preflight::check(&config)?;
             init_logging(&config);
             let options = StartOptions {
                 cli_backlog: backlog,
@@ -137,6 +139,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { config, backlog } => {
             let config = load(config.as_ref())?;
+            master::preflight::check(&config)?;
             let text = config::render_effective(&config, backlog, listenq().as_deref())?;
             print!("{text}");
             Ok(ExitCode::SUCCESS)
