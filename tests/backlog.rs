@@ -15,6 +15,7 @@ runtime_dir = "{dir}/rt"
 [pool.t]
 workers = "thread"
 max_children = 2
+status_path = "/status"
 
 [pool.t.listen]
 address = "unix:{dir}/t.sock"

@@ -507,8 +507,8 @@ fn app_and_overload_rules() {
             "ping_path and status_path are both \"/s\"",
         ),
         (
-            "[pool.www]\nping_path = '/status'\n",
-            "2:13: pool.www.ping_path",
+            "[pool.www]\nstatus_path = '/status'\nping_path = '/status'\n",
+            "3:13: pool.www.ping_path",
             Rule,
             "both \"/status\"",
         ),

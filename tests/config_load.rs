@@ -155,8 +155,9 @@ fn minimal_pool_gets_design_defaults() {
         max_connections: 1,
         request_timeout: Duration::ZERO,
         slow_request: Duration::ZERO,
-        status_path: Some("/status".into()),
-        ping_path: Some("/ping".into()),
+        // Off unless configured, as php-fpm (a pool's socket is reachable by local users).
+        status_path: None,
+        ping_path: None,
         ping_response: "pong".into(),
         user: None,
         group: None,
@@ -212,7 +213,7 @@ max_requests = 1000
 max_connections = 64
 request_timeout = "30s"
 slow_request = "500ms"
-status_path = ""
+status_path = "/fpm-status"
 ping_path = "/health"
 ping_response = "ok"
 user = "www-data"
@@ -278,7 +279,7 @@ interval = "1s"
             p.ping_path.as_deref(),
             p.ping_response.as_str()
         ),
-        (None, Some("/health"), "ok")
+        (Some("/fpm-status"), Some("/health"), "ok")
     );
     assert_eq!(
         (p.user.as_deref(), p.group.as_deref()),

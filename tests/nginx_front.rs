@@ -16,6 +16,8 @@ runtime_dir = "{dir}/rt"
 [pool.h]
 workers = "thread"
 max_children = 2
+status_path = "/status"
+ping_path = "/ping"
 
 [pool.h.listen]
 address = "unix:{dir}/h.sock"

@@ -253,3 +253,77 @@ fn fetch_reports_a_refused_connection() {
         "{err}"
     );
 }
+
+/// Past `MAX_CONNECTIONS` open connections a new one is closed at once (the master's
+/// descriptors are for its pools); once they go, the listener answers again.
+#[test]
+fn connections_past_the_cap_are_closed_at_once() {
+    use fastpm::status::http::MAX_CONNECTIONS;
+    let server = start();
+    let silent: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    // The listener accepts them in its own time: poll until one more is refused.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut extra = TcpStream::connect(server.addr).unwrap();
+        extra
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let _ = extra.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut out = Vec::new();
+        let read = extra.read_to_end(&mut out);
+        if read.is_ok() && out.is_empty() {
+            break; // closed without an answer: refused at the cap
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a connection past {MAX_CONNECTIONS} open ones was still answered: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(silent);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = raw(
+            server.addr,
+            "GET /status?json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        if out.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status did not answer after the silent connections closed: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop(server);
+}
+
+/// A kept-alive connection that goes quiet after its answer is closed by the listener, like a
+/// silent new one (the read deadline covers the wait for the next request too).
+#[test]
+fn an_idle_kept_connection_is_closed() {
+    let server = start();
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream
+        .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    let read = stream.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        read.is_ok(),
+        "the idle kept connection was still open after {:?}: {read:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(13), "{:?}", started.elapsed());
+    stop(server);
+}

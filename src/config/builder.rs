@@ -114,10 +114,10 @@ impl Builder<'_> {
         &self,
         field: &Field<String>,
         key: String,
-        default: &str,
+        default: Option<&str>,
     ) -> Result<Option<String>, ConfigError> {
         match field {
-            None => Ok(Some(default.to_string())),
+            None => Ok(default.map(str::to_string)),
             Some(v) if v.get_ref().is_empty() => Ok(None),
             Some(v) if v.get_ref().starts_with('/') => Ok(Some(v.get_ref().clone())),
             Some(v) => Err(self.invalid(

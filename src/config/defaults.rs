@@ -18,8 +18,11 @@ pub const MIN_SPARE_SERVERS: u32 = 1;
 pub const MAX_SPARE_SERVERS: u32 = 3;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: u32 = 1;
-pub const STATUS_PATH: &str = "/status";
-pub const PING_PATH: &str = "/ping";
+/// A pool's own status and ping paths are off unless configured, as php-fpm's `pm.status_path`
+/// and `ping.path`: anyone who can reach the pool's socket (any local user for TCP) could read
+/// every running request's URI and query string. The master's listener (127.0.0.1) has status.
+pub const STATUS_PATH: Option<&str> = None;
+pub const PING_PATH: Option<&str> = None;
 pub const PING_RESPONSE: &str = "pong";
 pub const MODE: u32 = 0o660;
 pub const DOCUMENT_ROOT: &str = "php-examples";

@@ -31,6 +31,12 @@ pub trait SnapshotSource: Send + Sync + 'static {
 /// connections cannot pile up in the master.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most connections the listener serves at once. Past it a new connection is closed at once:
+/// each one costs the master a descriptor, and the master's descriptors are what it needs to
+/// start workers and php-cgi. A real scraper or browser uses one or a few; 512 silent
+/// connections (each dropped after [`HEADER_READ_TIMEOUT`]) can delay status, never the pools.
+pub const MAX_CONNECTIONS: usize = 512;
+
 /// After an accept error that means "out of a resource" (descriptors, memory), wait this long
 /// before accepting again instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -48,6 +54,8 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let builder = Arc::new(builder);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut refused_since_log = 0u64;
     loop {
         if *shutdown.borrow_and_update() {
             return Ok(());
@@ -73,6 +81,18 @@ pub async fn serve(
                 AcceptError::Fatal => return Err(err),
             },
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            // Dropping the stream closes it: the client sees the connection end at once.
+            refused_since_log += 1;
+            if refused_since_log == 1 || refused_since_log.is_power_of_two() {
+                tracing::warn!(
+                    refused = refused_since_log,
+                    "status listener: {MAX_CONNECTIONS} connections open; closing new ones"
+                );
+            }
+            continue;
+        };
+        refused_since_log = 0;
         let source = Arc::clone(&source);
         let builder = Arc::clone(&builder);
         let mut conn_shutdown = shutdown.clone();
@@ -99,6 +119,7 @@ pub async fn serve(
             if let Err(err) = result {
                 tracing::debug!(error = %err, "status listener: connection ended with an error");
             }
+            drop(slot);
         });
     }
 }
