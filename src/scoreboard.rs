@@ -8,11 +8,17 @@
 //!
 //! Why shared memory (a memfd) and not a heap struct: worker *processes* map the same memfd, so
 //! thread and process workers use one code path.
+//!
+//! Two clocks, each for what it is good at: every *duration* (heartbeats, request start and
+//! length, idle time) is measured on `CLOCK_MONOTONIC`, which is one clock for every process of
+//! the machine and never steps; only the *dates* shown to people (`start time`) are wall-clock.
+//! A wall-clock step (NTP, an operator's `date -s`) then changes what the status page says the
+//! time is, never whether a worker looks hung or a request looks timed out.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::overload::{ArrivalRing, WaitHistogram};
+use crate::overload::{monotonic_us, ArrivalRing, WaitHistogram};
 use crate::sys::shm::{SharedMapping, ZeroValidAtomic};
 
 /// Stored in a `u64` counter whose value is not known (e.g. `listen drops` on a unix socket).
@@ -161,12 +167,13 @@ pub struct WorkerSlot {
     pub started_us: AtomicU64,
     /// Requests served by this worker.
     pub requests: AtomicU64,
-    /// Unix microseconds when the current (or last) request started.
+    /// Monotonic microseconds ([`monotonic_us`]) when the current (or last) request started.
     pub request_start_us: AtomicU64,
     /// Duration of the last finished request, microseconds.
     pub last_duration_us: AtomicU64,
-    /// Unix microseconds of the worker's last sign of life: every state change, and every turn
-    /// of the accept wait while it holds the lock (at least every 200 ms). The master replaces a
+    /// Monotonic microseconds of the worker's last sign of life: every state change, every turn
+    /// of the accept wait while it holds the lock (at least every 200 ms), and every wait for
+    /// the client that ended with progress (so a long upload is alive, not hung). The master replaces a
     /// worker whose heartbeat stops where it must not (see `master::process_pool`).
     pub heartbeat_us: AtomicU64,
     /// 1 while the worker holds the pool's accept lock (waiting on the lock is not a hang;
@@ -198,10 +205,10 @@ impl WorkerSlot {
 
     /// A sign of life.
     pub fn beat(&self) {
-        self.heartbeat_us.store(now_us(), Relaxed);
+        self.heartbeat_us.store(monotonic_us(), Relaxed);
     }
 
-    /// Microseconds since the last heartbeat.
+    /// Microseconds since the last heartbeat, at monotonic time `now_us`.
     pub fn silent_for_us(&self, now_us: u64) -> u64 {
         now_us.saturating_sub(self.heartbeat_us.load(Relaxed))
     }
@@ -212,13 +219,15 @@ impl WorkerSlot {
 
     /// Record the request being started: its texts and start time.
     pub fn begin_request(&self, method: &[u8], uri: &[u8], script: &[u8]) {
-        let seq = self.text_seq.fetch_add(1, AcqRel);
+        let seq = self.text_seq.fetch_add(1, Relaxed);
         debug_assert!(seq.is_multiple_of(2), "one writer per slot");
+        // The odd sequence must be visible before any text word changes.
+        fence(Release);
         self.method.store(method);
         self.uri.store(uri);
         self.script.store(script);
         self.text_seq.fetch_add(1, Release);
-        self.request_start_us.store(now_us(), Relaxed);
+        self.request_start_us.store(monotonic_us(), Relaxed);
         self.set_state(WorkerState::Running);
     }
 
@@ -226,7 +235,7 @@ impl WorkerSlot {
     pub fn end_request(&self) {
         let start = self.request_start_us.load(Relaxed);
         self.last_duration_us
-            .store(now_us().saturating_sub(start), Relaxed);
+            .store(monotonic_us().saturating_sub(start), Relaxed);
         self.requests.fetch_add(1, Relaxed);
     }
 
@@ -243,15 +252,23 @@ impl WorkerSlot {
                 uri: self.uri.load(),
                 script: self.script.load(),
             };
-            if self.text_seq.load(Acquire) == before {
+            // The text loads above must not move below the second look at the sequence (an
+            // acquire *load* alone does not hold back the loads before it).
+            fence(Acquire);
+            if self.text_seq.load(Relaxed) == before {
                 return texts;
             }
         }
         RequestTexts::default()
     }
 
-    /// Claim the slot for a new worker.
+    /// Claim the slot for a new worker. A previous owner killed in the middle of writing its
+    /// texts left the sequence odd: make it even again, or the slot's texts would never read.
     pub fn claim(&self, pid: u32) {
+        let seq = self.text_seq.load(Relaxed);
+        if seq % 2 == 1 {
+            self.text_seq.store(seq + 1, Release);
+        }
         self.pid.store(pid, Relaxed);
         self.started_us.store(now_us(), Relaxed);
         self.holds_lock.store(0, Relaxed);
@@ -360,7 +377,26 @@ pub fn count_idle_active(slots: &[WorkerSlot]) -> (u64, u64) {
         })
 }
 
-/// Wall-clock microseconds since the Unix epoch.
+/// Both clocks read at one moment: wall-clock for dates shown to people, monotonic for
+/// durations (see the module comment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock {
+    /// Microseconds since the Unix epoch.
+    pub wall_us: u64,
+    /// [`monotonic_us`].
+    pub monotonic_us: u64,
+}
+
+impl Clock {
+    pub fn now() -> Self {
+        Self {
+            wall_us: now_us(),
+            monotonic_us: monotonic_us(),
+        }
+    }
+}
+
+/// Wall-clock microseconds since the Unix epoch: for dates shown to people, never durations.
 pub fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -403,5 +439,19 @@ mod tests {
         assert_eq!(board.idle_active(0), (0, 1));
         slot.end_request();
         assert_eq!(slot.requests.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_slot_left_mid_write_reads_again_after_claim() {
+        let board = Scoreboard::create(&[1]).unwrap();
+        let slot = &board.slots(0)[0];
+        slot.claim(1);
+        slot.begin_request(b"GET", b"/a", b"/srv/a.php");
+        // The worker died between the two halves of a text update.
+        slot.text_seq.fetch_add(1, Relaxed);
+        assert_eq!(slot.texts(), RequestTexts::default(), "torn: unreadable");
+        slot.claim(2);
+        slot.begin_request(b"POST", b"/b", b"/srv/b.php");
+        assert_eq!(slot.texts().uri, "/b");
     }
 }

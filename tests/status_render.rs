@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 
-use fastpm::scoreboard::{Scoreboard, WorkerState, UNKNOWN};
+use fastpm::scoreboard::{Clock, Scoreboard, WorkerState, UNKNOWN};
 use fastpm::status::{render_pool, render_pools, Format, PoolInfo, PoolSnapshot, Query, QueueWait};
 use serde_json::Value;
 
@@ -46,6 +46,14 @@ fn board() -> Scoreboard {
     board
 }
 
+/// The wall clock at `wall_us`; durations measured from the real monotonic clock.
+fn at(wall_us: u64) -> Clock {
+    Clock {
+        wall_us,
+        monotonic_us: fastpm::overload::monotonic_us(),
+    }
+}
+
 fn snapshot(board: &Scoreboard, full: bool, wait: Option<QueueWait>) -> PoolSnapshot {
     PoolSnapshot::collect_with(
         &info("www"),
@@ -53,7 +61,7 @@ fn snapshot(board: &Scoreboard, full: bool, wait: Option<QueueWait>) -> PoolSnap
         board.slots(0),
         full,
         wait,
-        NOW_US,
+        at(NOW_US),
     )
 }
 
@@ -464,7 +472,7 @@ fn openmetrics_of_several_pools_groups_families() {
         board.slots(0),
         false,
         Some(wait),
-        NOW_US,
+        at(NOW_US),
     );
     let b = PoolSnapshot::collect(&b_info, board.pool(1), board.slots(1), false);
     let r = render_pools(&[a, b], &query(Format::OpenMetrics, false));
@@ -502,7 +510,8 @@ fn html_dashboard_refreshes_and_escapes() {
     let board = board();
     let mut evil = info("<pool&>");
     evil.listen_backlog = 8192; // more than the kernel holds (511): a clamp
-    let s = PoolSnapshot::collect_with(&evil, board.pool(0), board.slots(0), true, None, NOW_US);
+    let s =
+        PoolSnapshot::collect_with(&evil, board.pool(0), board.slots(0), true, None, at(NOW_US));
     let r = render_pools(&[s], &query(Format::Html, true));
     assert_eq!(r.content_type, "text/html;charset=UTF-8");
     assert!(r.body.starts_with("<!DOCTYPE html>"));
@@ -552,7 +561,10 @@ fn request_duration_of_a_running_request_grows() {
         board.slots(0),
         true,
         None,
-        start + 2_500,
+        Clock {
+            wall_us: NOW_US,
+            monotonic_us: start + 2_500,
+        },
     );
     let processes = s.processes.unwrap();
     assert_eq!(processes[0].request_duration_us, 2_500);
@@ -564,7 +576,10 @@ fn request_duration_of_a_running_request_grows() {
         board.slots(0),
         true,
         None,
-        start + 2_500,
+        Clock {
+            wall_us: NOW_US,
+            monotonic_us: start + 2_500,
+        },
     );
     assert_eq!(s.processes.unwrap()[1].request_duration_us, 777);
 }

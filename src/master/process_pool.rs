@@ -17,7 +17,8 @@ use super::pm::{
     WorkerView, DEFAULT_CRASH_INTERVAL, DEFAULT_CRASH_THRESHOLD,
 };
 use crate::config::PmKind;
-use crate::scoreboard::{now_us, PoolBoard, WorkerSlot, WorkerState};
+use crate::overload::monotonic_us;
+use crate::scoreboard::{PoolBoard, WorkerSlot, WorkerState};
 
 /// How often `dynamic` runs its maintenance (php-fpm: once a second, which paces its spawn-rate
 /// ramp); `ondemand` looks more often so a queued connection finds a worker quickly.
@@ -120,7 +121,7 @@ impl ProcessPool {
 
     /// The current generation as the pm policy sees it (id = slot).
     fn views(&self, slots: &[WorkerSlot], now: Instant) -> Vec<WorkerView> {
-        let wall_now = now_us();
+        let mono_now = monotonic_us();
         self.workers
             .iter()
             .filter(|w| w.generation == self.generation && !w.stop_requested)
@@ -132,7 +133,7 @@ impl ProcessPool {
                         let idle_since_us = slot.request_start_us.load(Relaxed)
                             + slot.last_duration_us.load(Relaxed);
                         let idle_for =
-                            Duration::from_micros(wall_now.saturating_sub(idle_since_us));
+                            Duration::from_micros(mono_now.saturating_sub(idle_since_us));
                         Activity::Idle {
                             since: now.checked_sub(idle_for).unwrap_or(w.started),
                         }
@@ -235,7 +236,7 @@ impl ProcessPool {
     /// Kill workers that stopped making progress where they must (see [`is_hung`]); the next
     /// reap replaces them (a robust mutex or a lock file is released by the death).
     pub fn kill_hung(&mut self, slots: &[WorkerSlot]) {
-        let now = now_us();
+        let now = monotonic_us();
         for worker in self.workers.iter_mut().filter(|w| !w.stop_requested) {
             let slot = &slots[worker.slot];
             if slot.pid.load(Relaxed) != worker.pid() {

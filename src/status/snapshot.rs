@@ -9,7 +9,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::overload::HistogramSnapshot;
-use crate::scoreboard::{now_us, PoolBoard, WorkerSlot, WorkerState, UNKNOWN};
+use crate::scoreboard::{Clock, PoolBoard, WorkerSlot, WorkerState, UNKNOWN};
 
 /// Static facts about a pool that the scoreboard does not hold; the master fills them in from
 /// the configuration (and `/proc` for `somaxconn`) once.
@@ -171,7 +171,7 @@ impl PoolSnapshot {
         full: bool,
     ) -> PoolSnapshot {
         let wait = QueueWait::from_histogram(&board.queue_wait.snapshot());
-        Self::collect_with(info, board, slots, full, wait, now_us())
+        Self::collect_with(info, board, slots, full, wait, Clock::now())
     }
 
     /// [`collect`](Self::collect) with the queue-wait figures (when the accounting has them)
@@ -182,9 +182,9 @@ impl PoolSnapshot {
         slots: &[WorkerSlot],
         full: bool,
         queue_wait: Option<QueueWait>,
-        now_us: u64,
+        now: Clock,
     ) -> PoolSnapshot {
-        let now_s = now_us / 1_000_000;
+        let now_s = now.wall_us / 1_000_000;
         let (idle, active) = crate::scoreboard::count_idle_active(slots);
         let listen_queue = board.listen_queue.load(Relaxed);
         let start_time = board.start_time.load(Relaxed);
@@ -222,7 +222,7 @@ impl PoolSnapshot {
             processes: full.then(|| {
                 slots
                     .iter()
-                    .filter_map(|slot| ProcessSnapshot::collect(slot, now_us))
+                    .filter_map(|slot| ProcessSnapshot::collect(slot, now))
                     .collect()
             }),
         }
@@ -270,7 +270,7 @@ impl PoolSnapshot {
 
 impl ProcessSnapshot {
     /// A slot's row, or `None` for a free slot.
-    pub fn collect(slot: &WorkerSlot, now_us: u64) -> Option<ProcessSnapshot> {
+    pub fn collect(slot: &WorkerSlot, now: Clock) -> Option<ProcessSnapshot> {
         let state = slot.state();
         if state == WorkerState::Free {
             return None;
@@ -282,13 +282,13 @@ impl ProcessSnapshot {
             pid: slot.pid.load(Relaxed),
             state: state.label(),
             start_time: started_us / 1_000_000,
-            start_since: (now_us / 1_000_000).saturating_sub(started_us / 1_000_000),
+            start_since: (now.wall_us / 1_000_000).saturating_sub(started_us / 1_000_000),
             requests: slot.requests.load(Relaxed),
             request_duration_us: request_duration_us(
                 state,
                 request_start_us,
                 slot.last_duration_us.load(Relaxed),
-                now_us,
+                now.monotonic_us,
             ),
             request_method: dash_if_empty(texts.method),
             request_uri: dash_if_empty(texts.uri),

@@ -25,6 +25,8 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, MsgFlags};
 
+use crate::scoreboard::WorkerSlot;
+
 /// How long a connection must stay queued before an idle kept connection gives way to it. A
 /// free worker takes a new connection within microseconds; only when none is free does it
 /// stay queued this long.
@@ -37,6 +39,10 @@ pub struct TimedIo<'a> {
     write_timeout: Duration,
     /// Give way to connections queued here while idle (see the module comment).
     yield_to: Option<YieldTo<'a>>,
+    /// The worker's slot, beaten whenever a wait ends with the client ready: a long upload
+    /// or download that keeps moving is alive, not hung (the master's `IO_SILENCE`). Only
+    /// waits beat, so a request that needs none costs nothing more.
+    alive: Option<&'a WorkerSlot>,
 }
 
 /// The listening socket an idle kept connection gives way to, and the flag saying it is idle.
@@ -56,7 +62,14 @@ impl<'a> TimedIo<'a> {
             read_timeout,
             write_timeout,
             yield_to: None,
+            alive: None,
         }
+    }
+
+    /// Beat `slot`'s heartbeat whenever a wait for the client ends in progress.
+    pub fn beating(mut self, slot: &'a WorkerSlot) -> Self {
+        self.alive = Some(slot);
+        self
     }
 
     /// Let this connection give way to queued ones while it is idle.
@@ -125,7 +138,12 @@ impl<'a> TimedIo<'a> {
                         format!("no progress {what} for {} ms", timeout.as_millis()),
                     ))
                 }
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    if let Some(slot) = self.alive {
+                        slot.beat();
+                    }
+                    return Ok(());
+                }
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -162,6 +180,11 @@ impl Read for TimedIo<'_> {
 
 impl Write for TimedIo<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !super::watchdog::may_write() {
+            return Err(io::Error::other(
+                "request_timeout: the watchdog answered this request",
+            ));
+        }
         loop {
             // MSG_NOSIGNAL: a client that left gives EPIPE, not a signal.
             match send(
@@ -282,6 +305,28 @@ mod tests {
         let err = io.read(&mut buf).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(!yielded.get());
+    }
+
+    #[test]
+    fn a_wait_that_ends_in_progress_beats_the_heartbeat() {
+        let board = crate::scoreboard::Scoreboard::create(&[1]).unwrap();
+        let slot = &board.slots(0)[0];
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let mut io = TimedIo::new(&b, Duration::from_secs(5), Duration::from_secs(5)).beating(slot);
+        let before = slot.heartbeat_us.load(std::sync::atomic::Ordering::Relaxed);
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            a.write_all(b"x").unwrap();
+            a
+        });
+        let mut buf = [0u8; 4];
+        assert_eq!(io.read(&mut buf).unwrap(), 1);
+        let after = slot.heartbeat_us.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            after > before,
+            "no beat after a wait that ended in data: {before} {after}"
+        );
+        drop(writer.join());
     }
 
     #[test]

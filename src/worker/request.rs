@@ -75,7 +75,7 @@ impl<'a> RequestHandler<'a> {
         }
     }
 
-    pub fn slot(&self) -> &WorkerSlot {
+    pub fn slot(&self) -> &'a WorkerSlot {
         self.slot
     }
 
@@ -234,6 +234,7 @@ impl RequestHandler<'_> {
         self.ctx.board().accepted_conn.fetch_add(1, Relaxed);
         let script_name = request.params.get("SCRIPT_NAME").unwrap_or(b"");
         let uri = request.params.get("REQUEST_URI").unwrap_or(script_name);
+        super::watchdog::request_started(request.request_id);
         self.slot.begin_request(
             request.params.get("REQUEST_METHOD").unwrap_or(b"-"),
             uri,

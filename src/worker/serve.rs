@@ -138,11 +138,13 @@ fn serve_one(
     handler.slot().set_state(WorkerState::Reading);
     let _armed = super::watchdog::arm(&stream);
     let (idle, yielded) = (Cell::new(false), Cell::new(false));
-    let mut io = TimedIo::new(&stream, READ_TIMEOUT, WRITE_TIMEOUT).yielding_to(YieldTo {
-        listener: ctx.listener.as_fd(),
-        idle: &idle,
-        yielded: &yielded,
-    });
+    let mut io = TimedIo::new(&stream, READ_TIMEOUT, WRITE_TIMEOUT)
+        .yielding_to(YieldTo {
+            listener: ctx.listener.as_fd(),
+            idle: &idle,
+            yielded: &yielded,
+        })
+        .beating(handler.slot());
     let mut connection = Connection::new(handler, &stream, queue_wait_us, &idle);
     match serve_connection_with(&mut io, &ctx.limits, &mut connection, buffers) {
         Ok(_) if yielded.get() => {
