@@ -14,11 +14,7 @@ use common::{raw, Server, FASTPM};
 fn fastpm_on(sub: &str, config: &str) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fastpm.toml");
-    std::fs::write(
-        &path,
-        config.replace("{dir}", dir.path().to_str().unwrap()),
-    )
-    .unwrap();
+    std::fs::write(&path, config.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
     let mut cmd = Command::new(FASTPM);
     cmd.arg(sub).arg("-c").arg(&path).env_remove("LISTENQ");
     // `run` on a config it accepts would keep running: bound it (a refusal exits at once).
@@ -91,8 +87,14 @@ fn check_and_run_refuse_what_the_machine_cannot_run_with_exit_2() {
                 Some(2),
                 "fastpm {sub} should refuse with exit 2:\n{config}\nstderr: {stderr}"
             );
-            assert!(stderr.contains(want), "fastpm {sub}: {stderr:?} lacks {want:?}");
-            assert!(stderr.contains("pool p"), "fastpm {sub}: {stderr:?} names no pool");
+            assert!(
+                stderr.contains(want),
+                "fastpm {sub}: {stderr:?} lacks {want:?}"
+            );
+            assert!(
+                stderr.contains("pool p"),
+                "fastpm {sub}: {stderr:?} names no pool"
+            );
         }
     }
 }

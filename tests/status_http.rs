@@ -324,6 +324,10 @@ fn an_idle_kept_connection_is_closed() {
         "the idle kept connection was still open after {:?}: {read:?}",
         started.elapsed()
     );
-    assert!(started.elapsed() < Duration::from_secs(13), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(13),
+        "{:?}",
+        started.elapsed()
+    );
     stop(server);
 }
