@@ -24,6 +24,7 @@ use crate::config::{self, Config, ConfigSource};
 use crate::listen::{self, ListenAddress};
 use crate::probe::{spawn_sampler, SamplerHandle};
 use crate::scoreboard::Scoreboard;
+use crate::sys::inherit::close_inherited_on_exec;
 use crate::worker::lock::LockShared;
 use crate::worker::{spawn_thread_workers, PoolContext, WorkerThreads};
 
@@ -63,6 +64,14 @@ pub struct Running {
 
 impl Running {
     pub fn start(config: Config, options: StartOptions) -> Result<Self, MasterError> {
+        // Before any child exists: descriptors we inherited (systemd's sockets that no pool
+        // claims, anything a shell leaked) must not reach workers, php-cgi or scripts. What we
+        // adopt below is ours; what a child needs it is given explicitly.
+        let marked = close_inherited_on_exec()
+            .map_err(io_error("cannot mark inherited descriptors close-on-exec"))?;
+        if marked > 0 {
+            tracing::debug!("{marked} inherited descriptors marked close-on-exec");
+        }
         // First, while the process has one thread: it clears environment variables.
         let mut inherited =
             Inherited::from_env().map_err(io_error("binary upgrade: inherited sockets"))?;
