@@ -51,6 +51,40 @@ done
 for f in /proc/$$/fd/*; do echo "fd ${f##*/} $(readlink "$f")"; done
 "#;
 
+/// The `[global]` section: no status listener, `runtime_dir` under `dir`.
+fn global(dir: &str) -> String {
+    format!("[global]\nstatus_listen = \"\"\nruntime_dir = \"{dir}/rt\"\n")
+}
+
+/// `user = "nobody"` in a pool section.
+const NOBODY_USER: &str = "user = \"nobody\"";
+
+/// A pool section's lines for thread workers, plus `more`.
+fn thread_workers(more: &str) -> String {
+    format!("workers = \"thread\"\n{more}")
+}
+
+/// A pool section's lines for worker processes, plus `more`.
+fn process_workers(more: &str) -> String {
+    format!("workers = \"process\"\n{more}")
+}
+
+/// An app section: `kind` serving the scripts in `docroot`.
+fn serving(kind: &str, docroot: &Path) -> String {
+    format!(
+        "kind = \"{kind}\"\ndocument_root = \"{}\"",
+        docroot.display()
+    )
+}
+
+/// A one-worker pool listening on `unix:{dir}/NAME.sock` (`{dir}` is filled in by
+/// `Server::start`), with `settings` in its section and `app` in its app section.
+fn pool(name: &str, settings: &str, app: &str) -> String {
+    format!(
+        "\n[pool.{name}]\nmax_children = 1\n{settings}\n[pool.{name}.listen]\naddress = \"unix:{{dir}}/{name}.sock\"\n[pool.{name}.app]\n{app}\n"
+    )
+}
+
 /// GET `script` (an absolute path, sent as SCRIPT_FILENAME) from the pool on unix socket `sock`.
 fn get_body(sock: &Path, script: &Path) -> String {
     let r = raw::get(
@@ -155,43 +189,21 @@ fn stop(mut child: Child) {
 fn a_killed_master_takes_every_child_along_even_after_they_dropped_root() {
     let php_cgi = require("php-cgi");
     let docroot = public_docroot(&[("id.php", ID_PHP, false)]);
-    let config = format!(
-        r#"
-[global]
-status_listen = ""
-runtime_dir = "{{dir}}/rt"
-
-[pool.ex]
-max_children = 1
-user = "nobody"
-[pool.ex.listen]
-address = "unix:{{dir}}/ex.sock"
-[pool.ex.app]
-kind = "exec"
-command = ["{php_cgi}"]
-
-[pool.hi]
-workers = "process"
-max_children = 1
-user = "nobody"
-[pool.hi.listen]
-address = "unix:{{dir}}/hi.sock"
-[pool.hi.app]
-kind = "hello"
-
-[pool.tp]
-workers = "thread"
-max_children = 1
-user = "nobody"
-[pool.tp.listen]
-address = "unix:{{dir}}/tp.sock"
-[pool.tp.app]
-kind = "php"
-document_root = "{docroot}"
-"#,
-        php_cgi = php_cgi.display(),
-        docroot = docroot.path().display(),
-    );
+    let config = [
+        global("{dir}"),
+        pool(
+            "ex",
+            NOBODY_USER,
+            &format!("kind = \"exec\"\ncommand = [\"{}\"]", php_cgi.display()),
+        ),
+        pool("hi", &process_workers(NOBODY_USER), "kind = \"hello\""),
+        pool(
+            "tp",
+            &thread_workers(NOBODY_USER),
+            &serving("php", docroot.path()),
+        ),
+    ]
+    .concat();
     let mut server = Server::start(&config);
     let master = server.pid();
     assert!(get_body(&server.path("hi.sock"), Path::new("/")).contains("Hello"));
@@ -257,34 +269,20 @@ document_root = "{docroot}"
 #[test]
 fn a_thread_pool_runs_php_cgi_and_cgi_scripts_as_its_user() {
     let docroot = public_docroot(&[("id.php", ID_PHP, false), ("id.cgi", ID_CGI, true)]);
-    let config = format!(
-        r#"
-[global]
-status_listen = ""
-runtime_dir = "{{dir}}/rt"
-
-[pool.php]
-workers = "thread"
-max_children = 1
-user = "nobody"
-[pool.php.listen]
-address = "unix:{{dir}}/php.sock"
-[pool.php.app]
-kind = "php"
-document_root = "{docroot}"
-
-[pool.cgi]
-workers = "thread"
-max_children = 1
-user = "nobody"
-[pool.cgi.listen]
-address = "unix:{{dir}}/cgi.sock"
-[pool.cgi.app]
-kind = "cgi"
-document_root = "{docroot}"
-"#,
-        docroot = docroot.path().display(),
-    );
+    let config = [
+        global("{dir}"),
+        pool(
+            "php",
+            &thread_workers(NOBODY_USER),
+            &serving("php", docroot.path()),
+        ),
+        pool(
+            "cgi",
+            &thread_workers(NOBODY_USER),
+            &serving("cgi", docroot.path()),
+        ),
+    ]
+    .concat();
     let server = Server::start(&config);
     let php = get_body(&server.path("php.sock"), &docroot.path().join("id.php"));
     assert!(php.starts_with(&format!("uid={NOBODY}\n")), "{php}");
@@ -334,46 +332,21 @@ fn systemd_variables_and_unclaimed_sockets_do_not_reach_children() {
         .unwrap()
         .ino();
     let notify = UnixDatagram::bind(at("notify.sock")).unwrap();
-    let config = format!(
-        r#"
-[global]
-status_listen = ""
-runtime_dir = "{dir}/rt"
-
-# Thread workers: the master starts the scripts itself.
-[pool.cg]
-workers = "thread"
-max_children = 1
-[pool.cg.listen]
-address = "systemd:cg"
-[pool.cg.app]
-kind = "cgi"
-document_root = "{docroot}"
-clear_env = false
-
-# A worker process in between.
-[pool.cp]
-workers = "process"
-max_children = 1
-[pool.cp.listen]
-address = "unix:{dir}/cp.sock"
-[pool.cp.app]
-kind = "cgi"
-document_root = "{docroot}"
-clear_env = false
-
-[pool.php]
-workers = "thread"
-max_children = 1
-[pool.php.listen]
-address = "unix:{dir}/php.sock"
-[pool.php.app]
-kind = "php"
-document_root = "{docroot}"
-clear_env = false
-"#,
-        dir = dir.path().display(),
-        docroot = docroot.path().display(),
+    let inherits = |kind: &str| format!("{}\nclear_env = false", serving(kind, docroot.path()));
+    let mut config = [
+        global("{dir}"),
+        // Thread workers: the master starts the scripts itself.
+        pool("cg", &thread_workers(""), &inherits("cgi")),
+        // A worker process in between.
+        pool("cp", &process_workers(""), &inherits("cgi")),
+        pool("php", &thread_workers(""), &inherits("php")),
+    ]
+    .concat()
+    .replace("{dir}", dir.path().to_str().unwrap());
+    // The cgi thread pool listens on the socket systemd passes as "cg".
+    config = config.replace(
+        &format!("address = \"unix:{}/cg.sock\"", dir.path().display()),
+        "address = \"systemd:cg\"",
     );
     std::fs::write(at("fastpm.toml"), config).unwrap();
     let log = at("fastpm.log");
