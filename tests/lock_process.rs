@@ -15,7 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fastpm::config::AcceptLock as LockKind;
-use fastpm::sys::privileges::{drop_in_child, resolve, Credentials};
+use fastpm::sys::child::ChildSetup;
+use fastpm::sys::privileges::{resolve, Credentials};
 use fastpm::worker::lock::{AcceptLock, LockHandoff, LockShared};
 
 /// Where a child finds its lock descriptor.
@@ -127,8 +128,8 @@ fn spawn_child_as(
             });
         }
     }
-    if let Some(creds) = creds {
-        drop_in_child(&mut cmd, creds);
+    if creds.is_some() {
+        ChildSetup::new().run_as(creds).apply(&mut cmd);
     }
     let child = cmd.spawn().unwrap();
     drop(lock_fd); // the child has its own copy now

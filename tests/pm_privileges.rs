@@ -3,7 +3,8 @@
 
 use std::process::Command;
 
-use fastpm::sys::privileges::{drop_in_child, resolve, Credentials, PrivilegeError};
+use fastpm::sys::child::ChildSetup;
+use fastpm::sys::privileges::{resolve, Credentials, PrivilegeError};
 use nix::unistd::{Group, User};
 
 fn nobody() -> User {
@@ -84,7 +85,9 @@ fn pm_privileges_child_drops_to_nobody() {
         "-c",
         "id -u; id -u -r; id -g; id -G; cat /proc/self/status | grep ^Uid",
     ]);
-    drop_in_child(&mut cmd, creds.clone());
+    ChildSetup::new()
+        .run_as(Some(creds.clone()))
+        .apply(&mut cmd);
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
@@ -112,21 +115,17 @@ fn pm_privileges_failed_drop_stops_the_child() {
     let nobody = nobody();
     let mut cmd = Command::new("sh");
     cmd.args(["-c", "exit 0"]);
-    // First drop to nobody, then try (and fail) to become 54321.
-    let first = Credentials {
-        uid: nobody.uid.as_raw(),
-        gid: nobody.gid.as_raw(),
-        groups: vec![nobody.gid.as_raw()],
-    };
-    drop_in_child(&mut cmd, first);
-    drop_in_child(
-        &mut cmd,
-        Credentials {
+    // First drop to nobody (std's own uid/gid switch runs before the hook), then try (and
+    // fail) to become 54321.
+    std::os::unix::process::CommandExt::uid(&mut cmd, nobody.uid.as_raw());
+    std::os::unix::process::CommandExt::gid(&mut cmd, nobody.gid.as_raw());
+    ChildSetup::new()
+        .run_as(Some(Credentials {
             uid: 54321,
             gid: 54321,
             groups: vec![54321],
-        },
-    );
+        }))
+        .apply(&mut cmd);
     let err = cmd.status().unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
 }

@@ -6,7 +6,9 @@
 //! not take them), `LISTEN_FDS` (how many) and `LISTEN_FDNAMES` (their names, `:`-separated;
 //! every name is `unknown` when it is unset). Parsing is pure ([`parse_activation`]); taking a
 //! socket ([`take_listener`]) adopts the descriptor once, makes it close-on-exec and checks that
-//! it really is a listening stream socket.
+//! it really is a listening stream socket. Sockets no pool takes are not closed (the unit owns
+//! them) but never reach a child either: the master marks every inherited descriptor
+//! close-on-exec at start (`sys::inherit::close_inherited_on_exec`).
 //!
 //! The socket unit owns the socket's settings: its `Backlog=`, `SocketMode=` and owner are kept
 //! as systemd made them (the status page still shows the effective backlog, read from the

@@ -1,10 +1,16 @@
 //! Which app a pool runs, decided once at start: a pure choice plus the factory that builds one
 //! app value per worker.
+//!
+//! A pool's `user`/`group` reach the apps of worker *threads* here: the php-cgi and CGI
+//! processes they start drop to those ids. The built-in apps (hello, echo, sleep) of a thread
+//! pool have no process of their own: they run inside the master, as root. Use
+//! `workers = "process"` for a pool whose own code must not run as root.
 
 use std::path::Path;
 
 use crate::app::{App, Cgi, CgiSettings, Echo, Hello, Php, PhpSettings, Sleep};
 use crate::config::{AppKind, PoolConfig};
+use crate::sys::privileges::Credentials;
 
 /// The app a pool's workers will run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,18 +86,29 @@ pub fn choose(
 }
 
 /// Build the app of worker number `worker` of `pool` (private files go under `runtime_dir`).
+/// `children_as`: the ids the app's child processes (php-cgi, CGI scripts) run as — the pool's
+/// credentials for a worker thread, `None` in a worker process (it already runs as them).
 pub fn build(
     choice: &Choice,
     pool: &PoolConfig,
     runtime_dir: &Path,
     worker: usize,
+    children_as: Option<&Credentials>,
 ) -> Box<dyn App> {
     match choice {
         Choice::Hello => Box::new(Hello::new(&pool.name)),
         Choice::Echo => Box::new(Echo),
         Choice::Sleep => Box::new(Sleep),
-        Choice::Php => Box::new(Php::new(PhpSettings::for_worker(pool, runtime_dir, worker))),
-        Choice::Cgi => Box::new(Cgi::new(CgiSettings::from_pool(pool))),
+        Choice::Php => {
+            let mut settings = PhpSettings::for_worker(pool, runtime_dir, worker);
+            settings.child.credentials = children_as.cloned();
+            Box::new(Php::new(settings))
+        }
+        Choice::Cgi => {
+            let mut settings = CgiSettings::from_pool(pool);
+            settings.credentials = children_as.cloned();
+            Box::new(Cgi::new(settings))
+        }
         Choice::Exec => unreachable!("an exec pool runs its command, never fastpm workers"),
     }
 }

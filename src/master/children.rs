@@ -12,10 +12,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::pm::WorkerExit;
-use crate::sys::child::own_group_and_die_with_parent;
+use crate::sys::child::ChildSetup;
 use crate::sys::inherit::adopt_inherited_fd;
-use crate::sys::privileges::{drop_in_child, Credentials};
-use crate::sys::spawn::inherit_fds_and_die_with_parent;
+use crate::sys::privileges::Credentials;
 use crate::worker::lock::LockShared;
 use crate::worker::watchdog::REQUEST_TIMEOUT_EXIT;
 
@@ -145,20 +144,12 @@ pub fn spawn(spec: &SpawnSpec, slot: usize, generation: u64) -> std::io::Result<
     if let Some(path) = &spec.config_path {
         cmd.arg("--config").arg(path);
     }
-    // systemd's variables are the master's: a worker must not notify or adopt sockets.
-    for var in [
-        "NOTIFY_SOCKET",
-        "LISTEN_PID",
-        "LISTEN_FDS",
-        "LISTEN_FDNAMES",
-    ] {
-        cmd.env_remove(var);
-    }
     cmd.stdin(Stdio::piped());
-    inherit_fds_and_die_with_parent(&mut cmd, fds);
-    if let Some(creds) = &spec.credentials {
-        drop_in_child(&mut cmd, creds.clone());
-    }
+    // Dies with the master's supervisor thread, which lives as long as the master.
+    ChildSetup::new()
+        .run_as(spec.credentials.clone())
+        .inherit(fds)
+        .apply(&mut cmd);
     let mut child = cmd.spawn()?;
     if let Some(mut stdin) = child.stdin.take() {
         // A worker that dies before reading is reaped and reported like any other exit.
@@ -197,19 +188,11 @@ fn spawn_exec(
             cmd.env("PATH", path);
         }
     }
-    for var in [
-        "NOTIFY_SOCKET",
-        "LISTEN_PID",
-        "LISTEN_FDS",
-        "LISTEN_FDNAMES",
-    ] {
-        cmd.env_remove(var);
-    }
     cmd.envs(&exec.env);
-    own_group_and_die_with_parent(&mut cmd);
-    if let Some(creds) = &spec.credentials {
-        drop_in_child(&mut cmd, creds.clone());
-    }
+    ChildSetup::new()
+        .own_session()
+        .run_as(spec.credentials.clone())
+        .apply(&mut cmd);
     let child = cmd.spawn()?;
     Ok(WorkerProcess {
         slot,

@@ -5,8 +5,8 @@
 //! an abstract socket name written with a leading `@`. Without `$NOTIFY_SOCKET` (not started by
 //! systemd) every call is a no-op, so the master can call it unconditionally.
 //!
-//! Children must not inherit `NOTIFY_SOCKET`: whoever spawns worker processes removes it (and the
-//! `LISTEN_*` variables) from their environment.
+//! Children must not inherit `NOTIFY_SOCKET`: `sys::child::ChildSetup` removes it (and the
+//! `LISTEN_*` variables) from the environment of every child but a new master after an upgrade.
 
 use std::io;
 use std::os::linux::net::SocketAddrExt;

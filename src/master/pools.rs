@@ -18,7 +18,7 @@ use crate::listen::{self, BindOptions, ListenAddress, ListenError, Listener};
 use crate::probe::QueueProbe;
 use crate::scoreboard::Scoreboard;
 use crate::status::PoolInfo;
-use crate::sys::privileges;
+use crate::sys::privileges::{self, Credentials};
 use crate::worker::context::STOP_CHECK_INTERVAL;
 use crate::worker::lock::{AcceptLock, LockError, LockShared};
 use crate::worker::PoolContext;
@@ -207,6 +207,15 @@ pub(super) fn runs_processes(pool: &PoolConfig) -> bool {
     pool.workers == WorkerKind::Process || pool.app.kind == AppKind::Exec
 }
 
+/// The ids a pool's `user`/`group` name (`None` when unset): worker processes run as them, and
+/// so do the php-cgi and CGI children of worker threads.
+pub(super) fn pool_credentials(pool: &PoolConfig) -> Result<Option<Credentials>, MasterError> {
+    privileges::resolve(pool.user.as_deref(), pool.group.as_deref()).map_err(|e| MasterError::Io {
+        what: format!("pool {}: user/group", pool.name),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
 /// What a pool's worker processes are started with.
 pub(super) fn spawn_spec(
     config: &Config,
@@ -216,13 +225,7 @@ pub(super) fn spawn_spec(
     options: &StartOptions,
 ) -> Result<SpawnSpec, MasterError> {
     let pool = &ctx.config;
-    let credentials =
-        privileges::resolve(pool.user.as_deref(), pool.group.as_deref()).map_err(|e| {
-            MasterError::Io {
-                what: format!("pool {}: user/group", pool.name),
-                source: std::io::Error::other(e.to_string()),
-            }
-        })?;
+    let credentials = pool_credentials(pool)?;
     Ok(SpawnSpec {
         pool_index: ctx.index,
         listener_fd: ctx.listener.as_raw_fd(),

@@ -14,8 +14,8 @@ use super::apps::{self};
 use super::notify::Notifier;
 use super::pm::PmSettings;
 use super::pools::{
-    humantime, io_error, open_pool, prepare_runtime_dir, runs_processes, slots_for, spawn_spec,
-    write_pid_file, MasterError, StartOptions,
+    humantime, io_error, open_pool, pool_credentials, prepare_runtime_dir, runs_processes,
+    slots_for, spawn_spec, write_pid_file, MasterError, StartOptions,
 };
 use super::process_pool::ProcessPool;
 use super::status_source::Pools;
@@ -24,6 +24,7 @@ use crate::config::{self, Config, ConfigSource};
 use crate::listen::{self, ListenAddress};
 use crate::probe::{spawn_sampler, SamplerHandle};
 use crate::scoreboard::Scoreboard;
+use crate::sys::inherit::close_inherited_on_exec;
 use crate::worker::lock::LockShared;
 use crate::worker::{spawn_thread_workers, PoolContext, WorkerThreads};
 
@@ -63,6 +64,14 @@ pub struct Running {
 
 impl Running {
     pub fn start(config: Config, options: StartOptions) -> Result<Self, MasterError> {
+        // Before any child exists: descriptors we inherited (systemd's sockets that no pool
+        // claims, anything a shell leaked) must not reach workers, php-cgi or scripts. What we
+        // adopt below is ours; what a child needs it is given explicitly.
+        let marked = close_inherited_on_exec()
+            .map_err(io_error("cannot mark inherited descriptors close-on-exec"))?;
+        if marked > 0 {
+            tracing::debug!("{marked} inherited descriptors marked close-on-exec");
+        }
         // First, while the process has one thread: it clears environment variables.
         let mut inherited =
             Inherited::from_env().map_err(io_error("binary upgrade: inherited sockets"))?;
@@ -117,11 +126,20 @@ impl Running {
             }
             let pool_config = ctx.config.clone();
             let runtime_dir = config.global.runtime_dir.clone();
+            // Thread workers run inside the master: their php-cgi and CGI children drop to the
+            // pool's user themselves.
+            let children_as = pool_credentials(&pool_config)?;
             // Workers are built in order; each gets its number (for its private socket names).
             let next_worker = std::sync::atomic::AtomicUsize::new(0);
             let make_app = || {
                 let worker = next_worker.fetch_add(1, Relaxed);
-                apps::build(&choice, &pool_config, &runtime_dir, worker)
+                apps::build(
+                    &choice,
+                    &pool_config,
+                    &runtime_dir,
+                    worker,
+                    children_as.as_ref(),
+                )
             };
             let threads = spawn_thread_workers(Arc::clone(&ctx), &make_app)
                 .map_err(io_error(format!("pool {pool_name}: cannot start workers")))?;

@@ -15,8 +15,8 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command};
 
+use crate::sys::child::ChildSetup;
 use crate::sys::inherit::adopt_inherited_fd;
-use crate::sys::spawn::inherit_fds;
 
 /// `name=fd,name=fd,…`: pool names (and [`STATUS_NAME`]) to inherited descriptors.
 pub const INHERIT_ENV: &str = "FASTPM_INHERIT";
@@ -120,7 +120,7 @@ pub fn start(sockets: &[(String, RawFd)]) -> std::io::Result<Upgrade> {
     cmd.env(READY_ENV, write_end.as_raw_fd().to_string());
     let mut fds: Vec<RawFd> = sockets.iter().map(|(_, fd)| *fd).collect();
     fds.push(write_end.as_raw_fd());
-    inherit_fds(&mut cmd, fds, false);
+    ChildSetup::new().new_master().inherit(fds).apply(&mut cmd);
     let child = cmd.spawn()?;
     drop(write_end);
     Ok(Upgrade {

@@ -1,38 +1,257 @@
-//! Child processes that must not outlive fastpm and that can be signalled as a group: the
-//! `pre_exec` hook that makes a spawned program its own session (so `kill(-pid)` reaches it and
-//! whatever it forks) and asks the kernel to SIGKILL it when the spawning thread goes away.
+//! Every program fastpm starts (worker processes, exec-pool programs, php-cgi, CGI scripts, a
+//! new master after a binary upgrade) is set up by [`ChildSetup`]: one `pre_exec` hook that owns
+//! the order of what happens between `fork` and `exec`, and one place that keeps systemd's
+//! variables out of children.
+//!
+//! The order in the hook, and why:
+//!
+//! 1. `setsid()` (optional): the child leads its own session and process group, so `kill(-pid)`
+//!    reaches it and whatever it forks (php-cgi and CGI scripts; php-cgi calls setsid itself too).
+//! 2. Drop privileges (optional): setgroups/setgid/setuid to the pool's `user`/`group`, skipped
+//!    when the process already runs as exactly those ids (a worker process that dropped them
+//!    already starting its php-cgi).
+//! 3. `PR_SET_PDEATHSIG(SIGKILL)`: *after* the drop, because the kernel clears the parent-death
+//!    signal whenever credentials change (prctl(2)); set before it, a `user = "nobody"` worker
+//!    would outlive a SIGKILLed master. The signal fires when the *thread* that forked exits,
+//!    not the process: worker threads start their own php-cgi and CGI children, so a child dies
+//!    with its worker thread and with fastpm; the master starts worker processes from its
+//!    supervisor thread, which lives as long as the master.
+//! 4. `getppid()` against the parent's pid read before `fork`: if the parent died before step 3,
+//!    nobody would ever kill the child, so it leaves at once (`_exit`).
+//! 5. Clear `FD_CLOEXEC` on the descriptors the child must inherit. fastpm's own descriptors are
+//!    all close-on-exec, so only the chosen ones survive `exec`, and only in the child: the
+//!    parent's copies keep the flag.
+//!
+//! The hook is async-signal-safe: it allocates nothing (everything it reads was allocated before
+//! `fork`) and calls only system calls.
 
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-/// Make the program `cmd` will start a session leader (its pid is its process-group id) that
-/// the kernel kills with SIGKILL when the thread that spawned it exits (`PR_SET_PDEATHSIG`).
-/// Worker threads spawn their own children, so a child dies with its worker and with fastpm.
-pub fn own_group_and_die_with_parent(cmd: &mut Command) {
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: the hook runs in the forked child before exec and calls only async-signal-safe
-    // functions (setsid, prctl, getppid, _exit); it allocates nothing and touches no locks.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() == -1 {
-                return Err(io::Error::last_os_error());
+use super::privileges::{current_ids, drop_privileges, running_as, Credentials};
+
+/// systemd's variables belong to the master: a child that inherited them could notify systemd
+/// in the master's name or adopt descriptors that are not its own.
+pub const SYSTEMD_ENV: [&str; 4] = [
+    "NOTIFY_SOCKET",
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+];
+
+/// How a child process is set up between `fork` and `exec`. Built, then [`ChildSetup::apply`]d
+/// to a `Command` as its one `pre_exec` hook.
+#[derive(Clone, Debug)]
+pub struct ChildSetup {
+    own_session: bool,
+    credentials: Option<Credentials>,
+    die_with_parent: bool,
+    inherit: Vec<RawFd>,
+    keep_systemd_env: bool,
+}
+
+impl Default for ChildSetup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChildSetup {
+    /// A child that dies with the thread that starts it, inherits no descriptor beyond 0–2,
+    /// keeps the parent's ids and gets no systemd variables.
+    pub fn new() -> Self {
+        Self {
+            own_session: false,
+            credentials: None,
+            die_with_parent: true,
+            inherit: Vec::new(),
+            keep_systemd_env: false,
+        }
+    }
+
+    /// Make the child a session leader (its pid is its process-group id).
+    pub fn own_session(mut self) -> Self {
+        self.own_session = true;
+        self
+    }
+
+    /// Run the child as `credentials` (`None`: the parent's ids).
+    pub fn run_as(mut self, credentials: Option<Credentials>) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// Keep these descriptors open across `exec`, at the same numbers.
+    pub fn inherit(mut self, fds: Vec<RawFd>) -> Self {
+        self.inherit = fds;
+        self
+    }
+
+    /// A new master after a binary upgrade: it must outlive the old one, and it is systemd's
+    /// service now (it notifies `MAINPID=` itself), so it keeps systemd's variables.
+    pub fn new_master(mut self) -> Self {
+        self.die_with_parent = false;
+        self.keep_systemd_env = true;
+        self
+    }
+
+    /// Install the hook on `cmd` and remove systemd's variables from its environment (after
+    /// whatever the caller set: a configured `env` cannot bring them back).
+    pub fn apply(self, cmd: &mut Command) {
+        if !self.keep_systemd_env {
+            for var in SYSTEMD_ENV {
+                cmd.env_remove(var);
             }
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) == -1
-            {
+        }
+        let parent = std::process::id() as libc::pid_t;
+        let setup = self;
+        // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+        // calls are allowed: setsid, prctl, getppid, _exit and fcntl are plain system calls, and
+        // `drop_privileges` only makes system calls too. `setup` was allocated in the parent
+        // before fork and is only read; nothing allocates or takes a lock.
+        unsafe {
+            cmd.pre_exec(move || setup.in_child(parent));
+        }
+    }
+
+    /// The hook itself (see the module comment for the order). Runs in the forked child.
+    fn in_child(&self, parent: libc::pid_t) -> io::Result<()> {
+        // SAFETY: setsid takes no arguments and only changes this (child) process.
+        if self.own_session && unsafe { libc::setsid() } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        if let Some(creds) = &self.credentials {
+            if !running_as(&current_ids(), creds) {
+                drop_privileges(creds)?;
+            }
+        }
+        if self.die_with_parent {
+            // SAFETY: prctl with integer arguments touches no memory of ours.
+            let set = unsafe {
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                )
+            };
+            if set == -1 {
                 return Err(io::Error::last_os_error());
             }
             // The parent may have died between fork and prctl: then nobody would ever kill us.
-            if libc::getppid() != parent {
-                libc::_exit(1);
+            // SAFETY: getppid cannot fail; _exit ends this child without running any Rust code.
+            unsafe {
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
             }
-            Ok(())
-        });
+        }
+        for &fd in &self.inherit {
+            // SAFETY: F_SETFD with an integer flag; a bad number only gives EBADF.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn systemd_variables_are_removed_even_when_configured() {
+        let mut cmd = Command::new("true");
+        cmd.env("NOTIFY_SOCKET", "/run/x").env("APP", "1");
+        ChildSetup::new().apply(&mut cmd);
+        let envs: Vec<(&OsStr, Option<&OsStr>)> = cmd.get_envs().collect();
+        for var in SYSTEMD_ENV {
+            assert!(envs.contains(&(OsStr::new(var), None)), "{var}: {envs:?}");
+        }
+        assert!(envs.contains(&(OsStr::new("APP"), Some(OsStr::new("1")))));
+    }
+
+    /// Poll `child` until it ends (bounded); its exit status.
+    fn ended_within(child: &mut std::process::Child, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    #[test]
+    fn a_child_that_dropped_privileges_still_dies_with_its_thread() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "needs root, like the master"
+        );
+        let nobody = crate::sys::privileges::resolve(Some("nobody"), None)
+            .unwrap()
+            .unwrap();
+        // Started by a thread that then exits: the parent-death signal must fire.
+        let mut child = std::thread::spawn(move || {
+            let mut cmd = Command::new("sleep");
+            cmd.arg("30");
+            ChildSetup::new()
+                .own_session()
+                .run_as(Some(nobody))
+                .apply(&mut cmd);
+            cmd.spawn().unwrap()
+        })
+        .join()
+        .unwrap();
+        let status = ended_within(&mut child, Duration::from_secs(5));
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        assert_eq!(
+            status.and_then(|s| s.signal()),
+            Some(libc::SIGKILL),
+            "the child outlived the thread that started it"
+        );
+    }
+
+    #[test]
+    fn only_the_chosen_descriptors_are_inherited() {
+        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let (chosen, other) = (read_end.as_raw_fd(), write_end.as_raw_fd());
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!(
+            "test -e /proc/self/fd/{chosen} && ! test -e /proc/self/fd/{other}"
+        ));
+        ChildSetup::new().inherit(vec![chosen]).apply(&mut cmd);
+        assert!(cmd.status().unwrap().success());
+        let flags = nix::fcntl::fcntl(chosen, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(
+            flags & libc::FD_CLOEXEC,
+            0,
+            "the parent's copy keeps close-on-exec"
+        );
+    }
+
+    #[test]
+    fn a_new_master_keeps_systemd_variables() {
+        let mut cmd = Command::new("true");
+        cmd.env("NOTIFY_SOCKET", "/run/x");
+        ChildSetup::new().new_master().apply(&mut cmd);
+        let envs: Vec<(&OsStr, Option<&OsStr>)> = cmd.get_envs().collect();
+        assert_eq!(
+            envs,
+            [(OsStr::new("NOTIFY_SOCKET"), Some(OsStr::new("/run/x")))]
+        );
     }
 }

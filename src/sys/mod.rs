@@ -8,4 +8,3 @@ pub mod pmutex;
 pub mod privileges;
 pub mod shm;
 pub mod sockopt;
-pub mod spawn;

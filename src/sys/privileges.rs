@@ -1,7 +1,7 @@
 //! Dropping a worker's privileges (`user`/`group` of a pool): the master, running as root,
 //! resolves names to ids *before* spawning ([`resolve`]); the child switches with
-//! [`drop_privileges`] — in `pre_exec` (between fork and exec, where only async-signal-safe calls
-//! are allowed, so it allocates nothing) or right after exec.
+//! [`drop_privileges`] — in the `pre_exec` hook of [`super::child::ChildSetup`] (between fork and
+//! exec, where only async-signal-safe calls are allowed, so it allocates nothing).
 //!
 //! Order matters: supplementary groups and gid must change while we are still root, then uid;
 //! afterwards we check that root cannot be regained (a `setuid(0)` that succeeds means the drop
@@ -9,8 +9,6 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 
 use nix::unistd::{Gid, Group, Uid, User};
 
@@ -142,12 +140,66 @@ pub fn drop_privileges(creds: &Credentials) -> io::Result<()> {
     Ok(())
 }
 
-/// Make a child process started by `cmd` drop to `creds` between fork and exec.
-pub fn drop_in_child(cmd: &mut Command, creds: Credentials) {
-    // SAFETY: the closure runs in the forked child before exec and only calls
-    // `drop_privileges`, which is async-signal-safe (no allocation, no locks); `creds` was
-    // allocated in the parent and is only read.
-    unsafe {
-        cmd.pre_exec(move || drop_privileges(&creds));
+/// A process's real and effective user and group ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ids {
+    pub uid: u32,
+    pub euid: u32,
+    pub gid: u32,
+    pub egid: u32,
+}
+
+/// The calling process's ids. Async-signal-safe.
+pub fn current_ids() -> Ids {
+    Ids {
+        uid: nix::unistd::getuid().as_raw(),
+        euid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        egid: nix::unistd::getegid().as_raw(),
+    }
+}
+
+/// Pure: whether a process with `ids` already runs as `creds` (then there is nothing to drop: a
+/// worker process that dropped to the pool's user starting its php-cgi). Supplementary groups
+/// are not compared: only root could change them, and root never matches a non-root `creds`.
+pub fn running_as(ids: &Ids, creds: &Credentials) -> bool {
+    ids.uid == creds.uid && ids.euid == creds.uid && ids.gid == creds.gid && ids.egid == creds.gid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_as_needs_every_id_to_match() {
+        let creds = Credentials {
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534],
+        };
+        let nobody = Ids {
+            uid: 65534,
+            euid: 65534,
+            gid: 65534,
+            egid: 65534,
+        };
+        assert!(running_as(&nobody, &creds));
+        let root = Ids {
+            uid: 0,
+            euid: 0,
+            gid: 0,
+            egid: 0,
+        };
+        assert!(!running_as(&root, &creds));
+        // Only the effective uid dropped (a saved root could come back): not done.
+        assert!(!running_as(&Ids { uid: 0, ..nobody }, &creds));
+        assert!(!running_as(&Ids { egid: 0, ..nobody }, &creds));
+        // Root as root (user = "root"): nothing to do.
+        let as_root = Credentials {
+            uid: 0,
+            gid: 0,
+            groups: vec![0],
+        };
+        assert!(running_as(&root, &as_root));
     }
 }

@@ -117,7 +117,8 @@ pub fn run(
         max_children: pool.max_children,
     };
     // Built on this (the worker's only) thread: a php-cgi child dies with it.
-    let app = apps::build(&choice, &pool, &config.global.runtime_dir, args.slot);
+    // The process already runs as the pool's user: its children inherit the ids.
+    let app = apps::build(&choice, &pool, &config.global.runtime_dir, args.slot, None);
     // php and cgi enforce request_timeout themselves (they kill their child and answer 504).
     let app_enforces_timeout = matches!(pool.app.kind, AppKind::Php | AppKind::Cgi);
     if !pool.request_timeout.is_zero() && !app_enforces_timeout {

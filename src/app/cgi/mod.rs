@@ -21,7 +21,8 @@ use super::php::{resolve_script, Refusal};
 use super::{plain_response, App};
 use crate::config::PoolConfig;
 use crate::fastcgi::{Request, ResponseWriter};
-use crate::sys::child::own_group_and_die_with_parent;
+use crate::sys::child::ChildSetup;
+use crate::sys::privileges::Credentials;
 
 /// PATH given to scripts started with a cleared environment that set none (so `#!/bin/sh`
 /// scripts find the usual tools).
@@ -43,6 +44,9 @@ pub struct CgiSettings {
     pub env: Vec<(String, String)>,
     /// `clear_env`: start from an empty environment instead of fastpm's.
     pub clear_env: bool,
+    /// The pool's `user`/`group` when scripts are started by a worker *thread* (inside the root
+    /// master); `None` in a worker process, which already runs as them.
+    pub credentials: Option<Credentials>,
 }
 
 impl CgiSettings {
@@ -63,6 +67,7 @@ impl CgiSettings {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             clear_env: pool.app.clear_env,
+            credentials: None,
         }
     }
 }
@@ -110,7 +115,10 @@ impl Cgi {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        own_group_and_die_with_parent(&mut cmd);
+        ChildSetup::new()
+            .own_session()
+            .run_as(self.settings.credentials.clone())
+            .apply(&mut cmd);
         cmd
     }
 }

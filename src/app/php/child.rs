@@ -11,7 +11,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::sys::child::own_group_and_die_with_parent;
+use crate::sys::child::ChildSetup;
+use crate::sys::privileges::Credentials;
 
 /// How to start one worker's php-cgi.
 #[derive(Debug, Clone)]
@@ -29,6 +30,9 @@ pub struct ChildSpec {
     pub env: Vec<(String, String)>,
     /// Start from an empty environment (php-fpm's `clear_env`).
     pub clear_env: bool,
+    /// The pool's `user`/`group` when php-cgi is started by a worker *thread* (inside the root
+    /// master); `None` in a worker process, which already runs as them.
+    pub credentials: Option<Credentials>,
 }
 
 impl ChildSpec {
@@ -74,7 +78,10 @@ impl PhpChild {
         cmd.stdin(Stdio::from(OwnedFd::from(listener)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        own_group_and_die_with_parent(&mut cmd);
+        ChildSetup::new()
+            .own_session()
+            .run_as(spec.credentials.clone())
+            .apply(&mut cmd);
         let spawned = cmd.spawn();
         // `cmd` held our copy of the listener; with it gone only php-cgi holds the socket,
         // so connecting to a dead child fails instead of hanging.
@@ -169,6 +176,7 @@ mod tests {
             ],
             env: vec![("APP_ENV".into(), "dev".into())],
             clear_env: true,
+            credentials: None,
         };
         let cmd = spec.command();
         let args: Vec<&OsStr> = cmd.get_args().collect();

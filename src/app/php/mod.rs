@@ -83,6 +83,7 @@ impl PhpSettings {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 clear_env: app.clear_env,
+                credentials: None,
             },
         }
     }
