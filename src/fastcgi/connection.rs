@@ -31,6 +31,13 @@ pub trait Handler {
     /// ending it now loses nothing (the worker uses this to give way to queued connections).
     /// Default: no-op.
     fn between_requests(&mut self) {}
+
+    /// Asked when a kept connection has just gone idle, before the driver waits on it: `true`
+    /// ends the connection there (the worker is stopping, reloading or due for recycling; an
+    /// idle connection loses nothing). Default: `false`.
+    fn end_idle_connection(&mut self) -> bool {
+        false
+    }
 }
 
 /// How a connection ended normally.
@@ -191,6 +198,9 @@ fn drive<S: Read + Write>(
         }
 
         if idle && start == end {
+            if handler.end_idle_connection() {
+                return Ok(ConnectionEnd::Done);
+            }
             handler.between_requests();
         }
         match stream.read(&mut buf[end..]) {

@@ -53,7 +53,15 @@ pub struct YieldTo<'a> {
     pub idle: &'a Cell<bool>,
     /// Set when the connection was given up: the caller counts it.
     pub yielded: &'a Cell<bool>,
+    /// Asked at least every [`IDLE_STOP_CHECK`] while idle: `true` gives the connection up
+    /// (the worker is stopping, for TERM, QUIT or a reload). Idle, nothing is lost.
+    pub give_up: &'a dyn Fn() -> bool,
 }
+
+/// How often an idle kept connection's wait looks at [`YieldTo::give_up`]: a stop or reload
+/// reaches a worker held by an idle kept connection within this time, not at the 10 s read
+/// timeout.
+pub const IDLE_STOP_CHECK: Duration = Duration::from_millis(200);
 
 impl<'a> TimedIo<'a> {
     pub fn new(stream: &'a impl AsFd, read_timeout: Duration, write_timeout: Duration) -> Self {
@@ -80,9 +88,12 @@ impl<'a> TimedIo<'a> {
 
     /// Wait for the idle connection's next bytes, or for a queued connection that no free worker
     /// took within [`YIELD_GRACE`]. `Ok(true)`: readable; `Ok(false)`: give the connection up.
-    fn wait_idle(&self, listener: BorrowedFd<'_>) -> io::Result<bool> {
+    fn wait_idle(&self, listener: BorrowedFd<'_>, give_up: &dyn Fn() -> bool) -> io::Result<bool> {
         let deadline = Instant::now() + self.read_timeout;
         loop {
+            if give_up() {
+                return Ok(false);
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             let mut fds = [
                 PollFd::new(self.fd, PollFlags::POLLIN),
@@ -90,8 +101,9 @@ impl<'a> TimedIo<'a> {
             ];
             match poll(
                 &mut fds,
-                PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
+                PollTimeout::try_from(left.min(IDLE_STOP_CHECK)).unwrap_or(PollTimeout::MAX),
             ) {
+                Ok(0) if !left.is_zero() => continue,
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
@@ -163,7 +175,7 @@ impl Read for TimedIo<'_> {
                 }
                 Err(Errno::EAGAIN) => match self.yield_to {
                     Some(y) if y.idle.get() => {
-                        if !self.wait_idle(y.listener)? {
+                        if !self.wait_idle(y.listener, y.give_up)? {
                             y.idle.set(false);
                             y.yielded.set(true);
                             return Ok(0);
@@ -249,6 +261,7 @@ mod tests {
             listener: listener.as_fd(),
             idle,
             yielded,
+            give_up: &|| false,
         })
     }
 

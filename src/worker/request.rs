@@ -173,6 +173,16 @@ impl Handler for Connection<'_, '_, '_> {
 
     fn between_requests(&mut self) {
         self.idle.set(true);
+        // Waiting for a kept connection's next request is idle, not busy: the worker gives the
+        // connection up for a queued one (`worker::io`), so it counts as free for the status
+        // page and for pm = dynamic (which would otherwise spawn for every kept connection).
+        self.handler.slot.set_state(WorkerState::Idle);
+    }
+
+    fn end_idle_connection(&mut self) -> bool {
+        let ctx = self.handler.ctx;
+        super::serve::stop_asked(ctx)
+            || super::serve::recycle(ctx, self.handler.slot.requests.load(Relaxed))
     }
 
     fn handle(&mut self, request: &Request, out: &mut ResponseWriter<'_>) -> std::io::Result<u32> {

@@ -70,9 +70,14 @@ pub fn run_worker(ctx: &PoolContext, worker: usize, app: Box<dyn App>) {
     slot.release();
 }
 
+/// The master asked the pool to stop (graceful or not): an idle kept connection is given up.
+pub(super) fn stop_asked(ctx: &PoolContext) -> bool {
+    ctx.stopping.load(Relaxed) || ctx.quitting.load(Relaxed)
+}
+
 /// A worker process leaves after `max_requests` (the master replaces it); a thread would not be
 /// replaced, so thread workers never recycle.
-fn recycle(ctx: &PoolContext, served: u64) -> bool {
+pub(super) fn recycle(ctx: &PoolContext, served: u64) -> bool {
     ctx.config.workers == WorkerKind::Process && should_recycle(ctx.config.max_requests, served)
 }
 
@@ -138,11 +143,13 @@ fn serve_one(
     handler.slot().set_state(WorkerState::Reading);
     let _armed = super::watchdog::arm(&stream);
     let (idle, yielded) = (Cell::new(false), Cell::new(false));
+    let give_up = || stop_asked(ctx);
     let mut io = TimedIo::new(&stream, READ_TIMEOUT, WRITE_TIMEOUT)
         .yielding_to(YieldTo {
             listener: ctx.listener.as_fd(),
             idle: &idle,
             yielded: &yielded,
+            give_up: &give_up,
         })
         .beating(handler.slot());
     let mut connection = Connection::new(handler, &stream, queue_wait_us, &idle);
