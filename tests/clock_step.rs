@@ -11,19 +11,6 @@ use common::{raw, Launch};
 
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
-/// Pids of the master's direct children.
-fn children(master: i32) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{master}/task")).unwrap() {
-        let path = task.unwrap().path().join("children");
-        if let Ok(text) = std::fs::read_to_string(path) {
-            pids.extend(text.split_whitespace().map(|p| p.parse::<i32>().unwrap()));
-        }
-    }
-    pids.sort();
-    pids
-}
-
 #[test]
 fn a_wall_clock_step_kills_no_worker() {
     assert!(
@@ -57,7 +44,7 @@ kind = "hello"
     let addr = format!("unix:{}", server.path("w.sock").display());
     let deadline = Instant::now() + Duration::from_secs(10);
     let before = loop {
-        let pids = children(server.pid());
+        let pids = common::child_pids(server.pid());
         if pids.len() == 2 {
             break pids;
         }
@@ -70,7 +57,7 @@ kind = "hello"
     // The master looks every 50 ms; give it two seconds to (wrongly) act.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
-        children(server.pid()),
+        common::child_pids(server.pid()),
         before,
         "workers were replaced after the clock step; log:\n{}",
         server.log()

@@ -60,19 +60,6 @@ fn closed_within(conn: &mut dyn raw::Conn, limit: Duration) -> Duration {
     took
 }
 
-/// Pids of the master's direct children.
-fn children(master: i32) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{master}/task")).unwrap() {
-        let path = task.unwrap().path().join("children");
-        if let Ok(text) = std::fs::read_to_string(path) {
-            pids.extend(text.split_whitespace().map(|p| p.parse::<i32>().unwrap()));
-        }
-    }
-    pids.sort();
-    pids
-}
-
 #[test]
 fn term_closes_idle_kept_connections_at_once() {
     for workers in ["process", "thread"] {
@@ -115,7 +102,7 @@ fn hup_retires_workers_held_by_idle_kept_connections() {
     let server = Server::start(&config("process", "", common::free_port()));
     let deadline = Instant::now() + Duration::from_secs(10);
     let old = loop {
-        let pids = children(server.pid());
+        let pids = common::child_pids(server.pid());
         if pids.len() == 2 {
             break pids;
         }
@@ -129,7 +116,7 @@ fn hup_retires_workers_held_by_idle_kept_connections() {
     }
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let now = children(server.pid());
+        let now = common::child_pids(server.pid());
         if now.len() == 2 && now.iter().all(|p| !old.contains(p)) {
             break;
         }

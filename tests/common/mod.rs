@@ -226,6 +226,22 @@ pub fn ss_listen(local: &str, unix: bool) -> Option<SsListen> {
     None
 }
 
+/// Pids of the direct children of `parent` (every thread's `/proc/PID/task/TID/children`),
+/// sorted.
+pub fn child_pids(parent: i32) -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
+        return pids;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            pids.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+    }
+    pids.sort();
+    pids
+}
+
 /// A unique-ish free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
