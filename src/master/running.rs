@@ -253,10 +253,18 @@ impl Running {
         let new = config::load_str(&text, self.config.source.clone()).map_err(|e| e.to_string())?;
         let same_shape = new.pools.len() == self.config.pools.len()
             && new.pools.iter().zip(&self.config.pools).all(|(a, b)| {
-                a.name == b.name && a.listen.address == b.listen.address && a.workers == b.workers
+                a.name == b.name
+                    && a.listen.address == b.listen.address
+                    && a.workers == b.workers
+                    && is_exec(a) == is_exec(b)
             });
         if !same_shape {
-            return Err("pools, their addresses or worker kinds changed: restart fastpm".into());
+            // An exec pool's socket carries no accept timeout and fastpm's workers need one
+            // (`pools::accept_timeout`); old and new workers share the socket during a reload.
+            return Err(
+                "pools, their addresses, worker kinds, or kind = \"exec\" changed: restart fastpm"
+                    .into(),
+            );
         }
         self.options.config_text = Arc::new(text);
         for (p, pool) in self.pools.iter_mut().zip(&new.pools) {
@@ -385,6 +393,10 @@ impl Running {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+fn is_exec(pool: &crate::config::PoolConfig) -> bool {
+    pool.app.kind == crate::config::AppKind::Exec
 }
 
 /// The pm of a process pool; an exec pool's programs are always `max_children` (`static`).
