@@ -14,25 +14,7 @@ use std::time::{Duration, Instant};
 use common::{free_port, master_status, raw, require, Launch, Server};
 
 fn config(lock: &str, status_port: u16) -> String {
-    format!(
-        r#"
-[global]
-status_listen = "127.0.0.1:{status_port}"
-runtime_dir = "{{dir}}/rt"
-shutdown_timeout = "10s"
-
-[pool.p]
-workers = "process"
-accept_lock = "{lock}"
-max_children = 4
-
-[pool.p.listen]
-address = "unix:{{dir}}/p.sock"
-
-[pool.p.app]
-kind = "sleep"
-"#
-    )
+    common::sleep_pool_config(lock, status_port, 4)
 }
 
 fn children(pid: i32) -> Vec<i32> {

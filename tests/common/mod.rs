@@ -172,6 +172,30 @@ impl Server {
     }
 }
 
+/// A pool `p` of `max_children` worker processes running the built-in `sleep` app on
+/// `{dir}/p.sock`, with `accept_lock = lock` and the master's status on `status_port`.
+pub fn sleep_pool_config(lock: &str, status_port: u16, max_children: u32) -> String {
+    format!(
+        r#"
+[global]
+status_listen = "127.0.0.1:{status_port}"
+runtime_dir = "{{dir}}/rt"
+shutdown_timeout = "10s"
+
+[pool.p]
+workers = "process"
+accept_lock = "{lock}"
+max_children = {max_children}
+
+[pool.p.listen]
+address = "unix:{{dir}}/p.sock"
+
+[pool.p.app]
+kind = "sleep"
+"#
+    )
+}
+
 /// After SIGUSR2: wait until the old master (`server`) has left, and return the new master's
 /// pid from `pid_file` (the new master is not the test's child; stop it with [`StopOnDrop`]).
 pub fn wait_for_upgrade(server: &mut Server, pid_file: &Path) -> i32 {
