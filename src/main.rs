@@ -125,6 +125,8 @@ fn listenq() -> Option<String> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config, backlog } => {
+            // Until the master's handlers exist, a signal must wait rather than end it.
+            master::signals::defer_handled_signals().context("cannot block signals")?;
             let (config, text) = load_with_text(config.as_ref())?;
             init_logging(&config);
             let options = StartOptions {
@@ -163,6 +165,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Request(args) => cli_request::run(args),
         Command::Worker(args) => {
+            // Until the worker's handlers exist, a signal must wait rather than end it.
+            master::signals::defer_handled_signals().context("cannot block signals")?;
             fastpm::worker::process::run(args, init_logging)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -3,6 +3,7 @@
 //! on USR2, and stops — draining, at once, or after a hand-over.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use super::pools::{
     write_pid_file, MasterError, StartOptions,
 };
 use super::process_pool::ProcessPool;
+use super::signals::{self, Event};
 use super::status_source::Pools;
 use super::upgrade::{self, Inherited, Upgrade, UpgradeState, STATUS_NAME};
 use crate::config::{self, Config, ConfigSource};
@@ -62,7 +64,13 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn start(config: Config, options: StartOptions) -> Result<Self, MasterError> {
+    /// Start every pool; the master's signals arrive on the returned channel. The handlers are
+    /// installed before anything else starts (a signal sent while the master starts is handled
+    /// once it is up; see `signals`).
+    pub fn start(
+        config: Config,
+        options: StartOptions,
+    ) -> Result<(Self, Receiver<Event>), MasterError> {
         // First, while the process has one thread: it clears environment variables.
         let mut inherited =
             Inherited::from_env().map_err(io_error("binary upgrade: inherited sockets"))?;
@@ -73,6 +81,8 @@ impl Running {
             .enable_all()
             .build()
             .map_err(io_error("cannot start the master's runtime"))?;
+        let events =
+            signals::listen(&runtime).map_err(io_error("cannot install signal handlers"))?;
         let somaxconn = match listen::read_somaxconn() {
             Ok(n) => Some(n),
             Err(e) => {
@@ -171,7 +181,7 @@ impl Running {
         });
         let _ = notifier.ready();
         inherited.signal_ready();
-        Ok(Self {
+        let running = Self {
             status_fd,
             upgrade: None,
             config,
@@ -183,7 +193,8 @@ impl Running {
             slot_counts,
             options,
             notifier,
-        })
+        };
+        Ok((running, events))
     }
 
     /// One supervisor tick: reap worker processes that ended and start their replacements; see
