@@ -126,6 +126,8 @@ fn listenq() -> Option<String> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config, backlog } => {
+            // Until the master's handlers exist, a signal must wait rather than end it.
+            master::signals::defer_handled_signals().context("cannot block signals")?;
             let (config, text) = load_with_text(config.as_ref())?;
             master::preflight::check(&config)?;
             init_logging(&config);
@@ -166,6 +168,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Request(args) => cli_request::run(args),
         Command::Worker(args) => {
+            // Until the worker's handlers exist, a signal must wait rather than end it.
+            master::signals::defer_handled_signals().context("cannot block signals")?;
             fastpm::worker::process::run(args, init_logging)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -60,6 +60,9 @@ pub struct PoolBoard {
     pub refused_clients: AtomicU64,
     /// Connections closed because of malformed or over-limit FastCGI input.
     pub protocol_errors: AtomicU64,
+    /// Times a worker's accept() failed for want of descriptors or memory (EMFILE, ENFILE,
+    /// ENOBUFS, ENOMEM) and it backed off (`accept errors`).
+    pub accept_errors: AtomicU64,
     /// The `codel` policy's state ([`crate::overload::CodelState::to_raw`]): since when the
     /// queue wait has stayed above `target`. Shared by the pool's workers, so one standing
     /// queue is judged once, not per worker.

@@ -127,6 +127,12 @@ command = ["{php_cgi}"]
         now.iter().any(|p| !first.contains(p)),
         "a child was replaced past 500: {first:?} → {now:?}"
     );
+    // … and said so: a child that leaves on its own is replaced with a cold start.
+    assert!(
+        server.log().contains("exited on its own (status 0)"),
+        "log:\n{}",
+        server.log()
+    );
 
     // A killed child is replaced at once.
     nix::sys::signal::kill(

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::nginx::{curl, Nginx};
+use common::procs::children_named;
 use common::{raw, require, Server};
 
 /// A document root (a copy of php-examples) next to a directory outside it.
@@ -118,31 +119,6 @@ fn md5_of(path: &Path) -> String {
 /// php-cgi processes whose parent is `parent`.
 fn php_children(parent: i32) -> Vec<i32> {
     children_named(parent, "php-cgi")
-}
-
-/// Processes whose parent is `parent` and whose command name is `name`.
-fn children_named(parent: i32, name: &str) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((head, tail)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let ppid: i32 = tail
-            .split(' ')
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        if ppid == parent && head.ends_with(&format!("({name}")) {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 #[test]

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use fastpm::config::PmKind;
 use fastpm::master::pm::{
-    backoff, initial_workers, is_crash, maintain, should_recycle, Activity, CrashGuard,
-    CrashVerdict, Decision, PmSettings, PmState, PmWarning, PoolView, WorkerExit, WorkerView,
-    MAX_SPAWN_RATE,
+    backoff, initial_workers, is_crash, maintain, report_exit, should_recycle, Activity,
+    CrashGuard, CrashVerdict, Decision, ExitReport, PmSettings, PmState, PmWarning, PoolView,
+    WorkerExit, WorkerView, EARLY_EXIT, MAX_SPAWN_RATE,
 };
 
 fn settings(kind: PmKind, max: u32, start: u32, min_spare: u32, max_spare: u32) -> PmSettings {
@@ -346,6 +346,48 @@ fn pm_crash_classification() {
     ];
     for (exit, want) in cases {
         assert_eq!(is_crash(exit), want, "{exit:?}");
+    }
+}
+
+/// An exec pool's program that exits 0 unasked is said (a cold start follows); right after its
+/// start it is a warning (a restart loop the crash guard does not see). A fastpm worker's
+/// exit 0 is its `max_requests` recycling: quiet.
+#[test]
+fn pm_exit_reports() {
+    let ms = Duration::from_millis;
+    let early = EARLY_EXIT - ms(1);
+    let late = EARLY_EXIT + ms(1);
+    let quiet = ExitReport::Quiet;
+    let on_its_own = |early| ExitReport::LeftOnItsOwn { early };
+    let cases = [
+        (WorkerExit::Requested, early, true, quiet),
+        (WorkerExit::Requested, late, false, quiet),
+        (WorkerExit::Exited(0), early, false, quiet),
+        (WorkerExit::Exited(0), late, false, quiet),
+        (WorkerExit::Exited(0), ms(200), true, on_its_own(true)),
+        (WorkerExit::Exited(0), early, true, on_its_own(true)),
+        (WorkerExit::Exited(0), late, true, on_its_own(false)),
+        (
+            WorkerExit::Exited(0),
+            Duration::from_secs(3600),
+            true,
+            on_its_own(false),
+        ),
+        (WorkerExit::Exited(1), early, true, ExitReport::Crash),
+        (WorkerExit::Exited(1), late, false, ExitReport::Crash),
+        (
+            WorkerExit::Signaled(libc::SIGSEGV),
+            late,
+            true,
+            ExitReport::Crash,
+        ),
+    ];
+    for (exit, lived, exec, want) in cases {
+        assert_eq!(
+            report_exit(exit, lived, exec),
+            want,
+            "{exit:?} {lived:?} exec={exec}"
+        );
     }
 }
 

@@ -14,25 +14,7 @@ use std::time::{Duration, Instant};
 use common::{free_port, master_status, raw, require, Launch, Server};
 
 fn config(lock: &str, status_port: u16) -> String {
-    format!(
-        r#"
-[global]
-status_listen = "127.0.0.1:{status_port}"
-runtime_dir = "{{dir}}/rt"
-shutdown_timeout = "10s"
-
-[pool.p]
-workers = "process"
-accept_lock = "{lock}"
-max_children = 4
-
-[pool.p.listen]
-address = "unix:{{dir}}/p.sock"
-
-[pool.p.app]
-kind = "sleep"
-"#
-    )
+    common::sleep_pool_config(lock, status_port, 4)
 }
 
 fn children(pid: i32) -> Vec<i32> {
@@ -528,32 +510,10 @@ fn usr2_binary_upgrade_keeps_the_socket_and_loses_nothing() {
     )
     .unwrap();
     // The old master leaves once the new one serves.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "old master still running; log:\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let new_pid: i32 = std::fs::read_to_string(server.path("fastpm.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid_file = server.path("fastpm.pid");
+    let new_pid = common::wait_for_upgrade(&mut server, &pid_file);
     // Stop the new master at the end, whatever happens.
-    struct Kill(i32);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.0),
-                nix::sys::signal::Signal::SIGQUIT,
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-    let _kill = Kill(new_pid);
+    let _stop = common::StopOnDrop(new_pid);
     assert_ne!(new_pid, old_pid);
     std::thread::sleep(Duration::from_millis(500));
     let (ok, failed) = load.finish();

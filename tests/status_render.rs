@@ -37,6 +37,7 @@ fn board() -> Scoreboard {
     pool.queue_full_samples.store(4, Relaxed);
     pool.shed_requests.store(6, Relaxed);
     pool.abandoned_requests.store(7, Relaxed);
+    pool.accept_errors.store(8, Relaxed);
     pool.refused_clients.store(2, Relaxed);
     let slots = board.slots(0);
     slots[0].claim(1001);
@@ -93,6 +94,7 @@ const POOL_KEYS: &[(&str, &str)] = &[
     ("queue full samples", "number"),
     ("shed requests", "number"),
     ("abandoned requests", "number"),
+    ("accept errors", "number"),
     ("queue wait p50 ms", "null"),
     ("queue wait p99 ms", "null"),
     ("queue wait max ms", "null"),
@@ -158,6 +160,7 @@ fn json_has_every_key_with_its_type_in_order() {
     assert_eq!(v["max listen queue"], 9);
     assert_eq!(v["start since"], 1_795_555_600 - 1_795_555_582);
     assert_eq!(v["somaxconn"], 4096);
+    assert_eq!(v["accept errors"], 8);
     let processes = v["processes"].as_array().unwrap();
     assert_eq!(processes.len(), 2, "the free slot is not listed");
     for p in processes {

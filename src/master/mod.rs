@@ -31,11 +31,7 @@ pub const TICK: Duration = Duration::from_millis(50);
 /// Run the master in the foreground until it is told to stop: wait for a signal (or a tick),
 /// handle it, reap and respawn workers.
 pub fn run(config: Config, options: StartOptions) -> Result<(), MasterError> {
-    let mut running = Running::start(config, options)?;
-    let events = signals::listen(running.runtime()).map_err(|source| MasterError::Io {
-        what: "cannot install signal handlers".into(),
-        source,
-    })?;
+    let (mut running, events) = Running::start(config, options)?;
     loop {
         match events.recv_timeout(TICK) {
             Ok(Event::Graceful(signal)) => return running.stop_graceful(signal),

@@ -315,6 +315,36 @@ pub fn is_crash(exit: WorkerExit) -> bool {
     }
 }
 
+/// An exit this soon after the start is "right after start" (see [`report_exit`]).
+pub const EARLY_EXIT: Duration = Duration::from_secs(1);
+
+/// How the supervisor tells the operator that a worker ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitReport {
+    /// Nothing to say (debug): the supervisor asked, or a fastpm worker left after
+    /// `max_requests`, which it asks for in advance.
+    Quiet,
+    /// An exec pool's program exited 0 without being asked (php-cgi does after
+    /// `PHP_FCGI_MAX_REQUESTS`): replaced with a cold start, so it is said (info); `early`
+    /// when it lived less than [`EARLY_EXIT`] (a warning: a program that keeps leaving right
+    /// after its start is restarting in a loop, and a clean exit never trips the crash guard).
+    LeftOnItsOwn { early: bool },
+    /// Counted by the crash guard and logged as a warning ([`is_crash`]).
+    Crash,
+}
+
+/// Pure: what to log for a worker that ended with `exit` after living `lived`; `exec`: it is
+/// an exec pool's program rather than a fastpm worker.
+pub fn report_exit(exit: WorkerExit, lived: Duration, exec: bool) -> ExitReport {
+    match exit {
+        _ if is_crash(exit) => ExitReport::Crash,
+        WorkerExit::Exited(0) if exec => ExitReport::LeftOnItsOwn {
+            early: lived < EARLY_EXIT,
+        },
+        _ => ExitReport::Quiet,
+    }
+}
+
 /// php-fpm's example `emergency_restart_threshold`: this many crashes …
 pub const DEFAULT_CRASH_THRESHOLD: u32 = 10;
 /// … within this interval (`emergency_restart_interval = 1m`) make the pool back off.

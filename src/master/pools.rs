@@ -129,18 +129,9 @@ pub(super) fn open_pool(
             tracing::warn!(pool = %pool.name, error = %e, "listening on {address}: cannot read the queue back from the kernel")
         }
     }
-    // Workers block in accept() for at most this long, then look at the stop flags.
-    nix::sys::socket::setsockopt(
-        &listener,
-        nix::sys::socket::sockopt::ReceiveTimeout,
-        &nix::sys::time::TimeVal::from(libc::timeval {
-            tv_sec: 0,
-            tv_usec: STOP_CHECK_INTERVAL.as_micros() as libc::suseconds_t,
-        }),
-    )
-    .map_err(|e| MasterError::Io {
-        what: format!("pool {}: cannot set the accept timeout", pool.name),
-        source: e.into(),
+    prepare_for_accept(&listener, accept_timeout(pool.app.kind)).map_err(|e| MasterError::Io {
+        what: format!("pool {}: cannot set up the socket for accept()", pool.name),
+        source: e,
     })?;
 
     let info = PoolInfo {
@@ -160,6 +151,40 @@ pub(super) fn open_pool(
         info,
     );
     Ok((Arc::new(ctx), choice, probe, shared))
+}
+
+/// The receive timeout (`SO_RCVTIMEO`) a pool's listening socket carries.
+///
+/// fastpm's own workers block in `accept()` for at most [`STOP_CHECK_INTERVAL`], then look at
+/// the stop flags: one syscall per connection (see `worker::serve`). An exec pool's programs
+/// accept on copies of the same socket, and a socket option belongs to the open file
+/// description, shared by every copy: with a timeout their blocking `accept()` fails with
+/// `EAGAIN`, and php-cgi and libfcgi programs exit on that — the master then restarts them
+/// (cold) several times a second. Their socket carries none: a plain blocking listener, as
+/// spawn-fcgi gives it. Nothing of fastpm accepts on an exec pool's socket.
+pub fn accept_timeout(kind: AppKind) -> Option<Duration> {
+    match kind {
+        AppKind::Exec => None,
+        _ => Some(STOP_CHECK_INTERVAL),
+    }
+}
+
+/// Make the listening socket blocking and set its receive timeout (`None` clears one a
+/// previous master or a socket unit may have set: the option outlives the process that set
+/// it).
+fn prepare_for_accept(listener: &Listener, timeout: Option<Duration>) -> std::io::Result<()> {
+    listener.set_nonblocking(false)?;
+    let timeout = timeout.unwrap_or(Duration::ZERO);
+    let timeval = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    nix::sys::socket::setsockopt(
+        listener,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::from(timeval),
+    )?;
+    Ok(())
 }
 
 /// `runtime_dir` holds private sockets: created 0700.
@@ -278,4 +303,25 @@ fn adopt(
     }
     tracing::info!(pool, "took over {address} from the previous master");
     Some(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_timeout_table() {
+        use AppKind::*;
+        for (kind, want) in [
+            (Exec, None),
+            (Php, Some(STOP_CHECK_INTERVAL)),
+            (Cgi, Some(STOP_CHECK_INTERVAL)),
+            (Hello, Some(STOP_CHECK_INTERVAL)),
+            (Echo, Some(STOP_CHECK_INTERVAL)),
+            (Sleep, Some(STOP_CHECK_INTERVAL)),
+            (Longpoll, Some(STOP_CHECK_INTERVAL)),
+        ] {
+            assert_eq!(accept_timeout(kind), want, "{kind}");
+        }
+    }
 }

@@ -13,8 +13,8 @@ use nix::sys::signal::Signal;
 
 use super::children::{spawn, SpawnSpec, WorkerProcess};
 use super::pm::{
-    self, is_crash, Activity, CrashGuard, CrashVerdict, PmSettings, PmState, PoolView, WorkerExit,
-    WorkerView, DEFAULT_CRASH_INTERVAL, DEFAULT_CRASH_THRESHOLD,
+    self, report_exit, Activity, CrashGuard, CrashVerdict, ExitReport, PmSettings, PmState,
+    PoolView, WorkerExit, WorkerView, DEFAULT_CRASH_INTERVAL, DEFAULT_CRASH_THRESHOLD,
 };
 use crate::config::PmKind;
 use crate::overload::monotonic_us;
@@ -210,9 +210,21 @@ impl ProcessPool {
             };
             let worker = self.workers.swap_remove(i);
             slots[worker.slot].release();
-            if !is_crash(exit) {
-                tracing::debug!(pool = %self.name, pid = worker.pid(), ?exit, "worker ended");
-                continue;
+            let lived = worker.started.elapsed();
+            match report_exit(exit, lived, worker.exec) {
+                ExitReport::Quiet => {
+                    tracing::debug!(pool = %self.name, pid = worker.pid(), ?exit, "worker ended");
+                    continue;
+                }
+                ExitReport::LeftOnItsOwn { early: false } => {
+                    tracing::info!(pool = %self.name, pid = worker.pid(), "child exited on its own (status 0) after {} s; starting a new one", lived.as_secs());
+                    continue;
+                }
+                ExitReport::LeftOnItsOwn { early: true } => {
+                    tracing::warn!(pool = %self.name, pid = worker.pid(), "child exited on its own (status 0) {} ms after it started; starting a new one (a program that leaves right after its start restarts in a loop)", lived.as_millis());
+                    continue;
+                }
+                ExitReport::Crash => {}
             }
             let how = match exit {
                 WorkerExit::Signaled(sig) => format!("killed by signal {sig}"),

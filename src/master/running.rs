@@ -3,6 +3,7 @@
 //! on USR2, and stops — draining, at once, or after a hand-over.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use super::pools::{
     slots_for, spawn_spec, write_pid_file, MasterError, StartOptions,
 };
 use super::process_pool::ProcessPool;
+use super::signals::{self, Event};
 use super::status_source::Pools;
 use super::upgrade::{self, Inherited, Upgrade, UpgradeState, STATUS_NAME};
 use crate::config::{self, Config, ConfigSource};
@@ -63,7 +65,13 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn start(config: Config, options: StartOptions) -> Result<Self, MasterError> {
+    /// Start every pool; the master's signals arrive on the returned channel. The handlers are
+    /// installed before anything else starts (a signal sent while the master starts is handled
+    /// once it is up; see `signals`).
+    pub fn start(
+        config: Config,
+        options: StartOptions,
+    ) -> Result<(Self, Receiver<Event>), MasterError> {
         // Before any child exists: descriptors we inherited (systemd's sockets that no pool
         // claims, anything a shell leaked) must not reach workers, php-cgi or scripts. What we
         // adopt below is ours; what a child needs it is given explicitly.
@@ -82,6 +90,8 @@ impl Running {
             .enable_all()
             .build()
             .map_err(io_error("cannot start the master's runtime"))?;
+        let events =
+            signals::listen(&runtime).map_err(io_error("cannot install signal handlers"))?;
         let somaxconn = match listen::read_somaxconn() {
             Ok(n) => Some(n),
             Err(e) => {
@@ -189,7 +199,7 @@ impl Running {
         });
         let _ = notifier.ready();
         inherited.signal_ready();
-        Ok(Self {
+        let running = Self {
             status_fd,
             upgrade: None,
             config,
@@ -201,7 +211,8 @@ impl Running {
             slot_counts,
             options,
             notifier,
-        })
+        };
+        Ok((running, events))
     }
 
     /// One supervisor tick: reap worker processes that ended and start their replacements; see
@@ -271,10 +282,18 @@ impl Running {
         let new = config::load_str(&text, self.config.source.clone()).map_err(|e| e.to_string())?;
         let same_shape = new.pools.len() == self.config.pools.len()
             && new.pools.iter().zip(&self.config.pools).all(|(a, b)| {
-                a.name == b.name && a.listen.address == b.listen.address && a.workers == b.workers
+                a.name == b.name
+                    && a.listen.address == b.listen.address
+                    && a.workers == b.workers
+                    && is_exec(a) == is_exec(b)
             });
         if !same_shape {
-            return Err("pools, their addresses or worker kinds changed: restart fastpm".into());
+            // An exec pool's socket carries no accept timeout and fastpm's workers need one
+            // (`pools::accept_timeout`); old and new workers share the socket during a reload.
+            return Err(
+                "pools, their addresses, worker kinds, or kind = \"exec\" changed: restart fastpm"
+                    .into(),
+            );
         }
         self.options.config_text = Arc::new(text);
         for (p, pool) in self.pools.iter_mut().zip(&new.pools) {
@@ -403,6 +422,10 @@ impl Running {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+fn is_exec(pool: &crate::config::PoolConfig) -> bool {
+    pool.app.kind == crate::config::AppKind::Exec
 }
 
 /// The pm of a process pool; an exec pool's programs are always `max_children` (`static`).

@@ -219,6 +219,13 @@ const FAMILIES: &[Family] = &[
         value: |s| int(s.abandoned_requests),
     },
     Family {
+        name: "fastpm_accept_errors",
+        kind: MetricType::Counter,
+        unit: None,
+        help: "accept() failures for want of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM); the worker backed off without the accept lock.",
+        value: |s| int(s.accept_errors),
+    },
+    Family {
         name: "fastpm_queue_wait_p50_seconds",
         kind: MetricType::Gauge,
         unit: Some("seconds"),

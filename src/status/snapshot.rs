@@ -120,6 +120,8 @@ pub struct PoolSnapshot {
     pub queue_full_samples: u64,
     pub shed_requests: u64,
     pub abandoned_requests: u64,
+    /// accept() failures a worker backed off from (EMFILE, ENFILE, ENOBUFS, ENOMEM).
+    pub accept_errors: u64,
     /// `None` until the queue-wait accounting supplies numbers.
     pub queue_wait: Option<QueueWait>,
     /// TCP pools: the same wait from `tcpi_last_data_recv` (the cross-check); `None` on unix.
@@ -215,6 +217,7 @@ impl PoolSnapshot {
             queue_full_samples: board.queue_full_samples.load(Relaxed),
             shed_requests,
             abandoned_requests: board.abandoned_requests.load(Relaxed),
+            accept_errors: board.accept_errors.load(Relaxed),
             queue_wait,
             queue_wait_tcp_info: QueueWait::from_histogram(&board.queue_wait_tcp_info.snapshot()),
             queue_wait_histogram: board.queue_wait.snapshot(),
@@ -258,6 +261,7 @@ impl PoolSnapshot {
             field("queue full samples", Count(self.queue_full_samples)),
             field("shed requests", Count(self.shed_requests)),
             field("abandoned requests", Count(self.abandoned_requests)),
+            field("accept errors", Count(self.accept_errors)),
             field("queue wait p50 ms", wait(|w| w.p50_ms)),
             field("queue wait p99 ms", wait(|w| w.p99_ms)),
             field("queue wait max ms", wait(|w| w.max_ms)),

@@ -8,6 +8,7 @@
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::config::{self, AppKind, ConfigSource};
@@ -83,6 +84,9 @@ pub fn run(
     args: WorkerArgs,
     init_logging: impl FnOnce(&config::Config),
 ) -> Result<(), WorkerError> {
+    // First, before its php-cgi starts: a TERM or QUIT from the master must never find the
+    // worker without its handlers (the default action would kill it).
+    let flags = install_signals()?;
     let mut text = String::new();
     std::io::stdin()
         .read_to_string(&mut text)
@@ -130,27 +134,42 @@ pub fn run(
             pool.name.clone(),
         );
     }
-    let ctx = PoolContext::new(args.pool_index, pool, listener, lock, scoreboard, info);
-    install_signals(&ctx)?;
+    let mut ctx = PoolContext::new(args.pool_index, pool, listener, lock, scoreboard, info);
+    ctx.stopping = flags.stopping;
+    ctx.quitting = flags.quitting;
     run_worker(&ctx, args.slot, app);
     Ok(())
 }
 
+/// The flags a worker's signal handlers set; they become its pool context's.
+struct StopFlags {
+    /// TERM, INT: drain and exit.
+    stopping: Arc<AtomicBool>,
+    /// QUIT: exit now.
+    quitting: Arc<AtomicBool>,
+}
+
 /// TERM and INT: drain and exit; QUIT: exit now. HUP, USR1 and USR2 are the master's business:
-/// a worker ignores them (their default action would kill it).
-fn install_signals(ctx: &PoolContext) -> Result<(), WorkerError> {
+/// a worker ignores them (their default action would kill it). Then lets through what came
+/// before (`main` deferred them: see `master::signals`).
+fn install_signals() -> Result<StopFlags, WorkerError> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
     use signal_hook::flag::register;
-    let ignored = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flags = StopFlags {
+        stopping: Arc::new(AtomicBool::new(false)),
+        quitting: Arc::new(AtomicBool::new(false)),
+    };
+    let ignored = Arc::new(AtomicBool::new(false));
     for (signal, flag) in [
-        (SIGTERM, &ctx.stopping),
-        (SIGINT, &ctx.stopping),
-        (SIGQUIT, &ctx.quitting),
+        (SIGTERM, &flags.stopping),
+        (SIGINT, &flags.stopping),
+        (SIGQUIT, &flags.quitting),
         (SIGHUP, &ignored),
         (SIGUSR1, &ignored),
         (SIGUSR2, &ignored),
     ] {
         register(signal, Arc::clone(flag)).map_err(WorkerError::Signals)?;
     }
-    Ok(())
+    crate::master::signals::deliver_deferred_signals().map_err(WorkerError::Signals)?;
+    Ok(flags)
 }

@@ -10,6 +10,11 @@
 //! while it sits idle between requests, a connection left waiting in the queue makes the worker
 //! give it up (`worker::io`), so idle kept connections never hold back queued ones.
 //!
+//! An `accept()` that fails for want of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM)
+//! leaves the connection queued; the worker lets go of the lock *before* it backs off
+//! ([`after_accept_error`]), so another worker takes the connection, and counts it
+//! (`accept errors`). Sleeping with the lock held would stall every worker of the pool.
+//!
 //! Right after `accept()` the worker takes the connection's sequence number and looks up how
 //! long it waited in the kernel queue (`overload::arrival`); the wait goes to the pool's
 //! histogram and to the overload policy of the connection's first request.
@@ -37,6 +42,55 @@ use crate::scoreboard::{WorkerSlot, WorkerState};
 enum Accepted {
     Connection(Stream, Peer),
     Stop,
+    /// accept() failed in a way that waiting may cure (EMFILE, ENFILE, ENOBUFS, ENOMEM): the
+    /// connection stays queued for another worker; this one waits `delay` after letting go
+    /// of the lock.
+    BackOff {
+        error: std::io::Error,
+        delay: Duration,
+    },
+}
+
+/// How long a worker whose accept() failed for want of resources waits before it tries again.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What a worker does after `accept()` failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterAcceptError {
+    /// The receive timeout passed with nothing queued: look at the stop flags, wait again.
+    CheckStop,
+    /// A transient failure of this one connection (a signal; the client left; an error the
+    /// kernel passes on from the new socket): accept again at once.
+    Retry,
+    /// Out of descriptors or memory: nothing this worker can accept now. Let go of the accept
+    /// lock, count it, wait this long, try again — holding the lock while waiting would stall
+    /// every other worker of the pool, which may well have descriptors to spare.
+    BackOff(Duration),
+}
+
+/// Pure: what to do after `accept()` failed with `error`.
+pub fn after_accept_error(error: &std::io::Error) -> AfterAcceptError {
+    match error.kind() {
+        ErrorKind::WouldBlock => return AfterAcceptError::CheckStop,
+        ErrorKind::Interrupted | ErrorKind::ConnectionAborted => return AfterAcceptError::Retry,
+        _ => {}
+    }
+    // accept(2): "Linux accept() passes already-pending network errors on the new socket as
+    // an error code from accept()"; retry on those as on EAGAIN.
+    let pending_network_error = [
+        libc::ENETDOWN,
+        libc::EPROTO,
+        libc::ENOPROTOOPT,
+        libc::EHOSTDOWN,
+        libc::ENONET,
+        libc::EHOSTUNREACH,
+        libc::EOPNOTSUPP,
+        libc::ENETUNREACH,
+    ];
+    match error.raw_os_error() {
+        Some(errno) if pending_network_error.contains(&errno) => AfterAcceptError::Retry,
+        _ => AfterAcceptError::BackOff(ACCEPT_BACKOFF),
+    }
 }
 
 /// Run worker number `worker` of the pool until the pool stops. Claims and releases the worker's
@@ -47,6 +101,7 @@ pub fn run_worker(ctx: &PoolContext, worker: usize, app: Box<dyn App>) {
     let mut handler = RequestHandler::new(ctx, slot, app);
     // Read and write buffers kept across connections: serving one allocates nothing.
     let mut buffers = ConnectionBuffers::new();
+    let mut last_error_log: Option<Instant> = None;
     loop {
         slot.set_state(WorkerState::Idle);
         let accepted = {
@@ -61,6 +116,21 @@ pub fn run_worker(ctx: &PoolContext, worker: usize, app: Box<dyn App>) {
                 serve_one(ctx, &mut handler, &mut buffers, stream, peer)
             }
             Accepted::Stop => break,
+            Accepted::BackOff { error, delay } => {
+                // The lock is released: the other workers go on accepting meanwhile.
+                ctx.board().accept_errors.fetch_add(1, Relaxed);
+                // Said once a second at most.
+                if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                    tracing::error!(pool = %ctx.config.name, %error, "accept failed; backing off without the accept lock");
+                    last_error_log = Some(Instant::now());
+                }
+                std::thread::sleep(delay);
+                if ctx.stopping.load(Relaxed) {
+                    // Draining needs accept(), which keeps failing here: the others drain.
+                    break;
+                }
+                continue;
+            }
         }
         if recycle(ctx, slot.requests.load(Relaxed)) {
             tracing::debug!(pool = %ctx.config.name, "max_requests reached; the master starts a fresh worker");
@@ -81,36 +151,25 @@ pub(super) fn recycle(ctx: &PoolContext, served: u64) -> bool {
     ctx.config.workers == WorkerKind::Process && should_recycle(ctx.config.max_requests, served)
 }
 
-/// Called with the accept lock held.
+/// Called with the accept lock held; returns as soon as there is something to do without it.
 fn wait_and_accept(ctx: &PoolContext, slot: &WorkerSlot) -> Accepted {
-    let mut last_error_log: Option<Instant> = None;
     loop {
         slot.beat();
         if ctx.quitting.load(Relaxed) {
             return Accepted::Stop;
         }
-        match ctx.listener.accept() {
+        let error = match ctx.listener.accept() {
             Ok((stream, peer)) => return Accepted::Connection(stream, peer),
-            // The receive timeout passed with nothing queued.
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+            Err(error) => error,
+        };
+        match after_accept_error(&error) {
+            AfterAcceptError::CheckStop => {
                 if ctx.stopping.load(Relaxed) {
                     return Accepted::Stop;
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::Interrupted | ErrorKind::ConnectionAborted
-                ) => {}
-            Err(e) => {
-                // EMFILE, ENFILE, ENOBUFS…: the connection stays queued; back off, say so once a
-                // second at most.
-                if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-                    tracing::error!(pool = %ctx.config.name, error = %e, "accept failed");
-                    last_error_log = Some(Instant::now());
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            AfterAcceptError::Retry => {}
+            AfterAcceptError::BackOff(delay) => return Accepted::BackOff { error, delay },
         }
     }
 }
@@ -208,5 +267,36 @@ impl WorkerThreads {
             }
         }
         left.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_accept_error_table() {
+        use std::io::Error;
+        let os = Error::from_raw_os_error;
+        let back_off = AfterAcceptError::BackOff(ACCEPT_BACKOFF);
+        let table = [
+            // SO_RCVTIMEO passed.
+            (os(libc::EAGAIN), AfterAcceptError::CheckStop),
+            (os(libc::EINTR), AfterAcceptError::Retry),
+            (os(libc::ECONNABORTED), AfterAcceptError::Retry),
+            (os(libc::EPROTO), AfterAcceptError::Retry),
+            (os(libc::ENETUNREACH), AfterAcceptError::Retry),
+            // Out of resources: let go of the lock, wait, try again.
+            (os(libc::EMFILE), back_off),
+            (os(libc::ENFILE), back_off),
+            (os(libc::ENOBUFS), back_off),
+            (os(libc::ENOMEM), back_off),
+            // Anything unforeseen (EBADF, EINVAL…) is backed off too, never spun on.
+            (os(libc::EBADF), back_off),
+            (os(libc::EINVAL), back_off),
+        ];
+        for (error, want) in table {
+            assert_eq!(after_accept_error(&error), want, "{error}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod nginx;
+pub mod procs;
 pub mod raw;
 
 use std::io::{Read, Write};
@@ -167,6 +168,66 @@ impl Server {
                 );
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A pool `p` of `max_children` worker processes running the built-in `sleep` app on
+/// `{dir}/p.sock`, with `accept_lock = lock` and the master's status on `status_port`.
+pub fn sleep_pool_config(lock: &str, status_port: u16, max_children: u32) -> String {
+    format!(
+        r#"
+[global]
+status_listen = "127.0.0.1:{status_port}"
+runtime_dir = "{{dir}}/rt"
+shutdown_timeout = "10s"
+
+[pool.p]
+workers = "process"
+accept_lock = "{lock}"
+max_children = {max_children}
+
+[pool.p.listen]
+address = "unix:{{dir}}/p.sock"
+
+[pool.p.app]
+kind = "sleep"
+"#
+    )
+}
+
+/// After SIGUSR2: wait until the old master (`server`) has left, and return the new master's
+/// pid from `pid_file` (the new master is not the test's child; stop it with [`StopOnDrop`]).
+pub fn wait_for_upgrade(server: &mut Server, pid_file: &Path) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "old master still running; log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::read_to_string(pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Stops (QUIT) a master the test does not own as a [`Server`], e.g. the one a binary upgrade
+/// started, and waits a little for it to leave.
+pub struct StopOnDrop(pub i32);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGQUIT,
+        );
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && Path::new(&format!("/proc/{}", self.0)).exists() {
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
