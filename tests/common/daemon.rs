@@ -48,6 +48,11 @@ impl Daemon {
         }
     }
 
+    /// The process id (for `/proc/PID/…`).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Ready when something accepts TCP connections on 127.0.0.1:`port`.
     pub fn wait_for_port(&mut self, port: u16, logs: &[&Path]) {
         self.wait_ready(

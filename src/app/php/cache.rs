@@ -5,7 +5,7 @@
 //! A symlink changed inside the document root is seen within the TTL; the window adds nothing
 //! to the one that always exists between the check and php-cgi opening the file by name.
 
-use super::Resolved;
+use super::{sent_filename, Resolved};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -23,13 +23,14 @@ pub struct ScriptCache {
 }
 
 impl ScriptCache {
-    /// The cache key for a request: SCRIPT_FILENAME when sent, else NUL + SCRIPT_NAME (a NUL
-    /// never appears in a usable path, so the two cannot collide).
+    /// The cache key for a request: SCRIPT_FILENAME when it names a file (see
+    /// `sent_filename`), else NUL + SCRIPT_NAME (a NUL never appears in a usable path, so the
+    /// two cannot collide).
     pub fn key<'a>(
         script_filename: Option<&'a [u8]>,
         script_name: Option<&'a [u8]>,
     ) -> (&'a [u8], bool) {
-        match script_filename.filter(|f| !f.is_empty()) {
+        match sent_filename(script_filename, script_name) {
             Some(file) => (file, false),
             None => (script_name.unwrap_or(b""), true),
         }
@@ -102,5 +103,9 @@ mod tests {
         );
         assert_eq!(ScriptCache::key(Some(b""), Some(b"/n")), (&b"/n"[..], true));
         assert_eq!(ScriptCache::key(None, None), (&b""[..], true));
+        assert_eq!(
+            ScriptCache::key(Some(b"/n"), Some(b"/n")),
+            (&b"/n"[..], true)
+        );
     }
 }

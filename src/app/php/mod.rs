@@ -13,8 +13,8 @@ use affinity::Follower;
 pub use cache::{ScriptCache, SCRIPT_CACHE_TTL};
 pub use child::{ChildSpec, PhpChild};
 pub use script::{
-    apache_proxy_path, extension_allowed, requested_path, resolve, resolve_script, ApacheProxyPath,
-    Refusal, Resolved,
+    apache_proxy_path, extension_allowed, requested_path, resolve, resolve_script, sent_filename,
+    ApacheProxyPath, Refusal, Resolved,
 };
 pub use upstream::{Outcome, Relay, Wait, UPSTREAM_REQUEST_ID};
 

@@ -1,7 +1,8 @@
 //! Which file a PHP request may run: the document-root rule. fastpm's `document_root` is
 //! authoritative; the web server's `SCRIPT_FILENAME` (or `document_root` + `SCRIPT_NAME` when it
-//! sends none) must name a regular file whose real path lies inside it, with an allowed
-//! extension. Stricter than php-fpm, which trusts `SCRIPT_FILENAME` as sent.
+//! sends none, or one equal to `SCRIPT_NAME`) must name a regular file whose real path lies
+//! inside it, with an allowed extension. Stricter than php-fpm, which trusts `SCRIPT_FILENAME`
+//! as sent.
 //!
 //! Apache's mod_proxy_fcgi sends `SCRIPT_FILENAME` as a proxy URL
 //! (`proxy:fcgi://localhost/srv/www/hello.php`, `proxy:balancer://NAME/…` from older httpd), and
@@ -23,13 +24,25 @@ pub enum Refusal {
     Forbidden,
 }
 
+/// The `SCRIPT_FILENAME` that names a file, if any: not one that is absent, empty, or equal to
+/// `SCRIPT_NAME`. A web server computes SCRIPT_FILENAME as its document root + SCRIPT_NAME;
+/// one equal to SCRIPT_NAME carries no document root (what `fastpm request ADDR /x.php` and
+/// `cgi-fcgi` users send, the convention php-fpm needs), so `document_root` + SCRIPT_NAME is
+/// meant — the only reading that can name a file inside `document_root` anyway.
+pub fn sent_filename<'a>(
+    script_filename: Option<&'a [u8]>,
+    script_name: Option<&[u8]>,
+) -> Option<&'a [u8]> {
+    script_filename.filter(|f| !f.is_empty() && Some(*f) != script_name)
+}
+
 /// The path the web server asked for, before any file-system check.
 pub fn requested_path(
     root: &Path,
     script_filename: Option<&[u8]>,
     script_name: Option<&[u8]>,
 ) -> Option<PathBuf> {
-    match script_filename.filter(|f| !f.is_empty()) {
+    match sent_filename(script_filename, script_name) {
         Some(file) => Some(PathBuf::from(OsStr::from_bytes(file))),
         None => {
             let name = script_name.filter(|n| !n.is_empty())?;
@@ -174,7 +187,7 @@ pub fn resolve(
     request_uri: Option<&[u8]>,
     extensions: &[String],
 ) -> Result<Resolved, Refusal> {
-    let (path, from_apache) = match script_filename.filter(|f| !f.is_empty()) {
+    let (path, from_apache) = match sent_filename(script_filename, script_name) {
         None => {
             let path = resolve_script(root, None, script_name, extensions)?;
             return Ok(Resolved {
@@ -289,6 +302,24 @@ mod tests {
             (Some(root.display().to_string()), None, Err(Forbidden)),
             (None, None, Err(NotFound)),
             (Some(r(".php")), None, Err(Forbidden)),
+            // SCRIPT_FILENAME equal to SCRIPT_NAME carries no document root: document_root's.
+            (
+                Some("/hello.php".into()),
+                Some("/hello.php"),
+                ok("hello.php"),
+            ),
+            (
+                Some("/sub/x.php".into()),
+                Some("/sub/x.php"),
+                ok("sub/x.php"),
+            ),
+            (Some("/hello.php".into()), Some("/other.php"), Err(NotFound)),
+            (Some("/hello".into()), Some("/hello"), Err(Forbidden)),
+            (
+                Some("/../outside/evil.php".into()),
+                Some("/../outside/evil.php"),
+                Err(NotFound),
+            ),
         ];
         for (file, name, want) in table {
             let got = resolve_script(
