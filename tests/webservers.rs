@@ -406,3 +406,81 @@ fastcgi.server += ( ".php" =>
         },
     );
 }
+
+/// `kind = "cgi"` resolves SCRIPT_FILENAME the same way: behind httpd (SetHandler for `.cgi`,
+/// and `ProxyPassMatch`, where the path info comes on the end of SCRIPT_FILENAME) the script
+/// runs with the real SCRIPT_FILENAME and PATH_INFO.
+#[test]
+fn apache_in_front_of_a_cgi_pool() {
+    use std::os::unix::fs::PermissionsExt;
+    require("sh");
+    let site = site();
+    let script = site.root.join("env.cgi");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\n\
+         printf 'SCRIPT_FILENAME=%s\\nSCRIPT_NAME=%s\\nPATH_INFO=%s\\n' \
+         \"$SCRIPT_FILENAME\" \"$SCRIPT_NAME\" \"$PATH_INFO\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = format!(
+        r#"
+[global]
+status_listen = ""
+runtime_dir = "{{dir}}/rt"
+
+[pool.c]
+workers = "thread"
+max_children = 2
+
+[pool.c.listen]
+address = "unix:{{dir}}/c.sock"
+owner = "www-data"
+group = "www-data"
+mode = "0660"
+
+[pool.c.app]
+kind = "cgi"
+document_root = "{}"
+"#,
+        site.root.display()
+    );
+    let server = Server::start(&config);
+    open_to_www_data(server.dir.path());
+    let sock = server.path("c.sock");
+    let root = site.root.display();
+    let web = Apache::start(
+        server.dir.path(),
+        "cgi",
+        &site.root,
+        &format!(
+            r#"
+<FilesMatch ".+\.cgi$">
+    SetHandler "proxy:unix:{sock}|fcgi://localhost"
+</FilesMatch>
+ProxyPassMatch "^/pp/(.*\.cgi(/.*)?)$" "unix:{sock}|fcgi://localhost{root}/$1"
+"#,
+            sock = sock.display()
+        ),
+    );
+    let want = |name: &str, info: &str| {
+        (
+            200,
+            format!(
+                "SCRIPT_FILENAME={}\nSCRIPT_NAME={name}\nPATH_INFO={info}\n",
+                script.display()
+            ),
+        )
+    };
+    assert_eq!(get(web.port, "/env.cgi"), want("/env.cgi", ""));
+    assert_eq!(
+        get(web.port, "/env.cgi/extra/path"),
+        want("/env.cgi", "/extra/path")
+    );
+    assert_eq!(
+        get(web.port, "/pp/env.cgi/a/b"),
+        want("/pp/env.cgi", "/a/b")
+    );
+    assert_eq!(get(web.port, "/missing.cgi").0, 404);
+}
