@@ -8,6 +8,9 @@
 //! runtime_dir is /tmp/fastpm: the server runs in private network and mount namespaces (a fresh
 //! loopback, a private /tmp) so it clashes with nothing else on the machine, and the commands
 //! join its network namespace with `nsenter`.
+//!
+//! The same way, the web-server examples in conf/ (nginx, Apache httpd, lighttpd) are started
+//! with the command their own comments print and must serve php-examples/ through the default.
 
 mod common;
 
@@ -182,4 +185,99 @@ fn words_split_like_the_shell_for_the_readme() {
         ["curl", "-s", "http://127.0.0.1:9180/status?json"]
     );
     assert_eq!(words("a  b ''"), ["a", "b", ""]);
+}
+
+/// `curl` inside the namespaces of `pid`: (status code, body).
+fn ns_curl(pid: u32, url: &str) -> (u16, String) {
+    let out = Command::new(require("nsenter"))
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args([
+            "--",
+            "curl",
+            "-s",
+            "--max-time",
+            "10",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            url,
+        ])
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn conf_examples_serve_the_default_as_their_comments_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, log) = start_default(dir.path());
+    let top = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let info = format!(
+        "SCRIPT_FILENAME={}\n",
+        std::fs::canonicalize(top.join("php-examples/info.php"))
+            .unwrap()
+            .display()
+    );
+    // (conf file, the start command its comment prints, its port)
+    let examples: [(&str, &str, u16); 3] = [
+        (
+            "conf/nginx.conf",
+            "nginx -p \"$PWD\" -c conf/nginx.conf",
+            8080,
+        ),
+        (
+            "conf/apache2.conf",
+            "/usr/sbin/apache2 -f \"$PWD/conf/apache2.conf\" -DFOREGROUND",
+            8081,
+        ),
+        (
+            "conf/lighttpd.conf",
+            "lighttpd -D -f conf/lighttpd.conf",
+            8082,
+        ),
+    ];
+    for (conf, command, port) in examples {
+        let text = std::fs::read_to_string(top.join(conf)).unwrap();
+        assert!(text.contains(command), "{conf} no longer says {command:?}");
+        let program = command.split_whitespace().next().unwrap();
+        require(program.rsplit('/').next().unwrap());
+        let out = dir.path().join(format!("{program}.log").replace('/', "_"));
+        // In the default's network and mount namespaces (their /tmp is private too), in the
+        // repository's top directory, through sh as the comment's command is typed.
+        let mut web = Daemon::spawn(
+            "web server",
+            Command::new(require("nsenter"))
+                .arg(format!("--net=/proc/{}/ns/net", server.id()))
+                .arg(format!("--mount=/proc/{}/ns/mnt", server.id()))
+                // Entering a mount namespace goes to its root directory otherwise.
+                .arg(format!("--wd={}", top.display()))
+                .args(["--", "sh", "-c", &format!("exec {command}")])
+                .current_dir(top)
+                .env("PWD", top)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&out).unwrap())
+                .stderr(std::fs::File::create(&out).unwrap()),
+            Signal::SIGTERM,
+        );
+        let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+        web.wait_ready(|| ns_curl(server.id(), &url("/ping")).0 != 0, &[&out]);
+        let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(
+            ns_curl(server.id(), &url("/hello.php")),
+            (200, "Hello from PHP\n".to_string()),
+            "{conf}: {}",
+            log_text()
+        );
+        let (code, body) = ns_curl(server.id(), &url("/info.php/extra/path"));
+        assert!(code == 200 && body.contains(&info), "{conf}: {code} {body}");
+        assert_eq!(ns_curl(server.id(), &url("/missing.php")).0, 404, "{conf}");
+        assert_eq!(
+            ns_curl(server.id(), &url("/ping")),
+            (200, "pong".to_string()),
+            "{conf}"
+        );
+    }
 }
