@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages fastpm's run and tests need, when they are missing:
 #   run : php-cgi (the default config serves php-examples/ through it)
-#   test: nginx, php-cgi, php-fpm (the benchmark peer), cgi-fcgi (libfcgi-bin), ss (iproute2),
+#   test: nginx, apache2, lighttpd (the web servers tests/webservers.rs puts in front), php-cgi,
+#         php-fpm (the benchmark and comparison peer), cgi-fcgi (libfcgi-bin), ss (iproute2),
 #         unshare/sysctl (util-linux, procps)
 # Usage: scripts/deps.sh run|test
 set -euo pipefail
@@ -11,6 +12,8 @@ need() { command -v "$1" >/dev/null 2>&1 || [ -x "$1" ] || missing+=("$2"); }
 need php-cgi php8.2-cgi
 if [ "$want" = test ]; then
   need nginx nginx
+  need /usr/sbin/apache2 apache2
+  need /usr/sbin/lighttpd lighttpd
   need cgi-fcgi libfcgi-bin
   need /usr/sbin/php-fpm8.2 php8.2-fpm
   need ss iproute2

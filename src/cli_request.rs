@@ -32,6 +32,9 @@ pub struct RequestArgs {
 pub struct UsageError(String);
 
 /// The params a web server would send for `path` (nginx's fastcgi_params), before `-p` overrides.
+/// SCRIPT_FILENAME is the path itself (php-fpm answers nothing without one, not even `/ping`);
+/// fastpm's php and cgi pools read a SCRIPT_FILENAME equal to SCRIPT_NAME as "in my
+/// document_root", so `fastpm request ADDR /hello.php` runs their hello.php.
 pub fn default_params(path: &str, body_len: usize) -> Vec<(String, String)> {
     let (script, query) = path.split_once('?').unwrap_or((path, ""));
     let method = if body_len > 0 { "POST" } else { "GET" };

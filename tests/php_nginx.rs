@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -344,27 +343,6 @@ fn php_workers_idle_past_php_cgis_first_request_timeout_serve_on_the_same_child(
     );
 }
 
-/// A raw FastCGI request with the given SCRIPT_FILENAME (no web server would be this trusting).
-fn raw_request(server: &Server, script_name: &str, script_filename: &str) -> raw::Response {
-    let mut params = Vec::new();
-    for (k, v) in [
-        ("REQUEST_METHOD", "GET"),
-        ("QUERY_STRING", ""),
-        ("SCRIPT_NAME", script_name),
-        ("SCRIPT_FILENAME", script_filename),
-        ("REQUEST_URI", script_name),
-    ] {
-        params.extend(raw::pair(k.as_bytes(), v.as_bytes()));
-    }
-    let mut req = raw::begin(1, 1, false);
-    req.extend(raw::record(raw::PARAMS, 1, &params));
-    req.extend(raw::record(raw::PARAMS, 1, b""));
-    req.extend(raw::record(raw::STDIN, 1, b""));
-    let mut conn = raw::connect_unix(&server.path("p.sock"));
-    conn.write_all(&req).unwrap();
-    raw::read_response(&mut conn).expect("a response")
-}
-
 #[test]
 fn php_script_filename_outside_document_root_does_not_run() {
     let site = site();
@@ -378,7 +356,7 @@ fn php_script_filename_outside_document_root_does_not_run() {
         link.as_str(),
         "/etc/passwd/x.php",
     ] {
-        let r = raw_request(&server, "/evil.php", filename);
+        let r = raw::get_script(&server.path("p.sock"), "/evil.php", filename);
         assert!(
             r.text().starts_with("Status: 404"),
             "{filename}: {}",
@@ -386,14 +364,14 @@ fn php_script_filename_outside_document_root_does_not_run() {
         );
         assert!(!r.text().contains("EVIL"), "{filename} ran: {}", r.text());
     }
-    let r = raw_request(&server, "/x", "/etc/passwd");
+    let r = raw::get_script(&server.path("p.sock"), "/x", "/etc/passwd");
     assert!(r.text().starts_with("Status: 403"), "{}", r.text());
     // The same connection path still runs what is inside.
     let inside = site.root.join("hello.php").display().to_string();
-    let r = raw_request(&server, "/hello.php", &inside);
+    let r = raw::get_script(&server.path("p.sock"), "/hello.php", &inside);
     assert_eq!(r.body(), "Hello from PHP\n");
     // Without SCRIPT_FILENAME, document_root + SCRIPT_NAME.
-    let r = raw_request(&server, "/hello.php", "");
+    let r = raw::get_script(&server.path("p.sock"), "/hello.php", "");
     assert_eq!(r.body(), "Hello from PHP\n");
 }
 

@@ -438,7 +438,8 @@ fn pm_settings(pool: &crate::config::PoolConfig) -> PmSettings {
 }
 
 /// What to type to see a pool answer: a php pool needs a script that exists inside its
-/// document root (hello.php of php-examples/ in the embedded default).
+/// document root (hello.php of php-examples/ in the embedded default); `fastpm request` sends
+/// SCRIPT_FILENAME equal to SCRIPT_NAME, which the pool resolves inside its document root.
 fn try_hint(pool: &crate::config::PoolConfig) -> String {
     let address = &pool.listen.address;
     if pool.app.kind != crate::config::AppKind::Php {
@@ -448,8 +449,5 @@ fn try_hint(pool: &crate::config::PoolConfig) -> String {
         .into_iter()
         .find(|name| pool.app.document_root.join(name).is_file())
         .unwrap_or("index.php");
-    format!(
-        "{address} /{script} -p SCRIPT_FILENAME={}",
-        pool.app.document_root.join(script).display()
-    )
+    format!("{address} /{script}")
 }

@@ -3,7 +3,11 @@
 //! test needs (and fail — never skip — when one is missing); read `ss -ln`.
 #![allow(dead_code)]
 
+pub mod apache;
+pub mod daemon;
+pub mod lighttpd;
 pub mod nginx;
+pub mod php_fpm;
 pub mod procs;
 pub mod raw;
 

@@ -3,16 +3,19 @@
 //! client. Written once so the three nginx tests cannot drift apart.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
+use nix::sys::signal::Signal;
+
+use super::daemon::Daemon;
 use super::{free_port, require};
 
 /// A running nginx master for one test; stopped when dropped.
 pub struct Nginx {
     /// The loopback TCP port nginx listens on: the test builds its URLs from it.
     pub port: u16,
-    child: Child,
+    /// Stopped with TERM, not KILL: a killed nginx master leaves its worker processes behind.
+    _process: Daemon,
 }
 
 impl Nginx {
@@ -50,47 +53,22 @@ http {{
         );
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new(nginx)
-            .arg("-e")
-            .arg(dir.join("nginx-startup.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        // Built before waiting so that a panic below still stops nginx (Drop).
-        let mut nginx = Nginx { port, child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(s)) = nginx.child.try_wait() {
-                panic!(
-                    "nginx exited ({s}): {}",
-                    std::fs::read_to_string(dir.join("nginx-error.log")).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "nginx did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        let mut process = Daemon::spawn(
+            "nginx",
+            Command::new(nginx)
+                .arg("-e")
+                .arg(dir.join("nginx-startup.log"))
+                .arg("-c")
+                .arg(&conf_path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            Signal::SIGTERM,
+        );
+        process.wait_for_port(port, &[&dir.join("nginx-error.log")]);
+        Nginx {
+            port,
+            _process: process,
         }
-        nginx
-    }
-}
-
-impl Drop for Nginx {
-    /// TERM, not KILL: a killed nginx master leaves its worker processes behind. KILL only if
-    /// it has not stopped within 5 s.
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

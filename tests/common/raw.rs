@@ -221,6 +221,28 @@ pub fn get(addr: &str, script: &str, query: &str) -> Response {
     read_response(&mut *c).expect("a response")
 }
 
+/// One GET for `script_name` with the SCRIPT_FILENAME a web server would have computed (or
+/// any other: no web server would be this trusting), over the unix socket `socket`.
+pub fn get_script(socket: &Path, script_name: &str, script_filename: &str) -> Response {
+    let mut params = Vec::new();
+    for (k, v) in [
+        ("REQUEST_METHOD", "GET"),
+        ("QUERY_STRING", ""),
+        ("SCRIPT_NAME", script_name),
+        ("SCRIPT_FILENAME", script_filename),
+        ("REQUEST_URI", script_name),
+    ] {
+        params.extend(pair(k.as_bytes(), v.as_bytes()));
+    }
+    let mut req = begin(1, 1, false);
+    req.extend(record(PARAMS, 1, &params));
+    req.extend(record(PARAMS, 1, b""));
+    req.extend(record(STDIN, 1, b""));
+    let mut conn = connect_unix(socket);
+    conn.write_all(&req).unwrap();
+    read_response(&mut conn).expect("a response")
+}
+
 /// The pool's status as JSON through its FastCGI `status_path`.
 pub fn status_json(addr: &str) -> serde_json::Value {
     let r = get(addr, "/status", "json");

@@ -1,7 +1,8 @@
 //! `kind = "cgi"`: fork/exec the script per request as RFC 3875 says — environment from the
 //! request's params, body on stdin, headers parsed (`Status`, `Location`, `Content-Type`),
 //! output streamed, the process group killed at `request_timeout`. No shell in between; the
-//! script must be an executable regular file inside `document_root` (the same rule as php).
+//! script must be an executable regular file inside `document_root` (the same rule as php,
+//! Apache's `proxy:fcgi://` SCRIPT_FILENAME included).
 
 mod headers;
 mod run;
@@ -13,11 +14,11 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::php::{resolve_script, Refusal};
+use super::php::{path_info_params, resolve, Refusal, Resolved};
 use super::{plain_response, App};
 use crate::config::PoolConfig;
 use crate::fastcgi::{Request, ResponseWriter};
@@ -93,7 +94,8 @@ impl Cgi {
         Self { settings }
     }
 
-    fn command(&self, request: &Request, script: &Path) -> Command {
+    fn command(&self, request: &Request, resolved: &Resolved) -> Command {
+        let script = resolved.path.as_path();
         let mut cmd = Command::new(script);
         if self.settings.clear_env {
             cmd.env_clear();
@@ -106,6 +108,13 @@ impl Cgi {
         for (name, value) in request.params.iter() {
             if env_pair_ok(name, value) {
                 cmd.env(OsStr::from_bytes(name), OsStr::from_bytes(value));
+            }
+        }
+        if let Some(info) = &resolved.path_info {
+            for (name, value) in path_info_params(request, info) {
+                if env_pair_ok(name, &value) {
+                    cmd.env(OsStr::from_bytes(name), OsStr::from_bytes(&value));
+                }
             }
         }
         cmd.env("SCRIPT_FILENAME", script);
@@ -126,13 +135,14 @@ impl Cgi {
 impl App for Cgi {
     fn handle(&mut self, request: &Request, out: &mut ResponseWriter<'_>) -> io::Result<u32> {
         let pool = &self.settings.pool;
-        let script = match resolve_script(
+        let resolved = match resolve(
             &self.settings.document_root,
             request.params.get("SCRIPT_FILENAME"),
             request.params.get("SCRIPT_NAME"),
+            request.params.get("REQUEST_URI"),
             &[],
         ) {
-            Ok(path) => path,
+            Ok(resolved) => resolved,
             Err(Refusal::NotFound) => {
                 plain_response(out, "404 Not Found", "File not found.\n")?;
                 return Ok(0);
@@ -142,6 +152,7 @@ impl App for Cgi {
                 return Ok(0);
             }
         };
+        let script = resolved.path.clone();
         let executable =
             std::fs::metadata(&script).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
         if !executable {
@@ -150,7 +161,7 @@ impl App for Cgi {
         }
         let deadline = (!self.settings.request_timeout.is_zero())
             .then(|| Instant::now() + self.settings.request_timeout);
-        let mut child = match self.command(request, &script).spawn() {
+        let mut child = match self.command(request, &resolved).spawn() {
             Ok(child) => child,
             Err(e) => {
                 tracing::error!(pool = %pool, script = %script.display(), error = %e, "cannot start the CGI script");

@@ -12,7 +12,10 @@ mod upstream;
 use affinity::Follower;
 pub use cache::{ScriptCache, SCRIPT_CACHE_TTL};
 pub use child::{ChildSpec, PhpChild};
-pub use script::{extension_allowed, requested_path, resolve_script, Refusal};
+pub use script::{
+    apache_proxy_path, extension_allowed, requested_path, resolve, resolve_script, sent_filename,
+    ApacheProxyPath, Refusal, Resolved,
+};
 pub use upstream::{Outcome, Relay, Wait, UPSTREAM_REQUEST_ID};
 
 use std::io;
@@ -160,19 +163,28 @@ impl Php {
         self.start_child();
     }
 
-    /// BEGIN_REQUEST (keep-conn), PARAMS with SCRIPT_FILENAME set to `script`, STDIN.
-    fn encode(&mut self, request: &Request, script: &Path) -> io::Result<()> {
+    /// BEGIN_REQUEST (keep-conn), PARAMS with SCRIPT_FILENAME set to the script (and the
+    /// path info split off an Apache proxy SCRIPT_FILENAME, see [`path_info_params`]), STDIN.
+    fn encode(&mut self, request: &Request, script: &Resolved) -> io::Result<()> {
         self.params_buf.clear();
         let too_long = |e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e}"));
+        let replaced = script
+            .path_info
+            .as_deref()
+            .map(|info| path_info_params(request, info))
+            .unwrap_or_default();
         for (name, value) in request.params.iter() {
-            if name != b"SCRIPT_FILENAME" {
+            if name != b"SCRIPT_FILENAME" && !replaced.iter().any(|(n, _)| *n == name) {
                 encode_pair(&mut self.params_buf, name, value).map_err(too_long)?;
             }
+        }
+        for (name, value) in &replaced {
+            encode_pair(&mut self.params_buf, name, value).map_err(too_long)?;
         }
         encode_pair(
             &mut self.params_buf,
             b"SCRIPT_FILENAME",
-            script.as_os_str().as_bytes(),
+            script.path.as_os_str().as_bytes(),
         )
         .map_err(too_long)?;
         self.request_buf.clear();
@@ -326,18 +338,28 @@ impl App for Php {
         let filename = request.params.get("SCRIPT_FILENAME");
         let name = request.params.get("SCRIPT_NAME");
         let (key, by_name) = ScriptCache::key(filename, name);
+        // An Apache proxy form with a `?` resolves according to REQUEST_URI too: not cached.
+        let cacheable = !key.contains(&b'?');
         let now = Instant::now();
-        let script = match self.scripts.get(key, by_name, now) {
-            Some(path) => path.clone(),
-            None => match resolve_script(
+        let cached = if cacheable {
+            self.scripts.get(key, by_name, now).cloned()
+        } else {
+            None
+        };
+        let script = match cached {
+            Some(script) => script,
+            None => match resolve(
                 &self.settings.document_root,
                 filename,
                 name,
+                request.params.get("REQUEST_URI"),
                 &self.settings.limit_extensions,
             ) {
-                Ok(path) => {
-                    self.scripts.insert(key, by_name, path.clone(), now);
-                    path
+                Ok(script) => {
+                    if cacheable {
+                        self.scripts.insert(key, by_name, script.clone(), now);
+                    }
+                    script
                 }
                 Err(Refusal::NotFound) => {
                     plain_response(out, "404 Not Found", "File not found.\n")?;
@@ -364,4 +386,54 @@ impl App for Php {
         }
         result
     }
+}
+
+/// The params php-fpm rewrites when it splits path info off an Apache `ProxyPass`
+/// SCRIPT_FILENAME (Apache cannot send PATH_INFO there): `PATH_INFO` becomes the split-off
+/// part (Apache's own value, if any and different, kept as `ORIG_PATH_INFO`); when Apache sent
+/// none, the part is also taken off the end of `SCRIPT_NAME` (`/app/x.php/a` → `/app/x.php`,
+/// the old value as `ORIG_SCRIPT_NAME`). Empty when nothing changes.
+pub fn path_info_params<'a>(request: &'a Request, path_info: &'a [u8]) -> Vec<(&'a [u8], Vec<u8>)> {
+    let mut params: Vec<(&[u8], Vec<u8>)> = Vec::new();
+    match request.params.get("PATH_INFO") {
+        Some(sent) if sent == path_info => return params,
+        Some(sent) => params.push((b"ORIG_PATH_INFO", sent.to_vec())),
+        None => {
+            if let Some(name) = request.params.get("SCRIPT_NAME") {
+                let decoded = percent_decode(path_info);
+                if name.len() > decoded.len() && name.ends_with(&decoded) {
+                    params.push((b"ORIG_SCRIPT_NAME", name.to_vec()));
+                    params.push((b"SCRIPT_NAME", name[..name.len() - decoded.len()].to_vec()));
+                }
+            }
+        }
+    }
+    params.push((b"PATH_INFO", path_info.to_vec()));
+    params
+}
+
+/// `%XX` sequences decoded as php's `urldecode` (also `+` → space), which php-fpm applies to
+/// the path info before comparing it with `SCRIPT_NAME`, only when it holds a `%`.
+fn percent_decode(bytes: &[u8]) -> Vec<u8> {
+    if !bytes.contains(&b'%') {
+        return bytes.to_vec();
+    }
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
 }
