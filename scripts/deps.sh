@@ -3,12 +3,13 @@
 #   run : php-cgi (the default config serves php-examples/ through it)
 #   test: nginx, apache2, lighttpd (the web servers tests/webservers.rs puts in front), php-cgi,
 #         php-fpm (the benchmark and comparison peer), cgi-fcgi (libfcgi-bin), ss (iproute2),
-#         unshare/sysctl (util-linux, procps)
+#         unshare/sysctl (util-linux, procps), libfaketime (the wall-clock step test)
 # Usage: scripts/deps.sh run|test
 set -euo pipefail
 want=${1:-test}
 missing=()
-need() { command -v "$1" >/dev/null 2>&1 || [ -x "$1" ] || missing+=("$2"); }
+# need NAME-OR-PATH PACKAGE: a command on PATH, or a file (program or library) at that path.
+need() { command -v "$1" >/dev/null 2>&1 || [ -e "$1" ] || missing+=("$2"); }
 need php-cgi php8.2-cgi
 if [ "$want" = test ]; then
   need nginx nginx
@@ -20,6 +21,7 @@ if [ "$want" = test ]; then
   need sysctl procps
   need unshare util-linux
   need curl curl
+  need /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 libfaketime
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "scripts/deps.sh: installing ${missing[*]}" >&2
