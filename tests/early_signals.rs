@@ -32,6 +32,7 @@ shutdown_timeout = "5s"
 [pool.p]
 workers = "process"
 max_children = 8
+ping_path = "/ping"
 
 [pool.p.listen]
 address = "unix:{dir}/p.sock"

@@ -7,6 +7,7 @@
 
 use super::{sent_filename, Resolved};
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long a resolved script is trusted.
@@ -27,10 +28,11 @@ impl ScriptCache {
     /// `sent_filename`), else NUL + SCRIPT_NAME (a NUL never appears in a usable path, so the
     /// two cannot collide).
     pub fn key<'a>(
+        root: &Path,
         script_filename: Option<&'a [u8]>,
         script_name: Option<&'a [u8]>,
     ) -> (&'a [u8], bool) {
-        match sent_filename(script_filename, script_name) {
+        match sent_filename(root, script_filename, script_name) {
             Some(file) => (file, false),
             None => (script_name.unwrap_or(b""), true),
         }
@@ -98,13 +100,19 @@ mod tests {
     #[test]
     fn key_prefers_script_filename() {
         assert_eq!(
-            ScriptCache::key(Some(b"/f"), Some(b"/n")),
+            ScriptCache::key(Path::new("/srv"), Some(b"/f"), Some(b"/n")),
             (&b"/f"[..], false)
         );
-        assert_eq!(ScriptCache::key(Some(b""), Some(b"/n")), (&b"/n"[..], true));
-        assert_eq!(ScriptCache::key(None, None), (&b""[..], true));
         assert_eq!(
-            ScriptCache::key(Some(b"/n"), Some(b"/n")),
+            ScriptCache::key(Path::new("/srv"), Some(b""), Some(b"/n")),
+            (&b"/n"[..], true)
+        );
+        assert_eq!(
+            ScriptCache::key(Path::new("/srv"), None, None),
+            (&b""[..], true)
+        );
+        assert_eq!(
+            ScriptCache::key(Path::new("/srv"), Some(b"/n"), Some(b"/n")),
             (&b"/n"[..], true)
         );
     }

@@ -337,7 +337,7 @@ impl App for Php {
     fn handle(&mut self, request: &Request, out: &mut ResponseWriter<'_>) -> io::Result<u32> {
         let filename = request.params.get("SCRIPT_FILENAME");
         let name = request.params.get("SCRIPT_NAME");
-        let (key, by_name) = ScriptCache::key(filename, name);
+        let (key, by_name) = ScriptCache::key(&self.settings.document_root, filename, name);
         // An Apache proxy form with a `?` resolves according to REQUEST_URI too: not cached.
         let cacheable = !key.contains(&b'?');
         let now = Instant::now();

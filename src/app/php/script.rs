@@ -28,12 +28,17 @@ pub enum Refusal {
 /// `SCRIPT_NAME`. A web server computes SCRIPT_FILENAME as its document root + SCRIPT_NAME;
 /// one equal to SCRIPT_NAME carries no document root (what `fastpm request ADDR /x.php` and
 /// `cgi-fcgi` users send, the convention php-fpm needs), so `document_root` + SCRIPT_NAME is
-/// meant — the only reading that can name a file inside `document_root` anyway.
+/// meant — unless the value is itself a path inside `root` (a client that sends the full path
+/// as both), which names its file as it stands.
 pub fn sent_filename<'a>(
+    root: &Path,
     script_filename: Option<&'a [u8]>,
     script_name: Option<&[u8]>,
 ) -> Option<&'a [u8]> {
-    script_filename.filter(|f| !f.is_empty() && Some(*f) != script_name)
+    script_filename.filter(|f| {
+        !f.is_empty()
+            && (Some(*f) != script_name || Path::new(OsStr::from_bytes(f)).starts_with(root))
+    })
 }
 
 /// The path the web server asked for, before any file-system check.
@@ -42,7 +47,7 @@ pub fn requested_path(
     script_filename: Option<&[u8]>,
     script_name: Option<&[u8]>,
 ) -> Option<PathBuf> {
-    match sent_filename(script_filename, script_name) {
+    match sent_filename(root, script_filename, script_name) {
         Some(file) => Some(PathBuf::from(OsStr::from_bytes(file))),
         None => {
             let name = script_name.filter(|n| !n.is_empty())?;
@@ -187,7 +192,7 @@ pub fn resolve(
     request_uri: Option<&[u8]>,
     extensions: &[String],
 ) -> Result<Resolved, Refusal> {
-    let (path, from_apache) = match sent_filename(script_filename, script_name) {
+    let (path, from_apache) = match sent_filename(root, script_filename, script_name) {
         None => {
             let path = resolve_script(root, None, script_name, extensions)?;
             return Ok(Resolved {
