@@ -479,3 +479,46 @@ fn php_children_stop_with_fastpm() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Peak resident memory (`VmHWM`) of process `pid`, in KiB.
+fn peak_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// A large body goes to php-cgi from the request's own buffer: the worker's peak memory grows
+/// by about the body once (php's memory_limit here is 77M, so the body stays well below), not twice (the request plus an encoded copy).
+#[test]
+fn php_large_body_is_held_once() {
+    let site = site();
+    let server = start_as(&site, "process", 1, "0s");
+    let addr = format!("unix:{}", server.path("p.sock").display());
+    let post = site.root.join("post.php");
+    let script = post.to_str().unwrap();
+    // Warm up: php-cgi started and connected, buffers at their working size.
+    let r = raw::get(&addr, script, "");
+    assert!(r.text().contains("length=0"), "{}", r.text());
+    let worker = *common::child_pids(server.pid())
+        .first()
+        .expect("a worker process");
+    let before = peak_rss_kib(worker);
+    const MIB: usize = 1 << 20;
+    let body: Vec<u8> = (0..24 * MIB).map(|i| (i * 7 % 251) as u8).collect();
+    let mut conn = raw::connect(&addr);
+    std::io::Write::write_all(&mut conn, &raw::request(script, "", &body, false)).unwrap();
+    let r = raw::read_response(&mut *conn).expect("a response");
+    assert!(
+        r.text().contains(&format!("length={}\n", body.len())),
+        "{}",
+        r.text()
+    );
+    let grew_mib = (peak_rss_kib(worker) - before) / 1024;
+    assert!(
+        grew_mib < 36,
+        "a 24 MiB body raised the worker's peak memory by {grew_mib} MiB"
+    );
+}

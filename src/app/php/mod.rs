@@ -16,7 +16,7 @@ pub use script::{
     apache_proxy_path, extension_allowed, requested_path, resolve, resolve_script, sent_filename,
     ApacheProxyPath, Refusal, Resolved,
 };
-pub use upstream::{Outcome, Relay, Wait, UPSTREAM_REQUEST_ID};
+pub use upstream::{Outcome, Outgoing, Relay, Wait, UPSTREAM_REQUEST_ID};
 
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -45,6 +45,10 @@ const SLOW_ANSWER: Duration = Duration::from_millis(2);
 /// Request buffers grown past this are shrunk back after the request (one large upload must not
 /// pin its size in every worker for ever).
 const KEEP_BUFFER: usize = 1024 * 1024;
+
+/// Bodies up to this size are encoded with the head and sent in one piece (the common case:
+/// one `send`); larger ones go straight from the request's buffer (see [`Outgoing`]).
+const INLINE_BODY: usize = 64 * 1024;
 
 /// What every worker of a php pool shares, derived once from the pool's config.
 #[derive(Debug, Clone)]
@@ -188,8 +192,10 @@ impl Php {
         )
         .map_err(too_long)?;
         self.request_buf.clear();
-        self.request_buf
-            .reserve(64 + self.params_buf.len() + request.stdin.len());
+        let inline_body = request.stdin.len() <= INLINE_BODY;
+        self.request_buf.reserve(
+            64 + self.params_buf.len() + if inline_body { request.stdin.len() } else { 0 },
+        );
         encode_begin_request(
             &mut self.request_buf,
             UPSTREAM_REQUEST_ID,
@@ -202,16 +208,18 @@ impl Php {
             UPSTREAM_REQUEST_ID,
             &self.params_buf,
         );
-        encode_stream(
-            &mut self.request_buf,
-            RecordType::Stdin,
-            UPSTREAM_REQUEST_ID,
-            &request.stdin,
-        );
+        if inline_body {
+            encode_stream(
+                &mut self.request_buf,
+                RecordType::Stdin,
+                UPSTREAM_REQUEST_ID,
+                &request.stdin,
+            );
+        }
         Ok(())
     }
 
-    fn relay(&mut self, out: &mut ResponseWriter<'_>) -> io::Result<u32> {
+    fn relay(&mut self, request: &Request, out: &mut ResponseWriter<'_>) -> io::Result<u32> {
         let deadline = (!self.settings.request_timeout.is_zero())
             .then(|| Instant::now() + self.settings.request_timeout);
         let mut client_error = None;
@@ -241,9 +249,17 @@ impl Php {
                     php_stderr.extend_from_slice(bytes);
                 }
             };
+            let outgoing = Outgoing {
+                head: &self.request_buf,
+                body: if request.stdin.len() <= INLINE_BODY {
+                    &[]
+                } else {
+                    &request.stdin
+                },
+            };
             let outcome = self.relay.exchange(
                 conn,
-                &self.request_buf,
+                outgoing,
                 Wait {
                     deadline,
                     // The read timeout is at most request_timeout; on the first attempt the
@@ -380,7 +396,7 @@ impl App for Php {
             )?;
             return Ok(FAILED_APP_STATUS);
         }
-        let result = self.relay(out);
+        let result = self.relay(request, out);
         if self.request_buf.capacity() > KEEP_BUFFER {
             self.request_buf = Vec::new();
         }

@@ -20,6 +20,84 @@ pub const UPSTREAM_REQUEST_ID: u16 = 1;
 /// Read buffer size: a whole maximal record (8 + 65535 + 255 bytes) always fits.
 const READ_BUFFER: usize = 128 * 1024;
 
+/// The longest content of one record (the FastCGI length field is 16 bits).
+const MAX_CONTENT: usize = 65535;
+
+/// The request as php-cgi gets it, without copying a large body a second time: `head` is
+/// BEGIN_REQUEST and PARAMS already encoded (and, when `body` is empty, the STDIN records too);
+/// `body` is the request's own STDIN buffer, sent as STDIN records whose 8-byte headers are made
+/// on the way, then the empty STDIN record that ends the stream.
+///
+/// Why: a 128 MiB upload used to sit in memory twice per worker (the request, and its encoded
+/// copy), and the copy's buffer stayed allocated after the request.
+#[derive(Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub head: &'a [u8],
+    pub body: &'a [u8],
+}
+
+impl<'a> Outgoing<'a> {
+    /// Everything already encoded in `head`.
+    pub fn encoded(head: &'a [u8]) -> Self {
+        Self { head, body: &[] }
+    }
+
+    /// Bytes on the wire in total.
+    pub fn len(&self) -> usize {
+        if self.body.is_empty() {
+            return self.head.len();
+        }
+        let records = self.body.len().div_ceil(MAX_CONTENT) + 1;
+        self.head.len() + self.body.len() + 8 * records
+    }
+
+    /// The bytes from wire offset `pos` to the end of the piece that holds it (a slice of
+    /// `head` or `body`, or the rest of a record header written into `header`).
+    pub fn piece<'b>(&'b self, pos: usize, header: &'b mut [u8; 8]) -> &'b [u8] {
+        if pos < self.head.len() {
+            return &self.head[pos..];
+        }
+        // Full records first, then the short one (if any), then the empty one.
+        let off = pos - self.head.len();
+        let full_records = self.body.len() / MAX_CONTENT;
+        let full_bytes = full_records * (MAX_CONTENT + 8);
+        let (start, content, within) = if off < full_bytes {
+            let record = off / (MAX_CONTENT + 8);
+            (record * MAX_CONTENT, MAX_CONTENT, off % (MAX_CONTENT + 8))
+        } else {
+            let start = full_records * MAX_CONTENT;
+            let rest = self.body.len() - start;
+            let off = off - full_bytes;
+            if rest > 0 && off < 8 + rest {
+                (start, rest, off)
+            } else {
+                // The empty record that ends the stream.
+                (
+                    self.body.len(),
+                    0,
+                    off - if rest > 0 { 8 + rest } else { 0 },
+                )
+            }
+        };
+        if within < 8 {
+            let len = (content as u16).to_be_bytes();
+            let id = UPSTREAM_REQUEST_ID.to_be_bytes();
+            *header = [
+                1,
+                RecordType::Stdin.as_u8(),
+                id[0],
+                id[1],
+                len[0],
+                len[1],
+                0,
+                0,
+            ];
+            return &header[within..];
+        }
+        &self.body[start + within - 8..start + content]
+    }
+}
+
 /// How a relayed request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -66,7 +144,7 @@ impl Relay {
         }
     }
 
-    /// Send `request` (BEGIN_REQUEST, PARAMS, STDIN, already encoded) on `conn` and relay the
+    /// Send `request` (BEGIN_REQUEST, PARAMS, STDIN: see [`Outgoing`]) on `conn` and relay the
     /// answer into `out`. STDERR content goes to `on_stderr`. A client that stops reading does
     /// not stop the relay: php-cgi's answer is still drained, so the connection stays usable,
     /// and the first client-side write error is stored in `client_error`. `on_slow` is called
@@ -75,7 +153,7 @@ impl Relay {
     pub fn exchange(
         &mut self,
         conn: &UnixStream,
-        request: &[u8],
+        request: Outgoing<'_>,
         wait: Wait,
         out: &mut ResponseWriter<'_>,
         on_stderr: &mut dyn FnMut(&[u8]),
@@ -87,6 +165,8 @@ impl Relay {
             blocking_first_read,
         } = wait;
         let fd = conn.as_raw_fd();
+        let total = request.len();
+        let mut header = [0u8; 8];
         let mut written = 0;
         let (mut start, mut end) = (0usize, 0usize);
         let mut forwarded = false;
@@ -94,15 +174,15 @@ impl Relay {
         // instead of costing a recv() that would only say EAGAIN.
         let mut may_have_data = false;
         loop {
-            if written < request.len() {
+            if written < total {
                 match send(
                     fd,
-                    &request[written..],
+                    request.piece(written, &mut header),
                     MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
                 ) {
                     Ok(n) => {
                         written += n;
-                        if written < request.len() {
+                        if written < total {
                             continue;
                         }
                     }
@@ -115,7 +195,7 @@ impl Relay {
             // (bounded by the socket's SO_RCVTIMEO, see `Php`): one syscall instead of poll +
             // recv. Later reads are non-blocking, bounded by poll and the deadline.
             let mut flags = MsgFlags::MSG_DONTWAIT;
-            if !may_have_data && written == request.len() && blocking_first_read {
+            if !may_have_data && written == total && blocking_first_read {
                 flags = MsgFlags::empty();
                 may_have_data = true;
             }
@@ -164,7 +244,7 @@ impl Relay {
                                     };
                                     return Outcome::Complete {
                                         app_status: body.app_status,
-                                        reusable: written == request.len() && start + used == end,
+                                        reusable: written == total && start + used == end,
                                     };
                                 }
                                 _ => return Outcome::Died { forwarded },
@@ -183,7 +263,7 @@ impl Relay {
                 }
             }
             let mut events = PollFlags::POLLIN;
-            if written < request.len() {
+            if written < total {
                 events |= PollFlags::POLLOUT;
             }
             let timeout = match deadline {
@@ -205,6 +285,55 @@ impl Relay {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(_) => return Outcome::Died { forwarded },
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod outgoing_tests {
+    use super::*;
+
+    /// Walking the pieces gives exactly the records of the body, each header made on the way.
+    #[test]
+    fn pieces_equal_the_encoded_request() {
+        for body_len in [
+            1,
+            100,
+            MAX_CONTENT - 1,
+            MAX_CONTENT,
+            MAX_CONTENT + 1,
+            3 * MAX_CONTENT + 7,
+        ] {
+            let head = b"HEADBYTES".to_vec();
+            let body: Vec<u8> = (0..body_len).map(|i| (i % 251) as u8).collect();
+            // Records without padding (allowed: padding is the sender's choice).
+            let mut want = head.clone();
+            for chunk in body.chunks(MAX_CONTENT).chain([&[][..]]) {
+                let len = (chunk.len() as u16).to_be_bytes();
+                want.extend_from_slice(&[1, 5, 0, 1, len[0], len[1], 0, 0]);
+                want.extend_from_slice(chunk);
+            }
+            let out = Outgoing {
+                head: &head,
+                body: &body,
+            };
+            assert_eq!(out.len(), want.len(), "body {body_len}");
+            let mut got = Vec::new();
+            let mut header = [0u8; 8];
+            // Uneven steps, as partial sends would take them.
+            let mut step = 1;
+            while got.len() < out.len() {
+                let piece = out.piece(got.len(), &mut header);
+                assert!(
+                    !piece.is_empty(),
+                    "body {body_len}: empty piece at {}",
+                    got.len()
+                );
+                let take = piece.len().min(step);
+                got.extend_from_slice(&piece[..take]);
+                step = step * 7 % 70_001 + 1;
+            }
+            assert!(got == want, "body {body_len}: bytes differ");
         }
     }
 }
