@@ -157,3 +157,64 @@ command = ["{php_cgi}"]
     assert_eq!(pool["total processes"], 2, "{pool}");
     assert!(pool["listen queue len"].as_u64().unwrap() > 0, "{pool}");
 }
+
+/// An exec program's state is read from outside (`/proc/PID/syscall`): blocked in accept() on
+/// fd 0 it is idle; running a request it is active — not "idle forever".
+#[test]
+fn exec_children_show_when_they_are_busy() {
+    let php_cgi = require("php-cgi");
+    let port = free_port();
+    let server = Server::start(&format!(
+        r#"
+[global]
+status_listen = "127.0.0.1:{port}"
+runtime_dir = "{{dir}}/rt"
+
+[pool.x]
+max_children = 2
+
+[pool.x.listen]
+address = "unix:{{dir}}/x.sock"
+
+[pool.x.app]
+kind = "exec"
+command = ["{php_cgi}"]
+"#,
+        php_cgi = php_cgi.display()
+    ));
+    let counts = || {
+        let status = master_status(port);
+        let pool = &status["pools"][0];
+        (
+            pool["idle processes"].as_u64().unwrap(),
+            pool["active processes"].as_u64().unwrap(),
+        )
+    };
+    let wait_for = |want: (u64, u64), what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while counts() != want {
+            assert!(Instant::now() < deadline, "{what}: {:?}", counts());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for((2, 0), "both children idle in accept()");
+    // One slow request: sleep.php holds a child for 1.5 s.
+    let path = server.path("x.sock");
+    let slow = std::thread::spawn(move || {
+        let mut c = std::os::unix::net::UnixStream::connect(path).unwrap();
+        let script = format!("{}/php-examples/sleep.php", env!("CARGO_MANIFEST_DIR"));
+        let mut req = raw::begin(1, 1, false);
+        let mut params = raw::cgi_params("/sleep.php", "ms=1500", "GET", 0);
+        params.extend(raw::pair(b"SCRIPT_FILENAME", script.as_bytes()));
+        req.extend(raw::record(raw::PARAMS, 1, &params));
+        req.extend(raw::record(raw::PARAMS, 1, b""));
+        req.extend(raw::record(raw::STDIN, 1, b""));
+        c.write_all(&req).unwrap();
+        let mut reader: &mut dyn std::io::Read = &mut c;
+        raw::read_response(&mut reader).map(|r| r.text())
+    });
+    wait_for((1, 1), "one child busy with the slow request");
+    let answer = slow.join().unwrap().expect("an answer");
+    assert!(answer.contains("slept"), "{answer}");
+    wait_for((2, 0), "both idle again");
+}

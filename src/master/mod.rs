@@ -7,6 +7,7 @@
 
 pub mod apps;
 pub mod children;
+pub mod exec_state;
 pub mod notify;
 pub mod pm;
 pub mod pools;

@@ -245,6 +245,23 @@ impl ProcessPool {
         }
     }
 
+    /// Exec pools: fill each program's slot with what it is doing (see `exec_state`); the
+    /// program itself knows nothing of the scoreboard.
+    pub fn sample_exec_states(&self, slots: &[WorkerSlot]) {
+        for worker in self.workers.iter().filter(|w| w.exec && !w.stop_requested) {
+            let slot = &slots[worker.slot];
+            if let Some(state) = super::exec_state::sample(worker.pid()) {
+                if slot.state() != state {
+                    if state.is_active() {
+                        slot.request_start_us
+                            .store(crate::overload::monotonic_us(), Relaxed);
+                    }
+                    slot.set_state(state);
+                }
+            }
+        }
+    }
+
     /// Kill workers that stopped making progress where they must (see [`is_hung`]); the next
     /// reap replaces them (a robust mutex or a lock file is released by the death).
     pub fn kill_hung(&mut self, slots: &[WorkerSlot]) {

@@ -222,6 +222,7 @@ impl Running {
             if let Workers::Processes(processes) = &mut p.workers {
                 let slots = self.scoreboard.slots(p.ctx.index);
                 processes.reap(slots);
+                processes.sample_exec_states(slots);
                 processes.kill_hung(slots);
                 processes.maintain(p.ctx.board(), slots);
             }
