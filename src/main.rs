@@ -70,6 +70,7 @@ fn is_usage_error(err: &anyhow::Error) -> bool {
             || cause.is::<config::BacklogError>()
             || cause.is::<cli_request::UsageError>()
             || cause.is::<cli_bench::BenchUsageError>()
+            || cause.is::<master::preflight::RuntimeDirError>()
     })
 }
 
@@ -127,6 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { config, backlog } => {
             let (config, text) = load_with_text(config.as_ref())?;
             init_logging(&config);
+            master::preflight::runtime_dir(&config)?;
             let options = StartOptions {
                 cli_backlog: backlog,
                 listenq_env: listenq(),
@@ -137,6 +139,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { config, backlog } => {
             let config = load(config.as_ref())?;
+            master::preflight::runtime_dir(&config)?;
             let text = config::render_effective(&config, backlog, listenq().as_deref())?;
             print!("{text}");
             Ok(ExitCode::SUCCESS)

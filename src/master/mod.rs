@@ -10,6 +10,7 @@ pub mod children;
 pub mod notify;
 pub mod pm;
 pub mod pools;
+pub mod preflight;
 pub mod process_pool;
 pub mod running;
 pub mod signals;
