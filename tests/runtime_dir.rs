@@ -6,10 +6,11 @@ mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{require, FASTPM};
+use common::{require, Server, FASTPM};
+use nix::sys::signal::Signal;
 use nix::unistd::User;
 
 /// A thread pool of the built-in hello app on the default address `<runtime_dir>/w.sock`, so a
@@ -237,12 +238,14 @@ fn missing_runtime_dir_is_created_0700() {
 
     // `run` on a missing one: created 0700, and the pool's default socket is in it.
     std::fs::remove_dir_all(dir.path().join("a")).unwrap();
-    let mut server = start(&config, &[]);
-    let sock = rt.join("w.sock");
-    wait_for(|| sock.exists(), "the pool's socket in runtime_dir");
+    let mut server = start(dir, &config, &[]);
+    assert!(
+        rt.join("w.sock").exists(),
+        "the pool's socket in runtime_dir"
+    );
     let meta = std::fs::symlink_metadata(&rt).unwrap();
     assert_eq!(meta.mode() & 0o7777, 0o700, "runtime_dir mode after run");
-    server.stop();
+    stop(&mut server);
 }
 
 #[test]
@@ -269,70 +272,24 @@ fn runtime_directory_env_wins_over_the_config() {
         "{text}"
     );
 
-    let mut server = start(&config, &env);
-    let sock = systemd.join("w.sock");
-    wait_for(|| sock.exists(), "the pool's socket in $RUNTIME_DIRECTORY");
+    let mut server = start(dir, &config, &env);
+    assert!(
+        systemd.join("w.sock").exists(),
+        "the pool's socket in $RUNTIME_DIRECTORY"
+    );
     assert!(
         !configured.exists(),
         "the configured runtime_dir is not used"
     );
-    server.stop();
+    stop(&mut server);
 }
 
-/// A running `fastpm run`, killed when dropped.
-struct Running {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Running {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn stop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "fastpm did not stop; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    /// SIGQUIT first: the master stops its workers (a SIGKILLed master may leave worker
-    /// processes that dropped privileges behind), then SIGKILL if it lingers.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.child.id() as i32),
-                nix::sys::signal::Signal::SIGQUIT,
-            );
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Start `fastpm run -c config` and wait until it says ready.
-fn start(config: &Path, env: &[(&str, &str)]) -> Running {
-    let log = config.with_file_name("fastpm.log");
-    let file = std::fs::File::create(&log).unwrap();
+/// `fastpm run -c config` with its log in `dir`, once it says ready, as a `common::Server`
+/// (which owns `dir` and stops the master when dropped). The tests choose `dir`'s mode: a
+/// dropped-privilege worker must be able to pass through it.
+fn start(dir: tempfile::TempDir, config: &Path, env: &[(&str, &str)]) -> Server {
+    let log_path = dir.path().join("fastpm.log");
+    let file = std::fs::File::create(&log_path).unwrap();
     let mut cmd = Command::new(FASTPM);
     cmd.args(["run", "-c", config.to_str().unwrap()])
         .env_remove("LISTENQ")
@@ -344,31 +301,30 @@ fn start(config: &Path, env: &[(&str, &str)]) -> Running {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut running = Running {
+    let mut server = Server {
         child: cmd.spawn().unwrap(),
-        log,
+        dir,
+        log_path,
     };
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !running.log().contains("ready:") {
-        if let Some(status) = running.child.try_wait().unwrap() {
-            panic!("fastpm exited ({status}); log:\n{}", running.log());
+    while !server.log().contains("ready:") {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            panic!("fastpm exited ({status}); log:\n{}", server.log());
         }
         assert!(
             Instant::now() < deadline,
             "not ready; log:\n{}",
-            running.log()
+            server.log()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    running
+    server
 }
 
-fn wait_for(mut done: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// A graceful stop that must succeed.
+fn stop(server: &mut Server) {
+    let status = server.stop_with(Signal::SIGTERM, Duration::from_secs(10));
+    assert!(status.success(), "{status}; log:\n{}", server.log());
 }
 
 const PHP_AS_WWW_DATA: &str = r#"
@@ -393,14 +349,13 @@ document_root = "{root}"
 /// A php pool running as www-data: a world-readable document root with page.php, its config
 /// and the base of `runtime_dir` in a directory others may pass through.
 struct PhpSite {
-    dir: tempfile::TempDir,
     config: PathBuf,
     rt: PathBuf,
     sock: PathBuf,
     page: PathBuf,
 }
 
-fn php_site(workers: &str, base: tempfile::TempDir) -> PhpSite {
+fn php_site(workers: &str, base: &tempfile::TempDir) -> PhpSite {
     let root = base.path().join("www");
     std::fs::create_dir(&root).unwrap();
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -416,7 +371,6 @@ fn php_site(workers: &str, base: tempfile::TempDir) -> PhpSite {
     let config = write_config(base.path(), &template, &rt);
     PhpSite {
         sock: base.path().join("p.sock"),
-        dir: base,
         config,
         rt,
         page,
@@ -486,7 +440,7 @@ fn descendants_named(ancestor: u32, name: &str) -> Vec<(u32, u32)> {
     found
 }
 
-fn assert_php_answers(site: &PhpSite, server: &Running) {
+fn assert_php_answers(site: &PhpSite, server: &Server) {
     for _ in 0..4 {
         let response = cgi_fcgi_get(&site.sock, &site.page);
         assert!(
@@ -504,8 +458,9 @@ fn assert_php_answers(site: &PhpSite, server: &Running) {
 
 #[test]
 fn php_process_workers_as_www_data_answer_200() {
-    let site = php_site("process", passable_tempdir());
-    let mut server = start(&site.config, &[]);
+    let base = passable_tempdir();
+    let site = php_site("process", &base);
+    let mut server = start(base, &site.config, &[]);
     assert_php_answers(&site, &server);
     let www_data = uid_of("www-data");
     let php = descendants_named(server.child.id(), "php-cgi");
@@ -525,21 +480,21 @@ fn php_process_workers_as_www_data_answer_200() {
         "{}",
         server.log()
     );
-    server.stop();
-    drop(site.dir);
+    stop(&mut server);
 }
 
 #[test]
 fn php_thread_workers_with_user_answer_200() {
-    let site = php_site("thread", passable_tempdir());
-    let mut server = start(&site.config, &[]);
+    let base = passable_tempdir();
+    let site = php_site("thread", &base);
+    let mut server = start(base, &site.config, &[]);
     assert_php_answers(&site, &server);
     // Thread workers bind php-cgi's sockets in the master (root): the pool's private
     // directory stays root's, 0700.
     let pool_dir = std::fs::symlink_metadata(site.rt.join("p")).unwrap();
     assert!(pool_dir.is_dir());
     assert_eq!((pool_dir.uid(), pool_dir.mode() & 0o7777), (0, 0o700));
-    server.stop();
+    stop(&mut server);
 }
 
 #[test]
@@ -548,7 +503,7 @@ fn php_workers_that_could_not_reach_runtime_dir_are_refused_at_start() {
     // request would get 503 while the master said "ready". Refused up front instead, loudly.
     let base = tempfile::tempdir().unwrap();
     std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    let site = php_site("process", base);
+    let site = php_site("process", &base);
     let out = run_until_exit(&site.config);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -556,7 +511,7 @@ fn php_workers_that_could_not_reach_runtime_dir_are_refused_at_start() {
     assert!(
         err.contains(&format!("runtime_dir {}", site.rt.display()))
             && err.contains("pool p: its user (uid 33) cannot reach")
-            && err.contains(&site.dir.path().display().to_string()),
+            && err.contains(&base.path().display().to_string()),
         "{err}"
     );
 }
