@@ -288,9 +288,22 @@ fn runtime_directory_env_wins_over_the_config() {
 /// (which owns `dir` and stops the master when dropped). The tests choose `dir`'s mode: a
 /// dropped-privilege worker must be able to pass through it.
 fn start(dir: tempfile::TempDir, config: &Path, env: &[(&str, &str)]) -> Server {
+    launch(Command::new(FASTPM), dir, config, env)
+}
+
+/// Like [`start`], in a private mount namespace with an empty tmpfs on `/run`, so that the
+/// default runtime_dir (`/run/fastpm` for root) is this test's alone.
+fn start_with_private_run(dir: tempfile::TempDir, config: &Path) -> Server {
+    let mut cmd = Command::new(require("unshare"));
+    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs -o mode=0755 fastpm-test /run && exec \"$0\" \"$@\"")
+        .arg(FASTPM);
+    launch(cmd, dir, config, &[])
+}
+
+fn launch(mut cmd: Command, dir: tempfile::TempDir, config: &Path, env: &[(&str, &str)]) -> Server {
     let log_path = dir.path().join("fastpm.log");
     let file = std::fs::File::create(&log_path).unwrap();
-    let mut cmd = Command::new(FASTPM);
     cmd.args(["run", "-c", config.to_str().unwrap()])
         .env_remove("LISTENQ")
         .env_remove("RUST_LOG")
@@ -494,6 +507,22 @@ fn php_thread_workers_with_user_answer_200() {
     let pool_dir = std::fs::symlink_metadata(site.rt.join("p")).unwrap();
     assert!(pool_dir.is_dir());
     assert_eq!((pool_dir.uid(), pool_dir.mode() & 0o7777), (0, 0o700));
+    stop(&mut server);
+}
+
+#[test]
+fn php_workers_as_www_data_find_the_default_runtime_dir() {
+    // No runtime_dir in the config: the master (root) uses /run/fastpm. Its workers read the
+    // config again as www-data, for whom the default would be elsewhere; they must still bind
+    // php-cgi's sockets in the master's directory.
+    let base = passable_tempdir();
+    let site = php_site("process", &base);
+    let text = std::fs::read_to_string(&site.config).unwrap();
+    let line = format!("runtime_dir = \"{}\"\n", site.rt.display());
+    assert!(text.contains(&line), "{text}");
+    std::fs::write(&site.config, text.replace(&line, "")).unwrap();
+    let mut server = start_with_private_run(base, &site.config);
+    assert_php_answers(&site, &server);
     stop(&mut server);
 }
 
