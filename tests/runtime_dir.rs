@@ -527,6 +527,31 @@ fn php_workers_as_www_data_find_the_default_runtime_dir() {
 }
 
 #[test]
+fn php_pool_directory_of_someone_else_or_a_symlink_is_refused() {
+    let base = passable_tempdir();
+    let site = php_site("process", &base);
+    std::fs::create_dir(&site.rt).unwrap();
+    std::fs::set_permissions(&site.rt, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let pool_dir = site.rt.join("p");
+    // Someone else's directory where the pool's sockets would go.
+    std::fs::create_dir(&pool_dir).unwrap();
+    std::fs::set_permissions(&pool_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&pool_dir, Some(uid_of("nobody")), None).unwrap();
+    assert_refused(&site.config, &pool_dir, "is owned by uid 65534 (nobody)");
+    // A link to a directory the pool's user owns: a link all the same.
+    std::fs::remove_dir(&pool_dir).unwrap();
+    let elsewhere = base.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::chown(&elsewhere, Some(uid_of("www-data")), None).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &pool_dir).unwrap();
+    assert_refused(&site.config, &pool_dir, "is a symlink");
+    assert!(
+        entries(&elsewhere).is_empty(),
+        "nothing bound through the link"
+    );
+}
+
+#[test]
 fn php_workers_that_could_not_reach_runtime_dir_are_refused_at_start() {
     // The base directory is 0700 root: www-data could not reach rt/p/ below it, and every
     // request would get 503 while the master said "ready". Refused up front instead, loudly.

@@ -186,13 +186,8 @@ fn dropping_php_pools(config: &Config) -> Result<Vec<(&PoolConfig, Credentials)>
         if !needs_pool_dir(pool) || pool.workers != WorkerKind::Process {
             continue;
         }
-        let creds =
-            privileges::resolve(pool.user.as_deref(), pool.group.as_deref()).map_err(|e| {
-                Problem::User {
-                    pool: pool.name.clone(),
-                    cause: e.to_string(),
-                }
-            })?;
+        let creds = privileges::resolve(pool.user.as_deref(), pool.group.as_deref())
+            .map_err(|e| user_problem(pool, e))?;
         if let Some(creds) = creds {
             out.push((pool, creds));
         }
@@ -238,7 +233,43 @@ pub fn runtime_dir(config: &Config) -> Result<(), RuntimeDirError> {
             }
         }
     }
+    // A php pool's directory left by an earlier run: refused here already (exit 2 at check
+    // and run alike) when it is a link or someone else's; `pool_dir` creates it at start.
+    for pool in config.pools.iter().filter(|p| needs_pool_dir(p)) {
+        let pool_dir = pool_dir_path(dir, &pool.name);
+        if std::fs::symlink_metadata(&pool_dir).is_err() {
+            continue;
+        }
+        let pool_user = privileges::resolve(pool.user.as_deref(), pool.group.as_deref())
+            .map_err(|e| error(None, user_problem(pool, e)))?;
+        judge_pool_dir(&pool_dir, euid, pool_user.as_ref()).map_err(|problem| RuntimeDirError {
+            dir: pool_dir.clone(),
+            at: None,
+            problem,
+        })?;
+    }
     Ok(())
+}
+
+fn user_problem(pool: &PoolConfig, e: privileges::PrivilegeError) -> Problem {
+    Problem::User {
+        pool: pool.name.clone(),
+        cause: e.to_string(),
+    }
+}
+
+/// An existing pool directory: a real directory, private to its owner, who is fastpm or the
+/// pool's user (a run with `user`, or with the other worker kind). Anyone else's is refused.
+fn judge_pool_dir(dir: &Path, euid: u32, pool_user: Option<&Credentials>) -> Result<(), Problem> {
+    let found = std::fs::symlink_metadata(dir)
+        .map_err(Problem::Inspect)?
+        .uid();
+    let owner = if found == euid || pool_user.is_some_and(|c| c.uid == found) {
+        found
+    } else {
+        euid
+    };
+    judge_path(dir, Role::Private { owner })
 }
 
 /// Make `dir` exist as a private directory (see the module doc); returns it with its parents'
@@ -366,36 +397,21 @@ pub fn pool_dir(config: &Config, pool: &PoolConfig) -> Result<PathBuf, RuntimeDi
         at: None,
         problem,
     };
-    let creds = if pool.workers == WorkerKind::Process {
-        privileges::resolve(pool.user.as_deref(), pool.group.as_deref()).map_err(|e| {
-            error(Problem::User {
-                pool: pool.name.clone(),
-                cause: e.to_string(),
-            })
-        })?
-    } else {
-        None
-    };
-    let (uid, gid) = match &creds {
-        Some(c) => (c.uid, c.gid),
-        None => (
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
-        ),
+    let pool_user = privileges::resolve(pool.user.as_deref(), pool.group.as_deref())
+        .map_err(|e| error(user_problem(pool, e)))?;
+    let euid = nix::unistd::geteuid().as_raw();
+    // Worker processes bind php-cgi's sockets there themselves; thread workers bind them in the
+    // master.
+    let (uid, gid) = match (&pool_user, pool.workers) {
+        (Some(c), WorkerKind::Process) => (c.uid, c.gid),
+        _ => (euid, nix::unistd::getegid().as_raw()),
     };
     match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(error(Problem::Create(e))),
     }
-    // Either owner is ours to give away: fastpm's (just created, or from a run without `user`)
-    // or the pool user's (a previous run with it). Anyone else's is refused.
-    let euid = nix::unistd::geteuid().as_raw();
-    let found = std::fs::symlink_metadata(&dir)
-        .map_err(|e| error(Problem::Inspect(e)))?
-        .uid();
-    let owner = if found == euid { euid } else { uid };
-    judge_path(&dir, Role::Private { owner }).map_err(error)?;
+    judge_pool_dir(&dir, euid, pool_user.as_ref()).map_err(error)?;
     fchownat(
         None,
         &dir,
