@@ -71,6 +71,7 @@ fn is_usage_error(err: &anyhow::Error) -> bool {
             || cause.is::<cli_request::UsageError>()
             || cause.is::<cli_bench::BenchUsageError>()
             || cause.is::<master::preflight::PreflightError>()
+            || cause.is::<master::runtime_dir::RuntimeDirError>()
     })
 }
 
@@ -131,6 +132,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (config, text) = load_with_text(config.as_ref())?;
             master::preflight::check(&config)?;
             init_logging(&config);
+            master::runtime_dir::prepare(&config)?;
             let options = StartOptions {
                 cli_backlog: backlog,
                 listenq_env: listenq(),
@@ -142,6 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { config, backlog } => {
             let config = load(config.as_ref())?;
             master::preflight::check(&config)?;
+            master::runtime_dir::prepare(&config)?;
             let text = config::render_effective(&config, backlog, listenq().as_deref())?;
             print!("{text}");
             Ok(ExitCode::SUCCESS)

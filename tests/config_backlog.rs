@@ -220,6 +220,8 @@ fn render_loads_back_unchanged() {
         )
         .unwrap_or_else(|e| panic!("{e}\n{rendered}"));
         let mut want = config.clone();
+        // Rendered, runtime_dir is written out: loaded back, it comes from the file.
+        want.global.runtime_dir_source = fastpm::config::RuntimeDirSource::Config;
         for pool in &mut want.pools {
             pool.listen.backlog = Some(
                 effective_backlog(None, None, pool.listen.backlog)

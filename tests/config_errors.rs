@@ -538,7 +538,7 @@ fn allowed_clients_rules() {
             "[pool.www.listen]\nallowed_clients = ['::1']\n",
             "2:19: pool.www.listen.allowed_clients",
             Rule,
-            "unix:/tmp/fastpm/www.sock",
+            "unix:/run/fastpm/www.sock",
         ),
     ]);
     let config = load("[pool.www.listen]\naddress = '[::1]:9000'\nallowed_clients = ['127.0.0.1', '::1', ' 10.1.2.3 ']\n").unwrap();
@@ -565,7 +565,7 @@ fn pools_and_addresses() {
         // Relative and absolute spellings of one path (base /base).
         ("[pool.a.listen]\naddress = 'unix:x.sock'\n[pool.b.listen]\naddress = 'unix:/base/./x.sock'\n", "4:11: pool.b.listen.address", Rule, "clashes"),
         // A default address (runtime_dir/NAME.sock) clashing with a written one: points at [pool.b].
-        ("[pool.a.listen]\naddress = 'unix:/tmp/fastpm/b.sock'\n[pool.b]\n", "3:7: pool.b.listen.address", Rule, "clashes with unix:/tmp/fastpm/b.sock of pool \"a\""),
+        ("[pool.a.listen]\naddress = 'unix:/run/fastpm/b.sock'\n[pool.b]\n", "3:7: pool.b.listen.address", Rule, "clashes with unix:/run/fastpm/b.sock of pool \"a\""),
         ("[pool.a.listen]\naddress = '0.0.0.0:9000'\n[pool.b.listen]\naddress = '127.0.0.1:9000'\n", "4:11: pool.b.listen.address", Rule, "127.0.0.1:9000 clashes with 0.0.0.0:9000"),
         ("[pool.a.listen]\naddress = '127.0.0.1:9000'\n[pool.b.listen]\naddress = '[::]:9000'\n", "4:11: pool.b.listen.address", Rule, "clashes"),
         ("[pool.a.listen]\naddress = 'systemd:web'\n[pool.b.listen]\naddress = 'systemd:web'\n", "4:11: pool.b.listen.address", Rule, "clashes"),

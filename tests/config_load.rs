@@ -27,7 +27,8 @@ fn embedded_default_loads_as_documented() {
         config.global.status_listen,
         Some("127.0.0.1:9180".parse::<SocketAddr>().unwrap())
     );
-    assert_eq!(config.global.runtime_dir, PathBuf::from("/tmp/fastpm"));
+    // The tests run as root, like the master (the default for other users: config::runtime_dir).
+    assert_eq!(config.global.runtime_dir, PathBuf::from("/run/fastpm"));
     assert_eq!(config.global.log_level, LogLevel::Info);
     assert_eq!(config.global.pid_file, None);
     assert_eq!(config.pools.len(), 1);
@@ -136,7 +137,7 @@ fn minimal_pool_gets_design_defaults() {
     assert_eq!(g.log_level, LogLevel::Info);
     assert_eq!(g.log_format, LogFormat::Text);
     assert_eq!(g.status_listen, Some("127.0.0.1:9180".parse().unwrap()));
-    assert_eq!(g.runtime_dir, PathBuf::from("/tmp/fastpm"));
+    assert_eq!(g.runtime_dir, PathBuf::from("/run/fastpm"));
     assert_eq!(g.shutdown_timeout, Duration::from_secs(30));
     assert_eq!(g.pid_file, None);
     let p = &config.pools[0];
@@ -162,7 +163,7 @@ fn minimal_pool_gets_design_defaults() {
         user: None,
         group: None,
         listen: ListenConfig {
-            address: ListenAddress::Unix("/tmp/fastpm/www.sock".into()),
+            address: ListenAddress::Unix("/run/fastpm/www.sock".into()),
             backlog: None,
             mode: 0o660,
             owner: None,

@@ -13,6 +13,7 @@ use super::enums::{AcceptLock, LogFormat, LogLevel, OverloadPolicy, PmKind, Work
 use super::error::{ConfigError, ConfigErrorKind};
 use super::locate::{is_bare_key, key_segment, key_span};
 use super::raw::{RawFile, RawGlobal, RawOverload, RawPool};
+use super::runtime_dir;
 use super::types::{Config, ConfigSource, GlobalConfig, OverloadConfig, PoolConfig};
 use super::validate;
 
@@ -65,16 +66,26 @@ fn build_global(raw: &RawGlobal, b: &Builder) -> Result<GlobalConfig, ConfigErro
             Some(addr)
         }
     };
-    let runtime_dir = b.required_text(
-        &raw.runtime_dir,
-        keys.key("runtime_dir"),
-        defaults::RUNTIME_DIR,
-    )?;
+    let configured = match &raw.runtime_dir {
+        None => None,
+        field => Some(b.resolve(&b.required_text(field, keys.key("runtime_dir"), "")?)),
+    };
+    let systemd = std::env::var_os(runtime_dir::RUNTIME_DIRECTORY_ENV);
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR");
+    let (runtime_dir, runtime_dir_source) = runtime_dir::choose(
+        configured,
+        &runtime_dir::RuntimeDirInputs {
+            runtime_directory: systemd.as_deref(),
+            xdg_runtime_dir: xdg.as_deref(),
+            euid: nix::unistd::geteuid().as_raw(),
+        },
+    );
     Ok(GlobalConfig {
         log_level: b.word(&raw.log_level, keys.key("log_level"), LogLevel::Info)?,
         log_format: b.word(&raw.log_format, keys.key("log_format"), LogFormat::Text)?,
         status_listen,
-        runtime_dir: b.resolve(&runtime_dir),
+        runtime_dir,
+        runtime_dir_source,
         shutdown_timeout: b.duration(
             &raw.shutdown_timeout,
             keys.key("shutdown_timeout"),

@@ -20,7 +20,7 @@ pub(crate) fn build_listen(
     keys: &Keys,
 ) -> Result<ListenConfig, ConfigError> {
     let address = match &raw.address {
-        // DESIGN.md §3 shows `unix:/tmp/fastpm/www.sock` for pool www: the runtime dir + name.
+        // The runtime dir + name (`unix:/run/fastpm/www.sock` for pool www as root).
         None => ListenAddress::Unix(global.runtime_dir.join(format!("{pool}.sock"))),
         Some(v) => v
             .get_ref()

@@ -7,10 +7,10 @@ use std::time::Duration;
 pub const MAX_BACKLOG: u32 = i32::MAX as u32;
 
 // The default of each setting of the same name, as DESIGN.md §3 writes it. `DOCUMENT_ROOT`
-// and a relative `RUNTIME_DIR` resolve against the config file's directory.
+// resolves against the config file's directory. `runtime_dir`'s default depends on the
+// effective uid and the environment: see `runtime_dir::choose`.
 
 pub const STATUS_LISTEN: &str = "127.0.0.1:9180";
-pub const RUNTIME_DIR: &str = "/tmp/fastpm";
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_CHILDREN: u32 = 4;
 pub const START_SERVERS: u32 = 2;

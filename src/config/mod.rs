@@ -22,6 +22,7 @@ mod paths;
 mod php;
 mod raw;
 mod render;
+pub mod runtime_dir;
 mod types;
 mod validate;
 
@@ -37,6 +38,7 @@ pub use load::{
 pub use paths::clean_path;
 pub use php::{find_executable, php_cgi_on_path};
 pub use render::render_effective;
+pub use runtime_dir::RuntimeDirSource;
 pub use types::{
     AppConfig, Config, ConfigSource, GlobalConfig, ListenConfig, OverloadConfig, PoolConfig,
 };

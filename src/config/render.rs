@@ -96,7 +96,11 @@ pub fn render_effective(
         quote(&g.status_listen.map(|a| a.to_string()).unwrap_or_default()),
         off_if(g.status_listen.is_none()),
     )
-    .line("runtime_dir", quote_path(&g.runtime_dir), "")
+    .line(
+        "runtime_dir",
+        quote_path(&g.runtime_dir),
+        g.runtime_dir_source.note(),
+    )
     .line("shutdown_timeout", duration(g.shutdown_timeout), "")
     .line(
         "pid_file",

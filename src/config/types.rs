@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::enums::{AcceptLock, AppKind, LogFormat, LogLevel, OverloadPolicy, PmKind, WorkerKind};
+use super::runtime_dir::RuntimeDirSource;
 use crate::listen::ListenAddress;
 
 /// Where a configuration came from, so errors, `fastpm check` and the startup log can say it.
@@ -56,8 +57,12 @@ pub struct GlobalConfig {
     pub log_format: LogFormat,
     /// The master's HTTP status listener; `None` when the file says `""` (off).
     pub status_listen: Option<SocketAddr>,
-    /// Private sockets and files (php-cgi upstream sockets, lock files); created 0700. Absolute.
+    /// Private sockets and files (php-cgi upstream sockets, lock files); created 0700 and
+    /// checked by `master::preflight`. Absolute. `$RUNTIME_DIRECTORY` wins over the file, and
+    /// the default depends on the effective uid (see `config::runtime_dir`).
     pub runtime_dir: PathBuf,
+    /// Where `runtime_dir` came from.
+    pub runtime_dir_source: RuntimeDirSource,
     /// How long a graceful stop may drain before workers are killed.
     pub shutdown_timeout: Duration,
     /// Where to write the master's pid; `None` when not configured. Absolute.

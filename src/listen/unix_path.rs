@@ -9,8 +9,9 @@
 //! that gives up.)
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
@@ -90,6 +91,12 @@ pub fn clear_for_bind(address: &ListenAddress, path: &Path) -> Result<(), Listen
 
 /// Set the socket file's mode, then its owner and group (names resolved through the user
 /// database; an all-digit name that is not a user/group name is taken as a numeric id).
+///
+/// Never through a link, and only on the socket just bound: the path is opened once with
+/// `O_PATH | O_NOFOLLOW` (a symlink put there after `bind()` fails with `ELOOP`), the opened
+/// inode must be a socket owned by fastpm's effective uid (what `bind()` created; a file someone
+/// else swapped in is neither), and mode and owner are then applied to that very inode through
+/// `/proc/self/fd/N`, so a rename between the check and the change cannot redirect them.
 pub fn apply_permissions(
     address: &ListenAddress,
     path: &Path,
@@ -97,22 +104,55 @@ pub fn apply_permissions(
     owner: Option<&str>,
     group: Option<&str>,
 ) -> Result<(), ListenError> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|cause| {
-        ListenError::Chmod {
-            address: address.clone(),
-            mode,
-            cause,
-        }
-    })?;
+    let chmod_error = |cause| ListenError::Chmod {
+        address: address.clone(),
+        mode,
+        cause,
+    };
+    let bound = open_bound_socket(path).map_err(chmod_error)?;
+    let inode = PathBuf::from(format!("/proc/self/fd/{}", bound.as_raw_fd()));
+    std::fs::set_permissions(&inode, std::fs::Permissions::from_mode(mode)).map_err(chmod_error)?;
     let uid = owner.map(|name| resolve_user(address, name)).transpose()?;
     let gid = group.map(|name| resolve_group(address, name)).transpose()?;
     if uid.is_none() && gid.is_none() {
         return Ok(());
     }
-    std::os::unix::fs::chown(path, uid, gid).map_err(|cause| ListenError::Chown {
+    std::os::unix::fs::chown(&inode, uid, gid).map_err(|cause| ListenError::Chown {
         address: address.clone(),
         cause,
     })
+}
+
+/// The socket file at `path`, opened without following a link, checked to be a socket owned by
+/// fastpm's effective uid.
+fn open_bound_socket(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    // With O_PATH, O_NOFOLLOW opens a symlink itself (no ELOOP): the type check refuses it.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    let euid = nix::unistd::geteuid().as_raw();
+    let kind = meta.file_type();
+    if !kind.is_socket() || meta.uid() != euid {
+        let what = if kind.is_symlink() {
+            "a symlink"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a socket"
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is no longer the socket fastpm bound ({what}, owned by uid {}); refusing to change it",
+                path.display(),
+                meta.uid()
+            ),
+        ));
+    }
+    Ok(file)
 }
 
 fn resolve_user(address: &ListenAddress, name: &str) -> Result<u32, ListenError> {

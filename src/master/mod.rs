@@ -14,6 +14,7 @@ pub mod pools;
 pub mod preflight;
 pub mod process_pool;
 pub mod running;
+pub mod runtime_dir;
 pub mod signals;
 pub mod status_source;
 pub mod upgrade;

@@ -2,8 +2,6 @@
 //! upgrade), warn when `somaxconn` clamps it, read back what the kernel holds, create its accept
 //! lock, and describe how its worker processes are started.
 
-use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +9,7 @@ use std::os::fd::AsRawFd;
 
 use super::apps::{self, AppError};
 use super::children::{ExecCommand, SpawnSpec};
+use super::runtime_dir::RuntimeDirError;
 use super::upgrade::Inherited;
 use crate::config::{self, BacklogError, Config, ConfigSource, WorkerKind};
 use crate::config::{AppKind, PmKind, PoolConfig};
@@ -34,6 +33,8 @@ pub enum MasterError {
     Lock { pool: String, source: LockError },
     #[error(transparent)]
     App(#[from] AppError),
+    #[error(transparent)]
+    RuntimeDir(#[from] RuntimeDirError),
     #[error("pool {pool}: workers = \"process\" is not available in this build yet; use workers = \"thread\"")]
     ProcessWorkers { pool: String },
     #[error("{what}: {source}")]
@@ -185,18 +186,6 @@ fn prepare_for_accept(listener: &Listener, timeout: Option<Duration>) -> std::io
         &nix::sys::time::TimeVal::from(timeval),
     )?;
     Ok(())
-}
-
-/// `runtime_dir` holds private sockets: created 0700.
-pub(super) fn prepare_runtime_dir(dir: &Path) -> Result<(), MasterError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io_error(format!(
-            "cannot create runtime_dir {}",
-            dir.display()
-        )))
 }
 
 pub(super) fn write_pid_file(config: &Config) -> Result<(), MasterError> {

@@ -15,9 +15,10 @@ use super::apps::{self};
 use super::notify::Notifier;
 use super::pm::PmSettings;
 use super::pools::{
-    humantime, io_error, open_pool, pool_credentials, prepare_runtime_dir, runs_processes,
-    slots_for, spawn_spec, write_pid_file, MasterError, StartOptions,
+    humantime, io_error, open_pool, pool_credentials, runs_processes, slots_for, spawn_spec,
+    write_pid_file, MasterError, StartOptions,
 };
+use super::runtime_dir;
 use super::process_pool::ProcessPool;
 use super::signals::{self, Event};
 use super::status_source::Pools;
@@ -83,7 +84,7 @@ impl Running {
         // First, while the process has one thread: it clears environment variables.
         let mut inherited =
             Inherited::from_env().map_err(io_error("binary upgrade: inherited sockets"))?;
-        prepare_runtime_dir(&config.global.runtime_dir)?;
+        prepare_runtime_dir(&config)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("fastpm-master")
@@ -107,6 +108,9 @@ impl Running {
         let mut probes = Vec::new();
         let mut contexts = Vec::new();
         for index in 0..config.pools.len() {
+            if runtime_dir::needs_pool_dir(&config.pools[index]) {
+                runtime_dir::pool_dir(&config, &config.pools[index])?;
+            }
             let (ctx, choice, probe, lock) = open_pool(
                 &config,
                 index,
@@ -297,6 +301,11 @@ impl Running {
             );
         }
         self.options.config_text = Arc::new(text);
+        // A pool's user may have changed: its php socket directory follows (new workers bind
+        // there). runtime_dir itself is the one this master started with (a restart moves it).
+        for pool in new.pools.iter().filter(|p| runtime_dir::needs_pool_dir(p)) {
+            runtime_dir::pool_dir(&self.config, pool).map_err(|e| e.to_string())?;
+        }
         for (p, pool) in self.pools.iter_mut().zip(&new.pools) {
             let Workers::Processes(processes) = &mut p.workers else {
                 tracing::warn!(pool = %pool.name, "thread workers keep their config until a restart");
@@ -427,6 +436,20 @@ impl Running {
 
 fn is_exec(pool: &crate::config::PoolConfig) -> bool {
     pool.app.kind == crate::config::AppKind::Exec
+}
+
+/// The name under which the master tells its worker processes its effective `runtime_dir`.
+/// They read the config again after dropping privileges, and its default depends on the
+/// effective uid (`/run/fastpm` for root only), so without it a worker of a root master would
+/// look for its php-cgi socket directory somewhere else.
+pub const WORKER_RUNTIME_DIR_ENV: &str = "FASTPM_RUNTIME_DIR";
+
+/// Check (and create) `runtime_dir` and tell worker processes where it is. Call while the
+/// process has one thread (it sets an environment variable).
+fn prepare_runtime_dir(config: &Config) -> Result<(), MasterError> {
+    runtime_dir::prepare(config)?;
+    std::env::set_var(WORKER_RUNTIME_DIR_ENV, &config.global.runtime_dir);
+    Ok(())
 }
 
 /// The pm of a process pool; an exec pool's programs are always `max_children` (`static`).

@@ -43,16 +43,32 @@ pub struct FileLockGuard<'a> {
 impl LockFile {
     /// Open (creating it `0600` if needed) the lock file at `path`. Each worker calls this for
     /// itself. The descriptor is close-on-exec: children of a worker (php-cgi) never hold it.
+    /// `O_NOFOLLOW`: a symlink planted at the path is refused (`ELOOP`), never followed to
+    /// create or open a file elsewhere as root; anything but a regular file is refused too.
     pub fn open(path: &Path, kind: FileLockKind) -> io::Result<Self> {
+        let context = |e: io::Error| {
+            let why = if e.raw_os_error() == Some(libc::ELOOP) {
+                format!("{e}: it is a symlink; refusing to follow it")
+            } else {
+                e.to_string()
+            };
+            io::Error::new(e.kind(), format!("lock file {}: {why}", path.display()))
+        };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("lock file {}: {e}", path.display())))?;
+            .map_err(context)?;
+        if !file.metadata().map_err(context)?.is_file() {
+            return Err(context(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
         Ok(Self {
             file,
             kind,

@@ -121,8 +121,12 @@ pub fn run(
         max_children: pool.max_children,
     };
     // Built on this (the worker's only) thread: a php-cgi child dies with it.
+    // The master's runtime_dir, not one derived from this (maybe unprivileged) process's uid.
+    let runtime_dir = std::env::var_os(crate::master::running::WORKER_RUNTIME_DIR_ENV)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| config.global.runtime_dir.clone());
     // The process already runs as the pool's user: its children inherit the ids.
-    let app = apps::build(&choice, &pool, &config.global.runtime_dir, args.slot, None);
+    let app = apps::build(&choice, &pool, &runtime_dir, args.slot, None);
     // php and cgi enforce request_timeout themselves (they kill their child and answer 504).
     let app_enforces_timeout = matches!(pool.app.kind, AppKind::Php | AppKind::Cgi);
     if !pool.request_timeout.is_zero() && !app_enforces_timeout {

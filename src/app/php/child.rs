@@ -21,8 +21,9 @@ pub struct ChildSpec {
     pub pool: String,
     /// The php-cgi binary (a name looked up on PATH, or a path).
     pub php_cgi: String,
-    /// `<runtime_dir>/<pool>-<worker>.php.sock`: private because `runtime_dir` is 0700 (anyone
-    /// who can reach php-cgi can make it run any file as PHP, so never an abstract socket).
+    /// `<runtime_dir>/<pool>/php-<worker>.sock`: private because the master made that directory
+    /// 0700 for the pool's user (`master::runtime_dir::pool_dir`; anyone who can reach php-cgi can
+    /// make it run any file as PHP, so never an abstract socket).
     pub socket_path: PathBuf,
     /// `-d NAME=VALUE` arguments, in order.
     pub ini: Vec<(String, String)>,

@@ -78,7 +78,8 @@ impl PhpSettings {
             child: ChildSpec {
                 pool: pool.name.clone(),
                 php_cgi: app.php_cgi.clone(),
-                socket_path: runtime_dir.join(format!("{}-{worker}.php.sock", pool.name)),
+                socket_path: crate::config::runtime_dir::pool_dir(runtime_dir, &pool.name)
+                    .join(format!("php-{worker}.sock")),
                 ini: app
                     .ini
                     .iter()
