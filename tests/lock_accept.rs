@@ -2,8 +2,10 @@
 //! inherit one listening socket and their own lock descriptor, take the lock around
 //! `accept()` only, and between them answer every connection.
 //!
-//! The worker processes are this test binary re-executed into the ignored test
+//! The worker processes are this test binary re-executed into the test
 //! `accept_child_main`.
+
+mod common;
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -23,11 +25,17 @@ const CONNECTIONS: usize = 30;
 
 /// Child entry point: accept under the lock; answer `r` with the pid, stop on `q`.
 #[test]
-#[ignore = "child entry point for the accept tests"]
 fn accept_child_main() {
     let Ok(handoff) = std::env::var("FASTPM_ACCEPT_CHILD_HANDOFF") else {
-        return;
+        return common::child_entry_point_answers(
+            "accept_child_main",
+            "FASTPM_ACCEPT_CHILD_HANDOFF",
+        );
     };
+    if handoff == "probe" {
+        println!("{}", common::CHILD_PROBE_OK);
+        return;
+    }
     let handoff: LockHandoff = handoff.parse().unwrap();
     let lock = AcceptLock::from_handoff(&handoff).unwrap();
     let listener =
@@ -50,7 +58,7 @@ fn accept_child_main() {
 
 fn spawn_worker(shared: &LockShared, listener: &UnixListener) -> Child {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "accept_child_main", "--ignored", "--nocapture"])
+    cmd.args(["--exact", "accept_child_main", "--nocapture"])
         .env(
             "FASTPM_ACCEPT_CHILD_HANDOFF",
             shared.handoff(CHILD_LOCK_FD).to_string(),

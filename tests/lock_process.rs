@@ -1,11 +1,13 @@
 //! The accept lock between worker *processes*: real mutual exclusion for `mutex`, `fcntl` and
 //! `flock`, and recovery of a `mutex` whose holder was SIGKILLed.
 //!
-//! The worker processes are this test binary re-executed into the ignored test
+//! The worker processes are this test binary re-executed into the test
 //! `lock_child_main` (the child entry point), with its instructions in the environment. Each
 //! child inherits its lock descriptor (`LockShared::child_fd`: the mutex memfd or its own open
 //! of the lock file) at [`CHILD_LOCK_FD`], exactly as a real worker would, and rebuilds the lock
 //! with `AcceptLock::from_handoff`.
+
+mod common;
 
 use std::fs;
 use std::os::fd::{AsRawFd, RawFd};
@@ -24,13 +26,16 @@ const CHILD_LOCK_FD: RawFd = 100;
 const PROCESSES: usize = 4;
 const ITERATIONS: u64 = 40;
 
-/// Child entry point (not a test on its own: the parent runs it with `--ignored`).
+/// Child entry point (run by the parent tests with `--exact`; run alone, it checks that it answers as one).
 #[test]
-#[ignore = "child entry point for the cross-process lock tests"]
 fn lock_child_main() {
     let Ok(handoff) = std::env::var("FASTPM_LOCK_CHILD_HANDOFF") else {
-        return;
+        return common::child_entry_point_answers("lock_child_main", "FASTPM_LOCK_CHILD_HANDOFF");
     };
+    if handoff == "probe" {
+        println!("{}", common::CHILD_PROBE_OK);
+        return;
+    }
     let dir = PathBuf::from(std::env::var("FASTPM_LOCK_CHILD_DIR").unwrap());
     let mode = std::env::var("FASTPM_LOCK_CHILD_MODE").unwrap();
     let handoff: LockHandoff = handoff.parse().unwrap();
@@ -99,7 +104,6 @@ fn spawn_child_as(
     cmd.args([
         "--exact",
         "lock_child_main",
-        "--ignored",
         "--nocapture",
         "--test-threads=1",
     ])

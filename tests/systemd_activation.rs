@@ -3,7 +3,9 @@
 //! way systemd starts a service (`LISTEN_PID` = the child's own pid, set by a shell that then
 //! execs the child).
 //!
-//! The child is this test binary re-executed into the ignored test `systemd_child_main`.
+//! The child is this test binary re-executed into the test `systemd_child_main`.
+
+mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -16,14 +18,17 @@ use std::process::{Command, Stdio};
 use fastpm::listen::systemd::{find, parse_activation, ActivationError, PassedSocket};
 use fastpm::listen::{bind, BindOptions, ListenAddress};
 
-/// Child entry point (run by the tests below with `--ignored`). Binds `systemd:$NAME`, writes
+/// Child entry point (run by the tests below with `--exact`; run alone, it checks that it answers as one). Binds `systemd:$NAME`, writes
 /// what happened to `$FASTPM_SD_OUT`, and for a good socket answers one connection.
 #[test]
-#[ignore = "child entry point for the socket activation tests"]
 fn systemd_child_main() {
     let Ok(name) = std::env::var("FASTPM_SD_CHILD") else {
-        return;
+        return common::child_entry_point_answers("systemd_child_main", "FASTPM_SD_CHILD");
     };
+    if name == "probe" {
+        println!("{}", common::CHILD_PROBE_OK);
+        return;
+    }
     let out = PathBuf::from(std::env::var("FASTPM_SD_OUT").unwrap());
     let address = ListenAddress::Systemd(name);
     let listener = match bind(&address, &BindOptions::default()) {
@@ -84,7 +89,7 @@ fn spawn_child(
     cmd.arg("-c")
         .arg(format!("LISTEN_PID={pid} exec \"$0\" \"$@\""))
         .arg(exe)
-        .args(["--exact", "systemd_child_main", "--ignored", "--nocapture"])
+        .args(["--exact", "systemd_child_main", "--nocapture"])
         .env("LISTEN_FDS", passed.len().to_string())
         .env("FASTPM_SD_CHILD", want)
         .env("FASTPM_SD_OUT", out)

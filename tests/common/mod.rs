@@ -384,3 +384,24 @@ impl Write for SharedWriter {
         Ok(())
     }
 }
+
+/// What a child entry point prints when it runs in probe mode.
+pub const CHILD_PROBE_OK: &str = "child entry point: probe ok";
+
+/// For a test that doubles as a child entry point (the parent test re-executes this test binary
+/// with `--exact NAME` and its instructions in `var`): run without `var`, it checks that the
+/// entry point really is reachable that way — it starts itself with `var=probe` and expects
+/// [`CHILD_PROBE_OK`] — instead of passing without doing anything.
+pub fn child_entry_point_answers(name: &str, var: &str) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(var, "probe")
+        .output()
+        .expect("re-run this test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(CHILD_PROBE_OK),
+        "{name} did not answer as a child entry point ({}): {stdout}",
+        out.status
+    );
+}
