@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::procs::children_named;
-use common::{free_port, http_get, master_status, raw, require, Server};
+use common::{http_get, master_status, raw, require, Server};
 
 /// Set the soft descriptor limit of process `pid` (prlimit(2) on another process; root).
 fn set_nofile(pid: i32, soft: u32) {
@@ -67,8 +67,8 @@ fn served_by(port: u16, pid: i32) -> u64 {
 }
 
 fn pool_survives_a_worker_at_its_fd_limit(lock: &str) {
-    let port = free_port();
-    let server = Server::start(&common::sleep_pool_config(lock, port, 2));
+    let server = Server::start(&common::sleep_pool_config(lock, 0, 2));
+    let port = server.status_port();
     let socket = server.path("p.sock");
     let deadline = Instant::now() + Duration::from_secs(5);
     let workers = loop {

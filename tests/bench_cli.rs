@@ -53,8 +53,8 @@ fn bench(server: &Server, args: &[&str]) -> Value {
 
 #[test]
 fn counts_answers_and_latency() {
-    let port = free_port();
-    let server = Server::start(&config(port, 2, 511, "policy = \"none\""));
+    let server = Server::start(&config(0, 2, 511, "policy = \"none\""));
+    let port = server.status_port();
     let s = bench(&server, &["-c", "4", "-n", "40", "--path", "/sleep?ms=20"]);
     assert_eq!(s["requests"], 40, "{s}");
     assert_eq!(s["outcomes"]["ok"], 40, "{s}");
@@ -73,8 +73,7 @@ fn counts_answers_and_latency() {
 
 #[test]
 fn full_unix_queue_is_eagain() {
-    let port = free_port();
-    let server = Server::start(&config(port, 1, 2, "policy = \"none\""));
+    let server = Server::start(&config(0, 1, 2, "policy = \"none\""));
     let s = bench(
         &server,
         &[
@@ -96,8 +95,8 @@ fn full_unix_queue_is_eagain() {
 
 #[test]
 fn timeouts_abandon_and_the_pool_skips_them() {
-    let port = free_port();
-    let server = Server::start(&config(port, 1, 511, "policy = \"none\""));
+    let server = Server::start(&config(0, 1, 511, "policy = \"none\""));
+    let port = server.status_port();
     // Three clients, one worker sleeping 1 s per request, a 300 ms timeout: every client gives
     // up; the worker runs the first request, then finds the other two clients gone.
     let s = bench(

@@ -130,8 +130,8 @@ fn hup_retires_workers_held_by_idle_kept_connections() {
 
 #[test]
 fn an_idle_kept_connection_counts_as_idle() {
-    let port = common::free_port();
-    let server = Server::start(&config("process", "", port));
+    let server = Server::start(&config("process", "", 0));
+    let port = server.status_port();
     let _conn = idle_kept(&server);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::raw;
-use common::{free_port, http_get, master_status, Server};
+use common::{http_get, master_status, Server};
 
 fn config(status_port: u16) -> String {
     format!(
@@ -34,8 +34,8 @@ kind = "sleep"
 
 #[test]
 fn unix_queue_wait_p50_matches_the_true_wait() {
-    let port = free_port();
-    let server = Server::start(&config(port));
+    let server = Server::start(&config(0));
+    let port = server.status_port();
     let addr = format!("unix:{}", server.path("w.sock").display());
 
     // Nothing measured yet: the figures are null, not 0.

@@ -135,8 +135,8 @@ fn codel_sheds_a_standing_queue() {
 
 #[test]
 fn abandoned_request_is_counted_and_not_run() {
-    let port = free_port();
-    let server = Server::start(&config(port, "policy = \"none\""));
+    let server = Server::start(&config(0, "policy = \"none\""));
+    let port = server.status_port();
     let addr = format!("unix:{}", server.path("o.sock").display());
     let started = Instant::now();
     // Keep the worker busy for 500 ms.

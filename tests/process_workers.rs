@@ -134,8 +134,8 @@ impl ContinuousLoad {
 #[test]
 fn every_lock_kind_serves_with_four_worker_processes() {
     for lock in ["mutex", "fcntl", "flock", "none"] {
-        let port = free_port();
-        let server = Server::start(&config(lock, port));
+        let server = Server::start(&config(lock, 0));
+        let port = server.status_port();
         let addr = format!("unix:{}", server.path("p.sock").display());
         let kids = wait_for_children(&server, 4, Duration::from_secs(5));
         let (ok, failed) = load(&addr, 8, 25, 5);
@@ -169,8 +169,8 @@ fn every_lock_kind_serves_with_four_worker_processes() {
 
 #[test]
 fn a_killed_worker_is_replaced_within_a_second_under_load() {
-    let port = free_port();
-    let server = Server::start(&config("mutex", port));
+    let server = Server::start(&config("mutex", 0));
+    let port = server.status_port();
     let addr = format!("unix:{}", server.path("p.sock").display());
     let kids = wait_for_children(&server, 4, Duration::from_secs(5));
     let load = ContinuousLoad::start(&addr, 6, 20);
@@ -206,8 +206,7 @@ fn a_killed_worker_is_replaced_within_a_second_under_load() {
 
 #[test]
 fn term_lets_in_flight_requests_finish() {
-    let port = free_port();
-    let mut server = Server::start(&config("mutex", port));
+    let mut server = Server::start(&config("mutex", 0));
     let addr = format!("unix:{}", server.path("p.sock").display());
     wait_for_children(&server, 4, Duration::from_secs(5));
     let mut conns = Vec::new();
@@ -229,8 +228,8 @@ fn term_lets_in_flight_requests_finish() {
 
 #[test]
 fn master_status_answers_while_every_worker_process_is_busy() {
-    let port = free_port();
-    let server = Server::start(&config("mutex", port));
+    let server = Server::start(&config("mutex", 0));
+    let port = server.status_port();
     let addr = format!("unix:{}", server.path("p.sock").display());
     wait_for_children(&server, 4, Duration::from_secs(5));
     let mut conns = Vec::new();
@@ -253,8 +252,7 @@ fn master_status_answers_while_every_worker_process_is_busy() {
 
 #[test]
 fn three_reloads_under_load_lose_nothing() {
-    let port = free_port();
-    let server = Launch::new(&config("mutex", port)).start();
+    let server = Launch::new(&config("mutex", 0)).start();
     let addr = format!("unix:{}", server.path("p.sock").display());
     let first = wait_for_children(&server, 4, Duration::from_secs(5));
     let load = ContinuousLoad::start(&addr, 8, 10);
@@ -284,8 +282,8 @@ fn three_reloads_under_load_lose_nothing() {
 
 #[test]
 fn reload_applies_a_changed_backlog() {
-    let port = free_port();
-    let server = Server::start(&config("none", port));
+    let server = Server::start(&config("none", 0));
+    let port = server.status_port();
     wait_for_children(&server, 4, Duration::from_secs(5));
     let path = server.path("fastpm.toml");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -457,8 +455,7 @@ fn request_timeout_answers_504_for_that_request_only_and_replaces_the_worker() {
 
 #[test]
 fn a_hung_lock_holder_is_replaced() {
-    let port = free_port();
-    let text = config("mutex", port).replace("max_children = 4", "max_children = 1");
+    let text = config("mutex", 0).replace("max_children = 4", "max_children = 1");
     let server = Server::start(&text);
     let addr = format!("unix:{}", server.path("p.sock").display());
     let kids = wait_for_children(&server, 1, Duration::from_secs(5));

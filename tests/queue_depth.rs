@@ -76,8 +76,8 @@ fn fill_and_compare(server: &Server, addr: &str, ss_local: &str, unix: bool, sta
 
 #[test]
 fn unix_queue_depth_matches_ss() {
-    let port = free_port();
-    let server = Server::start(&config("unix:{dir}/q.sock", port));
+    let server = Server::start(&config("unix:{dir}/q.sock", 0));
+    let port = server.status_port();
     let sock = server.path("q.sock");
     fill_and_compare(
         &server,
@@ -102,8 +102,8 @@ fn tcp_queue_depth_matches_ss() {
 
 #[test]
 fn master_status_answers_fast_while_every_worker_is_busy() {
-    let port = free_port();
-    let server = Server::start(&config("unix:{dir}/q.sock", port));
+    let server = Server::start(&config("unix:{dir}/q.sock", 0));
+    let port = server.status_port();
     let addr = format!("unix:{}", server.path("q.sock").display());
     let mut clients = Vec::new();
     for _ in 0..4 {

@@ -18,8 +18,8 @@ use super::pools::{
     humantime, io_error, open_pool, pool_credentials, runs_processes, slots_for, spawn_spec,
     write_pid_file, MasterError, StartOptions,
 };
-use super::runtime_dir;
 use super::process_pool::ProcessPool;
+use super::runtime_dir;
 use super::signals::{self, Event};
 use super::status_source::Pools;
 use super::upgrade::{self, Inherited, Upgrade, UpgradeState, STATUS_NAME};
@@ -174,6 +174,8 @@ impl Running {
                     .map_err(io_error(format!("cannot bind the status listener {addr}")))?,
             };
             status_fd = Some(std_listener.as_raw_fd());
+            // Port 0 means "any free port": say the one the kernel gave.
+            let addr = std_listener.local_addr().unwrap_or(addr);
             std_listener
                 .set_nonblocking(true)
                 .map_err(io_error("status listener"))?;

@@ -136,6 +136,17 @@ impl Server {
         }
     }
 
+    /// The status listener's port, as the master's log says it (configure
+    /// `status_listen = "127.0.0.1:0"`: the kernel picks a free port, no race with other tests).
+    pub fn status_port(&self) -> u16 {
+        let log = self.log();
+        let rest = log
+            .split("status on http://127.0.0.1:")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no status listener in the log:\n{log}"));
+        rest.split('/').next().unwrap().parse().unwrap()
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
