@@ -306,6 +306,8 @@ fn bad_values() {
         ("[global]\nshutdown_timeout = '30'\n[pool.www]\n", "2:20: global.shutdown_timeout", InvalidValue, "missing unit"),
         ("[pool.www]\nidle_timeout = '10 s'\n", "2:16: pool.www.idle_timeout", InvalidValue, "invalid duration \"10 s\""),
         ("[pool.www]\nrequest_timeout = '1.5s'\n", "2:19: pool.www.request_timeout", InvalidValue, "invalid duration"),
+        ("[pool.www]\nmax_body = '12T'\n", "2:12: pool.www.max_body", InvalidValue, "unknown unit"),
+        ("[pool.www]\nmax_params = '10'\n", "2:14: pool.www.max_params", InvalidValue, "at least 1K"),
         ("[pool.www]\nslow_request = 'fast'\n", "2:16: pool.www.slow_request", InvalidValue, "invalid duration"),
         ("[pool.www.overload]\nmax_queue_wait = '1d'\n", "2:18: pool.www.overload.max_queue_wait", InvalidValue, "unknown unit \"d\""),
         ("[pool.www.overload]\ninterval = '-1ms'\n", "2:12: pool.www.overload.interval", InvalidValue, "invalid duration"),

@@ -73,6 +73,8 @@ fn embedded_default_mentions_every_key() {
         "max_connections",
         "request_timeout",
         "slow_request",
+        "max_params",
+        "max_body",
         "status_path",
         "ping_path",
         "ping_response",
@@ -156,6 +158,8 @@ fn minimal_pool_gets_design_defaults() {
         max_connections: 1,
         request_timeout: Duration::ZERO,
         slow_request: Duration::ZERO,
+        max_params: 1 << 20,
+        max_body: 128 << 20,
         // Off unless configured, as php-fpm (a pool's socket is reachable by local users).
         status_path: None,
         ping_path: None,
@@ -214,6 +218,8 @@ max_requests = 1000
 max_connections = 64
 request_timeout = "30s"
 slow_request = "500ms"
+max_params = "64K"
+max_body = "2G"
 status_path = "/fpm-status"
 ping_path = "/health"
 ping_response = "ok"
@@ -274,6 +280,7 @@ interval = "1s"
         (p.request_timeout, p.slow_request),
         (Duration::from_secs(30), Duration::from_millis(500))
     );
+    assert_eq!((p.max_params, p.max_body), (64 << 10, 2 << 30));
     assert_eq!(
         (
             p.status_path.as_deref(),

@@ -279,7 +279,7 @@ fn declared_lengths_near_2_pow_31_are_refused_at_once() {
         assert_limit_answer(
             &output,
             "431 Request Header Fields Too Large",
-            "max_params_bytes",
+            "max_params",
             1 << 20,
         );
     }
@@ -315,7 +315,7 @@ fn endless_params_get_431_then_close() {
     assert_limit_answer(
         &output,
         "431 Request Header Fields Too Large",
-        "max_params_bytes",
+        "max_params",
         1 << 20,
     );
 }
@@ -340,7 +340,7 @@ fn body_over_the_limit_gets_413_then_close() {
         ),
         "{result:?}"
     );
-    assert_limit_answer(&output, "413 Content Too Large", "max_body_bytes", 1000);
+    assert_limit_answer(&output, "413 Content Too Large", "max_body", 1000);
 
     // With a CONTENT_LENGTH over the limit: refused before any body byte is sent.
     let mut input = Vec::new();
@@ -360,7 +360,7 @@ fn body_over_the_limit_gets_413_then_close() {
         ),
         "{result:?}"
     );
-    assert_limit_answer(&output, "413 Content Too Large", "max_body_bytes", 1000);
+    assert_limit_answer(&output, "413 Content Too Large", "max_body", 1000);
 }
 
 #[test]

@@ -157,6 +157,13 @@ fn build_pool(
             Duration::ZERO,
         )?,
         slow_request: b.duration(&raw.slow_request, keys.key("slow_request"), Duration::ZERO)?,
+        max_params: b.size(
+            &raw.max_params,
+            keys.key("max_params"),
+            defaults::MAX_PARAMS,
+            defaults::MIN_MAX_PARAMS,
+        )?,
+        max_body: b.size(&raw.max_body, keys.key("max_body"), defaults::MAX_BODY, 0)?,
         status_path: b.url_path(
             &raw.status_path,
             keys.key("status_path"),

@@ -13,6 +13,7 @@ use super::enums::ConfigWord;
 use super::error::{ConfigError, ConfigErrorKind, ErrorSite};
 use super::paths::clean_path;
 use super::raw::Field;
+use super::size::{format_size, parse_size};
 
 /// The span of a written value, `None` when the file does not set it.
 pub(crate) fn span_of<T>(field: &Field<T>) -> Option<Range<usize>> {
@@ -71,6 +72,32 @@ impl Builder<'_> {
             None => Ok(default),
             Some(v) => parse_duration(v.get_ref()).map_err(|m| self.invalid(v, key, m)),
         }
+    }
+
+    /// A size (`"128M"`, see `config::size`) of at least `min` bytes.
+    pub fn size(
+        &self,
+        field: &Field<String>,
+        key: String,
+        default: u64,
+        min: u64,
+    ) -> Result<u64, ConfigError> {
+        let Some(v) = field else {
+            return Ok(default);
+        };
+        let bytes = parse_size(v.get_ref()).map_err(|m| self.invalid(v, key.clone(), m))?;
+        if bytes < min {
+            return Err(self.invalid(
+                v,
+                key,
+                format!(
+                    "must be at least {} (it is {:?})",
+                    format_size(min),
+                    v.get_ref()
+                ),
+            ));
+        }
+        Ok(bytes)
     }
 
     pub fn number(

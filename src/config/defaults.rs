@@ -30,3 +30,12 @@ pub const PHP_CGI: &str = "php-cgi";
 pub const LIMIT_EXTENSIONS: &[&str] = &[".php"];
 pub const TARGET: Duration = Duration::from_millis(5);
 pub const INTERVAL: Duration = Duration::from_millis(100);
+
+/// `max_params`: nginx sends a few KiB of CGI headers; 1 MiB leaves room and still caps what a
+/// peer can make a worker buffer.
+pub const MAX_PARAMS: u64 = 1 << 20;
+/// `max_body`: the request body a worker holds in memory at most (php's own limit is
+/// `post_max_size`, set with `ini`).
+pub const MAX_BODY: u64 = 128 << 20;
+/// The smallest `max_params` that can carry a request's CGI headers.
+pub const MIN_MAX_PARAMS: u64 = 1 << 10;

@@ -23,6 +23,7 @@ mod php;
 mod raw;
 mod render;
 pub mod runtime_dir;
+pub mod size;
 mod types;
 mod validate;
 

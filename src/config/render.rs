@@ -10,6 +10,7 @@ use super::backlog::{effective_backlog, BacklogError, BacklogSource};
 use super::duration::format_duration;
 use super::locate::key_segment;
 use super::mode::format_mode;
+use super::size::format_size;
 use super::types::{Config, PoolConfig};
 
 /// A TOML basic string.
@@ -176,6 +177,8 @@ fn render_pool(
             duration(pool.slow_request),
             off_if(pool.slow_request.is_zero()),
         )
+        .line("max_params", quote(&format_size(pool.max_params)), "")
+        .line("max_body", quote(&format_size(pool.max_body)), "")
         .line(
             "status_path",
             optional(&pool.status_path),

@@ -98,6 +98,11 @@ pub struct PoolConfig {
     pub request_timeout: Duration,
     /// Log requests slower than this; `Duration::ZERO` = off.
     pub slow_request: Duration,
+    /// `max_params`: the largest PARAMS stream (a request's CGI headers) a worker takes;
+    /// beyond it the request gets 431. Bytes.
+    pub max_params: u64,
+    /// `max_body`: the largest request body a worker takes; beyond it 413. Bytes.
+    pub max_body: u64,
     /// FastCGI path answered with the php-fpm-compatible status page; `None` = off.
     pub status_path: Option<String>,
     /// FastCGI path answered with `ping_response` (health checks); `None` = off.

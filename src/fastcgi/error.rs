@@ -48,9 +48,9 @@ pub enum ProtocolError {
 /// Which configured limit a request exceeded; it decides the HTTP status of the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitKind {
-    /// `max_params_bytes`: the request's PARAMS stream (its CGI headers) is too large → 431.
+    /// `max_params`: the request's PARAMS stream (its CGI headers) is too large → 431.
     Params,
-    /// `max_body_bytes`: the request body (STDIN stream) is too large → 413.
+    /// `max_body`: the request body (STDIN stream) is too large → 413.
     Body,
 }
 
@@ -58,8 +58,8 @@ impl LimitKind {
     /// The config key a user would change, named in the error and in the response body.
     pub fn key(self) -> &'static str {
         match self {
-            LimitKind::Params => "max_params_bytes",
-            LimitKind::Body => "max_body_bytes",
+            LimitKind::Params => "max_params",
+            LimitKind::Body => "max_body",
         }
     }
 

@@ -61,9 +61,10 @@ impl PoolContext {
         let clients = ClientFilter::new(config.listen.allowed_clients.clone());
         // php-fpm answers GET_VALUES with max_children for both.
         let limits = Limits {
+            max_params_bytes: usize::try_from(config.max_params).unwrap_or(usize::MAX),
+            max_body_bytes: usize::try_from(config.max_body).unwrap_or(usize::MAX),
             max_conns: config.max_children,
             max_reqs: config.max_children,
-            ..Limits::default()
         };
         Self {
             index,
