@@ -40,6 +40,10 @@ pub struct PoolBoard {
     pub max_listen_queue: AtomicU64,
     /// Effective backlog as the kernel holds it (`listen queue len`).
     pub listen_queue_len: AtomicU64,
+    /// The backlog fastpm last passed to `listen()` (`listen backlog`): set by the master at
+    /// bind and again when a reload calls `listen()` with a new one, so the status page and the
+    /// next reload both read the value in force, not the one at start. 0 = not set yet.
+    pub listen_backlog: AtomicU64,
     /// Kernel-counted drops (TCP); [`UNKNOWN`] for unix sockets (`listen drops`).
     pub listen_drops: AtomicU64,
     /// Sampler ticks that found the queue at capacity (`queue full samples`).

@@ -467,3 +467,28 @@ fn pm_crash_guard_threshold_zero_is_off() {
     assert!(verdicts[..9].iter().all(|v| *v == CrashVerdict::Respawn));
     assert!(matches!(verdicts[9], CrashVerdict::BackOff { .. }));
 }
+
+/// A reload retires earlier generations one for one as the new one starts: the pool never has
+/// fewer serving workers than its target because of a reload.
+#[test]
+fn reload_retires_old_workers_one_for_one() {
+    use fastpm::master::process_pool::to_retire;
+    // (new generation running, old still serving, target) → old to retire
+    let table = [
+        ((0, 4, 4), 0), // nothing new started yet: keep every old worker
+        ((1, 4, 4), 1), // one new: one old may go
+        ((4, 4, 4), 4), // all new: all old go
+        ((2, 2, 4), 0), // an earlier reload already retired two: the pool is at 4
+        ((3, 2, 4), 1),
+        ((0, 3, 0), 3), // ondemand (target 0): all old go, the pm starts workers on demand
+        ((6, 1, 2), 1), // dynamic scaled up beyond start_servers: the rest of the old go
+        ((0, 0, 4), 0),
+    ];
+    for ((current, old, target), want) in table {
+        assert_eq!(
+            to_retire(current, old, target),
+            want,
+            "current {current}, old {old}, target {target}"
+        );
+    }
+}

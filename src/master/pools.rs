@@ -143,6 +143,10 @@ pub(super) fn open_pool(
         somaxconn,
         max_children: pool.max_children,
     };
+    scoreboard
+        .pool(index)
+        .listen_backlog
+        .store(u64::from(backlog), std::sync::atomic::Ordering::Relaxed);
     let ctx = PoolContext::new(
         index,
         pool.clone(),
@@ -230,6 +234,19 @@ pub(super) fn pool_credentials(pool: &PoolConfig) -> Result<Option<Credentials>,
     })
 }
 
+/// The backlog in force for a pool: the scoreboard's (a reload may have changed it), else the
+/// one it was bound with.
+pub(super) fn current_backlog(ctx: &PoolContext) -> u32 {
+    match ctx
+        .board()
+        .listen_backlog
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        0 => ctx.info.listen_backlog,
+        n => u32::try_from(n).unwrap_or(u32::MAX),
+    }
+}
+
 /// What a pool's worker processes are started with.
 pub(super) fn spawn_spec(
     config: &Config,
@@ -246,7 +263,7 @@ pub(super) fn spawn_spec(
         scoreboard_fd: ctx.scoreboard.raw_fd(),
         slots: slot_counts.to_vec(),
         lock: Arc::clone(lock),
-        backlog: ctx.info.listen_backlog,
+        backlog: current_backlog(ctx),
         somaxconn: ctx.info.somaxconn,
         config_path: match &config.source {
             ConfigSource::File(path) => Some(path.clone()),

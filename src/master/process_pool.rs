@@ -33,6 +33,14 @@ pub const LOCK_HOLDER_SILENCE: Duration = Duration::from_secs(5);
 /// `request_timeout`'s business.)
 pub const IO_SILENCE: Duration = Duration::from_secs(60);
 
+/// Pure: how many serving workers of earlier generations to ask to leave, with `current`
+/// workers of the new generation running, `old` of earlier ones still serving, and `target`
+/// wanted: as many as the pool has beyond its target, never more than there are. (`target` 0,
+/// `ondemand`: all of them; the pm starts workers when connections wait.)
+pub fn to_retire(current: usize, old: usize, target: usize) -> usize {
+    old.min((current + old).saturating_sub(target))
+}
+
 /// Pure: is a worker in `state`, holding the lock or not, silent for `silent`, hung?
 pub fn is_hung(state: WorkerState, holds_lock: bool, silent: Duration) -> bool {
     match state {
@@ -75,8 +83,10 @@ impl ProcessPool {
     /// One supervisor tick after reaping: `static` refills to `max_children`; `dynamic` and
     /// `ondemand` ask the pm policy (`pm.rs`) what to start and stop.
     pub fn maintain(&mut self, board: &PoolBoard, slots: &[WorkerSlot]) {
+        self.retire_old(slots);
         if self.pm.kind == PmKind::Static {
-            return self.fill(slots);
+            self.fill(slots);
+            return self.retire_old(slots);
         }
         let now = Instant::now();
         let period = match self.pm.kind {
@@ -289,15 +299,34 @@ impl ProcessPool {
     /// Reload: the new generation starts (with `spec`), then the old one is retired. Old workers
     /// finish the connection they hold; the queue is never without a worker to take it.
     pub fn replace(&mut self, spec: SpawnSpec, pm: PmSettings, slots: &[WorkerSlot]) {
-        let old = self.generation;
         self.generation += 1;
         self.spec = spec;
         self.pm = pm;
         self.pm_state = PmState::default();
         self.target = pm::initial_workers(&pm) as usize;
         self.fill(slots);
-        for worker in self.workers.iter_mut().filter(|w| w.generation == old) {
-            worker.signal(Signal::SIGQUIT);
+        self.retire_old(slots);
+    }
+
+    /// Ask workers of earlier generations to leave, one for each worker of the current one that
+    /// runs beyond the target (idle ones first): a reload never leaves the pool with fewer
+    /// serving workers than it wants, even when the new generation cannot start at once (no
+    /// free slot while an earlier reload's workers still finish, a php-cgi slow to start).
+    fn retire_old(&mut self, slots: &[WorkerSlot]) {
+        let generation = self.generation;
+        let serving_old = |w: &WorkerProcess| w.generation != generation && !w.stop_requested;
+        let old = self.workers.iter().filter(|w| serving_old(w)).count();
+        let count = to_retire(self.current(), old, self.target);
+        if count == 0 {
+            return;
+        }
+        let mut order: Vec<usize> = (0..self.workers.len())
+            .filter(|&i| serving_old(&self.workers[i]))
+            .collect();
+        // Idle first: a busy one would finish its request anyway, but an idle one leaves now.
+        order.sort_by_key(|&i| slots[self.workers[i].slot].state().is_active());
+        for i in order.into_iter().take(count) {
+            self.workers[i].signal(Signal::SIGQUIT);
         }
     }
 

@@ -15,8 +15,8 @@ use super::apps::{self};
 use super::notify::Notifier;
 use super::pm::PmSettings;
 use super::pools::{
-    humantime, io_error, open_pool, pool_credentials, runs_processes, slots_for, spawn_spec,
-    write_pid_file, MasterError, StartOptions,
+    current_backlog, humantime, io_error, open_pool, pool_credentials, runs_processes, slots_for,
+    spawn_spec, write_pid_file, MasterError, StartOptions,
 };
 use super::process_pool::ProcessPool;
 use super::runtime_dir;
@@ -302,38 +302,66 @@ impl Running {
                     .into(),
             );
         }
-        self.options.config_text = Arc::new(text);
+        // Everything that can refuse is asked first, for every pool: a reload either happens
+        // whole or not at all (never some pools replaced and the rest not).
+        super::preflight::check(&new).map_err(|e| e.to_string())?;
         // A pool's user may have changed: its php socket directory follows (new workers bind
         // there). runtime_dir itself is the one this master started with (a restart moves it).
         for pool in new.pools.iter().filter(|p| runtime_dir::needs_pool_dir(p)) {
             runtime_dir::pool_dir(&self.config, pool).map_err(|e| e.to_string())?;
         }
-        for (p, pool) in self.pools.iter_mut().zip(&new.pools) {
-            let Workers::Processes(processes) = &mut p.workers else {
-                tracing::warn!(pool = %pool.name, "thread workers keep their config until a restart");
+        let mut plans = Vec::new();
+        for (p, pool) in self.pools.iter().zip(&new.pools) {
+            if !matches!(p.workers, Workers::Processes(_)) {
+                plans.push(None);
                 continue;
-            };
+            }
             let (backlog, _) = config::effective_backlog(
                 self.options.cli_backlog,
                 self.options.listenq_env.as_deref(),
                 pool.listen.backlog,
             )
             .map_err(|e| e.to_string())?;
-            if backlog != p.ctx.info.listen_backlog {
-                listen::relisten(&p.ctx.listener, backlog).map_err(|e| {
-                    format!("pool {}: listen() with backlog {backlog}: {e}", pool.name)
-                })?;
-                tracing::info!(pool = %pool.name, "backlog {} → {backlog}", p.ctx.info.listen_backlog);
-            }
             let capacity = (self.slot_counts[p.ctx.index] / 2) as u32;
             let mut pm = pm_settings(pool);
             if pm.max_children > capacity {
                 tracing::warn!(pool = %pool.name, "max_children above {capacity} needs a restart; running {capacity}");
                 pm.max_children = capacity;
             }
-            let mut spec = spawn_spec(&new, &p.ctx, &p.lock, &self.slot_counts, &self.options)
+            let mut options = self.options.clone();
+            options.config_text = Arc::new(text.clone());
+            let mut spec = spawn_spec(&new, &p.ctx, &p.lock, &self.slot_counts, &options)
                 .map_err(|e| e.to_string())?;
             spec.backlog = backlog;
+            plans.push(Some((backlog, pm, spec)));
+        }
+        // Then carried out. A failed listen() keeps the old backlog (said in the log); the
+        // workers are replaced all the same.
+        self.options.config_text = Arc::new(text);
+        for ((p, pool), plan) in self.pools.iter_mut().zip(&new.pools).zip(plans) {
+            let Workers::Processes(processes) = &mut p.workers else {
+                tracing::warn!(pool = %pool.name, "thread workers keep their config until a restart");
+                continue;
+            };
+            let Some((backlog, pm, mut spec)) = plan else {
+                continue;
+            };
+            let current = current_backlog(&p.ctx);
+            if backlog != current {
+                match listen::relisten(&p.ctx.listener, backlog) {
+                    Ok(()) => {
+                        p.ctx
+                            .board()
+                            .listen_backlog
+                            .store(u64::from(backlog), Relaxed);
+                        tracing::info!(pool = %pool.name, "backlog {current} → {backlog}");
+                    }
+                    Err(e) => {
+                        tracing::error!(pool = %pool.name, "listen() with backlog {backlog} failed ({e}); keeping {current}");
+                        spec.backlog = current;
+                    }
+                }
+            }
             processes.replace(spec, pm, self.scoreboard.slots(p.ctx.index));
         }
         self.config = new;
