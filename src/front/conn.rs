@@ -1,0 +1,218 @@
+//! One connection as the front holds it: the socket, its request [`Assembler`], the bytes read
+//! but not yet used, and where it is ([`Phase`]). [`FrontConn::step`] reads what the socket
+//! has without blocking and feeds it to the assembler until a request is complete, the socket
+//! has nothing more, or the connection must end — partial input is the normal state between
+//! two steps. The same value travels to an executor with its request and comes back after the
+//! response when the connection is kept (FCGI_KEEP_CONN).
+//!
+//! Memory: a silent connection costs this struct and its descriptor; bytes are read into the
+//! front's one scratch buffer and only a partial record (or what followed a complete request)
+//! is copied into the connection's own `pending`.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::sys::socket::{recv, MsgFlags};
+
+use super::policy::Phase;
+use crate::fastcgi::{
+    AssembleError, Assembler, Event, LimitExceeded, Limits, ProtocolError, Request,
+};
+use crate::listen::{Peer, Stream};
+
+/// One accepted connection.
+pub struct FrontConn {
+    pub stream: Stream,
+    pub peer: Peer,
+    assembler: Assembler,
+    /// Read but not yet fed: a partial record, or what followed a complete request.
+    pending: Vec<u8>,
+    /// How long the connection waited in the kernel queue; its first request's (the executor
+    /// takes it: later requests on a kept connection did not wait there).
+    pub queue_wait_us: Option<u64>,
+    pub(super) phase: Phase,
+    /// Bytes of the current phase's request have arrived (a silent connection has none).
+    pub(super) bytes_seen: bool,
+    /// Known to the front's epoll (one-shot: disarmed after each event until re-armed).
+    pub(super) registered: bool,
+}
+
+/// What one [`FrontConn::step`] came to.
+#[derive(Debug)]
+pub enum Step {
+    /// A request is complete: the connection goes to an executor with it.
+    Complete(Request),
+    /// The socket has nothing more now: wait until it is readable.
+    Wait,
+    /// The connection is over; replies owed are in the caller's `replies`.
+    Close(End),
+}
+
+/// Why a connection ends in the front.
+#[derive(Debug)]
+pub enum End {
+    /// The peer closed between records (or gave up on a request it had begun).
+    PeerClosed,
+    /// A request ended without the app (ABORT_REQUEST, unknown role) and without keep-conn.
+    Done,
+    Io(io::Error),
+    Protocol(ProtocolError),
+    /// Answered with 431/413 (in the replies), then closed.
+    Limit(LimitExceeded),
+}
+
+impl FrontConn {
+    pub fn new(
+        stream: Stream,
+        peer: Peer,
+        limits: &Limits,
+        queue_wait_us: Option<u64>,
+        now: Instant,
+    ) -> Self {
+        Self {
+            stream,
+            peer,
+            assembler: Assembler::new(limits),
+            pending: Vec::new(),
+            queue_wait_us,
+            phase: Phase::Reading {
+                since: now,
+                params_done: false,
+            },
+            bytes_seen: false,
+            registered: false,
+        }
+    }
+
+    /// The request's allocations back for the next one, after the executor answered it.
+    pub fn recycle(&mut self, request: Request) {
+        self.assembler.recycle(request);
+    }
+
+    /// Back from the executor, kept: idle from `now` until its next request's first byte.
+    pub fn returned(&mut self, now: Instant) {
+        self.phase = Phase::Idle { since: now };
+        self.bytes_seen = false;
+    }
+
+    /// Bytes of a next request are already here (read together with the last one).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Read and feed until a request is complete, the socket has nothing more, or the
+    /// connection must end. `read`: look at the socket at all (a connection just back from an
+    /// executor first uses what it has). Replies the protocol owes (GET_VALUES_RESULT,
+    /// UNKNOWN_TYPE, refusals, 431/413) are appended to `replies`.
+    pub fn step(
+        &mut self,
+        scratch: &mut [u8],
+        replies: &mut Vec<u8>,
+        now: Instant,
+        mut read: bool,
+    ) -> Step {
+        loop {
+            if !self.pending.is_empty() {
+                let pending = std::mem::take(&mut self.pending);
+                let (used, step) = self.feed_all(&pending, replies);
+                self.pending = pending;
+                self.pending.drain(..used);
+                if let Some(step) = step {
+                    return step;
+                }
+            }
+            if !read {
+                return Step::Wait;
+            }
+            let n = match recv(
+                self.stream.as_fd().as_raw_fd(),
+                scratch,
+                MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(0) => return Step::Close(self.at_eof()),
+                Ok(n) => n,
+                Err(Errno::EAGAIN) => return Step::Wait,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Step::Close(End::Io(e.into())),
+            };
+            self.arrived(now);
+            if n < scratch.len() {
+                // The socket is very likely drained: feed, and wait for readiness rather than
+                // spend a read on EAGAIN (readiness is level-triggered; nothing is missed).
+                read = false;
+            }
+            if self.pending.is_empty() {
+                let (used, step) = self.feed_all(&scratch[..n], replies);
+                self.pending.extend_from_slice(&scratch[used..n]);
+                if let Some(step) = step {
+                    return step;
+                }
+            } else {
+                self.pending.extend_from_slice(&scratch[..n]);
+            }
+        }
+    }
+
+    /// The first bytes of a kept connection's next request restart the clock.
+    fn arrived(&mut self, now: Instant) {
+        if let Phase::Idle { .. } = self.phase {
+            self.phase = Phase::Reading {
+                since: now,
+                params_done: false,
+            };
+        }
+        self.bytes_seen = true;
+    }
+
+    /// End of stream: between records it is a close; inside one, a truncated record.
+    fn at_eof(&self) -> End {
+        if self.pending.is_empty() {
+            End::PeerClosed
+        } else {
+            End::Protocol(ProtocolError::TruncatedRecord {
+                buffered: self.pending.len(),
+            })
+        }
+    }
+
+    /// Feed whole records of `input`; how many bytes were used, and a step if one was reached.
+    fn feed_all(&mut self, input: &[u8], replies: &mut Vec<u8>) -> (usize, Option<Step>) {
+        let mut used = 0;
+        loop {
+            let fed = match self.assembler.feed(&input[used..], replies) {
+                Ok(fed) => fed,
+                Err(AssembleError::Protocol(e)) => {
+                    return (used, Some(Step::Close(End::Protocol(e))))
+                }
+                Err(AssembleError::Limit(l)) => return (used, Some(Step::Close(End::Limit(l)))),
+            };
+            if fed.consumed == 0 {
+                break;
+            }
+            used += fed.consumed;
+            match fed.event {
+                None | Some(Event::Started { .. }) => {}
+                Some(Event::Complete(request)) => return (used, Some(Step::Complete(request))),
+                Some(Event::Finished {
+                    keep_conn: false, ..
+                }) => return (used, Some(Step::Close(End::Done))),
+                Some(Event::Finished { .. }) => {}
+            }
+        }
+        if let Phase::Reading {
+            since,
+            params_done: false,
+        } = self.phase
+        {
+            if self.assembler.params_complete() {
+                self.phase = Phase::Reading {
+                    since,
+                    params_done: true,
+                };
+            }
+        }
+        (used, None)
+    }
+}
