@@ -105,6 +105,9 @@ fn silent_connections_cost_no_worker(workers: &str, max_children: u32) {
         "reading connections",
         |pool| pool["reading connections"].as_u64() == Some(200),
     );
+    let text = common::http_get(port, "/status").1;
+    assert!(text.contains("reading connections:  200\n"), "{text}");
+    assert!(text.contains("idle kept connections: 0\n"), "{text}");
     drop(silent);
     wait_for_status(
         port,
