@@ -37,6 +37,8 @@ pub struct FrontConn {
     pub(super) bytes_seen: bool,
     /// Known to the front's epoll (one-shot: disarmed after each event until re-armed).
     pub(super) registered: bool,
+    /// A request was answered on it and it was kept (FCGI_KEEP_CONN).
+    kept: bool,
 }
 
 /// What one [`FrontConn::step`] came to.
@@ -83,23 +85,34 @@ impl FrontConn {
             },
             bytes_seen: false,
             registered: false,
+            kept: false,
         }
     }
 
-    /// The request's allocations back for the next one, after the executor answered it.
+    /// The request's allocations back for the next one, after the executor answered it; the
+    /// connection is kept if the request asked for it.
     pub fn recycle(&mut self, request: Request) {
+        self.kept = request.keep_conn;
         self.assembler.recycle(request);
     }
 
-    /// Back from the executor, kept: idle from `now` until its next request's first byte.
-    pub fn returned(&mut self, now: Instant) {
-        self.phase = Phase::Idle { since: now };
-        self.bytes_seen = false;
+    /// A request was answered on it and it is kept.
+    pub fn is_kept(&self) -> bool {
+        self.kept
     }
 
-    /// Bytes of a next request are already here (read together with the last one).
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+    /// Back from the executor, kept: idle from `now` until its next request's first byte —
+    /// unless bytes of that request were read with the last one.
+    pub fn returned(&mut self, now: Instant) {
+        self.bytes_seen = !self.pending.is_empty();
+        self.phase = if self.bytes_seen {
+            Phase::Reading {
+                since: now,
+                params_done: false,
+            }
+        } else {
+            Phase::Idle { since: now }
+        };
     }
 
     /// Read and feed until a request is complete, the socket has nothing more, or the

@@ -1,17 +1,15 @@
-//! Between a front and its executors: complete requests go one way (a queue behind a mutex
-//! and a condition variable the executors sleep on), kept connections come back the other (a
-//! list plus an eventfd the front's epoll watches), and one counter says how many requests the
-//! executors have — running or queued — which is what the front's accept rule looks at
-//! (`policy::may_accept`).
-//!
-//! Wake-ups cost a syscall, so the executors write the eventfd only when the front needs it:
-//! a kept connection came back, the front is waiting for a free executor (`front_waits`), or a
-//! worker process is due for recycling.
+//! Between a front and its executors. Complete requests go to the executors (a queue behind a
+//! mutex, and an eventfd in every executor's epoll set); connections without a complete
+//! request go to the front (a list, and an eventfd in the front's epoll set): ones an executor
+//! just accepted whose request is not all there yet, and kept connections after their
+//! response. Plus the few facts both sides look at: how many connections the front holds (the
+//! accept cap), whether a draining pool's queue was found empty, whether a worker process is
+//! due for recycling, and whether the front has left.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
@@ -24,152 +22,155 @@ pub struct Job {
     pub request: Request,
 }
 
-struct Queue {
-    jobs: VecDeque<Job>,
-    /// The front is gone: executors finish the queue, then leave.
-    closed: bool,
-}
-
-struct Returned {
+struct ToFront {
     conns: Vec<FrontConn>,
-    /// The front is gone: a kept connection has nowhere to go and is closed.
+    /// The front has left: a connection given now has nowhere to go.
     front_gone: bool,
 }
 
 /// One front and its executors.
 pub struct Handoff {
-    executors: usize,
-    queue: Mutex<Queue>,
-    job_ready: Condvar,
-    /// Requests handed to executors and not finished (queued included).
-    in_flight: AtomicUsize,
-    /// The front is waiting for an executor to become free.
-    front_waits: AtomicBool,
-    /// A worker process reached `max_requests`: the front stops, then the executor.
+    jobs: Mutex<VecDeque<Job>>,
+    /// Written for each job (and when the front leaves): wakes the executors.
+    jobs_ready: EventFd,
+    to_front: Mutex<ToFront>,
+    /// Written when a connection is given to the front (or it should look at the flags).
+    front_wake: EventFd,
+    /// Connections the front holds, as it last said: executors stop accepting at the cap.
+    held: AtomicUsize,
+    /// Draining: an executor found the kernel queue empty; nobody accepts any more.
+    drained: AtomicBool,
+    /// A worker process reached `max_requests`: accept nothing more, close what is idle.
     retiring: AtomicBool,
-    returned: Mutex<Returned>,
-    wake: EventFd,
+    front_gone: AtomicBool,
 }
 
-/// A poisoned lock only means another executor panicked; the data is still whole.
+/// A poisoned lock only means a thread panicked holding it; the data is still whole.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn eventfd() -> std::io::Result<EventFd> {
+    Ok(EventFd::from_flags(
+        EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC,
+    )?)
+}
+
 impl Handoff {
-    pub fn new(executors: usize) -> std::io::Result<Self> {
-        let wake = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
+    pub fn new() -> std::io::Result<Self> {
         Ok(Self {
-            executors: executors.max(1),
-            queue: Mutex::new(Queue {
-                jobs: VecDeque::new(),
-                closed: false,
-            }),
-            job_ready: Condvar::new(),
-            in_flight: AtomicUsize::new(0),
-            front_waits: AtomicBool::new(false),
-            retiring: AtomicBool::new(false),
-            returned: Mutex::new(Returned {
+            jobs: Mutex::new(VecDeque::new()),
+            jobs_ready: eventfd()?,
+            to_front: Mutex::new(ToFront {
                 conns: Vec::new(),
                 front_gone: false,
             }),
-            wake,
+            front_wake: eventfd()?,
+            held: AtomicUsize::new(0),
+            drained: AtomicBool::new(false),
+            retiring: AtomicBool::new(false),
+            front_gone: AtomicBool::new(false),
         })
     }
 
-    pub fn executors(&self) -> usize {
-        self.executors
-    }
+    // --- complete requests, front → executors ---
 
-    // --- the front's side ---
-
-    /// Give a complete request to the next free executor (queued if none is free).
+    /// Queue a complete request for the next free executor.
     pub fn push(&self, job: Job) {
-        self.in_flight.fetch_add(1, SeqCst);
-        lock(&self.queue).jobs.push_back(job);
-        self.job_ready.notify_one();
+        lock(&self.jobs).push_back(job);
+        let _ = self.jobs_ready.write(1);
     }
 
-    /// Requests the executors have, running or queued.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(SeqCst)
+    /// The next queued request, if any. When more are queued, the eventfd is set again: an
+    /// executor that reset it to take this one must not leave the others asleep.
+    pub fn try_job(&self) -> Option<Job> {
+        let mut jobs = lock(&self.jobs);
+        let job = jobs.pop_front();
+        if job.is_some() && !jobs.is_empty() {
+            let _ = self.jobs_ready.write(1);
+        }
+        job
     }
 
-    /// The front is about to wait because no executor is free: ask for a wake-up when one is,
-    /// then look again (an executor that finished in between is seen here, not lost).
-    pub fn want_free_executor(&self) -> usize {
-        self.front_waits.store(true, SeqCst);
-        self.in_flight.load(SeqCst)
+    /// What an executor's epoll set watches for jobs.
+    pub fn jobs_fd(&self) -> BorrowedFd<'_> {
+        self.jobs_ready.as_fd()
     }
 
-    /// Kept connections the executors gave back since the last call.
-    pub fn take_returned(&self, into: &mut Vec<FrontConn>) {
-        let _ = self.wake.read();
-        into.append(&mut lock(&self.returned).conns);
+    /// An executor saw `jobs_fd` readable: reset it (it then looks at the queue again, so a
+    /// job pushed in between is not missed).
+    pub fn clear_jobs_ready(&self) {
+        let _ = self.jobs_ready.read();
     }
 
-    pub fn wake_fd(&self) -> BorrowedFd<'_> {
-        self.wake.as_fd()
+    // --- connections without a complete request, executors → front ---
+
+    /// Give `conn` to the front; back when the front has left (the caller closes it).
+    pub fn give(&self, conn: FrontConn) -> Result<(), FrontConn> {
+        {
+            let mut to_front = lock(&self.to_front);
+            if to_front.front_gone {
+                return Err(conn);
+            }
+            to_front.conns.push(conn);
+        }
+        let _ = self.front_wake.write(1);
+        Ok(())
     }
 
-    /// A worker process is due for recycling.
+    /// Connections given since the last call.
+    pub fn take_given(&self, into: &mut Vec<FrontConn>) {
+        let _ = self.front_wake.read();
+        into.append(&mut lock(&self.to_front).conns);
+    }
+
+    pub fn front_wake_fd(&self) -> BorrowedFd<'_> {
+        self.front_wake.as_fd()
+    }
+
+    // --- shared facts ---
+
+    pub fn set_held(&self, held: usize) {
+        self.held.store(held, SeqCst);
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.load(SeqCst)
+    }
+
+    pub fn set_drained(&self) {
+        if !self.drained.swap(true, SeqCst) {
+            let _ = self.front_wake.write(1);
+        }
+    }
+
+    pub fn drained(&self) -> bool {
+        self.drained.load(SeqCst)
+    }
+
+    /// A worker process reached `max_requests`: the front closes what it holds and leaves.
+    pub fn retire(&self) {
+        self.retiring.store(true, SeqCst);
+        let _ = self.front_wake.write(1);
+    }
+
     pub fn retiring(&self) -> bool {
         self.retiring.load(SeqCst)
     }
 
-    /// The front leaves: kept connections given back from now on are closed, and executors
-    /// leave once the queue is empty.
+    /// The front leaves: connections given from now on are refused, and executors leave once
+    /// the queue is empty.
     pub fn close(&self) {
         {
-            let mut returned = lock(&self.returned);
-            returned.front_gone = true;
-            returned.conns.clear();
+            let mut to_front = lock(&self.to_front);
+            to_front.front_gone = true;
+            to_front.conns.clear();
         }
-        lock(&self.queue).closed = true;
-        self.job_ready.notify_all();
+        self.front_gone.store(true, SeqCst);
+        let _ = self.jobs_ready.write(1);
     }
 
-    // --- the executors' side ---
-
-    /// The next request, or `None` when the front has left and the queue is empty.
-    pub fn next_job(&self) -> Option<Job> {
-        let mut queue = lock(&self.queue);
-        loop {
-            if let Some(job) = queue.jobs.pop_front() {
-                return Some(job);
-            }
-            if queue.closed {
-                return None;
-            }
-            queue = self
-                .job_ready
-                .wait(queue)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    /// An executor finished a request; `kept` is its connection when it goes back to the front.
-    pub fn finished(&self, kept: Option<FrontConn>) {
-        let mut wake = false;
-        if let Some(conn) = kept {
-            let mut returned = lock(&self.returned);
-            if !returned.front_gone {
-                returned.conns.push(conn);
-                wake = true;
-            }
-        }
-        self.in_flight.fetch_sub(1, SeqCst);
-        if self.front_waits.swap(false, SeqCst) {
-            wake = true;
-        }
-        if wake {
-            let _ = self.wake.write(1);
-        }
-    }
-
-    /// A worker process reached `max_requests`: ask the front to stop.
-    pub fn retire(&self) {
-        self.retiring.store(true, SeqCst);
-        let _ = self.wake.write(1);
+    pub fn front_gone(&self) -> bool {
+        self.front_gone.load(SeqCst)
     }
 }

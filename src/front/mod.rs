@@ -51,6 +51,7 @@
 pub mod conn;
 pub mod event_loop;
 pub mod handoff;
+pub mod intake;
 pub mod policy;
 
 pub use conn::FrontConn;

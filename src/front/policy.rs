@@ -1,6 +1,6 @@
-//! The front's rules as pure functions with their constants: when it may accept, when a
-//! connection's time is up, which connections a stop closes. The event loop (`event_loop.rs`)
-//! only asks; the tables below are the whole policy.
+//! The front's rules as pure functions with their constants: when a free executor may accept,
+//! when a connection's time is up, which connections a stop closes. The front's loop and the
+//! executors only ask; the tables below are the whole policy.
 
 use std::time::{Duration, Instant};
 
@@ -28,8 +28,8 @@ pub const IDLE_KEPT_TIMEOUT: Duration = Duration::from_secs(300);
 /// any failed `accept()` (`worker::serve::after_accept_error`).
 pub const MAX_FRONT_CONNECTIONS: usize = 1024;
 
-/// How often the loop wakes with nothing to do: looks at the stop flags and the deadlines.
-/// Deadlines are therefore kept to within this.
+/// How often the front and a waiting executor wake with nothing to do: the stop flags, the
+/// deadlines (kept to within this), the heartbeat.
 pub const TICK: Duration = Duration::from_millis(100);
 
 /// On a graceful stop (TERM), a connection that has sent nothing is closed once it is this
@@ -37,30 +37,25 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// is a client holding a connection.
 pub const STOP_SILENT_GRACE: Duration = Duration::from_millis(200);
 
-/// What the front knows when it decides whether to accept.
+/// What a free executor knows when it decides whether to accept. (It is free and no complete
+/// request is queued, or it would be running that: those two parts of the rule hold by
+/// construction, see `worker::executor`.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AcceptView {
     /// Connections the front holds (being read, idle kept).
     pub held: usize,
-    /// Requests handed to executors and not finished, including those still queued for one.
-    pub in_flight: usize,
-    /// The front's executors (threads of a pool, or 1 in a worker process).
-    pub executors: usize,
     /// The pool is stopping gracefully and the queue was found empty once: no more accepts.
     pub drained: bool,
     /// Immediate stop, reload, or recycling: no more accepts.
     pub retiring: bool,
 }
 
-/// Pure: may the front take a connection off the kernel queue now?
+/// Pure: may a free executor take a connection off the kernel queue now?
 ///
-/// DESIGN.md §8: connections being read or idle do not stop it (up to the cap); a complete
-/// request waiting for an executor does — that is `in_flight >= executors`, which also holds
-/// while every executor is busy. Then the backlog waits in the kernel, where `listen queue`,
-/// drops and queue wait see it, and another worker process with a free executor takes it
-/// (a busy process that accepted would make the request wait behind its running one).
+/// DESIGN.md §8: connections being read or idle do not stop the pool accepting, up to the
+/// cap; past it the kernel queue takes the rest, where `listen queue` and drops see them.
 pub fn may_accept(v: AcceptView) -> bool {
-    !v.drained && !v.retiring && v.held < MAX_FRONT_CONNECTIONS && v.in_flight < v.executors
+    !v.drained && !v.retiring && v.held < MAX_FRONT_CONNECTIONS
 }
 
 /// Where a connection the front holds is.
@@ -120,27 +115,21 @@ mod tests {
 
     #[test]
     fn may_accept_table() {
-        let v = |held, in_flight, executors, drained, retiring| AcceptView {
+        let v = |held, drained, retiring| AcceptView {
             held,
-            in_flight,
-            executors,
             drained,
             retiring,
         };
         let table = [
-            // A free executor: accept, however many connections are being read.
-            (v(0, 0, 4, false, false), true),
-            (v(200, 3, 4, false, false), true),
-            (v(MAX_FRONT_CONNECTIONS - 1, 0, 1, false, false), true),
-            // Every executor busy, or a complete request waiting for one: the kernel queues.
-            (v(0, 4, 4, false, false), false),
-            (v(0, 1, 1, false, false), false),
-            (v(3, 5, 4, false, false), false),
+            // However many connections are being read or idle, up to the cap.
+            (v(0, false, false), true),
+            (v(200, false, false), true),
+            (v(MAX_FRONT_CONNECTIONS - 1, false, false), true),
             // The cap.
-            (v(MAX_FRONT_CONNECTIONS, 0, 4, false, false), false),
+            (v(MAX_FRONT_CONNECTIONS, false, false), false),
             // Stopping.
-            (v(0, 0, 4, true, false), false),
-            (v(0, 0, 4, false, true), false),
+            (v(0, true, false), false),
+            (v(0, false, true), false),
         ];
         for (view, want) in table {
             assert_eq!(may_accept(view), want, "{view:?}");

@@ -4,12 +4,14 @@
 //! - [`lock`]: the accept lock, held by a front around one non-blocking accept.
 //! - [`io`]: reads and writes with a deadline, without per-connection `setsockopt`.
 //! - [`request`]: one request's path through the worker: scoreboard, status/ping, app.
-//! - [`serve`]: executors, and how a pool's front and executors are put together.
+//! - [`executor`]: runs complete requests; accepts while free, gives the front the rest.
+//! - [`serve`]: how a pool's front and executors are put together; accept errors.
 //!
 //! Thread workers run this code on threads of the master; worker processes run the same after
 //! re-executing the binary.
 
 pub mod context;
+pub mod executor;
 pub mod io;
 pub mod lock;
 pub mod process;

@@ -15,20 +15,16 @@
 //! [`ACCEPT_BACKOFF`] before it tries again, so another worker takes the connection.
 
 use std::io::ErrorKind;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::context::{PoolContext, READ_TIMEOUT, WRITE_TIMEOUT};
-use super::io::TimedIo;
-use super::request::{Connection, RequestHandler};
+use super::context::PoolContext;
+use super::executor::execute;
 use crate::app::App;
 use crate::config::WorkerKind;
-use crate::fastcgi::{respond, ConnectionError};
-use crate::front::{run_front, FrontConn, Handoff, Job};
+use crate::front::{run_front, Handoff};
 use crate::master::pm::should_recycle;
-use crate::scoreboard::WorkerState;
 
 /// How long a worker whose accept() failed for want of resources waits before it tries again.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -75,15 +71,13 @@ pub fn after_accept_error(error: &std::io::Error) -> AfterAcceptError {
 /// Run worker process number `worker` of the pool until it stops: the executor on this thread
 /// (which built the app: a php-cgi child is tied to it), the pool's front on a second one.
 pub fn run_worker(ctx: &PoolContext, worker: usize, app: Box<dyn App>) {
-    let handoff = match Handoff::new(1) {
+    let handoff = match Handoff::new() {
         Ok(handoff) => handoff,
         Err(error) => {
             tracing::error!(pool = %ctx.config.name, %error, "worker: cannot create the front's eventfd");
             return;
         }
     };
-    // Claimed before the front starts: the front's sign of life (`holds_lock`) must not be
-    // reset by a later claim.
     ctx.slot(worker).claim(std::process::id());
     std::thread::scope(|scope| {
         let front = std::thread::Builder::new()
@@ -104,66 +98,10 @@ fn front_thread(ctx: &PoolContext, handoff: &Handoff, gauge_slot: usize) {
     }
 }
 
-/// An executor in scoreboard slot `worker` (claimed by the caller): runs the complete requests
-/// the front hands over until the front has left and nothing is queued, then releases the slot.
-fn execute(ctx: &PoolContext, worker: usize, app: Box<dyn App>, handoff: &Handoff) {
-    let slot = ctx.slot(worker);
-    let mut handler = RequestHandler::new(ctx, slot, app);
-    // Response buffer kept across requests: serving one allocates nothing.
-    let mut out = Vec::new();
-    while let Some(job) = handoff.next_job() {
-        let kept = serve_job(ctx, &mut handler, &mut out, job);
-        let recycling = recycle(ctx, slot.requests.load(Relaxed));
-        if recycling && !handoff.retiring() {
-            tracing::debug!(pool = %ctx.config.name, "max_requests reached; the master starts a fresh worker");
-            handoff.retire();
-        }
-        slot.set_state(WorkerState::Idle);
-        // Recycling: a kept connection is closed here, at once (it is idle: nothing is lost).
-        handoff.finished(kept.filter(|_| !recycling));
-    }
-    slot.release();
-}
-
 /// A worker process leaves after `max_requests` (the master replaces it); a thread would not be
 /// replaced, so thread workers never recycle.
 pub(super) fn recycle(ctx: &PoolContext, served: u64) -> bool {
     ctx.config.workers == WorkerKind::Process && should_recycle(ctx.config.max_requests, served)
-}
-
-/// Run one complete request and write its response; the connection when it is kept.
-fn serve_job(
-    ctx: &PoolContext,
-    handler: &mut RequestHandler<'_>,
-    out: &mut Vec<u8>,
-    job: Job,
-) -> Option<FrontConn> {
-    let Job { mut conn, request } = job;
-    let slot = handler.slot();
-    let _armed = super::watchdog::arm(&conn.stream);
-    let queue_wait_us = conn.queue_wait_us.take();
-    let result = {
-        let mut io = TimedIo::new(&conn.stream, READ_TIMEOUT, WRITE_TIMEOUT).beating(slot);
-        let mut connection = Connection::new(handler, &conn.stream, queue_wait_us);
-        respond(&mut io, &mut connection, &request, out)
-    };
-    out.clear();
-    let keep = request.keep_conn;
-    conn.recycle(request);
-    match result {
-        Ok(()) => keep.then_some(conn),
-        Err(ConnectionError::Io(e)) => {
-            // Resets and broken pipes end one connection; they are the client's business,
-            // not an operator's.
-            tracing::debug!(pool = %ctx.config.name, peer = ?conn.peer, error = %e, "connection ended");
-            None
-        }
-        Err(e) => {
-            ctx.board().protocol_errors.fetch_add(1, Relaxed);
-            tracing::warn!(pool = %ctx.config.name, peer = ?conn.peer, error = %e, "closed connection");
-            None
-        }
-    }
 }
 
 /// A pool's front and executor threads.
@@ -178,7 +116,7 @@ pub fn spawn_thread_workers(
     make_app: &dyn Fn() -> Box<dyn App>,
 ) -> std::io::Result<WorkerThreads> {
     let count = ctx.config.max_children as usize;
-    let handoff = Arc::new(Handoff::new(count)?);
+    let handoff = Arc::new(Handoff::new()?);
     let mut handles = Vec::with_capacity(count + 1);
     for worker in 0..count {
         let ctx = Arc::clone(&ctx);
