@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::nginx::Nginx;
+use common::nginx::{kept_connections_to, Nginx};
 use common::{master_status, raw, require, Server};
 
 /// How fast a normal request must be answered while slow clients are around.
@@ -244,24 +244,10 @@ address = "unix:{dir}/e.sock"
 kind = "echo"
 "#,
     );
-    let dir = server.dir.path().display().to_string();
-    let nginx = Nginx::start(server.dir.path(), |port| {
-        format!(
-            r#"
-    upstream kept {{
-        server unix:{dir}/e.sock;
-        keepalive 8;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            include /etc/nginx/fastcgi_params;
-            fastcgi_keep_conn on;
-            fastcgi_pass kept;
-        }}
-    }}"#
-        )
-    });
+    let nginx = Nginx::start(
+        server.dir.path(),
+        kept_connections_to(&server.path("e.sock"), 8),
+    );
     let body = server.path("body");
     std::fs::write(&body, "x".repeat(2000)).unwrap();
     let url = format!("http://127.0.0.1:{}/post", nginx.port);
