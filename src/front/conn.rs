@@ -96,6 +96,11 @@ impl FrontConn {
         self.assembler.recycle(request);
     }
 
+    /// Not one byte has arrived on this fresh connection yet.
+    pub fn nothing_read(&self) -> bool {
+        !self.bytes_seen && !self.kept
+    }
+
     /// A request was answered on it and it is kept.
     pub fn is_kept(&self) -> bool {
         self.kept

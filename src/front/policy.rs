@@ -32,6 +32,22 @@ pub const MAX_FRONT_CONNECTIONS: usize = 1024;
 /// deadlines (kept to within this), the heartbeat.
 pub const TICK: Duration = Duration::from_millis(100);
 
+/// How long a free executor waits for the request of a connection it accepted before any of
+/// it arrived, before giving the connection to the front. A web server writes its request a
+/// few microseconds after `connect()` returns (on TCP the accept can win that race); without
+/// the grace the executor would accept the next connection, and a burst would move requests
+/// out of the kernel queue into the front, where queue wait does not see them.
+pub const ACCEPT_GRACE: Duration = Duration::from_millis(1);
+
+/// No grace while the front already holds this many connections being read: a flood of
+/// silent connections must not cost executors a grace each.
+pub const GRACE_MAX_HELD: usize = 8;
+
+/// Pure: wait [`ACCEPT_GRACE`] for this fresh connection's first bytes?
+pub fn grace(nothing_read: bool, held: usize) -> bool {
+    nothing_read && held < GRACE_MAX_HELD
+}
+
 /// On a graceful stop (TERM), a connection that has sent nothing is closed once it is this
 /// old: one accepted a moment ago may have its request in flight (TCP), one silent for longer
 /// is a client holding a connection.
@@ -133,6 +149,19 @@ mod tests {
         ];
         for (view, want) in table {
             assert_eq!(may_accept(view), want, "{view:?}");
+        }
+    }
+
+    #[test]
+    fn grace_table() {
+        let table = [
+            (true, 0, true),
+            (true, GRACE_MAX_HELD - 1, true),
+            (true, GRACE_MAX_HELD, false),
+            (false, 0, false),
+        ];
+        for (nothing_read, held, want) in table {
+            assert_eq!(grace(nothing_read, held), want, "{nothing_read} {held}");
         }
     }
 

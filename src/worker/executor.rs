@@ -18,11 +18,19 @@
 //! frozen lock holder was. The accept lock, if any, is held around one non-blocking `accept()`.
 //! An executor that woke for a connection and could not take it (EMFILE…) leaves it queued
 //! with no one else woken; every free executor therefore also looks once per tick.
+//!
+//! A connection accepted before any of its request arrived gets a short grace
+//! (`front::policy::grace`): on TCP the accept can beat the web server's first write by
+//! microseconds, and parking such connections would let a burst pull requests out of the
+//! kernel queue into the front, where queue wait cannot see them.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsFd;
+
 use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 use super::context::{PoolContext, READ_TIMEOUT, WRITE_TIMEOUT};
@@ -32,7 +40,7 @@ use super::serve::{after_accept_error, recycle, AfterAcceptError};
 use crate::app::App;
 use crate::fastcgi::{respond, ConnectionError, Request};
 use crate::front::intake::{admit, look, Look, SCRATCH};
-use crate::front::policy::{self, AcceptView, TICK};
+use crate::front::policy::{self, AcceptView, ACCEPT_GRACE, TICK};
 use crate::front::{FrontConn, Handoff};
 use crate::scoreboard::{WorkerSlot, WorkerState};
 
@@ -179,14 +187,17 @@ impl Executor<'_> {
                 let Some(conn) = admit(self.ctx, stream, peer) else {
                     return;
                 };
-                match look(
-                    self.ctx,
-                    conn,
-                    &mut self.scratch,
-                    &mut self.replies,
-                    Instant::now(),
-                    true,
-                ) {
+                let mut seen = self.look(conn);
+                if let Look::Park(conn) = seen {
+                    seen = if policy::grace(conn.nothing_read(), self.handoff.held())
+                        && readable_within(&conn, ACCEPT_GRACE)
+                    {
+                        self.look(conn)
+                    } else {
+                        Look::Park(conn)
+                    };
+                }
+                match seen {
                     Look::Run(conn, request) => self.run_request(conn, request),
                     Look::Park(conn) => self.give(conn),
                     Look::Gone => {}
@@ -219,6 +230,17 @@ impl Executor<'_> {
                 }
             }
         }
+    }
+
+    fn look(&mut self, conn: FrontConn) -> Look {
+        look(
+            self.ctx,
+            conn,
+            &mut self.scratch,
+            &mut self.replies,
+            Instant::now(),
+            true,
+        )
     }
 
     /// Run a complete request; a kept connection then goes to the front.
@@ -273,4 +295,11 @@ impl Executor<'_> {
             }
         }
     }
+}
+
+/// Whether `conn` has bytes (or an end) to read within `wait`.
+fn readable_within(conn: &FrontConn, wait: Duration) -> bool {
+    let mut fds = [PollFd::new(conn.stream.as_fd(), PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO);
+    matches!(poll(&mut fds, timeout), Ok(n) if n > 0)
 }
