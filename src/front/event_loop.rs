@@ -34,10 +34,26 @@ struct Front<'a> {
     next_sweep: Instant,
 }
 
+/// The front's epoll set, made before the worker starts (so a worker that cannot get its
+/// descriptors fails before it claims a scoreboard slot, not later).
+pub fn front_epoll(handoff: &Handoff) -> std::io::Result<Epoll> {
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    epoll.add(
+        handoff.front_wake_fd(),
+        EpollEvent::new(EpollFlags::EPOLLIN, WAKE),
+    )?;
+    Ok(epoll)
+}
+
 /// Run the front of one pool in this process until the pool stops (or, in a worker process,
-/// until it retires). Closes the handoff when it leaves, so the executors finish what is
-/// queued and leave too.
-pub fn run_front(ctx: &PoolContext, handoff: &Handoff, gauges: &WorkerSlot) -> std::io::Result<()> {
+/// until it retires), in the epoll set [`front_epoll`] made. Closes the handoff when it
+/// leaves, so the executors finish what is queued and leave too.
+pub fn run_front(
+    ctx: &PoolContext,
+    handoff: &Handoff,
+    gauges: &WorkerSlot,
+    epoll: Epoll,
+) -> std::io::Result<()> {
     struct CloseOnExit<'h>(&'h Handoff);
     impl Drop for CloseOnExit<'_> {
         fn drop(&mut self) {
@@ -45,11 +61,6 @@ pub fn run_front(ctx: &PoolContext, handoff: &Handoff, gauges: &WorkerSlot) -> s
         }
     }
     let _close = CloseOnExit(handoff);
-    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-    epoll.add(
-        handoff.front_wake_fd(),
-        EpollEvent::new(EpollFlags::EPOLLIN, WAKE),
-    )?;
     let mut front = Front {
         ctx,
         handoff,

@@ -59,6 +59,6 @@ pub mod intake;
 pub mod policy;
 
 pub use conn::FrontConn;
-pub use event_loop::run_front;
+pub use event_loop::{front_epoll, run_front};
 pub use handoff::{Handoff, Job};
 pub use intake::{admit, look, Look};

@@ -64,35 +64,41 @@ struct Executor<'a> {
     last_error_log: Option<Instant>,
 }
 
+/// An executor's epoll set (the job eventfd; the listener joins while it may accept), made
+/// before the executor claims its slot.
+pub fn executor_epoll(handoff: &Handoff) -> std::io::Result<Epoll> {
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    epoll.add(
+        handoff.jobs_fd(),
+        EpollEvent::new(EpollFlags::EPOLLIN, JOBS),
+    )?;
+    Ok(epoll)
+}
+
 /// Run the executor in scoreboard slot `worker` (claimed by the caller) until its front has
 /// left and nothing is queued; then release the slot.
-pub fn execute(ctx: &PoolContext, worker: usize, app: Box<dyn App>, handoff: &Handoff) {
+pub fn execute(
+    ctx: &PoolContext,
+    worker: usize,
+    app: Box<dyn App>,
+    handoff: &Handoff,
+    epoll: Epoll,
+) {
     let slot = ctx.slot(worker);
-    match Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).and_then(|epoll| {
-        epoll.add(
-            handoff.jobs_fd(),
-            EpollEvent::new(EpollFlags::EPOLLIN, JOBS),
-        )?;
-        Ok(epoll)
-    }) {
-        Ok(epoll) => Executor {
-            ctx,
-            slot,
-            handoff,
-            handler: RequestHandler::new(ctx, slot, app),
-            out: Vec::new(),
-            scratch: vec![0; SCRATCH],
-            replies: Vec::new(),
-            epoll,
-            listening: false,
-            backoff_until: None,
-            last_error_log: None,
-        }
-        .run(),
-        Err(error) => {
-            tracing::error!(pool = %ctx.config.name, %error, "executor: cannot create its epoll set");
-        }
+    Executor {
+        ctx,
+        slot,
+        handoff,
+        handler: RequestHandler::new(ctx, slot, app),
+        out: Vec::new(),
+        scratch: vec![0; SCRATCH],
+        replies: Vec::new(),
+        epoll,
+        listening: false,
+        backoff_until: None,
+        last_error_log: None,
     }
+    .run();
     slot.holds_lock.store(0, Relaxed);
     slot.release();
 }

@@ -1,17 +1,13 @@
-//! Executors and how a pool's workers are put together: each executor runs the complete
-//! requests its front (`crate::front`) hands over — overload checks, scoreboard slot, status
-//! and ping paths, the app — and writes the response with [`TimedIo`]; a kept connection goes
-//! back to the front afterwards. A worker process is one executor (its main thread) and one
-//! front thread; a thread pool is N executor threads and one front thread in the master.
+//! How a pool's workers are put together: a worker process is one executor (its main thread,
+//! which built the app) and one front thread; a thread pool is N executor threads and one
+//! front thread in the master (`worker::executor`, `crate::front`). A worker process due for
+//! recycling (`max_requests`) asks its front to stop, finishes what is queued, and leaves;
+//! thread workers never recycle ([`recycle`]).
 //!
-//! An executor never waits for a client's request: a slow or silent client costs the front a
-//! few hundred bytes, never an executor. A worker process due for recycling (`max_requests`)
-//! asks its front to stop, finishes what is queued, and leaves.
-//!
-//! Also here, because the front applies it: what to do after `accept()` failed
-//! ([`after_accept_error`]). One that fails for want of descriptors or memory (EMFILE, ENFILE,
-//! ENOBUFS, ENOMEM) leaves the connection queued; the front lets go of the accept lock at once
-//! (it holds it around one non-blocking `accept()` only), counts it (`accept errors`) and waits
+//! Also here: what an executor does after `accept()` failed ([`after_accept_error`]). One that
+//! fails for want of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) leaves the
+//! connection queued; the executor has already let go of the accept lock (it holds it around
+//! one non-blocking `accept()` only), counts it (`accept errors`) and waits
 //! [`ACCEPT_BACKOFF`] before it tries again, so another worker takes the connection.
 
 use std::io::ErrorKind;
@@ -19,11 +15,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use nix::sys::epoll::Epoll;
+
 use super::context::PoolContext;
-use super::executor::execute;
+use super::executor::{execute, executor_epoll};
 use crate::app::App;
 use crate::config::WorkerKind;
-use crate::front::{run_front, Handoff};
+use crate::front::{front_epoll, run_front, Handoff};
 use crate::master::pm::should_recycle;
 
 /// How long a worker whose accept() failed for want of resources waits before it tries again.
@@ -71,10 +69,16 @@ pub fn after_accept_error(error: &std::io::Error) -> AfterAcceptError {
 /// Run worker process number `worker` of the pool until it stops: the executor on this thread
 /// (which built the app: a php-cgi child is tied to it), the pool's front on a second one.
 pub fn run_worker(ctx: &PoolContext, worker: usize, app: Box<dyn App>) {
-    let handoff = match Handoff::new() {
-        Ok(handoff) => handoff,
+    // Every descriptor the worker needs besides connections, before it claims its slot.
+    let made = Handoff::new().and_then(|handoff| {
+        let front = front_epoll(&handoff)?;
+        let executor = executor_epoll(&handoff)?;
+        Ok((handoff, front, executor))
+    });
+    let (handoff, front_epoll, executor_epoll) = match made {
+        Ok(made) => made,
         Err(error) => {
-            tracing::error!(pool = %ctx.config.name, %error, "worker: cannot create the front's eventfd");
+            tracing::error!(pool = %ctx.config.name, %error, "worker: cannot create its epoll sets");
             return;
         }
     };
@@ -82,18 +86,18 @@ pub fn run_worker(ctx: &PoolContext, worker: usize, app: Box<dyn App>) {
     std::thread::scope(|scope| {
         let front = std::thread::Builder::new()
             .name(format!("{}-front", ctx.config.name))
-            .spawn_scoped(scope, || front_thread(ctx, &handoff, worker));
+            .spawn_scoped(scope, || front_thread(ctx, &handoff, worker, front_epoll));
         if let Err(error) = front {
             tracing::error!(pool = %ctx.config.name, %error, "worker: cannot start the front thread");
             handoff.close();
         }
-        execute(ctx, worker, app, &handoff);
+        execute(ctx, worker, app, &handoff, executor_epoll);
     });
 }
 
 /// The front of a pool in this process; logs why it ended if not asked to.
-fn front_thread(ctx: &PoolContext, handoff: &Handoff, gauge_slot: usize) {
-    if let Err(error) = run_front(ctx, handoff, ctx.slot(gauge_slot)) {
+fn front_thread(ctx: &PoolContext, handoff: &Handoff, gauge_slot: usize, epoll: Epoll) {
+    if let Err(error) = run_front(ctx, handoff, ctx.slot(gauge_slot), epoll) {
         tracing::error!(pool = %ctx.config.name, %error, "front failed; its worker stops");
     }
 }
@@ -117,26 +121,25 @@ pub fn spawn_thread_workers(
 ) -> std::io::Result<WorkerThreads> {
     let count = ctx.config.max_children as usize;
     let handoff = Arc::new(Handoff::new()?);
+    let front_epoll = front_epoll(&handoff)?;
     let mut handles = Vec::with_capacity(count + 1);
     for worker in 0..count {
         let ctx = Arc::clone(&ctx);
         let handoff = Arc::clone(&handoff);
+        let epoll = executor_epoll(&handoff)?;
         let app = make_app();
         let handle = std::thread::Builder::new()
             .name(format!("{}-{worker}", ctx.config.name))
             .spawn(move || {
                 ctx.slot(worker).claim(std::process::id());
-                execute(&ctx, worker, app, &handoff)
+                execute(&ctx, worker, app, &handoff, epoll)
             })?;
         handles.push(handle);
     }
     let front = std::thread::Builder::new()
         .name(format!("{}-front", ctx.config.name))
-        .spawn(move || front_thread(&ctx, &handoff, 0));
-    match front {
-        Ok(handle) => handles.push(handle),
-        Err(error) => return Err(error),
-    }
+        .spawn(move || front_thread(&ctx, &handoff, 0, front_epoll))?;
+    handles.push(front);
     Ok(WorkerThreads { handles })
 }
 
