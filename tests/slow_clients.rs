@@ -296,3 +296,52 @@ kind = "echo"
     );
     assert!(ok > 100, "only {ok} POSTs in 5 s");
 }
+
+/// A graceful stop closes connections that have sent nothing (and idle kept ones) at once:
+/// silent clients do not hold the stop for the read timeout as they held the workers.
+#[test]
+fn term_closes_silent_and_idle_connections_at_once() {
+    for workers in ["thread", "process"] {
+        let port = common::free_port();
+        let mut server = Server::start(&config(workers, 2, port));
+        let socket = server.path("www.sock");
+        // Kept and answered once: idle.
+        let mut kept = UnixStream::connect(&socket).expect("connect");
+        kept.write_all(&raw::request("/", "", b"", true)).unwrap();
+        let mut reader: &mut dyn Read = &mut kept;
+        assert!(raw::read_response(&mut reader).is_some());
+        // As many silent connections as workers, all taken off the queue.
+        let mut silent: Vec<UnixStream> = (0..2)
+            .map(|_| UnixStream::connect(&socket).expect("connect"))
+            .collect();
+        wait_for_status(
+            port,
+            Duration::from_secs(5),
+            "silent connections accepted",
+            |pool| {
+                pool["listen queue"].as_u64() == Some(0)
+                    && pool["accepted conn"].as_u64() == Some(1)
+            },
+        );
+        let started = Instant::now();
+        let status = server.stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(15));
+        assert!(
+            status.success(),
+            "{workers}: {status}; log:\n{}",
+            server.log()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{workers}: TERM took {:?} with silent connections open",
+            started.elapsed()
+        );
+        for c in silent.iter_mut().chain([&mut kept]) {
+            c.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            let mut buf = [0u8; 16];
+            assert!(
+                matches!(c.read(&mut buf), Ok(0)),
+                "{workers}: a connection was left open after the stop"
+            );
+        }
+    }
+}
