@@ -234,3 +234,121 @@ impl FrontConn {
         (used, None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fastcgi::{encode_request, ClientRequest};
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    fn request(keep_conn: bool, body: &[u8]) -> Vec<u8> {
+        let request = ClientRequest {
+            params: vec![(b"SCRIPT_NAME".to_vec(), b"/x".to_vec())],
+            body: body.to_vec(),
+            keep_conn,
+        };
+        let mut out = Vec::new();
+        encode_request(&mut out, 1, &request).unwrap();
+        out
+    }
+
+    /// A fresh connection over a socket pair; the other end to write into.
+    fn pair() -> (FrontConn, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let conn = FrontConn::new(
+            Stream::Unix(ours),
+            Peer::Unix,
+            &Limits::default(),
+            None,
+            Instant::now(),
+        );
+        (conn, theirs)
+    }
+
+    fn step(conn: &mut FrontConn) -> Step {
+        let mut scratch = vec![0u8; 64 * 1024];
+        conn.step(&mut scratch, &mut Vec::new(), Instant::now(), true)
+    }
+
+    #[test]
+    fn partial_input_waits_and_completes_byte_by_byte() {
+        let (mut conn, mut client) = pair();
+        assert!(matches!(step(&mut conn), Step::Wait));
+        assert!(conn.nothing_read());
+        let bytes = request(false, b"body");
+        for (i, byte) in bytes.iter().enumerate() {
+            client.write_all(&[*byte]).unwrap();
+            match step(&mut conn) {
+                Step::Wait => assert!(i + 1 < bytes.len(), "complete only at the last byte"),
+                Step::Complete(r) => {
+                    assert_eq!(i + 1, bytes.len());
+                    assert_eq!(r.stdin, b"body");
+                }
+                Step::Close(end) => panic!("closed at byte {i}: {end:?}"),
+            }
+            assert!(!conn.nothing_read());
+        }
+    }
+
+    #[test]
+    fn params_done_moves_the_deadline_to_the_whole_request() {
+        let (mut conn, mut client) = pair();
+        let bytes = request(false, b"body");
+        // Everything but the STDIN records: BEGIN (16) + PARAMS + empty PARAMS.
+        let stdin_at = bytes.len() - 2 * 8 - 8; // "body" padded to 8, then the empty STDIN
+        client.write_all(&bytes[..stdin_at]).unwrap();
+        assert!(matches!(step(&mut conn), Step::Wait));
+        assert!(matches!(
+            conn.phase,
+            Phase::Reading {
+                params_done: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_kept_connection_goes_idle_and_keeps_pipelined_bytes() {
+        let (mut conn, mut client) = pair();
+        let mut bytes = request(true, b"");
+        bytes.extend(request(true, b"second"));
+        client.write_all(&bytes).unwrap();
+        let Step::Complete(first) = step(&mut conn) else {
+            panic!("first request")
+        };
+        conn.recycle(first);
+        assert!(conn.is_kept());
+        // The second request came in the same read: back from the executor it is not idle.
+        conn.returned(Instant::now());
+        assert!(matches!(conn.phase, Phase::Reading { .. }));
+        let mut scratch = vec![0u8; 1024];
+        match conn.step(&mut scratch, &mut Vec::new(), Instant::now(), false) {
+            Step::Complete(second) => {
+                assert_eq!(second.stdin, b"second");
+                conn.recycle(second);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing pending now: idle.
+        conn.returned(Instant::now());
+        assert!(matches!(conn.phase, Phase::Idle { .. }));
+    }
+
+    #[test]
+    fn end_of_stream_between_records_is_a_close_inside_one_an_error() {
+        let (mut conn, client) = pair();
+        drop(client);
+        assert!(matches!(step(&mut conn), Step::Close(End::PeerClosed)));
+
+        let (mut conn, mut client) = pair();
+        client.write_all(&request(false, b"")[..5]).unwrap();
+        drop(client);
+        // A short read says the socket is drained: the end is seen at the next readiness.
+        assert!(matches!(step(&mut conn), Step::Wait));
+        assert!(matches!(
+            step(&mut conn),
+            Step::Close(End::Protocol(ProtocolError::TruncatedRecord { .. }))
+        ));
+    }
+}

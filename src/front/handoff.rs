@@ -105,17 +105,17 @@ impl Handoff {
 
     // --- connections without a complete request, executors → front ---
 
-    /// Give `conn` to the front; back when the front has left (the caller closes it).
-    pub fn give(&self, conn: FrontConn) -> Result<(), FrontConn> {
+    /// Give `conn` to the front; `false` when the front has left (the connection is closed).
+    pub fn give(&self, conn: FrontConn) -> bool {
         {
             let mut to_front = lock(&self.to_front);
             if to_front.front_gone {
-                return Err(conn);
+                return false;
             }
             to_front.conns.push(conn);
         }
         let _ = self.front_wake.write(1);
-        Ok(())
+        true
     }
 
     /// Connections given since the last call.
@@ -172,5 +172,70 @@ impl Handoff {
 
     pub fn front_gone(&self) -> bool {
         self.front_gone.load(SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fastcgi::Limits;
+    use crate::listen::{Peer, Stream};
+    use std::os::unix::net::UnixStream;
+    use std::time::Instant;
+
+    fn conn() -> FrontConn {
+        let (ours, _) = UnixStream::pair().unwrap();
+        FrontConn::new(
+            Stream::Unix(ours),
+            Peer::Unix,
+            &Limits::default(),
+            None,
+            Instant::now(),
+        )
+    }
+
+    fn job() -> Job {
+        let request = Request {
+            request_id: 1,
+            role: crate::fastcgi::Role::Responder,
+            keep_conn: false,
+            params: Default::default(),
+            stdin: Vec::new(),
+        };
+        Job {
+            conn: conn(),
+            request,
+        }
+    }
+
+    /// Whether the executors' eventfd is set (reading resets it).
+    fn jobs_ready(h: &Handoff) -> bool {
+        h.jobs_ready.read().is_ok()
+    }
+
+    #[test]
+    fn taking_one_of_several_jobs_wakes_the_other_executors_again() {
+        let h = Handoff::new().unwrap();
+        h.push(job());
+        h.push(job());
+        h.clear_jobs_ready();
+        assert!(h.try_job().is_some());
+        assert!(jobs_ready(&h), "one job is still queued");
+        assert!(h.try_job().is_some());
+        assert!(!jobs_ready(&h), "nothing queued");
+        assert!(h.try_job().is_none());
+    }
+
+    #[test]
+    fn after_the_front_left_connections_come_back_and_executors_wake() {
+        let h = Handoff::new().unwrap();
+        assert!(h.give(conn()));
+        let mut given = Vec::new();
+        h.take_given(&mut given);
+        assert_eq!(given.len(), 1);
+        h.close();
+        assert!(h.front_gone());
+        assert!(!h.give(conn()), "closed: nowhere to go");
+        assert!(jobs_ready(&h), "waiting executors look at front_gone");
     }
 }

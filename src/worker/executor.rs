@@ -269,8 +269,8 @@ impl Executor<'_> {
 
     /// To the front; closed if the front has left.
     fn give(&self, conn: FrontConn) {
-        if let Err(conn) = self.handoff.give(conn) {
-            tracing::debug!(pool = %self.ctx.config.name, peer = ?conn.peer, "connection closed: the front has left");
+        if !self.handoff.give(conn) {
+            tracing::debug!(pool = %self.ctx.config.name, "connection closed: the front has left");
         }
     }
 
