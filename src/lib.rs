@@ -12,7 +12,9 @@
 //! - [`loadgen`]: the `fastpm bench` engine, a closed-loop load generator that connects and
 //!   gives up like nginx.
 //! - [`scoreboard`]: the shared-memory counters and per-worker slots.
-//! - [`worker`]: the accept lock and the serve loop.
+//! - [`front`]: per pool and process, the thread that accepts, reads whole requests with
+//!   deadlines and parks idle kept connections, so only complete requests reach a worker.
+//! - [`worker`]: the accept lock and the executors that run complete requests.
 //! - [`app`]: what runs a request (built-in `hello`, `echo`, `sleep`).
 //! - [`status`]: one snapshot, rendered as text / JSON / OpenMetrics, served over FastCGI and
 //!   the master's HTTP listener.
@@ -24,6 +26,7 @@
 pub mod app;
 pub mod config;
 pub mod fastcgi;
+pub mod front;
 pub mod listen;
 pub mod loadgen;
 pub mod master;

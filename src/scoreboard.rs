@@ -186,6 +186,11 @@ pub struct WorkerSlot {
     /// 1 while the worker holds the pool's accept lock (waiting on the lock is not a hang;
     /// holding it without a heartbeat is).
     pub holds_lock: AtomicU32,
+    /// Written by the front that publishes in this slot (a worker process's own; slot 0 for
+    /// a thread pool's): connections it is reading (`reading connections`, a gauge).
+    pub front_reading: AtomicU32,
+    /// The same front's kept connections idle between requests (`idle kept connections`).
+    pub front_idle: AtomicU32,
     /// Sequence lock for the texts below: odd while the worker writes them.
     text_seq: AtomicU64,
     method: AtomicText<2>,
@@ -279,6 +284,8 @@ impl WorkerSlot {
         self.pid.store(pid, Relaxed);
         self.started_us.store(now_us(), Relaxed);
         self.holds_lock.store(0, Relaxed);
+        self.front_reading.store(0, Relaxed);
+        self.front_idle.store(0, Relaxed);
         self.requests.store(0, Relaxed);
         self.request_start_us.store(0, Relaxed);
         self.last_duration_us.store(0, Relaxed);
@@ -287,6 +294,8 @@ impl WorkerSlot {
 
     /// Give the slot back (worker gone).
     pub fn release(&self) {
+        self.front_reading.store(0, Relaxed);
+        self.front_idle.store(0, Relaxed);
         self.set_state(WorkerState::Free);
         self.pid.store(0, Relaxed);
     }

@@ -79,6 +79,22 @@ fn pool_survives_a_worker_at_its_fd_limit(lock: &str) {
         assert!(Instant::now() < deadline, "2 workers expected: {kids:?}");
         std::thread::sleep(Duration::from_millis(10));
     };
+    // Both workers up (a worker makes its epoll sets and eventfds before it claims its slot
+    // and shows on the status page): the limit must meet one that is serving, not starting.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !workers.iter().all(|pid| {
+        let body = http_get(port, "/status?json&full").1;
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        status["pools"][0]["processes"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["pid"] == *pid))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "workers {workers:?} not on the status page"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     sleep_request(&socket, 1).unwrap();
     let stuck = workers[0];
     set_nofile(stuck, 3);

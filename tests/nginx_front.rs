@@ -5,7 +5,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::nginx::{curl, Nginx};
+use common::nginx::{curl, kept_connections_to, Nginx};
 use common::{require, Server};
 
 const POOLS: &str = r#"
@@ -155,11 +155,11 @@ fn nginx_keep_conn_reuses_connections() {
     );
 }
 
-/// nginx's `keepalive` larger than the pool (conf/nginx.conf keeps 8 for 4 workers): each
-/// worker ends up holding an idle kept connection while nginx has already sent requests down
-/// others that wait in the listen queue. Those must not wait for an idle connection to time
-/// out (10 s): a worker gives its idle connection up when a connection stays queued, and every
-/// request is answered promptly, with no error.
+/// nginx's `keepalive` larger than the pool (conf/nginx.conf keeps 8 for 4 workers): nginx
+/// keeps more idle connections than there are workers and sends requests down any of them,
+/// or down new ones that wait in the listen queue. Those must not wait for an idle connection to time
+/// out (10 s): idle kept connections wait in the front, holding no worker, and every request
+/// is answered promptly, with no error.
 #[test]
 fn nginx_keepalive_larger_than_the_pool_does_not_stall_queued_requests() {
     let server = Server::start(
@@ -179,24 +179,10 @@ address = "unix:{dir}/s.sock"
 kind = "sleep"
 "#,
     );
-    let dir = server.dir.path().display().to_string();
-    let nginx = Nginx::start(server.dir.path(), |port| {
-        format!(
-            r#"
-    upstream sleepers {{
-        server unix:{dir}/s.sock;
-        keepalive 8;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            include /etc/nginx/fastcgi_params;
-            fastcgi_keep_conn on;
-            fastcgi_pass sleepers;
-        }}
-    }}"#
-        )
-    });
+    let nginx = Nginx::start(
+        server.dir.path(),
+        kept_connections_to(&server.path("s.sock"), 8),
+    );
     let started = std::time::Instant::now();
     let clients: Vec<_> = (0..6)
         .map(|i| {

@@ -121,6 +121,13 @@ impl Assembler {
         self.active.as_ref().map(|a| a.request_id)
     }
 
+    /// The request being read has all its params (its body may still be coming).
+    pub fn params_complete(&self) -> bool {
+        self.active
+            .as_ref()
+            .is_some_and(|a| a.params_done.is_some())
+    }
+
     /// Give a handled request's allocations back for the next request.
     pub fn recycle(&mut self, request: Request) {
         self.recycle_parts(request.params, request.stdin);

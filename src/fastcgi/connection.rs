@@ -28,8 +28,7 @@ pub trait Handler {
 
     /// Called before the driver waits on a kept connection (FCGI_KEEP_CONN) whose last request
     /// was answered and of whose next request nothing has arrived: the connection is idle, and
-    /// ending it now loses nothing (the worker uses this to give way to queued connections).
-    /// Default: no-op.
+    /// ending it now loses nothing. Default: no-op.
     fn between_requests(&mut self) {}
 
     /// Asked when a kept connection has just gone idle, before the driver waits on it: `true`
@@ -166,7 +165,7 @@ fn drive<S: Read + Write>(
                 None => {}
                 Some(Event::Started { .. }) => handler.begin(),
                 Some(Event::Complete(request)) => {
-                    run(stream, handler, &request, out)?;
+                    respond(stream, handler, &request, out)?;
                     let keep_conn = request.keep_conn;
                     assembler.recycle(request);
                     if !keep_conn {
@@ -224,8 +223,9 @@ fn drive<S: Read + Write>(
     }
 }
 
-/// Run the handler for `request` and write its response with END_REQUEST.
-fn run<S: Write>(
+/// Run the handler for `request` and write its response with END_REQUEST (the worker's
+/// executors call this for each complete request the front hands over).
+pub fn respond<S: Write>(
     stream: &mut S,
     handler: &mut impl Handler,
     request: &Request,

@@ -30,8 +30,8 @@ pub use client::{
 };
 pub use client_reader::ResponseReader;
 pub use connection::{
-    serve_connection, serve_connection_with, ConnectionBuffers, ConnectionEnd, ConnectionError,
-    Handler,
+    respond, serve_connection, serve_connection_with, ConnectionBuffers, ConnectionEnd,
+    ConnectionError, Handler,
 };
 pub use error::{LimitExceeded, LimitKind, ProtocolError};
 pub use limits::Limits;

@@ -160,8 +160,9 @@ pub(super) fn open_pool(
 
 /// The receive timeout (`SO_RCVTIMEO`) a pool's listening socket carries.
 ///
-/// fastpm's own workers block in `accept()` for at most [`STOP_CHECK_INTERVAL`], then look at
-/// the stop flags: one syscall per connection (see `worker::serve`). An exec pool's programs
+/// fastpm's own workers accept without blocking (their fronts wait with epoll); the timeout
+/// stays as a bound for anything that would block on the socket, and accepted TCP sockets
+/// inherit it. An exec pool's programs
 /// accept on copies of the same socket, and a socket option belongs to the open file
 /// description, shared by every copy: with a timeout their blocking `accept()` fails with
 /// `EAGAIN`, and php-cgi and libfcgi programs exit on that — the master then restarts them
@@ -174,11 +175,14 @@ pub fn accept_timeout(kind: AppKind) -> Option<Duration> {
     }
 }
 
-/// Make the listening socket blocking and set its receive timeout (`None` clears one a
-/// previous master or a socket unit may have set: the option outlives the process that set
-/// it).
+/// Set the listening socket's receive timeout (`None` clears one a previous master or a
+/// socket unit may have set: the option outlives the process that set it) and its blocking
+/// mode: non-blocking for fastpm's own workers, whose fronts (`crate::front`) wait with epoll
+/// and must get EAGAIN when another worker took the connection first; blocking for an exec
+/// pool's programs (`None`), as spawn-fcgi gives it. O_NONBLOCK too belongs to the open file
+/// description every worker shares.
 fn prepare_for_accept(listener: &Listener, timeout: Option<Duration>) -> std::io::Result<()> {
-    listener.set_nonblocking(false)?;
+    listener.set_nonblocking(timeout.is_some())?;
     let timeout = timeout.unwrap_or(Duration::ZERO);
     let timeval = libc::timeval {
         tv_sec: timeout.as_secs() as libc::time_t,

@@ -226,6 +226,20 @@ const FAMILIES: &[Family] = &[
         value: |s| int(s.accept_errors),
     },
     Family {
+        name: "fastpm_reading_connections",
+        kind: MetricType::Gauge,
+        unit: None,
+        help: "Connections the pool's fronts are reading a request from (no worker held).",
+        value: |s| int(s.reading_connections),
+    },
+    Family {
+        name: "fastpm_idle_kept_connections",
+        kind: MetricType::Gauge,
+        unit: None,
+        help: "Kept connections (FCGI_KEEP_CONN) idle in the pool's fronts between requests.",
+        value: |s| int(s.idle_kept_connections),
+    },
+    Family {
         name: "fastpm_queue_wait_p50_seconds",
         kind: MetricType::Gauge,
         unit: Some("seconds"),

@@ -122,6 +122,10 @@ pub struct PoolSnapshot {
     pub abandoned_requests: u64,
     /// accept() failures a worker backed off from (EMFILE, ENFILE, ENOBUFS, ENOMEM).
     pub accept_errors: u64,
+    /// Connections the pool's fronts are reading a request from (DESIGN.md §8), a gauge.
+    pub reading_connections: u64,
+    /// Kept connections idle in the pool's fronts between requests, a gauge.
+    pub idle_kept_connections: u64,
     /// `None` until the queue-wait accounting supplies numbers.
     pub queue_wait: Option<QueueWait>,
     /// TCP pools: the same wait from `tcpi_last_data_recv` (the cross-check); `None` on unix.
@@ -222,6 +226,14 @@ impl PoolSnapshot {
             shed_requests,
             abandoned_requests: board.abandoned_requests.load(Relaxed),
             accept_errors: board.accept_errors.load(Relaxed),
+            reading_connections: slots
+                .iter()
+                .map(|s| u64::from(s.front_reading.load(Relaxed)))
+                .sum(),
+            idle_kept_connections: slots
+                .iter()
+                .map(|s| u64::from(s.front_idle.load(Relaxed)))
+                .sum(),
             queue_wait,
             queue_wait_tcp_info: QueueWait::from_histogram(&board.queue_wait_tcp_info.snapshot()),
             queue_wait_histogram: board.queue_wait.snapshot(),
@@ -266,6 +278,8 @@ impl PoolSnapshot {
             field("shed requests", Count(self.shed_requests)),
             field("abandoned requests", Count(self.abandoned_requests)),
             field("accept errors", Count(self.accept_errors)),
+            field("reading connections", Count(self.reading_connections)),
+            field("idle kept connections", Count(self.idle_kept_connections)),
             field("queue wait p50 ms", wait(|w| w.p50_ms)),
             field("queue wait p99 ms", wait(|w| w.p99_ms)),
             field("queue wait max ms", wait(|w| w.max_ms)),

@@ -33,8 +33,10 @@ pub fn pools(snapshots: &[PoolSnapshot]) -> String {
 fn write_fields(out: &mut String, fields: &[Field<'_>]) {
     for f in fields {
         let key = format!("{}:", f.key);
+        // A key as long as the column (`idle kept connections:`) still gets its space.
+        let width = KEY_COLUMN.max(key.len() + 1);
         // Writing to a String cannot fail.
-        let _ = writeln!(out, "{key:<KEY_COLUMN$}{}", value(f.value));
+        let _ = writeln!(out, "{key:<width$}{}", value(f.value));
     }
 }
 

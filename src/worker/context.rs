@@ -12,17 +12,16 @@ use crate::status::PoolInfo;
 
 use super::lock::AcceptLock;
 
-/// How long a worker waits for the next bytes of a request (or of the next request on a
-/// keep-conn connection) before it closes that connection. One worker serves one connection at a
-/// time, so a client that sends half a request and stalls must not hold it forever.
+/// How long an executor's `TimedIo` waits for bytes from a client. Executors get complete
+/// requests from the front (`crate::front`, which reads with whole-request deadlines), so
+/// this bounds only what an app may still read from the connection itself.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a worker blocks writing a response to a client that does not read.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How often a waiting worker looks at the stop flag. Also the listener's `SO_RCVTIMEO`, so
-/// accepted TCP sockets inherit it: worker code never blocks in a plain read on them (see
-/// `worker::io`).
+/// The listener's `SO_RCVTIMEO` (the fronts accept without blocking; accepted TCP sockets
+/// inherit it, so no code ever blocks in a plain read on them for long: see `worker::io`).
 pub const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 
 /// One pool as its workers see it.
@@ -30,7 +29,7 @@ pub struct PoolContext {
     /// Position of the pool on the scoreboard.
     pub index: usize,
     pub config: PoolConfig,
-    /// The pool's listening socket (blocking, with an accept timeout of [`STOP_CHECK_INTERVAL`]).
+    /// The pool's listening socket (non-blocking; fronts wait for it with epoll).
     pub listener: Listener,
     pub lock: AcceptLock,
     /// `allowed_clients` for TCP pools.

@@ -7,19 +7,13 @@
 //! room to take) does the worker `poll()` for at most the timeout. nginx sends the whole request
 //! right after connecting, so the common case never polls.
 //!
-//! A kept connection (FCGI_KEEP_CONN) that sits idle between requests holds its worker. When
-//! every worker is held like that, new connections wait in the listen queue until some idle
-//! one times out (10 s) — with nginx's `keepalive` larger than the pool, that is every burst of
-//! concurrency. So while idle (see `Handler::between_requests`) the wait also watches the
-//! listening socket, and a connection still queued after [`YIELD_GRACE`] makes the worker give
-//! up its idle one (read returns end of file) and go back to accept(). Nothing is lost: no
-//! request was in progress, and nginx drops a cached connection that closes, or retries a
-//! request that raced the close on a fresh connection.
+//! Executors use it to write responses (and the overload check's peek); connections are read
+//! by the front (`crate::front`), which never blocks. Kept connections wait there between
+//! requests, so nothing here watches for idle connections any more.
 
-use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -27,41 +21,16 @@ use nix::sys::socket::{recv, send, MsgFlags};
 
 use crate::scoreboard::WorkerSlot;
 
-/// How long a connection must stay queued before an idle kept connection gives way to it. A
-/// free worker takes a new connection within microseconds; only when none is free does it
-/// stay queued this long.
-pub const YIELD_GRACE: Duration = Duration::from_millis(5);
-
 /// A connection's descriptor with the worker's read and write timeouts.
 pub struct TimedIo<'a> {
     fd: BorrowedFd<'a>,
     read_timeout: Duration,
     write_timeout: Duration,
-    /// Give way to connections queued here while idle (see the module comment).
-    yield_to: Option<YieldTo<'a>>,
     /// The worker's slot, beaten whenever a wait ends with the client ready: a long upload
     /// or download that keeps moving is alive, not hung (the master's `IO_SILENCE`). Only
     /// waits beat, so a request that needs none costs nothing more.
     alive: Option<&'a WorkerSlot>,
 }
-
-/// The listening socket an idle kept connection gives way to, and the flag saying it is idle.
-#[derive(Clone, Copy)]
-pub struct YieldTo<'a> {
-    pub listener: BorrowedFd<'a>,
-    /// Set by the handler's `between_requests`, cleared when bytes arrive.
-    pub idle: &'a Cell<bool>,
-    /// Set when the connection was given up: the caller counts it.
-    pub yielded: &'a Cell<bool>,
-    /// Asked at least every [`IDLE_STOP_CHECK`] while idle: `true` gives the connection up
-    /// (the worker is stopping, for TERM, QUIT or a reload). Idle, nothing is lost.
-    pub give_up: &'a dyn Fn() -> bool,
-}
-
-/// How often an idle kept connection's wait looks at [`YieldTo::give_up`]: a stop or reload
-/// reaches a worker held by an idle kept connection within this time, not at the 10 s read
-/// timeout.
-pub const IDLE_STOP_CHECK: Duration = Duration::from_millis(200);
 
 impl<'a> TimedIo<'a> {
     pub fn new(stream: &'a impl AsFd, read_timeout: Duration, write_timeout: Duration) -> Self {
@@ -69,7 +38,6 @@ impl<'a> TimedIo<'a> {
             fd: stream.as_fd(),
             read_timeout,
             write_timeout,
-            yield_to: None,
             alive: None,
         }
     }
@@ -78,64 +46,6 @@ impl<'a> TimedIo<'a> {
     pub fn beating(mut self, slot: &'a WorkerSlot) -> Self {
         self.alive = Some(slot);
         self
-    }
-
-    /// Let this connection give way to queued ones while it is idle.
-    pub fn yielding_to(mut self, yield_to: YieldTo<'a>) -> Self {
-        self.yield_to = Some(yield_to);
-        self
-    }
-
-    /// Wait for the idle connection's next bytes, or for a queued connection that no free worker
-    /// took within [`YIELD_GRACE`]. `Ok(true)`: readable; `Ok(false)`: give the connection up.
-    fn wait_idle(&self, listener: BorrowedFd<'_>, give_up: &dyn Fn() -> bool) -> io::Result<bool> {
-        let deadline = Instant::now() + self.read_timeout;
-        loop {
-            if give_up() {
-                return Ok(false);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let mut fds = [
-                PollFd::new(self.fd, PollFlags::POLLIN),
-                PollFd::new(listener, PollFlags::POLLIN),
-            ];
-            match poll(
-                &mut fds,
-                PollTimeout::try_from(left.min(IDLE_STOP_CHECK)).unwrap_or(PollTimeout::MAX),
-            ) {
-                Ok(0) if !left.is_zero() => continue,
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "no next request on the kept connection for {} ms",
-                            self.read_timeout.as_millis()
-                        ),
-                    ))
-                }
-                Ok(_) => {}
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-            let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-            if ready(&fds[0]) {
-                return Ok(true);
-            }
-            if !ready(&fds[1]) {
-                continue;
-            }
-            // A connection is queued: give a free worker the grace to take it (our own next
-            // request may come meanwhile), then look again.
-            match self.wait(PollFlags::POLLIN, YIELD_GRACE, "reading") {
-                Ok(()) => return Ok(true),
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
-                Err(e) => return Err(e),
-            }
-            let mut queued = [PollFd::new(listener, PollFlags::POLLIN)];
-            if matches!(poll(&mut queued, PollTimeout::ZERO), Ok(n) if n > 0) {
-                return Ok(false);
-            }
-        }
     }
 
     /// Wait until the socket is ready for `events`, or fail with `TimedOut`.
@@ -167,22 +77,8 @@ impl Read for TimedIo<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match recv(self.fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
-                Ok(n) => {
-                    if let Some(y) = self.yield_to {
-                        y.idle.set(false);
-                    }
-                    return Ok(n);
-                }
-                Err(Errno::EAGAIN) => match self.yield_to {
-                    Some(y) if y.idle.get() => {
-                        if !self.wait_idle(y.listener, y.give_up)? {
-                            y.idle.set(false);
-                            y.yielded.set(true);
-                            return Ok(0);
-                        }
-                    }
-                    _ => self.wait(PollFlags::POLLIN, self.read_timeout, "reading")?,
-                },
+                Ok(n) => return Ok(n),
+                Err(Errno::EAGAIN) => self.wait(PollFlags::POLLIN, self.read_timeout, "reading")?,
                 Err(Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -237,87 +133,6 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(45));
         drop(a);
         assert_eq!(io.read(&mut buf).unwrap(), 0, "EOF after the peer closes");
-    }
-
-    /// A listening socket with one connection waiting in its queue (never accepted).
-    fn listener_with_a_queued_connection(
-        dir: &std::path::Path,
-    ) -> (std::os::unix::net::UnixListener, UnixStream) {
-        let path = dir.join("l.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let queued = UnixStream::connect(&path).unwrap();
-        (listener, queued)
-    }
-
-    /// `conn`'s I/O, giving way to connections queued on `listener` while `idle` is set.
-    fn yielding<'a>(
-        conn: &'a UnixStream,
-        listener: &'a std::os::unix::net::UnixListener,
-        idle: &'a Cell<bool>,
-        yielded: &'a Cell<bool>,
-        read_timeout: Duration,
-    ) -> TimedIo<'a> {
-        TimedIo::new(conn, read_timeout, Duration::from_secs(5)).yielding_to(YieldTo {
-            listener: listener.as_fd(),
-            idle,
-            yielded,
-            give_up: &|| false,
-        })
-    }
-
-    #[test]
-    fn an_idle_kept_connection_gives_way_to_a_queued_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let (listener, _queued) = listener_with_a_queued_connection(dir.path());
-        let (_a, b) = UnixStream::pair().unwrap();
-        let (idle, yielded) = (Cell::new(true), Cell::new(false));
-        let mut io = yielding(&b, &listener, &idle, &yielded, Duration::from_secs(5));
-        let started = std::time::Instant::now();
-        let mut buf = [0u8; 16];
-        assert_eq!(
-            io.read(&mut buf).unwrap(),
-            0,
-            "given up like a closed connection"
-        );
-        assert!(yielded.get());
-        assert!(!idle.get());
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "{:?}",
-            started.elapsed()
-        );
-    }
-
-    #[test]
-    fn an_idle_kept_connection_serves_its_own_next_request_when_nothing_is_queued() {
-        let dir = tempfile::tempdir().unwrap();
-        let listener = std::os::unix::net::UnixListener::bind(dir.path().join("l.sock")).unwrap();
-        let (mut a, b) = UnixStream::pair().unwrap();
-        let (idle, yielded) = (Cell::new(true), Cell::new(false));
-        let mut io = yielding(&b, &listener, &idle, &yielded, Duration::from_secs(5));
-        let writer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
-            a.write_all(b"next!").unwrap();
-            a
-        });
-        let mut buf = [0u8; 16];
-        assert_eq!(io.read(&mut buf).unwrap(), 5);
-        assert!(!yielded.get());
-        assert!(!idle.get(), "bytes arrived: no longer idle");
-        drop(writer.join());
-    }
-
-    #[test]
-    fn a_connection_in_the_middle_of_a_request_never_gives_way() {
-        let dir = tempfile::tempdir().unwrap();
-        let (listener, _queued) = listener_with_a_queued_connection(dir.path());
-        let (_a, b) = UnixStream::pair().unwrap();
-        let (idle, yielded) = (Cell::new(false), Cell::new(false));
-        let mut io = yielding(&b, &listener, &idle, &yielded, Duration::from_millis(100));
-        let mut buf = [0u8; 16];
-        let err = io.read(&mut buf).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        assert!(!yielded.get());
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! The accept lock: only the holder waits for and accepts a connection, so one connection wakes
-//! one worker and the others sleep on the lock instead of racing for the socket.
-//!
-//! It is held around the wait + accept and never while a request runs. The kinds
+//! The accept lock: only the holder accepts a connection. Since the front (`crate::front`)
+//! waits for connections with epoll and accepts without blocking, it is held around one
+//! non-blocking `accept()` only — never while waiting, never while a request runs — and
+//! orders the fronts of a pool's worker processes at the socket. The kinds
 //! (`accept_lock`, DESIGN.md §4):
 //!
 //! - `mutex`: thread workers of [`AcceptLock::for_threads`] share an in-process mutex; workers

@@ -1,15 +1,17 @@
-//! Workers: wait for the accept lock, accept one connection, serve it, repeat.
+//! Workers: executors run the complete requests their front (`crate::front`) hands over.
 //!
 //! - [`context`]: what every worker of a pool shares (listener, scoreboard, limits, stop flag).
-//! - [`lock`]: the accept lock, held only around wait + accept.
+//! - [`lock`]: the accept lock, held by a front around one non-blocking accept.
 //! - [`io`]: reads and writes with a deadline, without per-connection `setsockopt`.
 //! - [`request`]: one request's path through the worker: scoreboard, status/ping, app.
-//! - [`serve`]: the loop itself.
+//! - [`executor`]: runs complete requests; accepts while free, gives the front the rest.
+//! - [`serve`]: how a pool's front and executors are put together; accept errors.
 //!
-//! Thread workers run this code on threads of the master; worker processes (a later issue) run
-//! the same loop after re-executing the binary.
+//! Thread workers run this code on threads of the master; worker processes run the same after
+//! re-executing the binary.
 
 pub mod context;
+pub mod executor;
 pub mod io;
 pub mod lock;
 pub mod process;

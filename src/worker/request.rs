@@ -7,7 +7,6 @@
 //! `FCGI_OVERLOADED`, without touching the app). The status and ping answers are never shed:
 //! they are how an operator sees the overload.
 
-use std::cell::Cell;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -138,16 +137,13 @@ fn shed(out: &mut ResponseWriter<'_>) -> std::io::Result<u32> {
     Ok(0)
 }
 
-/// One connection as the handler serves it: the accepted socket (to check the client is still
-/// there) and how long the connection waited in the kernel queue (applies to its first request
+/// One request's connection as the handler serves it: the accepted socket (to check the client
+/// is still there) and how long the connection waited in the kernel queue (its first request
 /// only; later requests on a keep-conn connection did not wait in the queue).
 pub struct Connection<'h, 'a, 's> {
     handler: &'h mut RequestHandler<'a>,
     socket: BorrowedFd<'s>,
     queue_wait: Option<Duration>,
-    /// Shared with the connection's `TimedIo`: set while the kept connection is idle between
-    /// requests, so that its wait may give way to queued connections (`worker::io`).
-    idle: &'s Cell<bool>,
 }
 
 impl<'h, 'a, 's> Connection<'h, 'a, 's> {
@@ -155,36 +151,16 @@ impl<'h, 'a, 's> Connection<'h, 'a, 's> {
         handler: &'h mut RequestHandler<'a>,
         socket: &'s impl AsFd,
         queue_wait_us: Option<u64>,
-        idle: &'s Cell<bool>,
     ) -> Self {
         Self {
             handler,
             socket: socket.as_fd(),
             queue_wait: queue_wait_us.map(Duration::from_micros),
-            idle,
         }
     }
 }
 
 impl Handler for Connection<'_, '_, '_> {
-    fn begin(&mut self) {
-        self.handler.begin();
-    }
-
-    fn between_requests(&mut self) {
-        self.idle.set(true);
-        // Waiting for a kept connection's next request is idle, not busy: the worker gives the
-        // connection up for a queued one (`worker::io`), so it counts as free for the status
-        // page and for pm = dynamic (which would otherwise spawn for every kept connection).
-        self.handler.slot.set_state(WorkerState::Idle);
-    }
-
-    fn end_idle_connection(&mut self) -> bool {
-        let ctx = self.handler.ctx;
-        super::serve::stop_asked(ctx)
-            || super::serve::recycle(ctx, self.handler.slot.requests.load(Relaxed))
-    }
-
     fn handle(&mut self, request: &Request, out: &mut ResponseWriter<'_>) -> std::io::Result<u32> {
         let wait = self.queue_wait.take();
         self.handler.handle_request(request, out, self.socket, wait)
@@ -224,10 +200,6 @@ impl RequestHandler<'_> {
                 Verdict::Shed
             }
         }
-    }
-
-    fn begin(&mut self) {
-        self.slot.set_state(WorkerState::Reading);
     }
 
     /// Serve one request of a connection whose socket is `socket` and whose queue wait (for

@@ -72,6 +72,29 @@ http {{
     }
 }
 
+/// `http_blocks` for [`Nginx::start`]: every path passed to the FastCGI server at `socket`
+/// over kept connections (`fastcgi_keep_conn on`, upstream `keepalive`).
+pub fn kept_connections_to(socket: &Path, keepalive: u32) -> impl FnOnce(u16) -> String {
+    let socket = socket.display().to_string();
+    move |port| {
+        format!(
+            r#"
+    upstream kept {{
+        server unix:{socket};
+        keepalive {keepalive};
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            include /etc/nginx/fastcgi_params;
+            fastcgi_keep_conn on;
+            fastcgi_pass kept;
+        }}
+    }}"#
+        )
+    }
+}
+
 /// `curl` a URL with extra `args`: (status code, what curl wrote — the body, with the headers
 /// in front when `args` has `-i` or `-D -`). 30 s cap so a hung server fails the test.
 pub fn curl(args: &[&str], url: &str) -> (u16, Vec<u8>) {

@@ -1,0 +1,354 @@
+//! One connection as the front holds it: the socket, its request [`Assembler`], the bytes read
+//! but not yet used, and where it is ([`Phase`]). [`FrontConn::step`] reads what the socket
+//! has without blocking and feeds it to the assembler until a request is complete, the socket
+//! has nothing more, or the connection must end — partial input is the normal state between
+//! two steps. The same value travels to an executor with its request and comes back after the
+//! response when the connection is kept (FCGI_KEEP_CONN).
+//!
+//! Memory: a silent connection costs this struct and its descriptor; bytes are read into the
+//! front's one scratch buffer and only a partial record (or what followed a complete request)
+//! is copied into the connection's own `pending`.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::sys::socket::{recv, MsgFlags};
+
+use super::policy::Phase;
+use crate::fastcgi::{
+    AssembleError, Assembler, Event, LimitExceeded, Limits, ProtocolError, Request,
+};
+use crate::listen::{Peer, Stream};
+
+/// One accepted connection.
+pub struct FrontConn {
+    pub stream: Stream,
+    pub peer: Peer,
+    assembler: Assembler,
+    /// Read but not yet fed: a partial record, or what followed a complete request.
+    pending: Vec<u8>,
+    /// How long the connection waited in the kernel queue; its first request's (the executor
+    /// takes it: later requests on a kept connection did not wait there).
+    pub queue_wait_us: Option<u64>,
+    pub(super) phase: Phase,
+    /// Bytes of the current phase's request have arrived (a silent connection has none).
+    pub(super) bytes_seen: bool,
+    /// Known to the front's epoll (one-shot: disarmed after each event until re-armed).
+    pub(super) registered: bool,
+    /// A request was answered on it and it was kept (FCGI_KEEP_CONN).
+    kept: bool,
+}
+
+/// What one [`FrontConn::step`] came to.
+#[derive(Debug)]
+pub enum Step {
+    /// A request is complete: the connection goes to an executor with it.
+    Complete(Request),
+    /// The socket has nothing more now: wait until it is readable.
+    Wait,
+    /// The connection is over; replies owed are in the caller's `replies`.
+    Close(End),
+}
+
+/// Why a connection ends in the front.
+#[derive(Debug)]
+pub enum End {
+    /// The peer closed between records (or gave up on a request it had begun).
+    PeerClosed,
+    /// A request ended without the app (ABORT_REQUEST, unknown role) and without keep-conn.
+    Done,
+    Io(io::Error),
+    Protocol(ProtocolError),
+    /// Answered with 431/413 (in the replies), then closed.
+    Limit(LimitExceeded),
+}
+
+impl FrontConn {
+    pub fn new(
+        stream: Stream,
+        peer: Peer,
+        limits: &Limits,
+        queue_wait_us: Option<u64>,
+        now: Instant,
+    ) -> Self {
+        Self {
+            stream,
+            peer,
+            assembler: Assembler::new(limits),
+            pending: Vec::new(),
+            queue_wait_us,
+            phase: Phase::Reading {
+                since: now,
+                params_done: false,
+            },
+            bytes_seen: false,
+            registered: false,
+            kept: false,
+        }
+    }
+
+    /// The request's allocations back for the next one, after the executor answered it; the
+    /// connection is kept if the request asked for it.
+    pub fn recycle(&mut self, request: Request) {
+        self.kept = request.keep_conn;
+        self.assembler.recycle(request);
+    }
+
+    /// Not one byte has arrived on this fresh connection yet.
+    pub fn nothing_read(&self) -> bool {
+        !self.bytes_seen && !self.kept
+    }
+
+    /// A request was answered on it and it is kept.
+    pub fn is_kept(&self) -> bool {
+        self.kept
+    }
+
+    /// Back from the executor, kept: idle from `now` until its next request's first byte —
+    /// unless bytes of that request were read with the last one.
+    pub fn returned(&mut self, now: Instant) {
+        self.bytes_seen = !self.pending.is_empty();
+        self.phase = if self.bytes_seen {
+            Phase::Reading {
+                since: now,
+                params_done: false,
+            }
+        } else {
+            Phase::Idle { since: now }
+        };
+    }
+
+    /// Read and feed until a request is complete, the socket has nothing more, or the
+    /// connection must end. `read`: look at the socket at all (a connection just back from an
+    /// executor first uses what it has). Replies the protocol owes (GET_VALUES_RESULT,
+    /// UNKNOWN_TYPE, refusals, 431/413) are appended to `replies`.
+    pub fn step(
+        &mut self,
+        scratch: &mut [u8],
+        replies: &mut Vec<u8>,
+        now: Instant,
+        mut read: bool,
+    ) -> Step {
+        loop {
+            if !self.pending.is_empty() {
+                let pending = std::mem::take(&mut self.pending);
+                let (used, step) = self.feed_all(&pending, replies);
+                self.pending = pending;
+                self.pending.drain(..used);
+                if let Some(step) = step {
+                    return step;
+                }
+            }
+            if !read {
+                return Step::Wait;
+            }
+            let n = match recv(
+                self.stream.as_fd().as_raw_fd(),
+                scratch,
+                MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(0) => return Step::Close(self.at_eof()),
+                Ok(n) => n,
+                Err(Errno::EAGAIN) => return Step::Wait,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Step::Close(End::Io(e.into())),
+            };
+            self.arrived(now);
+            if n < scratch.len() {
+                // The socket is very likely drained: feed, and wait for readiness rather than
+                // spend a read on EAGAIN (readiness is level-triggered; nothing is missed).
+                read = false;
+            }
+            if self.pending.is_empty() {
+                let (used, step) = self.feed_all(&scratch[..n], replies);
+                self.pending.extend_from_slice(&scratch[used..n]);
+                if let Some(step) = step {
+                    return step;
+                }
+            } else {
+                self.pending.extend_from_slice(&scratch[..n]);
+            }
+        }
+    }
+
+    /// The first bytes of a kept connection's next request restart the clock.
+    fn arrived(&mut self, now: Instant) {
+        if let Phase::Idle { .. } = self.phase {
+            self.phase = Phase::Reading {
+                since: now,
+                params_done: false,
+            };
+        }
+        self.bytes_seen = true;
+    }
+
+    /// End of stream: between records it is a close; inside one, a truncated record.
+    fn at_eof(&self) -> End {
+        if self.pending.is_empty() {
+            End::PeerClosed
+        } else {
+            End::Protocol(ProtocolError::TruncatedRecord {
+                buffered: self.pending.len(),
+            })
+        }
+    }
+
+    /// Feed whole records of `input`; how many bytes were used, and a step if one was reached.
+    fn feed_all(&mut self, input: &[u8], replies: &mut Vec<u8>) -> (usize, Option<Step>) {
+        let mut used = 0;
+        loop {
+            let fed = match self.assembler.feed(&input[used..], replies) {
+                Ok(fed) => fed,
+                Err(AssembleError::Protocol(e)) => {
+                    return (used, Some(Step::Close(End::Protocol(e))))
+                }
+                Err(AssembleError::Limit(l)) => return (used, Some(Step::Close(End::Limit(l)))),
+            };
+            if fed.consumed == 0 {
+                break;
+            }
+            used += fed.consumed;
+            match fed.event {
+                None | Some(Event::Started { .. }) => {}
+                Some(Event::Complete(request)) => return (used, Some(Step::Complete(request))),
+                Some(Event::Finished {
+                    keep_conn: false, ..
+                }) => return (used, Some(Step::Close(End::Done))),
+                Some(Event::Finished { .. }) => {}
+            }
+        }
+        if let Phase::Reading {
+            since,
+            params_done: false,
+        } = self.phase
+        {
+            if self.assembler.params_complete() {
+                self.phase = Phase::Reading {
+                    since,
+                    params_done: true,
+                };
+            }
+        }
+        (used, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fastcgi::{encode_request, ClientRequest};
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    fn request(keep_conn: bool, body: &[u8]) -> Vec<u8> {
+        let request = ClientRequest {
+            params: vec![(b"SCRIPT_NAME".to_vec(), b"/x".to_vec())],
+            body: body.to_vec(),
+            keep_conn,
+        };
+        let mut out = Vec::new();
+        encode_request(&mut out, 1, &request).unwrap();
+        out
+    }
+
+    /// A fresh connection over a socket pair; the other end to write into.
+    fn pair() -> (FrontConn, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let conn = FrontConn::new(
+            Stream::Unix(ours),
+            Peer::Unix,
+            &Limits::default(),
+            None,
+            Instant::now(),
+        );
+        (conn, theirs)
+    }
+
+    fn step(conn: &mut FrontConn) -> Step {
+        let mut scratch = vec![0u8; 64 * 1024];
+        conn.step(&mut scratch, &mut Vec::new(), Instant::now(), true)
+    }
+
+    #[test]
+    fn partial_input_waits_and_completes_byte_by_byte() {
+        let (mut conn, mut client) = pair();
+        assert!(matches!(step(&mut conn), Step::Wait));
+        assert!(conn.nothing_read());
+        let bytes = request(false, b"body");
+        for (i, byte) in bytes.iter().enumerate() {
+            client.write_all(&[*byte]).unwrap();
+            match step(&mut conn) {
+                Step::Wait => assert!(i + 1 < bytes.len(), "complete only at the last byte"),
+                Step::Complete(r) => {
+                    assert_eq!(i + 1, bytes.len());
+                    assert_eq!(r.stdin, b"body");
+                }
+                Step::Close(end) => panic!("closed at byte {i}: {end:?}"),
+            }
+            assert!(!conn.nothing_read());
+        }
+    }
+
+    #[test]
+    fn params_done_moves_the_deadline_to_the_whole_request() {
+        let (mut conn, mut client) = pair();
+        let bytes = request(false, b"body");
+        // Everything but the STDIN records: BEGIN (16) + PARAMS + empty PARAMS.
+        let stdin_at = bytes.len() - 2 * 8 - 8; // "body" padded to 8, then the empty STDIN
+        client.write_all(&bytes[..stdin_at]).unwrap();
+        assert!(matches!(step(&mut conn), Step::Wait));
+        assert!(matches!(
+            conn.phase,
+            Phase::Reading {
+                params_done: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_kept_connection_goes_idle_and_keeps_pipelined_bytes() {
+        let (mut conn, mut client) = pair();
+        let mut bytes = request(true, b"");
+        bytes.extend(request(true, b"second"));
+        client.write_all(&bytes).unwrap();
+        let Step::Complete(first) = step(&mut conn) else {
+            panic!("first request")
+        };
+        conn.recycle(first);
+        assert!(conn.is_kept());
+        // The second request came in the same read: back from the executor it is not idle.
+        conn.returned(Instant::now());
+        assert!(matches!(conn.phase, Phase::Reading { .. }));
+        let mut scratch = vec![0u8; 1024];
+        match conn.step(&mut scratch, &mut Vec::new(), Instant::now(), false) {
+            Step::Complete(second) => {
+                assert_eq!(second.stdin, b"second");
+                conn.recycle(second);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing pending now: idle.
+        conn.returned(Instant::now());
+        assert!(matches!(conn.phase, Phase::Idle { .. }));
+    }
+
+    #[test]
+    fn end_of_stream_between_records_is_a_close_inside_one_an_error() {
+        let (mut conn, client) = pair();
+        drop(client);
+        assert!(matches!(step(&mut conn), Step::Close(End::PeerClosed)));
+
+        let (mut conn, mut client) = pair();
+        client.write_all(&request(false, b"")[..5]).unwrap();
+        drop(client);
+        // A short read says the socket is drained: the end is seen at the next readiness.
+        assert!(matches!(step(&mut conn), Step::Wait));
+        assert!(matches!(
+            step(&mut conn),
+            Step::Close(End::Protocol(ProtocolError::TruncatedRecord { .. }))
+        ));
+    }
+}

@@ -1,0 +1,229 @@
+//! The front's thread: one epoll set with the connections it holds (one-shot, re-armed after
+//! each read) and the handoff's eventfd. Each turn: connections the executors gave it (new
+//! ones whose request is not all there, kept ones after their response), then connections
+//! that became readable; every [`TICK`] the deadlines, the stop flags and the gauges.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+
+use super::conn::FrontConn;
+use super::handoff::{Handoff, Job};
+use super::intake::{look, Look, SCRATCH};
+use super::policy::{self, Ending, Phase, TICK};
+use crate::scoreboard::WorkerSlot;
+use crate::worker::PoolContext;
+
+const WAKE: u64 = u64::MAX;
+
+struct Front<'a> {
+    ctx: &'a PoolContext,
+    handoff: &'a Handoff,
+    /// Where the front publishes `reading connections` and `idle kept connections`.
+    gauges: &'a WorkerSlot,
+    epoll: Epoll,
+    conns: HashMap<RawFd, FrontConn>,
+    scratch: Vec<u8>,
+    replies: Vec<u8>,
+    given: Vec<FrontConn>,
+    ending: Ending,
+    next_sweep: Instant,
+}
+
+/// The front's epoll set, made before the worker starts (so a worker that cannot get its
+/// descriptors fails before it claims a scoreboard slot, not later).
+pub fn front_epoll(handoff: &Handoff) -> std::io::Result<Epoll> {
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    epoll.add(
+        handoff.front_wake_fd(),
+        EpollEvent::new(EpollFlags::EPOLLIN, WAKE),
+    )?;
+    Ok(epoll)
+}
+
+/// Run the front of one pool in this process until the pool stops (or, in a worker process,
+/// until it retires), in the epoll set [`front_epoll`] made. Closes the handoff when it
+/// leaves, so the executors finish what is queued and leave too.
+pub fn run_front(
+    ctx: &PoolContext,
+    handoff: &Handoff,
+    gauges: &WorkerSlot,
+    epoll: Epoll,
+) -> std::io::Result<()> {
+    struct CloseOnExit<'h>(&'h Handoff);
+    impl Drop for CloseOnExit<'_> {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let _close = CloseOnExit(handoff);
+    let mut front = Front {
+        ctx,
+        handoff,
+        gauges,
+        epoll,
+        conns: HashMap::new(),
+        scratch: vec![0; SCRATCH],
+        replies: Vec::new(),
+        given: Vec::new(),
+        ending: Ending::No,
+        next_sweep: Instant::now() + TICK,
+    };
+    let result = front.run();
+    front.gauges.front_reading.store(0, Relaxed);
+    front.gauges.front_idle.store(0, Relaxed);
+    result
+}
+
+impl Front<'_> {
+    fn run(&mut self) -> std::io::Result<()> {
+        let mut events = vec![EpollEvent::empty(); 256];
+        loop {
+            self.look_at_stop();
+            if self.done() {
+                return Ok(());
+            }
+            let timeout = EpollTimeout::try_from(TICK).unwrap_or(EpollTimeout::NONE);
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => 0,
+                Err(e) => return Err(e.into()),
+            };
+            let now = Instant::now();
+            let mut wake = false;
+            for event in &events[..n] {
+                match event.data() {
+                    WAKE => wake = true,
+                    fd => {
+                        if let Some(conn) = self.conns.remove(&(fd as RawFd)) {
+                            self.advance(conn, now, true);
+                        }
+                    }
+                }
+            }
+            if wake {
+                self.take_given(now);
+            }
+            if Instant::now() >= self.next_sweep {
+                self.sweep();
+            }
+            self.handoff.set_held(self.conns.len());
+        }
+    }
+
+    /// The stop flags (and recycling) as this front's [`Ending`]; an ending closes what it
+    /// must at once.
+    fn look_at_stop(&mut self) {
+        let ending = if self.ctx.quitting.load(Relaxed) || self.handoff.retiring() {
+            Ending::Now
+        } else if self.ctx.stopping.load(Relaxed) {
+            Ending::Drain
+        } else {
+            Ending::No
+        };
+        // Never back from Now to Drain.
+        if ending != self.ending && ending != Ending::No && self.ending != Ending::Now {
+            self.ending = ending;
+            self.close_for_stop(Instant::now());
+        }
+    }
+
+    /// Stopping, nothing held, and the executors accept nothing more.
+    fn done(&self) -> bool {
+        match self.ending {
+            Ending::No => false,
+            Ending::Now => self.conns.is_empty(),
+            Ending::Drain => self.handoff.drained() && self.conns.is_empty(),
+        }
+    }
+
+    /// Read (when `read`) and feed `conn`; queue it for an executor, hold it, or let it go.
+    fn advance(&mut self, conn: FrontConn, now: Instant, read: bool) {
+        match look(
+            self.ctx,
+            conn,
+            &mut self.scratch,
+            &mut self.replies,
+            now,
+            read,
+        ) {
+            Look::Run(conn, request) => self.handoff.push(Job { conn, request }),
+            Look::Park(conn) => self.hold(conn),
+            Look::Gone => {}
+        }
+    }
+
+    /// Keep `conn` until it is readable (or its deadline).
+    fn hold(&mut self, mut conn: FrontConn) {
+        let fd = conn.stream.as_fd().as_raw_fd();
+        let mut event = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, fd as u64);
+        let result = if conn.registered {
+            self.epoll.modify(&conn.stream, &mut event)
+        } else {
+            self.epoll.add(&conn.stream, event)
+        };
+        match result {
+            Ok(()) => {
+                conn.registered = true;
+                self.conns.insert(fd, conn);
+            }
+            Err(e) => {
+                tracing::warn!(pool = %self.ctx.config.name, error = %e, "front: cannot watch a connection; closed");
+            }
+        }
+    }
+
+    /// Connections the executors gave: new ones (read once already) and kept ones (idle, or
+    /// with the next request's first bytes already read).
+    fn take_given(&mut self, now: Instant) {
+        let mut given = std::mem::take(&mut self.given);
+        self.handoff.take_given(&mut given);
+        for mut conn in given.drain(..) {
+            if conn.is_kept() {
+                conn.returned(now);
+            }
+            if policy::close_on_stop(self.ending, conn.phase, conn.bytes_seen, now) {
+                continue; // closed: stopping, and nothing is lost
+            }
+            // A new connection was just read to EAGAIN by its executor; a kept one has read
+            // nothing since its request: use what it holds, then wait for readiness.
+            self.advance(conn, now, false);
+        }
+        self.given = given;
+    }
+
+    /// Close what a stop closes (idle kept connections; silent ones; everything for QUIT).
+    fn close_for_stop(&mut self, now: Instant) {
+        let ending = self.ending;
+        self.conns
+            .retain(|_, c| !policy::close_on_stop(ending, c.phase, c.bytes_seen, now));
+    }
+
+    /// Deadlines, stop closes, and the gauges.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        self.next_sweep = now + TICK;
+        let name = &self.ctx.config.name;
+        self.conns.retain(|_, c| {
+            let open = now < policy::deadline(c.phase);
+            if !open {
+                tracing::debug!(pool = %name, peer = ?c.peer, phase = ?c.phase, "connection closed at its deadline");
+            }
+            open
+        });
+        self.close_for_stop(now);
+        let (mut reading, mut idle) = (0, 0);
+        for c in self.conns.values() {
+            match c.phase {
+                Phase::Reading { .. } => reading += 1,
+                Phase::Idle { .. } => idle += 1,
+            }
+        }
+        self.gauges.front_reading.store(reading, Relaxed);
+        self.gauges.front_idle.store(idle, Relaxed);
+    }
+}

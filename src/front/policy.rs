@@ -1,0 +1,222 @@
+//! The front's rules as pure functions with their constants: when a free executor may accept,
+//! when a connection's time is up, which connections a stop closes. The front's loop and the
+//! executors only ask; the tables below are the whole policy.
+
+use std::time::{Duration, Instant};
+
+/// A new request's params (BEGIN_REQUEST through the empty PARAMS record) must arrive within
+/// this of its first byte — for a fresh connection, of `accept()` — like nginx's
+/// `client_header_timeout` (60 s there; a FastCGI client is a web server on a fast link and
+/// sends its params in one write, so 10 s is generous).
+pub const PARAMS_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The whole request (params and body) must arrive within this of its first byte. nginx
+/// buffers request bodies by default (`fastcgi_request_buffering on`) and sends them at once;
+/// a body that takes longer is a client holding a connection, not uploading.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long a kept connection (FCGI_KEEP_CONN) may stay idle in the front. Longer than
+/// nginx's upstream `keepalive_timeout` (60 s by default) on purpose: the web server, which
+/// knows whether it is about to send, closes first; a server that closes a kept connection
+/// races the request the web server may be sending on it (issue 9's 502s). An idle kept
+/// connection costs a descriptor and a few hundred bytes, no worker.
+pub const IDLE_KEPT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Connections one front holds that are not with an executor (being read, idle kept). Past
+/// this it stops accepting and the kernel queue takes the rest (DESIGN.md §8). 1024 is the
+/// default soft `RLIMIT_NOFILE`; a front that meets the descriptor limit first backs off like
+/// any failed `accept()` (`worker::serve::after_accept_error`).
+pub const MAX_FRONT_CONNECTIONS: usize = 1024;
+
+/// How often the front and a waiting executor wake with nothing to do: the stop flags, the
+/// deadlines (kept to within this), the heartbeat.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// How long a free executor waits for the request of a connection it accepted before any of
+/// it arrived, before giving the connection to the front. A web server writes its request a
+/// few microseconds after `connect()` returns (on TCP the accept can win that race); without
+/// the grace the executor would accept the next connection, and a burst would move requests
+/// out of the kernel queue into the front, where queue wait does not see them.
+pub const ACCEPT_GRACE: Duration = Duration::from_millis(1);
+
+/// No grace while the front already holds this many connections being read: a flood of
+/// silent connections must not cost executors a grace each.
+pub const GRACE_MAX_HELD: usize = 8;
+
+/// Pure: wait [`ACCEPT_GRACE`] for this fresh connection's first bytes?
+pub fn grace(nothing_read: bool, held: usize) -> bool {
+    nothing_read && held < GRACE_MAX_HELD
+}
+
+/// On a graceful stop (TERM), a connection that has sent nothing is closed once it is this
+/// old: one accepted a moment ago may have its request in flight (TCP), one silent for longer
+/// is a client holding a connection.
+pub const STOP_SILENT_GRACE: Duration = Duration::from_millis(200);
+
+/// What a free executor knows when it decides whether to accept. (It is free and no complete
+/// request is queued, or it would be running that: those two parts of the rule hold by
+/// construction, see `worker::executor`.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcceptView {
+    /// Connections the front holds (being read, idle kept).
+    pub held: usize,
+    /// The pool is stopping gracefully and the queue was found empty once: no more accepts.
+    pub drained: bool,
+    /// Immediate stop, reload, or recycling: no more accepts.
+    pub retiring: bool,
+}
+
+/// Pure: may a free executor take a connection off the kernel queue now?
+///
+/// DESIGN.md §8: connections being read or idle do not stop the pool accepting, up to the
+/// cap; past it the kernel queue takes the rest, where `listen queue` and drops see them.
+pub fn may_accept(v: AcceptView) -> bool {
+    !v.drained && !v.retiring && v.held < MAX_FRONT_CONNECTIONS
+}
+
+/// Where a connection the front holds is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// A request is being read (on a fresh connection: since accept, even before its first
+    /// byte). `since`: its first byte, or the accept.
+    Reading { since: Instant, params_done: bool },
+    /// A kept connection between requests, nothing of the next one read.
+    Idle { since: Instant },
+}
+
+/// Pure: when the connection's time is up.
+pub fn deadline(phase: Phase) -> Instant {
+    match phase {
+        Phase::Reading {
+            since,
+            params_done: false,
+        } => since + PARAMS_DEADLINE,
+        Phase::Reading {
+            since,
+            params_done: true,
+        } => since + REQUEST_DEADLINE,
+        Phase::Idle { since } => since + IDLE_KEPT_TIMEOUT,
+    }
+}
+
+/// Why the front is ending, as far as its connections are concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Serving normally.
+    No,
+    /// TERM: drain. Requests being read may finish (within their deadline).
+    Drain,
+    /// QUIT, reload, `max_requests`: stop now.
+    Now,
+}
+
+/// Pure: close this connection now because of `ending`? Idle kept connections always (an
+/// idle connection loses nothing: `Handler::end_idle_connection`); a connection that has sent
+/// nothing when draining once [`STOP_SILENT_GRACE`] old; every connection when stopping now.
+/// (Requests already complete are with an executor and served either way.)
+pub fn close_on_stop(ending: Ending, phase: Phase, bytes_seen: bool, now: Instant) -> bool {
+    match (ending, phase) {
+        (Ending::No, _) => false,
+        (Ending::Now, _) => true,
+        (Ending::Drain, Phase::Idle { .. }) => true,
+        (Ending::Drain, Phase::Reading { since, .. }) => {
+            !bytes_seen && now.saturating_duration_since(since) >= STOP_SILENT_GRACE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn may_accept_table() {
+        let v = |held, drained, retiring| AcceptView {
+            held,
+            drained,
+            retiring,
+        };
+        let table = [
+            // However many connections are being read or idle, up to the cap.
+            (v(0, false, false), true),
+            (v(200, false, false), true),
+            (v(MAX_FRONT_CONNECTIONS - 1, false, false), true),
+            // The cap.
+            (v(MAX_FRONT_CONNECTIONS, false, false), false),
+            // Stopping.
+            (v(0, true, false), false),
+            (v(0, false, true), false),
+        ];
+        for (view, want) in table {
+            assert_eq!(may_accept(view), want, "{view:?}");
+        }
+    }
+
+    #[test]
+    fn grace_table() {
+        let table = [
+            (true, 0, true),
+            (true, GRACE_MAX_HELD - 1, true),
+            (true, GRACE_MAX_HELD, false),
+            (false, 0, false),
+        ];
+        for (nothing_read, held, want) in table {
+            assert_eq!(grace(nothing_read, held), want, "{nothing_read} {held}");
+        }
+    }
+
+    #[test]
+    fn deadline_table() {
+        let t = Instant::now();
+        let table = [
+            (
+                Phase::Reading {
+                    since: t,
+                    params_done: false,
+                },
+                t + PARAMS_DEADLINE,
+            ),
+            (
+                Phase::Reading {
+                    since: t,
+                    params_done: true,
+                },
+                t + REQUEST_DEADLINE,
+            ),
+            (Phase::Idle { since: t }, t + IDLE_KEPT_TIMEOUT),
+        ];
+        for (phase, want) in table {
+            assert_eq!(deadline(phase), want, "{phase:?}");
+        }
+    }
+
+    #[test]
+    fn close_on_stop_table() {
+        let t = Instant::now();
+        let reading = Phase::Reading {
+            since: t,
+            params_done: false,
+        };
+        let idle = Phase::Idle { since: t };
+        let young = t + STOP_SILENT_GRACE / 2;
+        let old = t + STOP_SILENT_GRACE;
+        let table = [
+            (Ending::No, idle, false, old, false),
+            (Ending::No, reading, false, old, false),
+            (Ending::Now, reading, true, young, true),
+            (Ending::Now, idle, false, young, true),
+            (Ending::Drain, idle, false, young, true),
+            // Draining: a request being read may finish; a silent connection goes once old.
+            (Ending::Drain, reading, true, old, false),
+            (Ending::Drain, reading, false, young, false),
+            (Ending::Drain, reading, false, old, true),
+        ];
+        for (ending, phase, bytes, now, want) in table {
+            assert_eq!(
+                close_on_stop(ending, phase, bytes, now),
+                want,
+                "{ending:?} {phase:?} bytes={bytes}"
+            );
+        }
+    }
+}
