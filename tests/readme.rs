@@ -5,9 +5,10 @@
 //! must print.
 //!
 //! The default's addresses are fixed (127.0.0.1:9000, status 127.0.0.1:9180) and its
-//! runtime_dir is /tmp/fastpm: the server runs in private network and mount namespaces (a fresh
-//! loopback, a private /tmp) so it clashes with nothing else on the machine, and the commands
-//! join its network namespace with `nsenter`.
+//! runtime_dir is /run/fastpm (as root): the server runs in private network and mount
+//! namespaces (a fresh loopback, a private /run) so it clashes with nothing else on the machine,
+//! and the commands join its namespaces with `nsenter`. Not a private /tmp: the repository (and
+//! so the binary) may itself live under /tmp, as a CI clone does.
 //!
 //! The same way, the web-server examples in conf/ (nginx, Apache httpd, lighttpd) are started
 //! with the command their own comments print and must serve php-examples/ through the default.
@@ -98,7 +99,7 @@ fn start_default(dir: &Path) -> (Daemon, PathBuf) {
         "fastpm run",
         Command::new(require("unshare"))
             .args(["-n", "-m", "--propagation", "private", "sh", "-c"])
-            .arg("ip link set lo up && mount -t tmpfs tmpfs /tmp && exec \"$0\" run")
+            .arg("ip link set lo up && mount -t tmpfs -o mode=0755 tmpfs /run && exec \"$0\" run")
             .arg(FASTPM)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env_remove("LISTENQ")
@@ -245,7 +246,7 @@ fn conf_examples_serve_the_default_as_their_comments_say() {
         let program = command.split_whitespace().next().unwrap();
         require(program.rsplit('/').next().unwrap());
         let out = dir.path().join(format!("{program}.log").replace('/', "_"));
-        // In the default's network and mount namespaces (their /tmp is private too), in the
+        // In the default's network and mount namespaces (their /run is private too), in the
         // repository's top directory, through sh as the comment's command is typed.
         let mut web = Daemon::spawn(
             "web server",
