@@ -1,0 +1,650 @@
+//! php-fpm's keys → fastpm's TOML (DESIGN.md §3). Each key has one rule in [`pool_rule`] or
+//! [`global_rule`]: a fastpm key (with the value converted: counts, php-fpm durations such as
+//! `30s`/`5m`/`1h`/bare seconds, booleans, lists), a conversion needing more than one value
+//! (listen address, `$VAR` environment, php ini, document root), or a reason it cannot be
+//! carried over, which the output keeps as a comment with the php-fpm line and its file:line.
+//! Pure: the document in, the text out.
+
+use std::time::Duration;
+
+use super::ini::{Document, Entry, Section};
+use super::ImportError;
+use crate::config::duration::format_duration;
+
+/// A TOML value to write.
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Str(String),
+    Int(u64),
+    Bool(bool),
+    List(Vec<String>),
+}
+
+impl Value {
+    fn render(&self) -> String {
+        match self {
+            Value::Str(s) => toml::Value::String(s.clone()).to_string(),
+            Value::Int(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::List(items) => {
+                let items: Vec<String> = items
+                    .iter()
+                    .map(|s| toml::Value::String(s.clone()).to_string())
+                    .collect();
+                format!("[{}]", items.join(", "))
+            }
+        }
+    }
+}
+
+/// One line of a table: a key (with an optional comment above it) or a comment alone.
+#[derive(Debug, Clone)]
+enum Item {
+    Key {
+        key: String,
+        value: Value,
+        note: Option<String>,
+    },
+    Comment(String),
+}
+
+/// A `[table]` and its lines, rendered in the order they were added.
+#[derive(Debug, Default)]
+struct Table {
+    items: Vec<Item>,
+}
+
+impl Table {
+    fn set(&mut self, key: &str, value: Value, note: Option<String>) {
+        // A key set again (php-fpm: the last one wins) replaces the earlier line.
+        self.items
+            .retain(|item| !matches!(item, Item::Key { key: k, .. } if k == key));
+        self.items.push(Item::Key {
+            key: key.to_string(),
+            value,
+            note,
+        });
+    }
+    fn has(&self, key: &str) -> bool {
+        self.items
+            .iter()
+            .any(|item| matches!(item, Item::Key { key: k, .. } if k == key))
+    }
+    fn comment(&mut self, text: String) {
+        self.items.push(Item::Comment(text));
+    }
+    fn render(&self, header: &str, out: &mut String) {
+        out.push_str(&format!("\n[{header}]\n"));
+        for item in &self.items {
+            match item {
+                Item::Comment(text) => out.push_str(&format!("# {text}\n")),
+                Item::Key { key, value, note } => {
+                    if let Some(note) = note {
+                        out.push_str(&format!("# {note}\n"));
+                    }
+                    out.push_str(&format!("{} = {}\n", toml_key(key), value.render()));
+                }
+            }
+        }
+    }
+}
+
+/// A bare TOML key when it can be one, else quoted (`"opcache.enable"`).
+fn toml_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        key.to_string()
+    } else {
+        toml::Value::String(key.to_string()).to_string()
+    }
+}
+
+/// How a php-fpm value is read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Text,
+    Count,
+    Seconds,
+    Bool,
+    /// Space-separated words (`security.limit_extensions`).
+    Words,
+}
+
+/// Which fastpm table a key lands in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Table3 {
+    Pool,
+    Listen,
+    App,
+}
+
+/// What the converter does with one php-fpm key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rule {
+    /// Becomes this fastpm key, converted as `Kind`, with an optional comment.
+    Key(Table3, &'static str, Kind, Option<&'static str>),
+    /// Converted by code of its own (needs more than the value).
+    Special,
+    /// Not carried over, for this reason.
+    Drop(&'static str),
+}
+
+const UNKNOWN_POOL: &str = "not a php-fpm 8.2 pool key fastpm knows";
+const UNKNOWN_GLOBAL: &str = "not a php-fpm 8.2 global key fastpm knows";
+const NO_ACCESS_LOG: &str = "fastpm has no access log yet: use the web server's access log";
+const NO_BACKTRACE: &str =
+    "fastpm logs slow requests in its own log (slow_request) and takes no backtrace";
+const NO_RLIMIT: &str =
+    "fastpm sets no resource limits: use LimitNOFILE=/LimitCORE= in the systemd unit (or ulimit)";
+const NO_RENICE: &str = "fastpm does not renice processes: use Nice= in the systemd unit";
+const SLOW_NOTE: &str = "from request_slowlog_timeout: fastpm logs a slower request (pool, URI, time) in its own log; no slowlog file, no backtrace";
+const ADMIN_NOTE: &str = "from php_value/php_admin_value/php_flag/php_admin_flag: fastpm passes all of them to php-cgi as -d NAME=VALUE, so a script's ini_set() can change php_admin_value settings too (php-fpm forbids that)";
+
+/// php-fpm's pool keys (php-fpm 8.2, www.conf).
+fn pool_rule(key: &str) -> Rule {
+    use Kind::*;
+    use Table3::*;
+    match key {
+        "user" => Rule::Key(Pool, "user", Text, None),
+        "group" => Rule::Key(Pool, "group", Text, None),
+        "listen.owner" => Rule::Key(Listen, "owner", Text, None),
+        "listen.group" => Rule::Key(Listen, "group", Text, None),
+        "listen.mode" => Rule::Key(Listen, "mode", Text, None),
+        "pm" => Rule::Special,
+        "pm.max_children" => Rule::Key(Pool, "max_children", Count, None),
+        "pm.start_servers" | "pm.min_spare_servers" | "pm.max_spare_servers" => Rule::Special,
+        "pm.process_idle_timeout" => Rule::Key(Pool, "idle_timeout", Seconds, None),
+        "pm.max_requests" => Rule::Key(Pool, "max_requests", Count, None),
+        "pm.status_path" => Rule::Key(Pool, "status_path", Text, None),
+        "ping.path" => Rule::Key(Pool, "ping_path", Text, None),
+        "ping.response" => Rule::Key(Pool, "ping_response", Text, None),
+        "request_terminate_timeout" => Rule::Key(Pool, "request_timeout", Seconds, Some("from request_terminate_timeout: fastpm ends the request and kills its php-cgi")),
+        "request_slowlog_timeout" => Rule::Key(Pool, "slow_request", Seconds, Some(SLOW_NOTE)),
+        "clear_env" => Rule::Key(App, "clear_env", Bool, None),
+        "security.limit_extensions" => Rule::Key(App, "limit_extensions", Words, None),
+        "listen" | "listen.backlog" | "listen.allowed_clients" | "chdir" => Rule::Special,
+        "listen.acl_users" | "listen.acl_groups" => Rule::Drop("fastpm sets no POSIX ACLs on the socket: give the web server access with listen owner/group/mode"),
+        "listen.setfib" => Rule::Drop("FreeBSD routing tables: fastpm runs on Linux"),
+        "pm.max_spawn_rate" => Rule::Drop("fastpm has no spawn-rate setting"),
+        "pm.status_listen" => Rule::Drop("fastpm's master serves every pool's status over HTTP on [global] status_listen; status_path answers on the pool's own socket"),
+        "slowlog" | "request_slowlog_trace_depth" => Rule::Drop(NO_BACKTRACE),
+        "request_terminate_timeout_track_finished" => Rule::Drop("fastpm has no such switch"),
+        "rlimit_files" | "rlimit_core" => Rule::Drop(NO_RLIMIT),
+        "chroot" => Rule::Drop("fastpm does not chroot workers: document_root limits which scripts run, not what they may open"),
+        "catch_workers_output" => Rule::Drop("fastpm always copies php-cgi's stderr into its own log with pool and pid (as catch_workers_output = yes)"),
+        "decorate_workers_output" => Rule::Drop("fastpm's log lines always name the pool and pid"),
+        "access.log" | "access.format" | "access.suppress_path" => Rule::Drop(NO_ACCESS_LOG),
+        "prefix" => Rule::Drop("fastpm resolves relative paths against its config file's directory; paths here are copied as php-fpm wrote them"),
+        "process.priority" => Rule::Drop(NO_RENICE),
+        "process.dumpable" => Rule::Drop("fastpm has no PR_SET_DUMPABLE switch"),
+        "apparmor_hat" => Rule::Drop("fastpm does not change AppArmor hats"),
+        k if is_php_ini(k).is_some() || k.starts_with("env[") => Rule::Special,
+        _ => Rule::Drop(UNKNOWN_POOL),
+    }
+}
+
+/// php-fpm's `[global]` keys.
+fn global_rule(key: &str) -> Rule {
+    match key {
+        "pid" => Rule::Key(Table3::Pool, "pid_file", Kind::Text, None),
+        "log_level" | "process_control_timeout" => Rule::Special,
+        "error_log" | "syslog.facility" | "syslog.ident" => Rule::Drop("fastpm logs to stderr: the journal under systemd, or redirect it to a file"),
+        "log_limit" | "log_buffering" => Rule::Drop("fastpm has no such log setting"),
+        "emergency_restart_threshold" | "emergency_restart_interval" => Rule::Drop("fastpm restarts each worker that dies; it has no emergency restart of the whole master"),
+        "process.max" => Rule::Drop("fastpm has no global cap: the pools' max_children bound the workers"),
+        "process.priority" => Rule::Drop(NO_RENICE),
+        "daemonize" => Rule::Drop("fastpm always stays in the foreground: run it under systemd (conf/systemd/fastpm.service, Type=notify) or a supervisor"),
+        "rlimit_files" | "rlimit_core" => Rule::Drop(NO_RLIMIT),
+        "events.mechanism" => Rule::Drop("fastpm has no event-mechanism choice"),
+        "systemd_interval" => Rule::Drop("fastpm talks to systemd itself (sd_notify READY=1, the watchdog when WatchdogSec= is set)"),
+        _ => Rule::Drop(UNKNOWN_GLOBAL),
+    }
+}
+
+/// `php_value[x]` etc.: the ini name and whether it is a flag.
+fn is_php_ini(key: &str) -> Option<(&str, bool)> {
+    for (prefix, flag) in [
+        ("php_value[", false),
+        ("php_admin_value[", false),
+        ("php_flag[", true),
+        ("php_admin_flag[", true),
+    ] {
+        if let Some(rest) = key.strip_prefix(prefix) {
+            return rest.strip_suffix(']').map(|name| (name, flag));
+        }
+    }
+    None
+}
+
+fn bad(entry: &Entry, message: String) -> ImportError {
+    ImportError::Value {
+        origin: entry.origin.clone(),
+        key: entry.key.clone(),
+        message,
+    }
+}
+
+/// The line as php-fpm had it, for comments.
+fn cite(entry: &Entry) -> String {
+    format!("{} = {}  ({})", entry.key, entry.value, entry.origin)
+}
+
+fn dropped(entry: &Entry, reason: &str) -> String {
+    format!("php-fpm {}: not carried over: {reason}", cite(entry))
+}
+
+/// php-fpm's booleans: yes/on/true/1 and no/off/false/none/0/"".
+pub(crate) fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "1" | "yes" | "on" | "true" => Ok(true),
+        "0" | "no" | "off" | "false" | "none" | "" => Ok(false),
+        _ => Err(format!(
+            "expected yes/no (on/off, true/false, 1/0), got {text:?}"
+        )),
+    }
+}
+
+/// php-fpm's durations: a whole number with s, m, h or d, or bare seconds; as fastpm writes
+/// them ("30s", "5m", "1h").
+pub(crate) fn parse_seconds(text: &str) -> Result<String, String> {
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
+        _ => (text, 's'),
+    };
+    let scale: u64 = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86400,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?}: php-fpm takes s, m, h, d or bare seconds"
+            ))
+        }
+    };
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("expected a duration such as 30s, 5m, 1h or bare seconds, got {text:?}")
+    })?;
+    Ok(format_duration(Duration::from_secs(
+        n.saturating_mul(scale),
+    )))
+}
+
+fn parse_count(text: &str) -> Result<u64, String> {
+    text.parse()
+        .map_err(|_| format!("expected a whole number, got {text:?}"))
+}
+
+fn convert_value(entry: &Entry, kind: Kind) -> Result<Value, ImportError> {
+    let v = entry.value.as_str();
+    Ok(match kind {
+        Kind::Text => Value::Str(v.to_string()),
+        Kind::Count => Value::Int(parse_count(v).map_err(|m| bad(entry, m))?),
+        Kind::Seconds => Value::Str(parse_seconds(v).map_err(|m| bad(entry, m))?),
+        Kind::Bool => Value::Bool(parse_bool(v).map_err(|m| bad(entry, m))?),
+        Kind::Words => Value::List(v.split_whitespace().map(str::to_string).collect()),
+    })
+}
+
+/// php-fpm's `listen` as a fastpm address, with a comment when the meaning needs one.
+/// php-fpm: a value with ':' is HOST:PORT, digits alone a port on every address, anything else
+/// a unix socket path.
+pub(crate) fn listen_address(value: &str) -> Result<(String, Option<String>), String> {
+    let is_port = |s: &str| matches!(s.parse::<u32>(), Ok(1..=65535));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        if !is_port(value) {
+            return Err(format!("invalid port {value:?}"));
+        }
+        return Ok((
+            format!("[::]:{value}"),
+            Some(format!("from listen = {value}: php-fpm binds a bare port on every address, IPv6 and IPv4 (\"::\", or 0.0.0.0 without IPv6); [::] does the same on Linux unless net.ipv6.bindv6only=1. With a local web server, 127.0.0.1:{value} is safer")),
+        ));
+    }
+    let Some((host, port)) = value.rsplit_once(':') else {
+        let note = (!value.starts_with('/')).then(|| {
+            format!("from listen = {value}: php-fpm reads a relative path from its prefix; fastpm from this file's directory")
+        });
+        return Ok((format!("unix:{value}"), note));
+    };
+    if !is_port(port) {
+        return Err(format!("invalid port {port:?} in {value:?}"));
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Ok((
+            std::net::SocketAddr::new(ip, port.parse().unwrap_or(0)).to_string(),
+            None,
+        ));
+    }
+    if bare == "localhost" {
+        return Ok((
+            format!("127.0.0.1:{port}"),
+            Some(format!("from listen = {value}: fastpm takes IP addresses; php-fpm took the first address localhost resolves to")),
+        ));
+    }
+    Ok((
+        value.to_string(),
+        Some(format!("fastpm takes IP addresses, not host names: replace {bare:?} (php-fpm took the first address it resolves to)")),
+    ))
+}
+
+/// php-fpm's log levels → fastpm's.
+pub(crate) fn log_level(value: &str) -> Result<&'static str, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "alert" | "error" => Ok("error"),
+        "warning" => Ok("warn"),
+        "notice" => Ok("info"),
+        "debug" => Ok("debug"),
+        _ => Err(format!(
+            "expected alert, error, warning, notice or debug, got {value:?}"
+        )),
+    }
+}
+
+/// The fastpm TOML for a php-fpm document.
+pub fn convert(doc: &Document) -> Result<String, ImportError> {
+    let mut out = String::new();
+    out.push_str(
+        "# fastpm configuration converted from php-fpm by `fastpm import-fpm`, reading:\n",
+    );
+    for file in &doc.files {
+        out.push_str(&format!("#   {}\n", file.display()));
+    }
+    out.push_str(
+        "# Every php-fpm key fastpm cannot carry over is kept below as a comment saying why.\n",
+    );
+    out.push_str("# Relative include= patterns were read relative to the including file (php-fpm: its prefix).\n");
+    out.push_str("# Check the result with `fastpm check -c FILE`.\n");
+    for note in &doc.notes {
+        out.push_str(&format!("# note: {note}\n"));
+    }
+    convert_global(&doc.global)?.render("global", &mut out);
+    let php_cgi = php_cgi_for(doc);
+    for pool in &doc.pools {
+        convert_pool(pool, &php_cgi, &mut out)?;
+    }
+    if doc.pools.is_empty() {
+        out.push_str("\n# php-fpm defined no pool: fastpm starts its default pool www.\n");
+    }
+    Ok(out)
+}
+
+fn convert_global(entries: &[Entry]) -> Result<Table, ImportError> {
+    let mut table = Table::default();
+    let mut shutdown = None;
+    for entry in entries {
+        match global_rule(&entry.key) {
+            Rule::Key(_, key, kind, note) => {
+                let value = convert_value(entry, kind)?;
+                table.set(key, value, note.map(str::to_string));
+            }
+            Rule::Special if entry.key == "log_level" => {
+                let level = log_level(&entry.value).map_err(|m| bad(entry, m))?;
+                table.set(
+                    "log_level",
+                    Value::Str(level.to_string()),
+                    Some(format!("from log_level = {}", entry.value)),
+                );
+            }
+            Rule::Special => shutdown = Some(entry),
+            Rule::Drop(UNKNOWN_GLOBAL) if pool_rule(&entry.key) != Rule::Drop(UNKNOWN_POOL) => {
+                table.comment(dropped(
+                    entry,
+                    "a pool key outside any pool (php-fpm refuses it too)",
+                ));
+            }
+            Rule::Drop(reason) => table.comment(dropped(entry, reason)),
+        }
+    }
+    table.set(
+        "status_listen",
+        Value::Str(crate::config::DEFAULT_STATUS_LISTEN.to_string()),
+        Some("fastpm's own: the master's HTTP status, metrics and dashboard, for every pool (php-fpm has none)".to_string()),
+    );
+    let timeout_note = "php-fpm's process_control_timeout is how long children get to react to the master's stop signal before they are killed: fastpm's graceful-stop drain";
+    match shutdown {
+        Some(entry) => {
+            let value = parse_seconds(&entry.value).map_err(|m| bad(entry, m))?;
+            if value == "0s" {
+                table.set(
+                    "shutdown_timeout",
+                    Value::Str(format_duration(crate::config::DEFAULT_SHUTDOWN_TIMEOUT)),
+                    Some(format!("{timeout_note}; php-fpm's 0 ({}) gives no time at all, so fastpm's default is kept", entry.origin)),
+                );
+            } else {
+                table.set(
+                    "shutdown_timeout",
+                    Value::Str(value),
+                    Some(format!("from process_control_timeout = {}: {timeout_note}", entry.value)),
+                );
+            }
+        }
+        None => table.comment(format!("shutdown_timeout: fastpm's default {} is kept ({timeout_note}; php-fpm's default 0 gives none)", format_duration(crate::config::DEFAULT_SHUTDOWN_TIMEOUT))),
+    }
+    Ok(table)
+}
+
+/// php-cgi of the same PHP version when the files are Debian's /etc/php/X.Y/fpm/.
+fn php_cgi_for(doc: &Document) -> (String, Option<String>) {
+    let version = doc.files.iter().find_map(|f| {
+        let text = f.to_string_lossy();
+        let rest = text.split("/php/").nth(1)?;
+        let (version, tail) = rest.split_once('/')?;
+        (tail.starts_with("fpm/") && version.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+            .then(|| version.to_string())
+    });
+    match version {
+        Some(v) => (
+            format!("php-cgi{v}"),
+            Some(format!("php-fpm embeds PHP; fastpm starts php-cgi (Debian: php{v}-cgi). php-cgi reads /etc/php/{v}/cgi/php.ini, not fpm/php.ini: compare them, or set what differs in ini below")),
+        ),
+        None => (
+            "php-cgi".to_string(),
+            Some("php-fpm embeds PHP; fastpm starts php-cgi, which reads the CGI php.ini, not php-fpm's: compare them".to_string()),
+        ),
+    }
+}
+
+/// A fastpm pool name: letters, digits, '_' and '-'.
+fn pool_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn convert_pool(
+    section: &Section,
+    php_cgi: &(String, Option<String>),
+    out: &mut String,
+) -> Result<(), ImportError> {
+    let name = pool_name(&section.name);
+    let mut pool = Table::default();
+    let mut listen = Table::default();
+    let mut app = Table::default();
+    let mut ini = Table::default();
+    let mut env = Table::default();
+    if name != section.name {
+        pool.comment(format!(
+            "php-fpm pool [{}] ({}) renamed: fastpm pool names use letters, digits, '_' and '-'",
+            section.name, section.origin
+        ));
+    }
+    pool.set(
+        "workers",
+        Value::Str("process".into()),
+        Some("php-fpm's model: one process per worker".into()),
+    );
+    app.set("kind", Value::Str("php".into()), None);
+    app.set("php_cgi", Value::Str(php_cgi.0.clone()), php_cgi.1.clone());
+
+    let last = |key: &str| section.entries.iter().rev().find(|e| e.key == key);
+    let pm = match last("pm") {
+        Some(e) => match e.value.as_str() {
+            "static" | "dynamic" | "ondemand" => e.value.clone(),
+            other => {
+                return Err(bad(
+                    e,
+                    format!("expected static, dynamic or ondemand, got {other:?}"),
+                ))
+            }
+        },
+        None => {
+            pool.comment(
+                "pm: php-fpm requires it and none was given; fastpm's default static is used"
+                    .into(),
+            );
+            "static".into()
+        }
+    };
+    pool.set("pm", Value::Str(pm.clone()), None);
+    let mut chdir = None;
+    let mut chroot = None;
+    let mut address = None;
+    for entry in &section.entries {
+        match pool_rule(&entry.key) {
+            Rule::Key(table, key, kind, note) => {
+                let value = convert_value(entry, kind)?;
+                let target = match table {
+                    Table3::Pool => &mut pool,
+                    Table3::Listen => &mut listen,
+                    Table3::App => &mut app,
+                };
+                if key == "mode" {
+                    crate::config::mode::parse_mode(&entry.value).map_err(|m| bad(entry, m))?;
+                }
+                target.set(key, value, note.map(str::to_string));
+            }
+            Rule::Drop(reason) => {
+                if entry.key == "chroot" {
+                    chroot = Some(entry);
+                }
+                let target = if entry.key.starts_with("listen.") { &mut listen } else { &mut pool };
+                target.comment(dropped(entry, reason));
+            }
+            Rule::Special => match entry.key.as_str() {
+                "pm" => {}
+                "pm.start_servers" | "pm.min_spare_servers" | "pm.max_spare_servers" => {
+                    let key = &entry.key["pm.".len()..];
+                    if pm == "dynamic" {
+                        let n = parse_count(&entry.value).map_err(|m| bad(entry, m))?;
+                        pool.set(key, Value::Int(n), None);
+                    } else {
+                        pool.comment(dropped(entry, &format!("only pm = dynamic uses it (php-fpm ignores it with pm = {pm})")));
+                    }
+                }
+                "listen" => {
+                    let (addr, note) = listen_address(&entry.value).map_err(|m| bad(entry, m))?;
+                    address = Some(addr.clone());
+                    listen.set("address", Value::Str(addr), note);
+                }
+                "listen.backlog" => match entry.value.parse::<i64>() {
+                    Ok(n) if n > 0 => listen.set("backlog", Value::Int(n as u64), None),
+                    Ok(_) => listen.comment(dropped(entry, "php-fpm's -1 means the system's maximum; fastpm's default 511 is kept (raise it, and net.core.somaxconn, to queue more)")),
+                    Err(_) => return Err(bad(entry, format!("expected a whole number, got {:?}", entry.value))),
+                },
+                "listen.allowed_clients" => {
+                    let clients: Vec<String> = entry.value.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+                    listen.set("allowed_clients", Value::List(clients), None);
+                }
+                "chdir" => chdir = Some(entry),
+                key if key.starts_with("env[") => {
+                    let var = key["env[".len()..].trim_end_matches(']');
+                    if let Some(from) = entry.value.strip_prefix('$') {
+                        env.comment(dropped(entry, &format!("php-fpm copies ${from} from its own environment at start; fastpm passes values as written: write the value here")));
+                    } else {
+                        env.set(var, Value::Str(entry.value.clone()), None);
+                    }
+                }
+                key => {
+                    let (ini_name, flag) = is_php_ini(key).expect("pool_rule: Special is php ini");
+                    let value = if flag {
+                        let on = parse_bool(&entry.value).map_err(|m| bad(entry, m))?;
+                        (if on { "1" } else { "0" }).to_string()
+                    } else {
+                        entry.value.clone()
+                    };
+                    let note = (!ini.has(ini_name) && ini.items.is_empty()).then(|| ADMIN_NOTE.to_string());
+                    ini.set(ini_name, Value::Str(value), note);
+                }
+            },
+        }
+    }
+    if address.is_none() {
+        listen.comment(format!("listen: php-fpm requires it and pool [{}] has none; fastpm's default unix:RUNTIME_DIR/{name}.sock is used", section.name));
+    }
+    if address.as_deref().is_some_and(|a| a.starts_with("unix:")) && listen.has("allowed_clients") {
+        let entry = last("listen.allowed_clients").expect("set from an entry");
+        listen
+            .items
+            .retain(|i| !matches!(i, Item::Key { key, .. } if key == "allowed_clients"));
+        listen.comment(dropped(
+            entry,
+            "it applies to TCP only (php-fpm ignores it for a unix socket too)",
+        ));
+    }
+    if pm == "dynamic" && !pool.has("start_servers") {
+        if let (Some(min), Some(max)) = (last("pm.min_spare_servers"), last("pm.max_spare_servers"))
+        {
+            let (min, max) = (
+                parse_count(&min.value).unwrap_or(1),
+                parse_count(&max.value).unwrap_or(3),
+            );
+            pool.set("start_servers", Value::Int(min + max.saturating_sub(min) / 2), Some("php-fpm's default: min_spare_servers + (max_spare_servers - min_spare_servers) / 2".into()));
+        }
+    }
+    if last("security.limit_extensions").is_none() {
+        app.comment("security.limit_extensions unset: php-fpm allows .php and .phar, fastpm's default .php only; add limit_extensions = [\".php\", \".phar\"] for phar scripts".into());
+    }
+    let (root, note) = document_root(chroot, chdir);
+    app.set("document_root", Value::Str(root), Some(note));
+    let prefix = format!("pool.{name}");
+    pool.render(&prefix, out);
+    listen.render(&format!("{prefix}.listen"), out);
+    app.render(&format!("{prefix}.app"), out);
+    if !ini.items.is_empty() {
+        ini.render(&format!("{prefix}.app.ini"), out);
+    }
+    if !env.items.is_empty() {
+        env.render(&format!("{prefix}.app.env"), out);
+    }
+    Ok(())
+}
+
+/// php-fpm has no document root (the web server's SCRIPT_FILENAME picks the script); fastpm
+/// needs one. The chroot and chdir are the best guess, else Debian's /var/www/html.
+fn document_root(chroot: Option<&Entry>, chdir: Option<&Entry>) -> (String, String) {
+    let why = "php-fpm has no document root (the web server's SCRIPT_FILENAME picks the script); fastpm runs only scripts inside it: SET IT to the site's root (nginx's `root`)";
+    match (chroot, chdir) {
+        (_, Some(dir)) if dir.value.starts_with('/') => {
+            let root = match chroot {
+                Some(c) => format!(
+                    "{}/{}",
+                    c.value.trim_end_matches('/'),
+                    dir.value.trim_start_matches('/')
+                ),
+                None => dir.value.clone(),
+            };
+            (
+                root,
+                format!(
+                    "from chdir ({}), php-fpm's working directory for the pool. {why}",
+                    dir.origin
+                ),
+            )
+        }
+        (Some(c), _) => (
+            c.value.clone(),
+            format!("from chroot ({}). {why}", c.origin),
+        ),
+        _ => ("/var/www/html".to_string(), format!("a guess. {why}")),
+    }
+}
