@@ -176,7 +176,9 @@ fn pool_rule(key: &str) -> Rule {
         "chroot" => Rule::Drop("fastpm does not chroot workers: document_root limits which scripts run, not what they may open"),
         "catch_workers_output" => Rule::Drop("fastpm always copies php-cgi's stderr into its own log with pool and pid (as catch_workers_output = yes)"),
         "decorate_workers_output" => Rule::Drop("fastpm's log lines always name the pool and pid"),
-        "access.log" | "access.format" | "access.suppress_path" => Rule::Drop(NO_ACCESS_LOG),
+        "access.log" | "access.format" | "access.suppress_path" | "access.suppress_path[]" => {
+            Rule::Drop(NO_ACCESS_LOG)
+        }
         "prefix" => Rule::Drop("fastpm resolves relative paths against its config file's directory; paths here are copied as php-fpm wrote them"),
         "process.priority" => Rule::Drop(NO_RENICE),
         "process.dumpable" => Rule::Drop("fastpm has no PR_SET_DUMPABLE switch"),
@@ -213,7 +215,10 @@ fn is_php_ini(key: &str) -> Option<(&str, bool)> {
         ("php_admin_flag[", true),
     ] {
         if let Some(rest) = key.strip_prefix(prefix) {
-            return rest.strip_suffix(']').map(|name| (name, flag));
+            return rest
+                .strip_suffix(']')
+                .filter(|name| !name.is_empty())
+                .map(|name| (name, flag));
         }
     }
     None
@@ -646,5 +651,101 @@ fn document_root(chroot: Option<&Entry>, chdir: Option<&Entry>) -> (String, Stri
             format!("from chroot ({}). {why}", c.origin),
         ),
         _ => ("/var/www/html".to_string(), format!("a guess. {why}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let table: &[(&str, Result<&str, &str>)] = &[
+            ("30", Ok("30s")),
+            ("30s", Ok("30s")),
+            ("90s", Ok("90s")),
+            ("5m", Ok("5m")),
+            ("1h", Ok("1h")),
+            ("2d", Ok("48h")),
+            ("0", Ok("0s")),
+            ("5x", Err("unknown unit 'x'")),
+            ("s", Err("expected a duration")),
+            ("-3", Err("expected a duration")),
+        ];
+        for (text, want) in table {
+            match (parse_seconds(text), want) {
+                (Ok(got), Ok(want)) => assert_eq!(&got, want, "{text}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{text}: {got}"),
+                (got, want) => panic!("{text}: {got:?} vs {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn booleans_and_log_levels() {
+        for (text, want) in [
+            ("yes", true),
+            ("On", true),
+            ("1", true),
+            ("no", false),
+            ("off", false),
+            ("", false),
+        ] {
+            assert_eq!(parse_bool(text), Ok(want), "{text}");
+        }
+        assert!(parse_bool("maybe").is_err());
+        for (fpm, ours) in [
+            ("alert", "error"),
+            ("error", "error"),
+            ("warning", "warn"),
+            ("notice", "info"),
+            ("debug", "debug"),
+        ] {
+            assert_eq!(log_level(fpm), Ok(ours));
+        }
+        assert!(log_level("verbose").unwrap_err().contains("notice"));
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let table: &[(&str, &str, Option<&str>)] = &[
+            (
+                "/run/php/php8.2-fpm.sock",
+                "unix:/run/php/php8.2-fpm.sock",
+                None,
+            ),
+            ("php.sock", "unix:php.sock", Some("relative path")),
+            ("127.0.0.1:9000", "127.0.0.1:9000", None),
+            ("[::1]:9000", "[::1]:9000", None),
+            ("9000", "[::]:9000", Some("every address")),
+            ("localhost:9001", "127.0.0.1:9001", Some("localhost")),
+            ("php.example:9000", "php.example:9000", Some("replace")),
+        ];
+        for (fpm, want, note) in table {
+            let (got, got_note) = listen_address(fpm).unwrap();
+            assert_eq!(&got, want, "{fpm}");
+            match (note, got_note) {
+                (None, None) => {}
+                (Some(n), Some(g)) => assert!(g.contains(n), "{fpm}: {g}"),
+                (n, g) => panic!("{fpm}: note {g:?}, expected {n:?}"),
+            }
+        }
+        for bad in ["0", "70000", "127.0.0.1:", "127.0.0.1:http"] {
+            assert!(listen_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_key_has_a_rule_and_unknown_keys_are_kept() {
+        assert_eq!(pool_rule("no_such_key"), Rule::Drop(UNKNOWN_POOL));
+        assert_eq!(global_rule("no_such_key"), Rule::Drop(UNKNOWN_GLOBAL));
+        assert_eq!(pool_rule("php_admin_flag[log_errors]"), Rule::Special);
+        assert_eq!(
+            is_php_ini("php_flag[display_errors]"),
+            Some(("display_errors", true))
+        );
+        assert_eq!(is_php_ini("php_value[x"), None);
+        assert_eq!(pool_rule("php_value[]"), Rule::Drop(UNKNOWN_POOL));
+        assert_eq!(pool_rule("access.suppress_path[]"), Rule::Drop(NO_ACCESS_LOG));
     }
 }

@@ -221,7 +221,8 @@ fn normalize_key(key: &str) -> Result<String, String> {
                 return Err(format!("key {key:?}: expected NAME[SUBKEY]"));
             };
             let (name, inner) = (key[..open].trim(), inner.trim());
-            if name.is_empty() || inner.is_empty() || inner.contains(['[', ']']) {
+            // `NAME[]` appends to a list (access.suppress_path[]), as in php's INI.
+            if name.is_empty() || inner.contains(['[', ']']) {
                 return Err(format!("key {key:?}: expected NAME[SUBKEY]"));
             }
             Ok(format!("{name}[{inner}]"))
@@ -416,7 +417,8 @@ mod tests {
             ("x = 'open", "no closing"),
             ("x = \"a\" b", "after a quoted value"),
             ("php_value[x = 1", "NAME[SUBKEY]"),
-            ("php_value[] = 1", "NAME[SUBKEY]"),
+            ("php_value[a]b = 1", "NAME[SUBKEY]"),
+            ("[x] = 1", "after the section header"),
         ];
         for (text, want) in table {
             let err = parse_line(text).unwrap_err();
