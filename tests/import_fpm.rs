@@ -161,6 +161,18 @@ fn every_key_not_carried_over_is_kept_as_a_comment() {
         .is_none());
 }
 
+/// `text` (one php-fpm line in a section) converts to TOML with the line `want`.
+fn assert_converts(text: &str, want: &str) {
+    let doc = fastpm::import_fpm::ini::read_str(text, Path::new("/etc/fpm.conf")).unwrap();
+    let toml = fastpm::import_fpm::convert::convert(&doc).unwrap();
+    assert!(
+        toml.lines().any(|l| l == want),
+        "{text:?} should give {want}:\n{toml}"
+    );
+    toml.parse::<toml::Table>()
+        .unwrap_or_else(|e| panic!("{text:?}: not TOML: {e}\n{toml}"));
+}
+
 /// php-fpm lines and the fastpm lines they become.
 #[test]
 fn mapped_keys_land_where_design_says() {
@@ -211,15 +223,7 @@ fn mapped_keys_land_where_design_says() {
         ("chdir = /srv/site", "document_root = \"/srv/site\""),
     ];
     for (fpm, want) in table {
-        let text = format!("[p]\n{fpm}\n");
-        let doc = fastpm::import_fpm::ini::read_str(&text, Path::new("/etc/fpm.conf")).unwrap();
-        let toml = fastpm::import_fpm::convert::convert(&doc).unwrap();
-        assert!(
-            toml.lines().any(|l| l == *want),
-            "{fpm} should give {want}:\n{toml}"
-        );
-        toml.parse::<toml::Table>()
-            .unwrap_or_else(|e| panic!("{fpm}: not TOML: {e}\n{toml}"));
+        assert_converts(&format!("[p]\n{fpm}\n"), want);
     }
     let global: &[(&str, &str)] = &[
         ("log_level = warning", "log_level = \"warn\""),
@@ -232,13 +236,7 @@ fn mapped_keys_land_where_design_says() {
         ("process_control_timeout = 0", "shutdown_timeout = \"30s\""),
     ];
     for (fpm, want) in global {
-        let text = format!("[global]\n{fpm}\n");
-        let doc = fastpm::import_fpm::ini::read_str(&text, Path::new("/etc/fpm.conf")).unwrap();
-        let toml = fastpm::import_fpm::convert::convert(&doc).unwrap();
-        assert!(
-            toml.lines().any(|l| l == *want),
-            "{fpm} should give {want}:\n{toml}"
-        );
+        assert_converts(&format!("[global]\n{fpm}\n"), want);
     }
 }
 
