@@ -115,7 +115,7 @@ enum Kind {
 
 /// Which fastpm table a key lands in.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Table3 {
+enum Target {
     Pool,
     Listen,
     App,
@@ -125,7 +125,7 @@ enum Table3 {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Rule {
     /// Becomes this fastpm key, converted as `Kind`, with an optional comment.
-    Key(Table3, &'static str, Kind, Option<&'static str>),
+    Key(Target, &'static str, Kind, Option<&'static str>),
     /// Converted by code of its own (needs more than the value).
     Special,
     /// Not carried over, for this reason.
@@ -146,7 +146,7 @@ const ADMIN_NOTE: &str = "from php_value/php_admin_value/php_flag/php_admin_flag
 /// php-fpm's pool keys (php-fpm 8.2, www.conf).
 fn pool_rule(key: &str) -> Rule {
     use Kind::*;
-    use Table3::*;
+    use Target::*;
     match key {
         "user" => Rule::Key(Pool, "user", Text, None),
         "group" => Rule::Key(Pool, "group", Text, None),
@@ -191,7 +191,7 @@ fn pool_rule(key: &str) -> Rule {
 /// php-fpm's `[global]` keys.
 fn global_rule(key: &str) -> Rule {
     match key {
-        "pid" => Rule::Key(Table3::Pool, "pid_file", Kind::Text, None),
+        "pid" => Rule::Key(Target::Pool, "pid_file", Kind::Text, None),
         "log_level" | "process_control_timeout" => Rule::Special,
         "error_log" | "syslog.facility" | "syslog.ident" => Rule::Drop("fastpm logs to stderr: the journal under systemd, or redirect it to a file"),
         "log_limit" | "log_buffering" => Rule::Drop("fastpm has no such log setting"),
@@ -519,9 +519,9 @@ fn convert_pool(
             Rule::Key(table, key, kind, note) => {
                 let value = convert_value(entry, kind)?;
                 let target = match table {
-                    Table3::Pool => &mut pool,
-                    Table3::Listen => &mut listen,
-                    Table3::App => &mut app,
+                    Target::Pool => &mut pool,
+                    Target::Listen => &mut listen,
+                    Target::App => &mut app,
                 };
                 if key == "mode" {
                     crate::config::mode::parse_mode(&entry.value).map_err(|m| bad(entry, m))?;
@@ -746,6 +746,9 @@ mod tests {
         );
         assert_eq!(is_php_ini("php_value[x"), None);
         assert_eq!(pool_rule("php_value[]"), Rule::Drop(UNKNOWN_POOL));
-        assert_eq!(pool_rule("access.suppress_path[]"), Rule::Drop(NO_ACCESS_LOG));
+        assert_eq!(
+            pool_rule("access.suppress_path[]"),
+            Rule::Drop(NO_ACCESS_LOG)
+        );
     }
 }
