@@ -361,7 +361,6 @@ pub fn convert(doc: &Document) -> Result<String, ImportError> {
     out.push_str(
         "# Every php-fpm key fastpm cannot carry over is kept below as a comment saying why.\n",
     );
-    out.push_str("# Relative include= patterns were read relative to the including file (php-fpm: its prefix).\n");
     out.push_str("# Check the result with `fastpm check -c FILE`.\n");
     for note in &doc.notes {
         out.push_str(&format!("# note: {note}\n"));
@@ -466,161 +465,193 @@ fn pool_name(name: &str) -> String {
         .collect()
 }
 
-fn convert_pool(
-    section: &Section,
-    php_cgi: &(String, Option<String>),
-    out: &mut String,
-) -> Result<(), ImportError> {
-    let name = pool_name(&section.name);
-    let mut pool = Table::default();
-    let mut listen = Table::default();
-    let mut app = Table::default();
-    let mut ini = Table::default();
-    let mut env = Table::default();
-    if name != section.name {
-        pool.comment(format!(
-            "php-fpm pool [{}] ({}) renamed: fastpm pool names use letters, digits, '_' and '-'",
-            section.name, section.origin
-        ));
-    }
-    pool.set(
-        "workers",
-        Value::Str("process".into()),
-        Some("php-fpm's model: one process per worker".into()),
-    );
-    app.set("kind", Value::Str("php".into()), None);
-    app.set("php_cgi", Value::Str(php_cgi.0.clone()), php_cgi.1.clone());
+/// The five tables one php-fpm pool becomes.
+#[derive(Default)]
+struct PoolTables {
+    pool: Table,
+    listen: Table,
+    app: Table,
+    ini: Table,
+    env: Table,
+}
 
-    let last = |key: &str| section.entries.iter().rev().find(|e| e.key == key);
-    let pm = match last("pm") {
-        Some(e) => match e.value.as_str() {
-            "static" | "dynamic" | "ondemand" => e.value.clone(),
-            other => {
-                return Err(bad(
-                    e,
-                    format!("expected static, dynamic or ondemand, got {other:?}"),
-                ))
+impl PoolTables {
+    fn target(&mut self, target: Target) -> &mut Table {
+        match target {
+            Target::Pool => &mut self.pool,
+            Target::Listen => &mut self.listen,
+            Target::App => &mut self.app,
+        }
+    }
+
+    /// A key whose rule is [`Rule::Special`] (`pm` and `chdir` are read by `convert_pool`).
+    fn special(&mut self, entry: &Entry, pm: &str) -> Result<(), ImportError> {
+        let number = |text: &str| parse_count(text).map_err(|m| bad(entry, m));
+        match entry.key.as_str() {
+            "pm" | "chdir" => {}
+            "pm.start_servers" | "pm.min_spare_servers" | "pm.max_spare_servers" => {
+                let key = &entry.key["pm.".len()..];
+                if pm == "dynamic" {
+                    self.pool.set(key, Value::Int(number(&entry.value)?), None);
+                } else {
+                    let why =
+                        format!("only pm = dynamic uses it (php-fpm ignores it with pm = {pm})");
+                    self.pool.comment(dropped(entry, &why));
+                }
             }
+            "listen" => {
+                let (addr, note) = listen_address(&entry.value).map_err(|m| bad(entry, m))?;
+                self.listen.set("address", Value::Str(addr), note);
+            }
+            "listen.backlog" => match entry.value.strip_prefix('-') {
+                Some(_) => {
+                    number(&entry.value[1..])?;
+                    self.listen.comment(dropped(entry, "php-fpm's -1 means the system's maximum; fastpm's default 511 is kept (raise it, and net.core.somaxconn, to queue more)"));
+                }
+                None => self
+                    .listen
+                    .set("backlog", Value::Int(number(&entry.value)?), None),
+            },
+            "listen.allowed_clients" => {
+                let clients = entry
+                    .value
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                self.listen
+                    .set("allowed_clients", Value::List(clients), None);
+            }
+            key if key.starts_with("env[") => {
+                let var = key["env[".len()..].trim_end_matches(']');
+                if let Some(from) = entry.value.strip_prefix('$') {
+                    let why = format!("php-fpm copies ${from} from its own environment at start; fastpm passes values as written: write the value here");
+                    self.env.comment(dropped(entry, &why));
+                } else {
+                    self.env.set(var, Value::Str(entry.value.clone()), None);
+                }
+            }
+            key => {
+                let (name, flag) =
+                    is_php_ini(key).expect("pool_rule: the other Special keys are php ini");
+                let value = if flag {
+                    let on = parse_bool(&entry.value).map_err(|m| bad(entry, m))?;
+                    (if on { "1" } else { "0" }).to_string()
+                } else {
+                    entry.value.clone()
+                };
+                if self.ini.items.is_empty() {
+                    self.ini.comment(ADMIN_NOTE.to_string());
+                }
+                self.ini.set(name, Value::Str(value), None);
+            }
+        }
+        Ok(())
+    }
+
+    fn render(&self, name: &str, out: &mut String) {
+        let prefix = format!("pool.{name}");
+        self.pool.render(&prefix, out);
+        self.listen.render(&format!("{prefix}.listen"), out);
+        self.app.render(&format!("{prefix}.app"), out);
+        if !self.ini.items.is_empty() {
+            self.ini.render(&format!("{prefix}.app.ini"), out);
+        }
+        if !self.env.items.is_empty() {
+            self.env.render(&format!("{prefix}.app.env"), out);
+        }
+    }
+}
+
+/// The pool's `pm` (php-fpm requires one; fastpm's default when it is missing).
+fn pool_pm(section: &Section, pool: &mut Table) -> Result<String, ImportError> {
+    match section.entries.iter().rev().find(|e| e.key == "pm") {
+        Some(e) => match e.value.as_str() {
+            "static" | "dynamic" | "ondemand" => Ok(e.value.clone()),
+            other => Err(bad(
+                e,
+                format!("expected static, dynamic or ondemand, got {other:?}"),
+            )),
         },
         None => {
             pool.comment(
                 "pm: php-fpm requires it and none was given; fastpm's default static is used"
                     .into(),
             );
-            "static".into()
+            Ok("static".into())
         }
-    };
-    pool.set("pm", Value::Str(pm.clone()), None);
-    let mut chdir = None;
-    let mut chroot = None;
-    let mut address = None;
+    }
+}
+
+fn convert_pool(
+    section: &Section,
+    php_cgi: &(String, Option<String>),
+    out: &mut String,
+) -> Result<(), ImportError> {
+    let name = pool_name(&section.name);
+    let mut t = PoolTables::default();
+    if name != section.name {
+        t.pool.comment(format!(
+            "php-fpm pool [{}] ({}) renamed: fastpm pool names use letters, digits, '_' and '-'",
+            section.name, section.origin
+        ));
+    }
+    t.pool.set(
+        "workers",
+        Value::Str("process".into()),
+        Some("php-fpm's model: one process per worker".into()),
+    );
+    t.app.set("kind", Value::Str("php".into()), None);
+    t.app
+        .set("php_cgi", Value::Str(php_cgi.0.clone()), php_cgi.1.clone());
+    let pm = pool_pm(section, &mut t.pool)?;
+    t.pool.set("pm", Value::Str(pm.clone()), None);
+
     for entry in &section.entries {
         match pool_rule(&entry.key) {
-            Rule::Key(table, key, kind, note) => {
+            Rule::Key(target, key, kind, note) => {
                 let value = convert_value(entry, kind)?;
-                let target = match table {
-                    Target::Pool => &mut pool,
-                    Target::Listen => &mut listen,
-                    Target::App => &mut app,
-                };
                 if key == "mode" {
                     crate::config::mode::parse_mode(&entry.value).map_err(|m| bad(entry, m))?;
                 }
-                target.set(key, value, note.map(str::to_string));
+                t.target(target).set(key, value, note.map(str::to_string));
             }
-            Rule::Drop(reason) => {
-                if entry.key == "chroot" {
-                    chroot = Some(entry);
-                }
-                let target = if entry.key.starts_with("listen.") { &mut listen } else { &mut pool };
-                target.comment(dropped(entry, reason));
+            Rule::Drop(reason) if entry.key.starts_with("listen.") => {
+                t.listen.comment(dropped(entry, reason))
             }
-            Rule::Special => match entry.key.as_str() {
-                "pm" => {}
-                "pm.start_servers" | "pm.min_spare_servers" | "pm.max_spare_servers" => {
-                    let key = &entry.key["pm.".len()..];
-                    if pm == "dynamic" {
-                        let n = parse_count(&entry.value).map_err(|m| bad(entry, m))?;
-                        pool.set(key, Value::Int(n), None);
-                    } else {
-                        pool.comment(dropped(entry, &format!("only pm = dynamic uses it (php-fpm ignores it with pm = {pm})")));
-                    }
-                }
-                "listen" => {
-                    let (addr, note) = listen_address(&entry.value).map_err(|m| bad(entry, m))?;
-                    address = Some(addr.clone());
-                    listen.set("address", Value::Str(addr), note);
-                }
-                "listen.backlog" => match entry.value.parse::<i64>() {
-                    Ok(n) if n > 0 => listen.set("backlog", Value::Int(n as u64), None),
-                    Ok(_) => listen.comment(dropped(entry, "php-fpm's -1 means the system's maximum; fastpm's default 511 is kept (raise it, and net.core.somaxconn, to queue more)")),
-                    Err(_) => return Err(bad(entry, format!("expected a whole number, got {:?}", entry.value))),
-                },
-                "listen.allowed_clients" => {
-                    let clients: Vec<String> = entry.value.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-                    listen.set("allowed_clients", Value::List(clients), None);
-                }
-                "chdir" => chdir = Some(entry),
-                key if key.starts_with("env[") => {
-                    let var = key["env[".len()..].trim_end_matches(']');
-                    if let Some(from) = entry.value.strip_prefix('$') {
-                        env.comment(dropped(entry, &format!("php-fpm copies ${from} from its own environment at start; fastpm passes values as written: write the value here")));
-                    } else {
-                        env.set(var, Value::Str(entry.value.clone()), None);
-                    }
-                }
-                key => {
-                    let (ini_name, flag) = is_php_ini(key).expect("pool_rule: Special is php ini");
-                    let value = if flag {
-                        let on = parse_bool(&entry.value).map_err(|m| bad(entry, m))?;
-                        (if on { "1" } else { "0" }).to_string()
-                    } else {
-                        entry.value.clone()
-                    };
-                    let note = (!ini.has(ini_name) && ini.items.is_empty()).then(|| ADMIN_NOTE.to_string());
-                    ini.set(ini_name, Value::Str(value), note);
-                }
-            },
+            Rule::Drop(reason) => t.pool.comment(dropped(entry, reason)),
+            Rule::Special => t.special(entry, &pm)?,
         }
     }
-    if address.is_none() {
-        listen.comment(format!("listen: php-fpm requires it and pool [{}] has none; fastpm's default unix:RUNTIME_DIR/{name}.sock is used", section.name));
+
+    let last = |key: &str| section.entries.iter().rev().find(|e| e.key == key);
+    match last("listen") {
+        None => t.listen.comment(format!("listen: php-fpm requires it and pool [{}] has none; fastpm's default unix:RUNTIME_DIR/{name}.sock is used", section.name)),
+        Some(listen) if t.listen.has("allowed_clients") && !listen.value.contains(':') && !listen.value.bytes().all(|b| b.is_ascii_digit()) => {
+            let entry = last("listen.allowed_clients").expect("set from an entry");
+            t.listen.items.retain(|i| !matches!(i, Item::Key { key, .. } if key == "allowed_clients"));
+            t.listen.comment(dropped(entry, "it applies to TCP only (php-fpm ignores it for a unix socket too)"));
+        }
+        Some(_) => {}
     }
-    if address.as_deref().is_some_and(|a| a.starts_with("unix:")) && listen.has("allowed_clients") {
-        let entry = last("listen.allowed_clients").expect("set from an entry");
-        listen
-            .items
-            .retain(|i| !matches!(i, Item::Key { key, .. } if key == "allowed_clients"));
-        listen.comment(dropped(
-            entry,
-            "it applies to TCP only (php-fpm ignores it for a unix socket too)",
-        ));
-    }
-    if pm == "dynamic" && !pool.has("start_servers") {
+    if pm == "dynamic" && !t.pool.has("start_servers") {
         if let (Some(min), Some(max)) = (last("pm.min_spare_servers"), last("pm.max_spare_servers"))
         {
+            // Both were read as numbers above.
             let (min, max) = (
                 parse_count(&min.value).unwrap_or(1),
                 parse_count(&max.value).unwrap_or(3),
             );
-            pool.set("start_servers", Value::Int(min + max.saturating_sub(min) / 2), Some("php-fpm's default: min_spare_servers + (max_spare_servers - min_spare_servers) / 2".into()));
+            let start = min + max.saturating_sub(min) / 2;
+            t.pool.set("start_servers", Value::Int(start), Some("php-fpm's default: min_spare_servers + (max_spare_servers - min_spare_servers) / 2".into()));
         }
     }
     if last("security.limit_extensions").is_none() {
-        app.comment("security.limit_extensions unset: php-fpm allows .php and .phar, fastpm's default .php only; add limit_extensions = [\".php\", \".phar\"] for phar scripts".into());
+        t.app.comment("security.limit_extensions unset: php-fpm allows .php and .phar, fastpm's default .php only; add limit_extensions = [\".php\", \".phar\"] for phar scripts".into());
     }
-    let (root, note) = document_root(chroot, chdir);
-    app.set("document_root", Value::Str(root), Some(note));
-    let prefix = format!("pool.{name}");
-    pool.render(&prefix, out);
-    listen.render(&format!("{prefix}.listen"), out);
-    app.render(&format!("{prefix}.app"), out);
-    if !ini.items.is_empty() {
-        ini.render(&format!("{prefix}.app.ini"), out);
-    }
-    if !env.items.is_empty() {
-        env.render(&format!("{prefix}.app.env"), out);
-    }
+    let (root, note) = document_root(last("chroot"), last("chdir"));
+    t.app.set("document_root", Value::Str(root), Some(note));
+    t.render(&name, out);
     Ok(())
 }
 

@@ -137,6 +137,11 @@ fn parse_text(
                     )));
                 }
                 let pattern = resolve_include(&value, file);
+                if !value.starts_with('/') {
+                    doc.notes.push(format!(
+                        "{origin}: include={value} read relative to this file's directory; php-fpm reads it relative to its prefix (-p, or the install prefix)"
+                    ));
+                }
                 let matches = glob(&pattern).map_err(syntax)?;
                 if matches.is_empty() {
                     doc.notes.push(format!(
@@ -491,7 +496,8 @@ mod tests {
 
         std::fs::write(d.join("none.conf"), "include = nothing/*.conf\n").unwrap();
         let doc = read_files(&[d.join("none.conf")]).unwrap();
-        assert!(doc.notes[0].contains("none.conf:1: include=nothing/*.conf matches no file"));
+        assert!(doc.notes[0].contains("none.conf:1: include=nothing/*.conf read relative"));
+        assert!(doc.notes[1].contains("none.conf:1: include=nothing/*.conf matches no file"));
 
         std::fs::write(d.join("loop.conf"), "include = loop.conf\n").unwrap();
         let err = read_files(&[d.join("loop.conf")]).unwrap_err().to_string();
