@@ -152,14 +152,21 @@ fn parse_text(
                     read_file(&path, depth + 1, doc, current)?;
                 }
             }
-            Line::Entry { key, value } => match *current {
-                Current::Global => doc.global.push(Entry { key, value, origin }),
-                Current::Pool(i) => {
-                    let pool = &mut doc.pools[i];
-                    let value = value.replace("$pool", &pool.name);
-                    pool.entries.push(Entry { key, value, origin });
+            Line::Entry { key, value } => {
+                if value.contains("${") {
+                    doc.notes.push(format!(
+                        "{origin}: {key} = {value}: php-fpm expands ${{NAME}} from its environment when it starts; copied as written"
+                    ));
                 }
-            },
+                match *current {
+                    Current::Global => doc.global.push(Entry { key, value, origin }),
+                    Current::Pool(i) => {
+                        let pool = &mut doc.pools[i];
+                        let value = value.replace("$pool", &pool.name);
+                        pool.entries.push(Entry { key, value, origin });
+                    }
+                }
+            }
         }
     }
     Ok(())
@@ -459,6 +466,8 @@ mod tests {
         assert_eq!(doc.pools[0].entries[0].value, "/run/a.sock");
         assert_eq!(doc.pools[0].entries[1].key, "pm");
         assert_eq!(doc.pools[0].entries[1].origin.line, 8);
+        let doc = read_str("[a]\nlisten = ${LISTEN}\n", Path::new("/etc/e.conf")).unwrap();
+        assert!(doc.notes[0].starts_with("/etc/e.conf:2: listen = ${LISTEN}: php-fpm expands"));
         let err = read_str("[a]\n\npm\n", Path::new("/etc/x.conf")).unwrap_err();
         assert!(err.to_string().starts_with("/etc/x.conf:3: "), "{err}");
     }
