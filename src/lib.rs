@@ -21,12 +21,14 @@
 //! - [`master`]: the supervisor: starts pools and workers, the sampler, signals, shutdown.
 //! - [`overload`]: queue-wait accounting (when did each connection arrive), its histogram,
 //!   and the shedding policies, all pure.
+//! - [`import_fpm`]: `fastpm import-fpm`, php-fpm's configuration read and converted to fastpm's.
 //! - [`sys`]: the only place with `unsafe`.
 
 pub mod app;
 pub mod config;
 pub mod fastcgi;
 pub mod front;
+pub mod import_fpm;
 pub mod listen;
 pub mod loadgen;
 pub mod master;

@@ -61,6 +61,13 @@ enum Command {
     Request(cli_request::RequestArgs),
     /// Closed-loop FastCGI load generator; prints a JSON summary.
     Bench(cli_bench::BenchArgs),
+    /// Convert php-fpm.conf (and the pool files it includes) to fastpm TOML on stdout.
+    #[command(name = "import-fpm")]
+    ImportFpm {
+        /// php-fpm.conf, or pool files; include= lines are followed.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// An error that means "bad config or usage" (exit 2) rather than a runtime failure.
@@ -72,6 +79,7 @@ fn is_usage_error(err: &anyhow::Error) -> bool {
             || cause.is::<cli_bench::BenchUsageError>()
             || cause.is::<master::preflight::PreflightError>()
             || cause.is::<master::runtime_dir::RuntimeDirError>()
+            || cause.is::<fastpm::import_fpm::ImportError>()
     })
 }
 
@@ -177,6 +185,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => cli_bench::run(args),
+        Command::ImportFpm { files } => {
+            print!("{}", fastpm::import_fpm::import_files(&files)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

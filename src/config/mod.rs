@@ -28,7 +28,10 @@ mod types;
 mod validate;
 
 pub use backlog::{effective_backlog, BacklogError, BacklogSource, DEFAULT_BACKLOG};
-pub use defaults::MAX_BACKLOG;
+pub use defaults::{
+    MAX_BACKLOG, SHUTDOWN_TIMEOUT as DEFAULT_SHUTDOWN_TIMEOUT,
+    STATUS_LISTEN as DEFAULT_STATUS_LISTEN,
+};
 pub use enums::{
     AcceptLock, AppKind, ConfigWord, LogFormat, LogLevel, OverloadPolicy, PmKind, WorkerKind,
 };
