@@ -118,15 +118,22 @@ impl Front<'_> {
     /// The stop flags (and recycling) as this front's [`Ending`]; an ending closes what it
     /// must at once.
     fn look_at_stop(&mut self) {
-        let ending = if self.ctx.quitting.load(Relaxed) || self.handoff.retiring() {
+        let ending = if self.ctx.quitting.load(Relaxed) {
             Ending::Now
         } else if self.ctx.stopping.load(Relaxed) {
             Ending::Drain
+        } else if self.handoff.retiring() {
+            match self.ending {
+                Ending::Retire { since } => Ending::Retire { since },
+                _ => Ending::Retire {
+                    since: Instant::now(),
+                },
+            }
         } else {
             Ending::No
         };
-        // Never back from Now to Drain.
-        if ending != self.ending && ending != Ending::No && self.ending != Ending::Now {
+        // Only towards a harder ending (never back from Now to Drain, or to Retire).
+        if ending.rank() > self.ending.rank() {
             self.ending = ending;
             self.close_for_stop(Instant::now());
         }
@@ -136,7 +143,7 @@ impl Front<'_> {
     fn done(&self) -> bool {
         match self.ending {
             Ending::No => false,
-            Ending::Now => self.conns.is_empty(),
+            Ending::Now | Ending::Retire { .. } => self.conns.is_empty(),
             Ending::Drain => self.handoff.drained() && self.conns.is_empty(),
         }
     }
