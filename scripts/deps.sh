@@ -3,7 +3,8 @@
 #   run : php-cgi (the default config serves php-examples/ through it)
 #   test: nginx, apache2, lighttpd (the web servers tests/webservers.rs puts in front), php-cgi,
 #         php-fpm (the benchmark and comparison peer), cgi-fcgi (libfcgi-bin), ss (iproute2),
-#         unshare/sysctl (util-linux, procps), libfaketime (the wall-clock step test)
+#         unshare/sysctl (util-linux, procps), libfaketime (the wall-clock step test), chromium
+#         (the dashboard test, headless), tmux (the `status --watch` terminal test)
 # Usage: scripts/deps.sh run|test
 set -euo pipefail
 want=${1:-test}
@@ -22,6 +23,8 @@ if [ "$want" = test ]; then
   need unshare util-linux
   need curl curl
   need /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 libfaketime
+  need chromium chromium
+  need tmux tmux
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "scripts/deps.sh: installing ${missing[*]}" >&2

@@ -153,10 +153,22 @@ fn serves_every_path_then_stops() {
     assert!(metrics.contains("phpfpm_accepted_connections{pool=\"www\"} 17\n"));
     assert!(metrics.contains("phpfpm_active_processes{pool=\"api\"} 1\n"));
 
-    let page = client::fetch(&format!("{base}/")).unwrap();
+    // php-fpm's self-refreshing table stays at /status?html; / is the live dashboard.
+    let page = client::fetch(&format!("{base}/status?html")).unwrap();
     assert!(page.starts_with("<!DOCTYPE html>"));
     assert!(page.contains("http-equiv=\"refresh\""));
     assert!(page.contains("<th>pool</th><td>www</td><td>api</td>"));
+    let dashboard = client::fetch(&format!("{base}/")).unwrap();
+    assert!(dashboard.starts_with("<!DOCTYPE html>"));
+    assert!(
+        dashboard.contains("/history?json"),
+        "the dashboard draws from /history"
+    );
+    // This source keeps no history: /history says so (the master's does; tests/dashboard.rs).
+    match client::fetch(&format!("{base}/history?json")) {
+        Err(StatusClientError::Status { status: 404, .. }) => {}
+        other => panic!("expected 404, got {other:?}"),
+    }
 
     // Headers, HEAD and other methods.
     let head = raw(

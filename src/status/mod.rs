@@ -1,12 +1,15 @@
 //! Status: one [`PoolSnapshot`] read from the scoreboard, rendered php-fpm compatibly (text,
 //! JSON, XML, HTML dashboard, OpenMetrics) and served two ways — through FastCGI at a pool's
 //! `status_path` (a worker calls [`render_pool`]) and by the master's HTTP listener
-//! ([`http::serve`], which calls [`render_pools`]); [`client`] is `fastpm status`.
+//! ([`http::serve`], which calls [`render_pools`]); [`client`] is `fastpm status`. The master also keeps a
+//! one-second [`history`] of each pool, which the [`dashboard`] at `/` draws.
 //!
 //! Nothing here takes a lock on the scoreboard, so status answers even when every worker is
 //! busy.
 
 pub mod client;
+pub mod dashboard;
+pub mod history;
 pub mod html;
 pub mod http;
 pub mod json;
