@@ -24,11 +24,12 @@ use common::daemon::Daemon;
 use common::{require, FASTPM};
 
 /// What each README command must print (the first key found in the command line wins).
-const EXPECTED: [(&str, &str); 5] = [
+const EXPECTED: [(&str, &str); 6] = [
     ("fastpm request", "Hello from PHP"),
     ("fastpm status --watch", "listen queue len:"),
     ("fastpm status", "pool:                 www"),
     ("/status?json", "\"pool\":\"www\""),
+    ("/history?json", "\"listen queue len\":"),
     ("/metrics", "phpfpm_up{pool=\"www\"} 1"),
 ];
 
