@@ -4,7 +4,8 @@
 #   test: nginx, apache2, lighttpd (the web servers tests/webservers.rs puts in front), php-cgi,
 #         php-fpm (the benchmark and comparison peer), cgi-fcgi (libfcgi-bin), ss (iproute2),
 #         unshare/sysctl (util-linux, procps), libfaketime (the wall-clock step test),
-#         python3-prometheus-client (the OpenMetrics parser that reads /metrics in a test)
+#         python3-prometheus-client (the OpenMetrics parser that reads /metrics in a test),
+#         chromium (the dashboard test, headless), tmux (the `status --watch` terminal test)
 # Usage: scripts/deps.sh run|test
 set -euo pipefail
 want=${1:-test}
@@ -24,6 +25,8 @@ if [ "$want" = test ]; then
   need curl curl
   need /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 libfaketime
   need /usr/lib/python3/dist-packages/prometheus_client/openmetrics/parser.py python3-prometheus-client
+  need chromium chromium
+  need tmux tmux
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "scripts/deps.sh: installing ${missing[*]}" >&2

@@ -6,7 +6,8 @@
 //! - [`listen`]: listen addresses, bind + backlog + the `somaxconn` clamp check, unix socket
 //!   permissions, `allowed_clients`.
 //! - [`probe`]: the kernel's view of a listening socket through `sock_diag` (queue depth,
-//!   effective backlog, drops) and the sampler that records it on the scoreboard.
+//!   effective backlog, drops) and the sampler that records it on the scoreboard (and, each
+//!   second, in the master's history).
 //! - [`fastcgi`]: the protocol — records, name-value pairs, request assembly, response
 //!   encoding — as pure parsers; the blocking connection driver; the client.
 //! - [`loadgen`]: the `fastpm bench` engine, a closed-loop load generator that connects and
@@ -17,7 +18,8 @@
 //! - [`worker`]: the accept lock and the executors that run complete requests.
 //! - [`app`]: what runs a request (built-in `hello`, `echo`, `sleep`).
 //! - [`status`]: one snapshot, rendered as text / JSON / OpenMetrics, served over FastCGI and
-//!   the master's HTTP listener.
+//!   the master's HTTP listener; the 15-minute history, the live dashboard at `/`, and
+//!   `fastpm status` with its `--watch` terminal view.
 //! - [`master`]: the supervisor: starts pools and workers, the sampler, signals, shutdown.
 //! - [`overload`]: queue-wait accounting (when did each connection arrive), its histogram,
 //!   and the shedding policies, all pure.

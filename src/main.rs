@@ -47,7 +47,8 @@ enum Command {
     Status {
         #[arg(long, default_value = fastpm::status::client::DEFAULT_URL)]
         url: String,
-        /// Redraw every second.
+        /// Live view, redrawn every second: sparklines of the last minute per pool (q quits);
+        /// when stdout is not a terminal, the status once.
         #[arg(long)]
         watch: bool,
         /// JSON instead of text.
@@ -163,14 +164,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 url
             };
-            if watch {
-                fastpm::status::client::watch(
-                    &url,
-                    std::time::Duration::from_secs(1),
-                    &mut std::io::stdout(),
-                )
-                .with_context(|| format!("cannot read {url}"))?;
+            use std::io::IsTerminal;
+            if watch && std::io::stdout().is_terminal() {
+                fastpm::status::watch::run(&url).with_context(|| format!("cannot read {url}"))?;
             } else {
+                // Not a terminal (a file, a pipe): the status once, as plain text (or JSON).
                 let body = fastpm::status::client::fetch(&url)
                     .with_context(|| format!("cannot read {url}"))?;
                 print!("{body}");

@@ -1,5 +1,5 @@
 //! The master's HTTP status listener end to end: `serve` on 127.0.0.1:0 over a real scoreboard
-//! whose workers are all busy, read with fastpm's own `client::fetch` / `client::watch`, then
+//! whose workers are all busy, read with fastpm's own `client::fetch` and `fastpm status --watch` (no terminal), then
 //! shut down.
 
 mod common;
@@ -10,9 +10,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::SharedWriter;
 use fastpm::scoreboard::Scoreboard;
-use fastpm::status::client::{self, StatusClientError, CLEAR_SCREEN};
+use fastpm::status::client::{self, StatusClientError};
 use fastpm::status::http::{serve, SnapshotSource};
 use fastpm::status::{PoolInfo, PoolSnapshot};
 use serde_json::Value;
@@ -153,10 +152,22 @@ fn serves_every_path_then_stops() {
     assert!(metrics.contains("phpfpm_accepted_connections{pool=\"www\"} 17\n"));
     assert!(metrics.contains("phpfpm_active_processes{pool=\"api\"} 1\n"));
 
-    let page = client::fetch(&format!("{base}/")).unwrap();
+    // php-fpm's self-refreshing table stays at /status?html; / is the live dashboard.
+    let page = client::fetch(&format!("{base}/status?html")).unwrap();
     assert!(page.starts_with("<!DOCTYPE html>"));
     assert!(page.contains("http-equiv=\"refresh\""));
     assert!(page.contains("<th>pool</th><td>www</td><td>api</td>"));
+    let dashboard = client::fetch(&format!("{base}/")).unwrap();
+    assert!(dashboard.starts_with("<!DOCTYPE html>"));
+    assert!(
+        dashboard.contains("/history?json"),
+        "the dashboard draws from /history"
+    );
+    // This source keeps no history: /history says so (the master's does; tests/dashboard.rs).
+    match client::fetch(&format!("{base}/history?json")) {
+        Err(StatusClientError::Status { status: 404, .. }) => {}
+        other => panic!("expected 404, got {other:?}"),
+    }
 
     // Headers, HEAD and other methods.
     let head = raw(
@@ -207,34 +218,31 @@ fn serves_every_path_then_stops() {
     assert!(String::from_utf8_lossy(&rest).contains("pool:                 api"));
 }
 
+/// `fastpm status --watch` whose stdout is not a terminal (a pipe here) prints the status once,
+/// as plain text without escape codes, and exits 0; the live view is for terminals
+/// (tests/status_watch.rs drives it in tmux).
 #[test]
-fn watch_redraws_until_the_listener_goes_away() {
+fn watch_without_a_terminal_prints_once() {
     let server = start();
     let url = format!("http://{}/status", server.addr);
-    let out = SharedWriter::default();
-    let mut writer = out.clone();
-    let watcher =
-        std::thread::spawn(move || client::watch(&url, Duration::from_millis(20), &mut writer));
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while String::from_utf8_lossy(&out.0.lock().unwrap())
-        .matches(CLEAR_SCREEN)
-        .count()
-        < 2
-    {
-        assert!(std::time::Instant::now() < deadline, "watch did not redraw");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    stop(server);
-    let err = watcher.join().unwrap().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StatusClientError::Connect { .. } | StatusClientError::Io { .. }
-        ),
-        "{err}"
+    let out = std::process::Command::new(common::FASTPM)
+        .args(["status", "--watch", "--url", &url])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}: {text}", out.status);
+    assert!(text.starts_with("pool:                 www\n"), "{text}");
+    assert_eq!(
+        text.matches("pool:                 www").count(),
+        1,
+        "{text}"
     );
-    let drawn = String::from_utf8_lossy(&out.0.lock().unwrap()).into_owned();
-    assert!(drawn.starts_with(&format!("{CLEAR_SCREEN}pool:                 www\n")));
+    assert!(
+        !text.contains('\x1b'),
+        "no escape codes into a pipe: {text:?}"
+    );
+    stop(server);
 }
 
 #[test]

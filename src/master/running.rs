@@ -25,8 +25,9 @@ use super::status_source::Pools;
 use super::upgrade::{self, Inherited, Upgrade, UpgradeState, STATUS_NAME};
 use crate::config::{self, Config, ConfigSource};
 use crate::listen::{self, ListenAddress};
-use crate::probe::{spawn_sampler, SamplerHandle};
+use crate::probe::{spawn_sampler_with_history, SamplerHandle};
 use crate::scoreboard::Scoreboard;
+use crate::status::history::History;
 use crate::sys::inherit::close_inherited_on_exec;
 use crate::worker::lock::LockShared;
 use crate::worker::{spawn_thread_workers, PoolContext, WorkerThreads};
@@ -122,7 +123,11 @@ impl Running {
             probes.push((index, probe));
             contexts.push((ctx, choice, lock));
         }
-        let sampler = spawn_sampler(probes, Arc::clone(&scoreboard));
+        // The sampler writes the one-second history the status listener serves (`/history`,
+        // the dashboard, `status --watch`): it alone sees every queue reading.
+        let history = Arc::new(History::new(config.pools.iter().map(|p| p.name.clone())));
+        let sampler =
+            spawn_sampler_with_history(probes, Arc::clone(&scoreboard), Some(Arc::clone(&history)));
 
         let mut pools = Vec::new();
         for (ctx, choice, lock) in contexts {
@@ -167,7 +172,10 @@ impl Running {
         let (status_stop, stop_rx) = tokio::sync::watch::channel(false);
         let mut status_fd = None;
         if let Some(addr) = config.global.status_listen {
-            let source = Arc::new(Pools(pools.iter().map(|p| Arc::clone(&p.ctx)).collect()));
+            let source = Arc::new(Pools(
+                pools.iter().map(|p| Arc::clone(&p.ctx)).collect(),
+                Arc::clone(&history),
+            ));
             let std_listener = match inherited.sockets.remove(STATUS_NAME) {
                 Some(fd) => std::net::TcpListener::from(fd),
                 None => std::net::TcpListener::bind(addr)

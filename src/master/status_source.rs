@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
+use crate::status::history::History;
 use crate::status::http::SnapshotSource;
 use crate::status::PoolSnapshot;
 use crate::worker::PoolContext;
 
-/// Every pool of the master, for the HTTP status listener.
-pub struct Pools(pub Vec<Arc<PoolContext>>);
+/// Every pool of the master, and their recent history, for the HTTP status listener.
+pub struct Pools(pub Vec<Arc<PoolContext>>, pub Arc<History>);
 
 impl SnapshotSource for Pools {
     fn snapshots(&self, full: bool) -> Vec<PoolSnapshot> {
@@ -22,5 +23,9 @@ impl SnapshotSource for Pools {
                 )
             })
             .collect()
+    }
+
+    fn history(&self) -> Option<&History> {
+        Some(&self.1)
     }
 }

@@ -69,6 +69,18 @@ impl WaitHistogram {
         }
     }
 
+    /// [`snapshot`](Self::snapshot) into a copy the caller keeps, reusing its buckets (the
+    /// master's once-a-second history reads it without allocating).
+    pub fn snapshot_into(&self, out: &mut HistogramSnapshot) {
+        out.buckets.clear();
+        out.buckets
+            .extend(self.buckets.iter().map(|b| b.load(Relaxed)));
+        out.count = out.buckets.iter().sum();
+        out.sum_us = self.sum_us.load(Relaxed);
+        out.max_us = self.max_us.load(Relaxed);
+        out.unknown = self.unknown.load(Relaxed);
+    }
+
     /// A copy for reading (each counter read once; the copy's `count` is the sum of its
     /// buckets, so `_count` always equals the `+Inf` bucket).
     pub fn snapshot(&self) -> HistogramSnapshot {
@@ -127,6 +139,23 @@ impl HistogramSnapshot {
             return Some(us.min(max) / 1000.0);
         }
         Some(max / 1000.0)
+    }
+
+    /// What was recorded between `earlier` and `self` (two copies of one histogram), into
+    /// `out` (its buckets reused). The maximum is not windowed: `out.max_us` is `self`'s, which
+    /// only caps the quantiles' interpolation.
+    pub fn delta_into(&self, earlier: &HistogramSnapshot, out: &mut HistogramSnapshot) {
+        out.buckets.clear();
+        out.buckets.extend(
+            self.buckets
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| n.saturating_sub(earlier.buckets.get(i).copied().unwrap_or(0))),
+        );
+        out.count = out.buckets.iter().sum();
+        out.sum_us = self.sum_us.saturating_sub(earlier.sum_us);
+        out.max_us = self.max_us;
+        out.unknown = self.unknown.saturating_sub(earlier.unknown);
     }
 
     /// Cumulative counts at every fourth bound (0.1 ms, 0.2 ms, 0.4 ms, … ≈ 52 s: one per

@@ -12,4 +12,4 @@ pub mod unix_diag;
 
 pub use queue_probe::{socket_inode, ProbeMethod, QueueProbe};
 pub use reading::{queue_is_full, QueueReading};
-pub use sampler::{record_sample, spawn_sampler, SamplerHandle};
+pub use sampler::{record_sample, spawn_sampler, spawn_sampler_with_history, SamplerHandle};

@@ -15,6 +15,12 @@
 //! Each successful tick also records `arrived = accepted + queued` in the pool's arrival ring
 //! (`overload::arrival`), from which workers compute every connection's queue wait.
 //!
+//! With a [`History`], the same thread also writes the master's one-second history
+//! (`status::history`): every reading goes into the second being observed (the queue's
+//! maximum within each second needs every 2 ms sample, which only this thread has in hand), and
+//! the first tick of a new monotonic second closes the last one — within one [`IDLE_INTERVAL`]
+//! of the boundary, with no second timer and no shared "max since" counter on the scoreboard.
+//!
 //! A probe that fails is logged once (and once more when it recovers), not every tick; while it
 //! fails the pool's `samples` counter stops moving, which is how a reader can tell the queue
 //! figures are stale.
@@ -27,7 +33,8 @@ use std::time::Duration;
 
 use super::{QueueProbe, QueueReading};
 use crate::overload::monotonic_us;
-use crate::scoreboard::{raise_max, PoolBoard, Scoreboard, UNKNOWN};
+use crate::scoreboard::{raise_max, Clock, PoolBoard, Scoreboard, UNKNOWN};
+use crate::status::history::{History, Recorder};
 
 /// Tick while a queue is non-empty or connections are being accepted.
 pub const BUSY_INTERVAL: Duration = Duration::from_millis(2);
@@ -123,6 +130,15 @@ pub fn spawn_sampler(
     pools: Vec<(usize, QueueProbe)>,
     scoreboard: Arc<Scoreboard>,
 ) -> SamplerHandle {
+    spawn_sampler_with_history(pools, scoreboard, None)
+}
+
+/// [`spawn_sampler`] that also records `history` (one ring per scoreboard pool, in order).
+pub fn spawn_sampler_with_history(
+    pools: Vec<(usize, QueueProbe)>,
+    scoreboard: Arc<Scoreboard>,
+    history: Option<Arc<History>>,
+) -> SamplerHandle {
     let pools: Vec<SampledPool> = pools
         .into_iter()
         .map(|(index, probe)| {
@@ -142,7 +158,15 @@ pub fn spawn_sampler(
     let (stop, stopped) = mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("fastpm-sampler".into())
-        .spawn(move || run(pools, &scoreboard, &stopped))
+        .spawn(move || {
+            let mut recorder = history.map(|history| {
+                let now = Clock::now();
+                Recorder::new(history, now.monotonic_us, now.wall_us / 1_000_000, |i| {
+                    scoreboard.pool(i)
+                })
+            });
+            run(pools, &scoreboard, recorder.as_mut(), &stopped)
+        })
         .expect("spawn the queue sampler thread");
     SamplerHandle {
         stop: Some(stop),
@@ -150,11 +174,23 @@ pub fn spawn_sampler(
     }
 }
 
-fn run(mut pools: Vec<SampledPool>, scoreboard: &Scoreboard, stopped: &mpsc::Receiver<()>) {
+fn run(
+    mut pools: Vec<SampledPool>,
+    scoreboard: &Scoreboard,
+    mut recorder: Option<&mut Recorder>,
+    stopped: &mpsc::Receiver<()>,
+) {
     loop {
+        if let Some(recorder) = recorder.as_deref_mut() {
+            let total = |i| {
+                let (idle, active) = scoreboard.idle_active(i);
+                u32::try_from(idle + active).unwrap_or(u32::MAX)
+            };
+            recorder.roll(monotonic_us(), |i| scoreboard.pool(i), total);
+        }
         let mut busy = false;
         for pool in &mut pools {
-            busy |= tick(pool, scoreboard);
+            busy |= tick(pool, scoreboard, recorder.as_deref_mut());
         }
         match stopped.recv_timeout(next_interval(busy)) {
             Err(RecvTimeoutError::Timeout) => {}
@@ -164,9 +200,10 @@ fn run(mut pools: Vec<SampledPool>, scoreboard: &Scoreboard, stopped: &mpsc::Rec
 }
 
 /// Sample one pool; true when it is busy.
-fn tick(pool: &mut SampledPool, scoreboard: &Scoreboard) -> bool {
+fn tick(pool: &mut SampledPool, scoreboard: &Scoreboard, recorder: Option<&mut Recorder>) -> bool {
     let board = scoreboard.pool(pool.index);
     let mut queued = 0;
+    let mut observed = None;
     // Accepted *before* the queue is read: a connection accepted between the two reads is
     // then counted by a later sample, never an earlier one, so waits stay lower bounds.
     let accepted_before = board.accept_seq.load(Acquire);
@@ -179,6 +216,7 @@ fn tick(pool: &mut SampledPool, scoreboard: &Scoreboard) -> bool {
                 .arrivals
                 .record_tick(read_at, arrived(accepted_before, reading.queued));
             queued = reading.queued;
+            observed = Some((reading.queued, reading.backlog));
             if pool.failing {
                 pool.failing = false;
                 tracing::info!(pool = pool.index, method = %pool.probe.method(), "listen queue readable again");
@@ -194,6 +232,13 @@ fn tick(pool: &mut SampledPool, scoreboard: &Scoreboard) -> bool {
     }
     let (_, active) = scoreboard.idle_active(pool.index);
     raise_max(&board.max_active_processes, active);
+    if let Some(recorder) = recorder {
+        recorder.observe(
+            pool.index,
+            observed,
+            u32::try_from(active).unwrap_or(u32::MAX),
+        );
+    }
     let accept_seq = board.accept_seq.load(Relaxed);
     let busy = pool_is_busy(queued, pool.last_accept_seq, accept_seq);
     pool.last_accept_seq = accept_seq;

@@ -1,5 +1,5 @@
 //! `fastpm status`: a tiny blocking HTTP/1.1 GET client for the master's status listener
-//! (`http://` only), and the `--watch` loop that redraws the answer.
+//! (`http://` only); `--watch` on a terminal is [`super::watch`], built on it.
 //!
 //! Why not an HTTP client crate: one GET to a local listener with `Connection: close` needs a
 //! status line, two headers and a body; a dependency would be larger than this file.
@@ -18,9 +18,6 @@ pub const TIMEOUT: Duration = Duration::from_secs(2);
 /// Answers larger than this are refused (a status page is a few KiB; `?full` of thousands of
 /// workers stays far below).
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
-
-/// ANSI: cursor home, clear screen — what `--watch` writes before each redraw.
-pub const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
 
 /// Why a status fetch failed.
 #[derive(Debug, thiserror::Error)]
@@ -171,19 +168,6 @@ pub fn fetch(url: &str) -> Result<String, StatusClientError> {
         });
     }
     Ok(response.body)
-}
-
-/// Fetch `url` every `interval` and redraw it on `out` (clear screen first), until a fetch or
-/// a write fails; that error is returned.
-pub fn watch(url: &str, interval: Duration, out: &mut impl Write) -> Result<(), StatusClientError> {
-    loop {
-        let body = fetch(url)?;
-        out.write_all(CLEAR_SCREEN.as_bytes())
-            .and_then(|()| out.write_all(body.as_bytes()))
-            .and_then(|()| out.flush())
-            .map_err(StatusClientError::Output)?;
-        std::thread::sleep(interval);
-    }
 }
 
 fn connect(target: &Target) -> Result<TcpStream, StatusClientError> {

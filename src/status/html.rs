@@ -1,7 +1,8 @@
-//! The HTML dashboard (`?html`, and the master's `/`): one table with a row per key and a
-//! column per pool, then with `?full` a table of workers per pool. It reloads itself every
-//! [`REFRESH_SECONDS`] with a `<meta http-equiv="refresh">`, needs no script and no external
-//! asset, and keeps the query string (so `/?full` stays full).
+//! php-fpm's HTML status page (`?html`: a pool's `status_path`, the master's `/status?html`):
+//! one table with a row per key and a column per pool, then with `?full` a table of workers per
+//! pool. It reloads itself every [`REFRESH_SECONDS`] with a `<meta http-equiv="refresh">`, needs
+//! no script and no external asset, and keeps the query string (so `?html&full` stays full).
+//! The master's live dashboard at `/` is `dashboard.rs`.
 
 use super::snapshot::PoolSnapshot;
 use super::text;

@@ -1,5 +1,7 @@
 //! The master's HTTP status listener (hyper, HTTP/1.1): `/status` (all pools), `/status/POOL`,
-//! `/metrics` (OpenMetrics), `/` (dashboard), each with php-fpm's query flags. It only reads
+//! `/metrics` (OpenMetrics), `/history` (the last 15 minutes, JSON) and `/` (the live dashboard,
+//! drawn by its own script from `/history` and `/status`); the status paths take php-fpm's query
+//! flags (`/status?html` is php-fpm's self-refreshing table). It only reads
 //! snapshots from a [`SnapshotSource`] (the scoreboard), so it answers while every worker is
 //! busy.
 
@@ -16,6 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::history::{History, HistoryQuery};
 use super::query::{Format, Query};
 use super::snapshot::PoolSnapshot;
 use super::{render_pool, render_pools, Rendered, NO_CACHE_HEADERS};
@@ -25,6 +28,11 @@ use super::{render_pool, render_pools, Rendered, NO_CACHE_HEADERS};
 pub trait SnapshotSource: Send + Sync + 'static {
     /// Every pool, in configuration order; `full` asks for the per-worker rows.
     fn snapshots(&self, full: bool) -> Vec<PoolSnapshot>;
+
+    /// The recent history (`/history`), when this source keeps one.
+    fn history(&self) -> Option<&History> {
+        None
+    }
 }
 
 /// A client that sends its request headers slower than this is dropped, so idle or slow
@@ -176,13 +184,12 @@ fn respond(req: &Request<Incoming>, source: &dyn SnapshotSource) -> Response<Ful
             };
             rendered(render_pools(&source.snapshots(false), &metrics))
         }
-        Route::Dashboard => {
-            let page = Query {
-                format: Format::Html,
-                full: query.full,
-            };
-            rendered(render_pools(&source.snapshots(query.full), &page))
-        }
+        Route::Dashboard => response(
+            StatusCode::OK,
+            "text/html;charset=UTF-8",
+            super::dashboard::PAGE.to_string(),
+        ),
+        Route::History => history(req.uri().query().unwrap_or(""), source),
         Route::NotFound => plain(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -194,6 +201,7 @@ enum Route {
     OnePool(String),
     Metrics,
     Dashboard,
+    History,
     NotFound,
 }
 
@@ -202,6 +210,7 @@ fn route(path: &str) -> Route {
         "/" => Route::Dashboard,
         "/status" | "/status/" => Route::AllPools,
         "/metrics" => Route::Metrics,
+        "/history" => Route::History,
         _ => match path.strip_prefix("/status/") {
             Some(name) if !name.contains('/') => match percent_decode(name) {
                 Some(name) => Route::OnePool(name),
@@ -212,8 +221,27 @@ fn route(path: &str) -> Route {
     }
 }
 
+/// `/history?json[&pool=NAME][&seconds=N]`: always JSON; 400 for a bad query, 404 for an
+/// unknown pool or a source that keeps no history.
+fn history(query_string: &str, source: &dyn SnapshotSource) -> Response<Full<Bytes>> {
+    let query = match HistoryQuery::parse(query_string) {
+        Ok(query) => query,
+        Err(why) => return plain(StatusCode::BAD_REQUEST, &format!("{why}\n")),
+    };
+    let Some(history) = source.history() else {
+        return plain(StatusCode::NOT_FOUND, "no history kept here\n");
+    };
+    match history.render_json(&query) {
+        Some(body) => response(StatusCode::OK, "application/json", body),
+        None => plain(
+            StatusCode::NOT_FOUND,
+            &format!("no pool named {:?}\n", query.pool.unwrap_or_default()),
+        ),
+    }
+}
+
 /// Decode `%XX` escapes of a path segment; `None` when malformed or not UTF-8.
-fn percent_decode(segment: &str) -> Option<String> {
+pub(crate) fn percent_decode(segment: &str) -> Option<String> {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -266,6 +294,7 @@ mod tests {
             ("/status/a/b", Route::NotFound),
             ("/metrics", Route::Metrics),
             ("/metrics/", Route::NotFound),
+            ("/history", Route::History),
             ("/index.html", Route::NotFound),
             ("/statusx", Route::NotFound),
         ];

@@ -1,12 +1,16 @@
 //! Status: one [`PoolSnapshot`] read from the scoreboard, rendered php-fpm compatibly (text,
 //! JSON, XML, HTML dashboard, OpenMetrics) and served two ways — through FastCGI at a pool's
 //! `status_path` (a worker calls [`render_pool`]) and by the master's HTTP listener
-//! ([`http::serve`], which calls [`render_pools`]); [`client`] is `fastpm status`.
+//! ([`http::serve`], which calls [`render_pools`]); [`client`] is `fastpm status`, [`watch`] its
+//! live terminal view. The master also keeps a one-second [`history`] of each pool, which the
+//! [`dashboard`] at `/` and `--watch` draw.
 //!
 //! Nothing here takes a lock on the scoreboard, so status answers even when every worker is
 //! busy.
 
 pub mod client;
+pub mod dashboard;
+pub mod history;
 pub mod html;
 pub mod http;
 pub mod json;
@@ -15,6 +19,7 @@ mod query;
 pub mod snapshot;
 pub mod text;
 pub mod timefmt;
+pub mod watch;
 pub mod xml;
 
 pub use query::{Format, Query, Rendered};

@@ -416,3 +416,44 @@ pub fn child_entry_point_answers(name: &str, var: &str) {
         out.status
     );
 }
+
+/// A pool `p` of 2 thread workers running the built-in `sleep` app on `{dir}/p.sock` (backlog
+/// 64), the master's status on a port the kernel picks ([`Server::status_port`]): what the
+/// history, dashboard and `status --watch` tests put a burst through.
+pub const SLEEP_TWO_WORKERS: &str = r#"
+[global]
+status_listen = "127.0.0.1:0"
+runtime_dir = "{dir}/rt"
+
+[pool.p]
+workers = "thread"
+max_children = 2
+
+[pool.p.listen]
+address = "unix:{dir}/p.sock"
+backlog = 64
+
+[pool.p.app]
+kind = "sleep"
+"#;
+
+/// `clients` threads each sending `sleep?ms=100` to `addr` one after another until `length`
+/// has passed (the last request may end a little later); how many were served.
+pub fn sleep_burst(addr: &str, clients: usize, length: Duration) -> usize {
+    let deadline = Instant::now() + length;
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let addr = addr.to_string();
+            std::thread::spawn(move || {
+                let mut served = 0;
+                while Instant::now() < deadline {
+                    let r = raw::get(&addr, "/sleep", "ms=100");
+                    assert_eq!(r.app_status, 0, "{}", r.text());
+                    served += 1;
+                }
+                served
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).sum()
+}
