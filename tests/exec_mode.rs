@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, master_status, raw, require, Server};
+use common::{master_status, raw, require, Server};
 
 fn children(pid: i32) -> Vec<i32> {
     let out = Command::new(require("pgrep"))
@@ -52,14 +52,13 @@ fn hello(addr: &str) -> bool {
     )
 }
 
-#[test]
-fn exec_php_cgi_serves_past_its_500_request_limit_and_replaces_a_killed_child() {
-    let php_cgi = require("php-cgi");
-    let port = free_port();
-    let server = Server::start(&format!(
+/// Pool `x`: two php-cgi accepting on its socket themselves; the status listener on a port the
+/// kernel picks (`Server::status_port`).
+fn exec_php_cgi_pool() -> String {
+    format!(
         r#"
 [global]
-status_listen = "127.0.0.1:{port}"
+status_listen = "127.0.0.1:0"
 runtime_dir = "{{dir}}/rt"
 
 [pool.x]
@@ -70,10 +69,16 @@ address = "unix:{{dir}}/x.sock"
 
 [pool.x.app]
 kind = "exec"
-command = ["{php_cgi}"]
+command = ["{}"]
 "#,
-        php_cgi = php_cgi.display()
-    ));
+        require("php-cgi").display()
+    )
+}
+
+#[test]
+fn exec_php_cgi_serves_past_its_500_request_limit_and_replaces_a_killed_child() {
+    let server = Server::start(&exec_php_cgi_pool());
+    let port = server.status_port();
     let addr = format!("unix:{}", server.path("x.sock").display());
     let deadline = Instant::now() + Duration::from_secs(5);
     let first = loop {
@@ -162,26 +167,8 @@ command = ["{php_cgi}"]
 /// fd 0 it is idle; running a request it is active — not "idle forever".
 #[test]
 fn exec_children_show_when_they_are_busy() {
-    let php_cgi = require("php-cgi");
-    let port = free_port();
-    let server = Server::start(&format!(
-        r#"
-[global]
-status_listen = "127.0.0.1:{port}"
-runtime_dir = "{{dir}}/rt"
-
-[pool.x]
-max_children = 2
-
-[pool.x.listen]
-address = "unix:{{dir}}/x.sock"
-
-[pool.x.app]
-kind = "exec"
-command = ["{php_cgi}"]
-"#,
-        php_cgi = php_cgi.display()
-    ));
+    let server = Server::start(&exec_php_cgi_pool());
+    let port = server.status_port();
     let counts = || {
         let status = master_status(port);
         let pool = &status["pools"][0];
