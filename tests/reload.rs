@@ -187,3 +187,63 @@ fn a_reload_without_free_slots_keeps_the_pool_serving() {
         assert!(b.join().unwrap().unwrap().contains("slept 4000 ms"));
     }
 }
+
+/// The real uid of process `pid`.
+fn uid_of(pid: i32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_reload_applies_a_changed_user_to_the_new_workers() {
+    let uid = |name: &str| {
+        nix::unistd::User::from_name(name)
+            .unwrap()
+            .unwrap_or_else(|| panic!("this test needs the user {name}"))
+            .uid
+            .as_raw()
+    };
+    let server = Server::start(&config(511, "user = \"nobody\""));
+    let before = wait_children(&server, 3);
+    std::fs::write(
+        server.path("fastpm.toml"),
+        config(511, "user = \"www-data\"").replace("{dir}", server.dir.path().to_str().unwrap()),
+    )
+    .unwrap();
+    hup(&server);
+    wait_log(&server, "SIGHUP: reloaded", 1);
+    // Pool b's new worker (the one pid that was not there before) runs as www-data.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let fresh = loop {
+        let now = common::child_pids(server.pid());
+        let fresh: Vec<i32> = now
+            .iter()
+            .copied()
+            .filter(|p| !before.contains(p))
+            .collect();
+        if now.len() == 3 && fresh.len() == 3 {
+            break fresh;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "old workers stay: {before:?} → {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let b_workers: Vec<u32> = fresh
+        .iter()
+        .map(|&p| uid_of(p))
+        .filter(|&u| u != 0)
+        .collect();
+    assert_eq!(
+        b_workers,
+        vec![uid("www-data")],
+        "uids of the new workers: {:?}",
+        fresh.iter().map(|&p| uid_of(p)).collect::<Vec<_>>()
+    );
+}

@@ -259,7 +259,13 @@ pub(super) fn spawn_spec(
     slot_counts: &[usize],
     options: &StartOptions,
 ) -> Result<SpawnSpec, MasterError> {
-    let pool = &ctx.config;
+    // The pool as `config` has it: on a reload, the new `user`, `group`, exec `command` and
+    // `env` (the context keeps what the pool was bound with).
+    let pool = config
+        .pools
+        .get(ctx.index)
+        .filter(|p| p.name == ctx.config.name)
+        .unwrap_or(&ctx.config);
     let credentials = pool_credentials(pool)?;
     Ok(SpawnSpec {
         pool_index: ctx.index,
