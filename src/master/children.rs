@@ -146,9 +146,11 @@ pub fn spawn(spec: &SpawnSpec, slot: usize, generation: u64) -> std::io::Result<
     }
     cmd.stdin(Stdio::piped());
     // Dies with the master's supervisor thread, which lives as long as the master.
+    // Born with its signals blocked: one sent before its handlers exist waits for them.
     ChildSetup::new()
         .run_as(spec.credentials.clone())
         .inherit(fds)
+        .block_signals(super::signals::handled_set())
         .apply(&mut cmd);
     let mut child = cmd.spawn()?;
     if let Some(mut stdin) = child.stdin.take() {

@@ -25,7 +25,8 @@ pub const HANDLED: [Signal; 6] = [
     Signal::SIGUSR2,
 ];
 
-fn handled_set() -> SigSet {
+/// The signals the master and its workers handle (and defer until their handlers exist).
+pub fn handled_set() -> SigSet {
     let mut set = SigSet::empty();
     for signal in HANDLED {
         set.add(signal);
