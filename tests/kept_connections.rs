@@ -62,7 +62,7 @@ fn closed_within(conn: &mut dyn raw::Conn, limit: Duration) -> Duration {
 #[test]
 fn term_closes_idle_kept_connections_at_once() {
     for workers in ["process", "thread"] {
-        let mut server = Server::start(&config(workers, "", common::free_port()));
+        let mut server = Server::start(&config(workers, "", 0));
         let mut conns: Vec<_> = (0..2).map(|_| idle_kept(&server)).collect();
         let started = Instant::now();
         let status = server.stop_with(Signal::SIGTERM, Duration::from_secs(8));
@@ -84,7 +84,7 @@ fn term_closes_idle_kept_connections_at_once() {
 
 #[test]
 fn max_requests_recycles_a_worker_on_a_kept_connection() {
-    let server = Server::start(&config("process", "max_requests = 3", common::free_port()));
+    let server = Server::start(&config("process", "max_requests = 3", 0));
     let mut conn = raw::connect(&format!("unix:{}", server.path("k.sock").display()));
     for _ in 0..3 {
         assert!(ask(&mut *conn).contains("Hello"));
@@ -98,7 +98,7 @@ fn max_requests_recycles_a_worker_on_a_kept_connection() {
 
 #[test]
 fn hup_retires_workers_held_by_idle_kept_connections() {
-    let server = Server::start(&config("process", "", common::free_port()));
+    let server = Server::start(&config("process", "", 0));
     let deadline = Instant::now() + Duration::from_secs(10);
     let old = loop {
         let pids = common::child_pids(server.pid());

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, master_status, raw, require, Launch, Server};
+use common::{master_status, raw, require, Launch, Server};
 
 fn config(lock: &str, status_port: u16) -> String {
     common::sleep_pool_config(lock, status_port, 4)
@@ -320,9 +320,7 @@ fn reload_applies_a_changed_backlog() {
 
 #[test]
 fn max_requests_recycles_worker_processes() {
-    let port = free_port();
-    let text =
-        config("mutex", port).replace("max_children = 4", "max_children = 2\nmax_requests = 5");
+    let text = config("mutex", 0).replace("max_children = 4", "max_children = 2\nmax_requests = 5");
     let server = Server::start(&text);
     let addr = format!("unix:{}", server.path("p.sock").display());
     let first = wait_for_children(&server, 2, Duration::from_secs(5));
@@ -344,9 +342,8 @@ fn max_requests_recycles_worker_processes() {
 
 #[test]
 fn worker_processes_run_as_the_pool_user() {
-    let port = free_port();
     let text =
-        config("flock", port).replace("max_children = 4", "max_children = 2\nuser = \"nobody\"");
+        config("flock", 0).replace("max_children = 4", "max_children = 2\nuser = \"nobody\"");
     let server = Server::start(&text);
     let addr = format!("unix:{}", server.path("p.sock").display());
     let kids = wait_for_children(&server, 2, Duration::from_secs(5));
@@ -364,12 +361,12 @@ fn worker_processes_run_as_the_pool_user() {
 
 #[test]
 fn ondemand_starts_workers_for_queued_connections_and_stops_idle_ones() {
-    let port = free_port();
-    let text = config("mutex", port).replace(
+    let text = config("mutex", 0).replace(
         "max_children = 4",
         "max_children = 4\npm = \"ondemand\"\nidle_timeout = \"1s\"",
     );
     let server = Server::start(&text);
+    let port = server.status_port();
     let addr = format!("unix:{}", server.path("p.sock").display());
     std::thread::sleep(Duration::from_millis(300));
     assert!(
@@ -391,8 +388,7 @@ fn ondemand_starts_workers_for_queued_connections_and_stops_idle_ones() {
 
 #[test]
 fn dynamic_starts_start_servers_and_grows_under_load() {
-    let port = free_port();
-    let text = config("mutex", port).replace(
+    let text = config("mutex", 0).replace(
         "max_children = 4",
         "max_children = 6\npm = \"dynamic\"\nstart_servers = 2\nmin_spare_servers = 1\nmax_spare_servers = 2",
     );
@@ -419,8 +415,7 @@ fn dynamic_starts_start_servers_and_grows_under_load() {
 
 #[test]
 fn request_timeout_answers_504_for_that_request_only_and_replaces_the_worker() {
-    let port = free_port();
-    let text = config("mutex", port).replace(
+    let text = config("mutex", 0).replace(
         "max_children = 4",
         "max_children = 2\nrequest_timeout = \"500ms\"",
     );
@@ -490,12 +485,12 @@ fn a_hung_lock_holder_is_replaced() {
 
 #[test]
 fn usr2_binary_upgrade_keeps_the_socket_and_loses_nothing() {
-    let port = free_port();
-    let text = config("mutex", port).replace(
+    let text = config("mutex", 0).replace(
         "shutdown_timeout = \"10s\"",
         "shutdown_timeout = \"10s\"\npid_file = \"{dir}/fastpm.pid\"",
     );
     let mut server = Server::start(&text);
+    let port = server.status_port();
     let addr = format!("unix:{}", server.path("p.sock").display());
     let old_pid = server.pid();
     wait_for_children(&server, 4, Duration::from_secs(5));

@@ -86,8 +86,8 @@ fn wait_for_status(
 /// (a) and (e): 200 silent connections; a normal request still answers at once, and the
 /// status page counts them as `reading connections`.
 fn silent_connections_cost_no_worker(workers: &str, max_children: u32) {
-    let port = common::free_port();
-    let server = Server::start(&config(workers, max_children, port));
+    let server = Server::start(&config(workers, max_children, 0));
+    let port = server.status_port();
     let socket = server.path("www.sock");
     let silent: Vec<UnixStream> = (0..200)
         .map(|_| UnixStream::connect(&socket).expect("connect"))
@@ -138,8 +138,7 @@ fn endless_request() -> Vec<u8> {
 /// (b): 4 clients drip a request one byte a second; normal requests answer at once
 /// throughout.
 fn dripping_clients_cost_no_worker(workers: &str, max_children: u32) {
-    let port = common::free_port();
-    let server = Server::start(&config(workers, max_children, port));
+    let server = Server::start(&config(workers, max_children, 0));
     let socket = server.path("www.sock");
     let bytes = endless_request();
     let mut drippers: Vec<UnixStream> = (0..4)
@@ -302,8 +301,8 @@ kind = "echo"
 #[test]
 fn term_closes_silent_and_idle_connections_at_once() {
     for workers in ["thread", "process"] {
-        let port = common::free_port();
-        let mut server = Server::start(&config(workers, 2, port));
+        let mut server = Server::start(&config(workers, 2, 0));
+        let port = server.status_port();
         let socket = server.path("www.sock");
         // Kept and answered once: idle.
         let mut kept = UnixStream::connect(&socket).expect("connect");
