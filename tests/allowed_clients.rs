@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 
 use common::raw;
-use common::{free_port, master_status, Server};
+use common::{master_status, Server};
 
 fn config(pool_port: u16, status_port: u16, allowed: &str) -> String {
     format!(
@@ -31,8 +31,8 @@ kind = "hello"
 
 #[test]
 fn unlisted_peers_are_refused_and_counted() {
-    let (pool_port, status_port) = (free_port(), free_port());
-    let server = Server::start(&config(pool_port, status_port, "\"192.0.2.1\""));
+    let server = Server::start(&config(0, 0, "\"192.0.2.1\""));
+    let (pool_port, status_port) = (server.pool_port("a"), server.status_port());
     let mut c = raw::connect(&format!("127.0.0.1:{pool_port}"));
     c.write_all(&raw::request("/hello", "", b"", false))
         .unwrap();
@@ -51,12 +51,8 @@ fn unlisted_peers_are_refused_and_counted() {
 
 #[test]
 fn listed_peers_are_served() {
-    let (pool_port, status_port) = (free_port(), free_port());
-    let _server = Server::start(&config(
-        pool_port,
-        status_port,
-        "\"192.0.2.1\", \"127.0.0.1\"",
-    ));
+    let server = Server::start(&config(0, 0, "\"192.0.2.1\", \"127.0.0.1\""));
+    let (pool_port, status_port) = (server.pool_port("a"), server.status_port());
     let r = raw::get(&format!("127.0.0.1:{pool_port}"), "/hello", "");
     assert!(r.body().contains("Hello from fastpm pool a"));
     assert_eq!(master_status(status_port)["pools"][0]["rejected conn"], 0);

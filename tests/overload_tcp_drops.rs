@@ -13,7 +13,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
 
 use common::raw;
-use common::{free_port, master_status, Server};
+use common::{master_status, Server};
 
 /// A non-blocking connect, as nginx issues it: `EINPROGRESS` is the normal answer on TCP.
 fn connect_nonblocking(addr: SocketAddr) -> OwnedFd {
@@ -35,26 +35,25 @@ fn connect_nonblocking(addr: SocketAddr) -> OwnedFd {
 
 #[test]
 fn tcp_backlog_8_drops_are_counted_as_rejected() {
-    let status_port = free_port();
-    let pool_port = free_port();
-    let server = Server::start(&format!(
+    let server = Server::start(
         r#"
 [global]
-status_listen = "127.0.0.1:{status_port}"
-runtime_dir = "{{dir}}/rt"
+status_listen = "127.0.0.1:0"
+runtime_dir = "{dir}/rt"
 
 [pool.d]
 workers = "thread"
 max_children = 1
 
 [pool.d.listen]
-address = "127.0.0.1:{pool_port}"
+address = "127.0.0.1:0"
 backlog = 8
 
 [pool.d.app]
 kind = "sleep"
-"#
-    ));
+"#,
+    );
+    let (status_port, pool_port) = (server.status_port(), server.pool_port("d"));
     let addr: SocketAddr = format!("127.0.0.1:{pool_port}").parse().unwrap();
     // The one worker sleeps 3 s on the first request.
     let mut busy = raw::connect(&addr.to_string());

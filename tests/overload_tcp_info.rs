@@ -8,28 +8,28 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::raw;
-use common::{free_port, master_status, Server};
+use common::{master_status, Server};
 
 #[test]
 fn tcp_queue_wait_agrees_with_tcp_info() {
-    let (port, pool_port) = (free_port(), free_port());
-    let server = Server::start(&format!(
+    let server = Server::start(
         r#"
 [global]
-status_listen = "127.0.0.1:{port}"
-runtime_dir = "{{dir}}/rt"
+status_listen = "127.0.0.1:0"
+runtime_dir = "{dir}/rt"
 
 [pool.w]
 workers = "thread"
 max_children = 1
 
 [pool.w.listen]
-address = "127.0.0.1:{pool_port}"
+address = "127.0.0.1:0"
 
 [pool.w.app]
 kind = "sleep"
-"#
-    ));
+"#,
+    );
+    let (port, pool_port) = (server.status_port(), server.pool_port("w"));
     let unix_like_null = &master_status(port)["pools"][0]["tcp_info wait p50 ms"];
     assert!(unix_like_null.is_null(), "nothing measured yet");
     let addr = format!("127.0.0.1:{pool_port}");

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::raw;
-use common::{free_port, master_status, ss_listen, Server};
+use common::{master_status, ss_listen, Server};
 
 const WAITING: u64 = 60;
 
@@ -90,10 +90,9 @@ fn unix_queue_depth_matches_ss() {
 
 #[test]
 fn tcp_queue_depth_matches_ss() {
-    let port = free_port();
-    let pool_port = free_port();
-    let addr = format!("127.0.0.1:{pool_port}");
-    let server = Server::start(&config(&addr, port));
+    let server = Server::start(&config("127.0.0.1:0", 0));
+    let port = server.status_port();
+    let addr = format!("127.0.0.1:{}", server.pool_port("q"));
     fill_and_compare(&server, &addr, &addr, false, port);
     // TCP: the kernel's drop counter is known (a number, not null).
     let status = master_status(port);

@@ -112,6 +112,16 @@ pub(super) fn open_pool(
             },
         )?,
     };
+    // Port 0 means "any free port": from here on the pool is known by the one it got (the
+    // log, the status page, the ready line).
+    let bound;
+    let address = match address {
+        ListenAddress::Tcp(a) if a.port() == 0 => {
+            bound = listener.address().unwrap_or_else(|_| address.clone());
+            &bound
+        }
+        _ => address,
+    };
     if let Some(warning) = somaxconn.and_then(|s| listen::clamp_warning(address, backlog, s)) {
         tracing::warn!("{warning}");
     }

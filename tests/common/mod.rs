@@ -147,6 +147,22 @@ impl Server {
         rest.split('/').next().unwrap().parse().unwrap()
     }
 
+    /// The TCP port pool `name` listens on, as the master's log says it (configure
+    /// `address = "127.0.0.1:0"`: the kernel picks a free port, no race with other tests).
+    pub fn pool_port(&self, name: &str) -> u16 {
+        let log = self.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("listening on ") && l.ends_with(&format!("pool={name}")))
+            .unwrap_or_else(|| panic!("pool {name} is not listening; log:\n{log}"));
+        let address = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split(": ").next())
+            .unwrap();
+        address.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
