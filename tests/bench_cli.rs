@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{free_port, master_status, Server, FASTPM};
+use common::{master_status, Server, FASTPM};
 use serde_json::Value;
 
 fn config(status_port: u16, workers: u32, backlog: u32, overload: &str) -> String {
@@ -121,13 +121,13 @@ fn timeouts_abandon_and_the_pool_skips_them() {
 
 #[test]
 fn shed_answers_are_503_with_fcgi_overloaded() {
-    let port = free_port();
     let server = Server::start(&config(
-        port,
+        0,
         1,
         511,
         "policy = \"deadline\"\nmax_queue_wait = \"50ms\"",
     ));
+    let port = server.status_port();
     let s = bench(
         &server,
         &[

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::raw;
-use common::{free_port, master_status, Server};
+use common::{master_status, Server};
 
 const FCGI_OVERLOADED: u8 = 2;
 
@@ -52,11 +52,11 @@ fn is_shed(r: &raw::Response) -> bool {
 
 #[test]
 fn deadline_sheds_requests_that_waited_too_long() {
-    let port = free_port();
     let server = Server::start(&config(
-        port,
+        0,
         "policy = \"deadline\"\nmax_queue_wait = \"100ms\"",
     ));
+    let port = server.status_port();
     let addr = format!("unix:{}", server.path("o.sock").display());
     // Four connections at once to one worker sleeping 300 ms: the first runs at once, the
     // others wait ≥ 300 ms > 100 ms: the second and third are shed (quickly), the fourth has
@@ -89,11 +89,11 @@ fn deadline_sheds_requests_that_waited_too_long() {
 
 #[test]
 fn codel_sheds_a_standing_queue() {
-    let port = free_port();
     let server = Server::start(&config(
-        port,
+        0,
         "policy = \"codel\"\ntarget = \"5ms\"\ninterval = \"100ms\"",
     ));
+    let port = server.status_port();
     let addr = format!("unix:{}", server.path("o.sock").display());
     // Six closed-loop clients on one 50 ms worker for 1.5 s: a standing queue of ~250 ms.
     let until = Instant::now() + Duration::from_millis(1500);

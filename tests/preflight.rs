@@ -111,24 +111,24 @@ fn check_accepts_what_run_runs() {
 
 #[test]
 fn pool_status_and_ping_are_off_unless_configured() {
-    let port = common::free_port();
-    let server = Server::start(&format!(
+    let server = Server::start(
         r#"
 [global]
-status_listen = "127.0.0.1:{port}"
-runtime_dir = "{{dir}}/rt"
+status_listen = "127.0.0.1:0"
+runtime_dir = "{dir}/rt"
 
 [pool.p]
 workers = "thread"
 max_children = 1
 
 [pool.p.listen]
-address = "unix:{{dir}}/p.sock"
+address = "unix:{dir}/p.sock"
 
 [pool.p.app]
 kind = "echo"
-"#
-    ));
+"#,
+    );
+    let port = server.status_port();
     let addr = format!("unix:{}", server.path("p.sock").display());
     // The app answers these paths like any other: the pool reveals nothing itself.
     for path in ["/status", "/ping"] {

@@ -181,7 +181,7 @@ fn dripping_clients_do_not_stop_two_worker_processes() {
 /// whole-request deadline (10 s for the params, from accept), not kept alive byte by byte.
 #[test]
 fn a_request_that_never_completes_is_closed_at_its_deadline() {
-    let server = Server::start(&config("thread", 4, common::free_port()));
+    let server = Server::start(&config("thread", 4, 0));
     let mut c = UnixStream::connect(server.path("www.sock")).expect("connect");
     let accepted = Instant::now();
     c.set_read_timeout(Some(Duration::from_millis(300)))
