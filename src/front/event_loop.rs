@@ -118,6 +118,10 @@ impl Front<'_> {
     /// The stop flags (and recycling) as this front's [`Ending`]; an ending closes what it
     /// must at once.
     fn look_at_stop(&mut self) {
+        // A reload retiring this process (USR2) takes the max_requests path.
+        if self.ctx.retiring.load(Relaxed) && !self.handoff.retiring() {
+            self.handoff.retire();
+        }
         let ending = if self.ctx.quitting.load(Relaxed) {
             Ending::Now
         } else if self.ctx.stopping.load(Relaxed) {

@@ -86,6 +86,17 @@ impl WorkerProcess {
         }
     }
 
+    /// Ask it to leave gently (a reload's old generation): a fastpm worker gets USR2 and leaves
+    /// as at `max_requests` (its kept connections closed after their next answer or once
+    /// idle, not all at once); an exec program gets TERM.
+    pub fn retire(&mut self) {
+        if self.exec {
+            return self.signal(Signal::SIGQUIT);
+        }
+        self.stop_requested = true;
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGUSR2);
+    }
+
     /// `Some(exit)` once the process has ended (reaped with `waitpid(pid, WNOHANG)`, never
     /// `waitpid(-1)`, which would steal the exit of children that are not ours to reap).
     pub fn try_reap(&mut self) -> Option<WorkerExit> {

@@ -326,7 +326,7 @@ impl ProcessPool {
         // Idle first: a busy one would finish its request anyway, but an idle one leaves now.
         order.sort_by_key(|&i| slots[self.workers[i].slot].state().is_active());
         for i in order.into_iter().take(count) {
-            self.workers[i].signal(Signal::SIGQUIT);
+            self.workers[i].retire();
         }
     }
 

@@ -44,6 +44,11 @@ pub struct PoolContext {
     pub stopping: Arc<AtomicBool>,
     /// Set by the master or by SIGQUIT for an immediate stop: workers exit without draining.
     pub quitting: Arc<AtomicBool>,
+    /// Set by SIGUSR2 in a worker process (the master's reload retiring an old generation):
+    /// leave as at `max_requests` — accept nothing new, close kept connections gently (after
+    /// their next answer, or once idle), then exit. Closing them all at once is what costs a
+    /// POST behind nginx's keep-alive cache.
+    pub retiring: Arc<AtomicBool>,
 }
 
 impl PoolContext {
@@ -76,6 +81,7 @@ impl PoolContext {
             info,
             stopping: Arc::new(AtomicBool::new(false)),
             quitting: Arc::new(AtomicBool::new(false)),
+            retiring: Arc::new(AtomicBool::new(false)),
         }
     }
 

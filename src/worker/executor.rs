@@ -151,7 +151,9 @@ impl Executor<'_> {
         policy::may_accept(AcceptView {
             held: self.handoff.held(),
             drained: self.handoff.drained(),
-            retiring: self.ctx.quitting.load(Relaxed) || self.handoff.retiring(),
+            retiring: self.ctx.quitting.load(Relaxed)
+                || self.handoff.retiring()
+                || self.ctx.retiring.load(Relaxed),
         }) && self.backoff_until.is_none_or(|t| Instant::now() >= t)
     }
 
@@ -252,7 +254,8 @@ impl Executor<'_> {
     /// Run a complete request; a kept connection then goes to the front.
     fn run_request(&mut self, conn: FrontConn, request: Request) {
         let kept = self.serve(conn, request);
-        let recycling = recycle(self.ctx, self.slot.requests.load(Relaxed));
+        let recycling =
+            recycle(self.ctx, self.slot.requests.load(Relaxed)) || self.ctx.retiring.load(Relaxed);
         if recycling && !self.handoff.retiring() {
             tracing::debug!(pool = %self.ctx.config.name, "max_requests reached; the master starts a fresh worker");
             self.handoff.retire();

@@ -141,6 +141,7 @@ pub fn run(
     let mut ctx = PoolContext::new(args.pool_index, pool, listener, lock, scoreboard, info);
     ctx.stopping = flags.stopping;
     ctx.quitting = flags.quitting;
+    ctx.retiring = flags.retiring;
     run_worker(&ctx, args.slot, app);
     Ok(())
 }
@@ -151,10 +152,13 @@ struct StopFlags {
     stopping: Arc<AtomicBool>,
     /// QUIT: exit now.
     quitting: Arc<AtomicBool>,
+    /// USR2: retire gently (a reload's old generation).
+    retiring: Arc<AtomicBool>,
 }
 
-/// TERM and INT: drain and exit; QUIT: exit now. HUP, USR1 and USR2 are the master's business:
-/// a worker ignores them (their default action would kill it). Then lets through what came
+/// TERM and INT: drain and exit; QUIT: exit now; USR2: retire gently (the master's reload). HUP
+/// and USR1 are the master's business: a worker ignores them (their default action would kill
+/// it). Then lets through what came
 /// before (`main` deferred them: see `master::signals`).
 fn install_signals() -> Result<StopFlags, WorkerError> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
@@ -162,6 +166,7 @@ fn install_signals() -> Result<StopFlags, WorkerError> {
     let flags = StopFlags {
         stopping: Arc::new(AtomicBool::new(false)),
         quitting: Arc::new(AtomicBool::new(false)),
+        retiring: Arc::new(AtomicBool::new(false)),
     };
     let ignored = Arc::new(AtomicBool::new(false));
     for (signal, flag) in [
@@ -170,7 +175,7 @@ fn install_signals() -> Result<StopFlags, WorkerError> {
         (SIGQUIT, &flags.quitting),
         (SIGHUP, &ignored),
         (SIGUSR1, &ignored),
-        (SIGUSR2, &ignored),
+        (SIGUSR2, &flags.retiring),
     ] {
         register(signal, Arc::clone(flag)).map_err(WorkerError::Signals)?;
     }
