@@ -19,6 +19,10 @@
 # php-fpm master / children) and divided by the requests answered in the window. The client's
 # own CPU comes from wait4's rusage. With PERF=1 (default when `perf` runs), `perf stat -e
 # task-clock,context-switches,cpu-migrations` covers the same processes in the same window.
+# With PROFILE=1 (default with PERF), after the rounds each backend gets one more window under
+# `perf record -g` (its whole tree; the symbols that take ≥ 1.5% of its samples) and one under
+# `perf sched record` (system-wide; `perf sched latency`: per task kind, switches and the
+# average and largest delay between wake-up and running).
 #
 # Knobs (environment): ROUNDS (3) SECS (5) WARMUP_SECS (1) CLIENTS (8) FASTPM (binary; default
 # target/release/fastpm, built if missing) PERF (1/0) OUT (target/bench-cpu.md)
@@ -34,6 +38,8 @@ import sys
 import tempfile
 import time
 
+from proctree import descendants as tree, read
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 SECS = float(os.environ.get("SECS", "5"))
@@ -41,8 +47,10 @@ WARMUP_SECS = float(os.environ.get("WARMUP_SECS", "1"))
 CLIENTS = int(os.environ.get("CLIENTS", "8"))
 OUT = os.environ.get("OUT", os.path.join(ROOT, "target", "bench-cpu.md"))
 PERF = os.environ.get("PERF", "1") == "1" and shutil.which("perf") is not None
+PROFILE = PERF and os.environ.get("PROFILE", "1") == "1"
 WORKERS = 4
-POOL = "bench"  # fastpm names its worker threads POOL-N
+POOL = "hello"  # fastpm names its worker threads POOL-N (the client's threads are bench-N)
+PARENT = r"__x64_sys_[a-z0-9_]+|__do_sys_[a-z0-9_]+"
 TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 DOCROOT = os.path.join(ROOT, "php-examples")
 SCRIPT = os.path.join(DOCROOT, "hello.php")
@@ -56,30 +64,6 @@ def log(*args):
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
-
-
-def read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def tree(pid):
-    """pid and its descendants (by parent pid)."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = read(f"/proc/{entry}/stat")
-            if stat:
-                children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
 
 
 def snapshot(master):
@@ -269,12 +253,61 @@ def run(fastpm, servers, sockets, load_start, started):
                 f"perf {perf_values}")
         round_loads.append(f"{before_load} → {loadavg()}")
     report = render(rows, load_start, round_loads, started)
+    if PROFILE:
+        report += profiles(fastpm, servers, sockets)
     print(report)
     if OUT:
         os.makedirs(os.path.dirname(OUT), exist_ok=True)
         with open(OUT, "w") as f:
             f.write(report)
     return 0 if all(r["body"] and r["errors"] == 0 for rs in rows.values() for r in rs) else 1
+
+
+def profiles(fastpm, servers, sockets):
+    """perf record and perf sched latency, one extra window per backend."""
+    out = []
+    work = tempfile.mkdtemp(prefix="fastpm-perf.")
+    try:
+        for i, name in enumerate(BACKENDS):
+            master = servers[i].proc.pid
+            data = os.path.join(work, f"rec{i}.data")
+            rec = subprocess.Popen(["perf", "record", "-F", "1999", "-g", "-o", data, "-p",
+                                    ",".join(str(p) for p in tree(master)), "--", "sleep", str(SECS)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            bench(fastpm, sockets[i], SECS)
+            rec.wait()
+            top = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "comm,sym",
+                                  "--stdio", "-g", "none", "--percent-limit", "1.5"],
+                                 capture_output=True, text=True).stdout
+            lines = [l for l in top.splitlines() if l.strip() and not l.startswith("#")]
+            out.append(f"\n`perf record -F 1999 -g -p <tree>` during `fastpm bench` ({SECS:g} s), "
+                       f"{name}; `perf report --no-children --sort comm,sym -g none --percent-limit 1.5`:\n")
+            out.append("```\n" + "\n".join(lines[:20]) + "\n```")
+            # The same samples grouped by the system call they happened under (the first caller
+            # in the chain named like a syscall entry); "[other]" is user space and interrupts.
+            by_call = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort",
+                                      "comm,parent", "--parent", PARENT, "--stdio", "-g", "none",
+                                      "--percent-limit", "1.5"], capture_output=True, text=True).stdout
+            lines = [l for l in by_call.splitlines() if l.strip() and not l.startswith("#")]
+            out.append(f"\nthe same samples by system call: `perf report --no-children --sort comm,parent "
+                       f"--parent '{PARENT}' -g none --percent-limit 1.5`:\n")
+            out.append("```\n" + "\n".join(lines[:20]) + "\n```")
+            tids = {tid for pid in tree(master) for tid in os.listdir(f"/proc/{pid}/task")}
+            sched = os.path.join(work, f"sched{i}.data")
+            rec = subprocess.Popen(["perf", "sched", "record", "-o", sched, "--", "sleep", "2"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            bench(fastpm, sockets[i], 2.5)
+            rec.wait()
+            lat = subprocess.run(["perf", "sched", "latency", "-p", "-i", sched, "--sort", "switch"],
+                                 capture_output=True, text=True).stdout
+            keep = [l for l in lat.splitlines()
+                    if re.match(r"\s*\S+?:(\d+)\s", l) and re.match(r"\s*\S+?:(\d+)\s", l).group(1) in tids]
+            out.append(f"\n`perf sched record -- sleep 2` (system-wide) during `fastpm bench`, {name}; "
+                       "`perf sched latency -p --sort switch`, the backend's threads only:\n")
+            out.append("```\n" + "\n".join(keep[:16]) + "\n```")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return "\n".join(out) + "\n"
 
 
 def med(values):

@@ -38,6 +38,8 @@ import tempfile
 import threading
 import time
 
+from proctree import descendants
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 SECS = int(os.environ.get("SECS", "8"))
@@ -90,25 +92,24 @@ def loadavg():
         return " ".join(f.read().split()[:3])
 
 
-def descendants(pid):
-    """pid and every process below it (by parent pid), at this instant."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+def pss_by_mapping(pid):
+    """Pss (KiB) over the tree rooted at pid, per mapping name (/proc/PID/smaps; anonymous
+    mappings without a name are "[anon]")."""
+    totals = {}
+    for p in descendants(pid):
+        name = None
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
+            with open(f"/proc/{p}/smaps") as f:
+                for line in f:
+                    first = line.split(None, 1)[0]
+                    if "-" in first and not first.endswith(":"):
+                        parts = line.split(None, 5)
+                        name = parts[5].strip() if len(parts) > 5 else "[anon]"
+                    elif first == "Pss:":
+                        totals[name] = totals.get(name, 0) + int(line.split()[1])
         except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    tree, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        tree.append(p)
-        todo.extend(children.get(p, []))
-    return tree
+            pass
+    return totals
 
 
 def pss_kib(pid):
@@ -458,6 +459,9 @@ def run(work, servers, ports, commit, load_start, started):
             results[key].append(r)
         round_loads.append(f"{before} → {loadavg()}")
 
+    # Where each tree's PSS is, by mapping, after the last round (servers idle, caches warm).
+    by_mapping = {b: pss_by_mapping(pid) for b, pid in pids.items() if (b, "off") not in not_run}
+
     ok = not not_run and not any(flags.values())
     out = []
     out.append(f"`{PAGE}` (DokuWiki {open(os.path.join(DOCROOT, 'VERSION')).read().strip()}, Debian package) "
@@ -498,6 +502,14 @@ def run(work, servers, ports, commit, load_start, started):
             "**FLAGGED**: " + "; ".join(flags[key]).replace("|", "\\|")
         out.append(f"| {keep} | {BACKENDS[b]} | {statistics.median(rates) if rates else float('nan'):.0f} | "
                    f"{per_round} | {rmed} | {rspread} | {rrounds} | {p99} | {pss} | {pss_cell} | {check} |")
+    out.append("\nPSS by mapping after the last round (whole tree, `/proc/PID/smaps`), MiB; the "
+               "six largest of each backend:\n")
+    out.append("| backend | total | largest mappings |")
+    out.append("|---|---:|---|")
+    for b, totals in by_mapping.items():
+        top = sorted(totals.items(), key=lambda kv: -kv[1])[:6]
+        cells = "; ".join(f"`{name}` {kib / 1024:.1f}" for name, kib in top)
+        out.append(f"| {BACKENDS[b]} | {sum(totals.values()) / 1024:.1f} | {cells} |")
     report = "\n".join(out) + "\n"
     print(report)
     if OUT:
