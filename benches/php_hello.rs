@@ -187,6 +187,8 @@ struct Run {
     rps: f64,
     /// Non-2xx/3xx answers and socket errors.
     errors: u64,
+    /// wrk's own lines about them, for the report.
+    error_lines: Vec<String>,
     /// Responses whose body differed from the reference.
     bad_bodies: u64,
     p99_ms: f64,
@@ -222,17 +224,20 @@ fn wrk(port: u16, path: &str, secs: u64, connections: usize, lua: &Path) -> Resu
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| format!("no Requests/sec in wrk output:\n{text}"))?;
     let mut errors = 0;
+    let mut error_lines = Vec::new();
     let mut bad_bodies = None;
     for line in text.lines() {
         let line = line.trim();
         if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
             errors += v.trim().parse::<u64>().unwrap_or(0);
+            error_lines.push(line.to_string());
         }
         if let Some(rest) = line.strip_prefix("Socket errors:") {
             errors += rest
                 .split(',')
                 .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
                 .sum::<u64>();
+            error_lines.push(line.to_string());
         }
         if let Some(v) = line.strip_prefix("BAD_BODIES") {
             bad_bodies = v.trim().parse().ok();
@@ -247,6 +252,7 @@ fn wrk(port: u16, path: &str, secs: u64, connections: usize, lua: &Path) -> Resu
     Ok(Run {
         rps,
         errors,
+        error_lines,
         bad_bodies,
         p99_ms,
     })
@@ -519,8 +525,8 @@ fn run() -> Result<bool, String> {
                     );
                     if run.errors > 0 {
                         s.flags.push(format!(
-                            "round {round}: {} non-2xx or socket errors",
-                            run.errors
+                            "round {round}: wrk: {}",
+                            run.error_lines.join(", ")
                         ));
                     }
                     if run.bad_bodies > 0 {

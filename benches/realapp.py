@@ -240,11 +240,14 @@ def wrk(port, secs, lua, sample_pid=None):
     sock = re.search(r"Socket errors:(.*)", text)
     if sock:
         errors += sum(int(n) for n in re.findall(r"(\d+)", sock.group(1)))
+    error_lines = "; ".join(l.strip() for l in text.splitlines()
+                            if "Non-2xx" in l or "Socket errors" in l)
     bad = re.search(r"BAD_BODIES (\d+)", text)
     p99 = re.search(r"^\s*99%\s+(\S+)", text, re.M)
     return {
         "rps": float(rps.group(1)),
         "errors": errors,
+        "error_lines": error_lines,
         "bad": int(bad.group(1)) if bad else None,
         "p99": parse_ms(p99.group(1)) if p99 else float("nan"),
         "pss": pss,
@@ -450,7 +453,7 @@ def run(work, servers, ports, commit, load_start, started):
                 results[key].append(None)
                 continue
             if r["errors"]:
-                flags[key].append(f"round {rnd}: {r['errors']} non-2xx or socket errors")
+                flags[key].append(f"round {rnd}: wrk: {r['error_lines']}")
             if r["bad"] is None or r["bad"]:
                 flags[key].append(f"round {rnd}: {r['bad']} bodies differ from php-fpm's")
             log(f"round {rnd}: {name}: {r['rps']:.1f} req/s, p99 {r['p99']:.1f} ms, "
