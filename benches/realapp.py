@@ -14,7 +14,9 @@
 #   fastpm exec                  kind = "exec", php-cgi accepting on the pool socket itself
 #
 # each once with `fastcgi_keep_conn off` (a FastCGI connection per request) and once with
-# upstream `keepalive 4` + `fastcgi_keep_conn on`: eight scenarios, measured in rounds (order
+# upstream `keepalive 4` + `fastcgi_keep_conn on` (a separate instance of each backend per
+# keep_conn layout: nginx's idle kept connections would hold the workers of a backend shared by
+# both layouts, and the other layout would measure an empty pool): eight scenarios, measured in rounds (order
 # rotated, reversed every other round). Per scenario and round: wrk's requests/s and p99, the PSS
 # of the backend's whole process tree (sum of `Pss:` in /proc/PID/smaps_rollup over the master
 # and every descendant, sampled in the middle of the measured window), and every body compared
@@ -58,6 +60,10 @@ BACKENDS = [
     "fastpm php, process workers",
     "fastpm exec",
 ]
+# The socket file of each scenario's backend, in the work directory (see start_backends).
+SOCKET_NAMES = {(b, keep): f"{name}-{keep}" for b, name in
+                enumerate(["php-fpm", "fastpm-thread", "fastpm-process", "fastpm-exec"])
+                for keep in ("off", "on")}
 # What differs between two correct answers of the same page: DokuWiki's task-runner image URL
 # ends with the current Unix time (`lib/exe/taskrunner.php?id=wiki%3Asyntax&amp;1796164997`).
 # Both this script and wrk's Lua check replace that number with "T"; nothing else is touched.
@@ -254,18 +260,16 @@ def wrk(port, secs, lua, sample_pid=None):
     }
 
 
-def start_all(work, php_fpm, fastpm):
-    sessions = os.path.join(work, "sessions")
-    os.makedirs(sessions)
-    shutil.chown(sessions, "www-data", "www-data")
-    os.chmod(sessions, 0o700)
+def start_backends(work, keep, sessions, php_fpm, fastpm):
+    """The four backends for one keep_conn layout: (servers, sockets), in BACKENDS order. Each
+    layout has its own: a backend whose workers sit on nginx's idle kept connections (php-fpm's
+    children and exec's php-cgi serve one connection at a time) would starve the other layout."""
     servers, sockets = [], []
-
-    fpm_sock = os.path.join(work, "php-fpm.sock")
-    with open(os.path.join(work, "php-fpm.conf"), "w") as f:
+    fpm_sock = os.path.join(work, f"php-fpm-{keep}.sock")
+    with open(os.path.join(work, f"php-fpm-{keep}.conf"), "w") as f:
         f.write(f"""[global]
-pid = {work}/php-fpm.pid
-error_log = {work}/php-fpm.log
+pid = {work}/php-fpm-{keep}.pid
+error_log = {work}/php-fpm-{keep}.log
 daemonize = no
 
 [dokuwiki]
@@ -281,11 +285,12 @@ pm.max_children = {WORKERS}
 pm.max_requests = 0
 php_admin_value[session.save_path] = {sessions}
 """)
-    servers.append(Server("php-fpm", [php_fpm, "-F", "-y", f"{work}/php-fpm.conf"],
-                          f"{work}/php-fpm.stderr"))
+    servers.append(Server("php-fpm", [php_fpm, "-F", "-y", f"{work}/php-fpm-{keep}.conf"],
+                          f"{work}/php-fpm-{keep}.stderr"))
     sockets.append(fpm_sock)
 
     def fastpm_conf(name, workers_line, app):
+        name = f"{name}-{keep}"
         sock = os.path.join(work, f"{name}.sock")
         conf = os.path.join(work, f"{name}.toml")
         with open(conf, "w") as f:
@@ -319,17 +324,30 @@ mode = "0660"
                 f'kind = "exec"\ncommand = ["/usr/bin/php-cgi", "-d", "session.save_path={sessions}"]\n'
                 'env = { PHP_FCGI_MAX_REQUESTS = "0" }\n')
 
+    return servers, sockets
+
+
+def start_all(work, php_fpm, fastpm):
+    sessions = os.path.join(work, "sessions")
+    os.makedirs(sessions)
+    shutil.chown(sessions, "www-data", "www-data")
+    os.chmod(sessions, 0o700)
+    backends, sockets = {}, {}
+    for keep in ("off", "on"):
+        servers, socks = start_backends(work, keep, sessions, php_fpm, fastpm)
+        for i, (server, sock) in enumerate(zip(servers, socks)):
+            backends[(i, keep)], sockets[(i, keep)] = server, sock
+
     # nginx the Debian way: snippets/fastcgi-php.conf (split_path_info, try_files, fastcgi.conf
     # with SCRIPT_FILENAME), workers as www-data. Per backend one server with a FastCGI connection
     # per request, one with kept connections (as many as workers, like the php_hello bench).
     ports = {}
     blocks = []
-    for i, sock in enumerate(sockets):
-        for keep in ("off", "on"):
-            port = free_port()
-            ports[(i, keep)] = port
-            keepalive = f"keepalive {WORKERS};" if keep == "on" else ""
-            blocks.append(f"""upstream b{i}{keep} {{ server unix:{sock}; {keepalive} }}
+    for (i, keep), sock in sockets.items():
+        port = free_port()
+        ports[(i, keep)] = port
+        keepalive = f"keepalive {WORKERS};" if keep == "on" else ""
+        blocks.append(f"""upstream b{i}{keep} {{ server unix:{sock}; {keepalive} }}
 server {{
     listen 127.0.0.1:{port};
     root {DOCROOT};
@@ -358,9 +376,9 @@ http {{
     uwsgi_temp_path {work}/nu; scgi_temp_path {work}/ns;
 {''.join(blocks)}}}
 """)
-    servers.append(Server("nginx", ["nginx", "-e", f"{work}/nginx-startup.log", "-c",
-                                    f"{work}/nginx.conf"], f"{work}/nginx.stderr"))
-    return servers, ports
+    nginx = Server("nginx", ["nginx", "-e", f"{work}/nginx-startup.log", "-c",
+                             f"{work}/nginx.conf"], f"{work}/nginx.stderr")
+    return backends, nginx, ports
 
 
 def free_port():
@@ -392,11 +410,12 @@ def main():
     os.chmod(work, 0o755)  # nginx's workers (www-data) reach the sockets through it
     started = time.time()
     load_start = loadavg()
-    servers, ports = start_all(work, "/usr/sbin/php-fpm8.2", fastpm)
+    servers, nginx, ports = start_all(work, "/usr/sbin/php-fpm8.2", fastpm)
     try:
         return run(work, servers, ports, commit, load_start, started)
     finally:
-        for s in reversed(servers):
+        nginx.stop()
+        for s in servers.values():
             s.stop()
         if not os.environ.get("KEEP_DIR"):
             shutil.rmtree(work, ignore_errors=True)
@@ -421,7 +440,7 @@ def run(work, servers, ports, commit, load_start, started):
     not_run, flags, samples = {}, {key: [] for key in scenarios}, {}
     for key in scenarios:
         if isinstance(first[key], Exception):
-            not_run[key] = str(first[key]) + first_error(servers[key[0]].logfile)
+            not_run[key] = str(first[key]) + first_error(servers[key].logfile)
             continue
         digests = set()
         for _ in range(3):
@@ -433,8 +452,7 @@ def run(work, servers, ports, commit, load_start, started):
 
     results = {key: [] for key in scenarios}
     round_loads = []
-    pids = {0: servers[0].proc.pid, 1: servers[1].proc.pid, 2: servers[2].proc.pid,
-            3: servers[3].proc.pid}
+    pids = {key: server.proc.pid for key, server in servers.items()}
     for rnd in range(ROUNDS):
         before = loadavg()
         order = [scenarios[(rnd + i) % len(scenarios)] for i in range(len(scenarios))]
@@ -447,7 +465,7 @@ def run(work, servers, ports, commit, load_start, started):
             if WARMUP_SECS:
                 wrk(ports[key], WARMUP_SECS, lua)
             try:
-                r = wrk(ports[key], SECS, lua, sample_pid=pids[key[0]])
+                r = wrk(ports[key], SECS, lua, sample_pid=pids[key])
             except Exception as e:  # a failed round is flagged, the others go on
                 flags[key].append(f"round {rnd}: {e}")
                 results[key].append(None)
@@ -463,7 +481,8 @@ def run(work, servers, ports, commit, load_start, started):
         round_loads.append(f"{before} → {loadavg()}")
 
     # Where each tree's PSS is, by mapping, after the last round (servers idle, caches warm).
-    by_mapping = {b: pss_by_mapping(pid) for b, pid in pids.items() if (b, "off") not in not_run}
+    by_mapping = {key[0]: pss_by_mapping(pid) for key, pid in pids.items()
+                  if key[1] == "off" and key not in not_run}
 
     ok = not not_run and not any(flags.values())
     out = []
@@ -505,14 +524,33 @@ def run(work, servers, ports, commit, load_start, started):
             "**FLAGGED**: " + "; ".join(flags[key]).replace("|", "\\|")
         out.append(f"| {keep} | {BACKENDS[b]} | {statistics.median(rates) if rates else float('nan'):.0f} | "
                    f"{per_round} | {rmed} | {rspread} | {rrounds} | {p99} | {pss} | {pss_cell} | {check} |")
-    out.append("\nPSS by mapping after the last round (whole tree, `/proc/PID/smaps`), MiB; the "
-               "six largest of each backend:\n")
+    out.append("\nPSS by mapping after the last round (whole tree, `/proc/PID/smaps`; the keep_conn off "
+               "instances), MiB; the six largest of each backend:\n")
     out.append("| backend | total | largest mappings |")
     out.append("|---|---:|---|")
     for b, totals in by_mapping.items():
         top = sorted(totals.items(), key=lambda kv: -kv[1])[:6]
         cells = "; ".join(f"`{name}` {kib / 1024:.1f}" for name, kib in top)
         out.append(f"| {BACKENDS[b]} | {sum(totals.values()) / 1024:.1f} | {cells} |")
+    # nginx's own complaints about each upstream (a request nginx retried on a fresh connection
+    # does not reach wrk as an error, but it is logged here).
+    complaints = {}
+    socket_of = {os.path.join(work, f"{name}.sock"): key for key, name in SOCKET_NAMES.items()}
+    try:
+        with open(os.path.join(work, "nginx-error.log"), errors="replace") as f:
+            for line in f:
+                what = re.search(r"\] \d+#\d+: \*\d+ (.*?) while", line)
+                where = re.search(r'upstream: "fastcgi://unix:([^"]*?):?"', line)
+                if what and where:
+                    key = (socket_of.get(where.group(1), where.group(1)), what.group(1))
+                    complaints[key] = complaints.get(key, 0) + 1
+    except OSError:
+        pass
+    out.append("\nnginx error log, per upstream: "
+               + ("; ".join(f"{BACKENDS[k[0][0]]}, keep_conn {k[0][1]}: {n}× `{k[1]}`"
+                            if isinstance(k[0], tuple) else f"{k[0]}: {n}× `{k[1]}`"
+                            for k, n in sorted(complaints.items(), key=str))
+                  or "nothing") + "\n")
     report = "\n".join(out) + "\n"
     print(report)
     if OUT:
