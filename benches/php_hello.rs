@@ -272,9 +272,11 @@ fn median(values: &[f64]) -> f64 {
 }
 
 fn min_max(values: &[f64]) -> (f64, f64) {
-    values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-        (lo.min(v), hi.max(v))
-    })
+    values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
 }
 
 fn load_average() -> String {
@@ -355,7 +357,11 @@ fn start_layout(sessions: Sessions, dir: &Path, root: &Path, k: &Knobs) -> Resul
         .map_err(|e| e.to_string())?;
         let mut cmd = sessions.command(fastpm_binary());
         cmd.arg("run").arg("-c").arg(&conf);
-        servers.push(spawn("fastpm", cmd, &dir.join(format!("fastpm-{kind}.log")))?);
+        servers.push(spawn(
+            "fastpm",
+            cmd,
+            &dir.join(format!("fastpm-{kind}.log")),
+        )?);
         sockets.push(sock);
     }
 
@@ -512,7 +518,11 @@ fn run() -> Result<bool, String> {
                 continue;
             }
             let port = layouts[s.layout].ports[s.backend];
-            let name = format!("{} ({})", BACKENDS[s.backend], layouts[s.layout].sessions.name());
+            let name = format!(
+                "{} ({})",
+                BACKENDS[s.backend],
+                layouts[s.layout].sessions.name()
+            );
             if warmup > 0 {
                 let _ = wrk(port, &script, warmup, connections, &lua);
             }
