@@ -1,19 +1,29 @@
-//! `cargo bench --bench php_hello`: `hello.php` through nginx, fastpm `kind = "php"` against
-//! php-fpm 8.2, side by side in one run (DESIGN.md §6). Same worker count (4), same php-cgi
-//! settings (no php.ini on either side: php-fpm runs with `-n`, fastpm's php-cgi through a
-//! one-line wrapper that adds `-n`), one nginx with one server block per backend (one FastCGI
-//! connection per request; `BENCH_KEEPALIVE=1` uses upstream keepalive with
-//! `fastcgi_keep_conn on` instead), load from `wrk`. Rounds alternate the two backends; the
-//! medians and their ratio are printed and written to `target/bench-php-hello.md`.
+//! `cargo bench --bench php_hello`: `hello.php` through nginx, **every layout in every run**
+//! (DESIGN.md §6): php-fpm 8.2, fastpm `kind = "php"` with worker threads, fastpm `kind = "php"`
+//! with worker processes, and fastpm `kind = "exec"` (the same php-cgi accepting on the pool's
+//! socket itself) — each once with every server in a session of its own and once with all of
+//! them in the bench's session. Eight scenarios, measured in rounds (the order rotates each
+//! round); each fastpm scenario's ratio to php-fpm is taken per round against the php-fpm of the
+//! same session layout, and printed with its median and its spread (min–max and every round).
 //!
-//! Knobs: `BENCH_SECS` (measured seconds per round, default 8), `BENCH_ROUNDS` (default 3),
-//! `BENCH_CONNECTIONS` (wrk connections, default 16), `BENCH_ACCEPT_LOCK` (fastpm, default
-//! none, as fastpm's own default), `BENCH_PHP_FPM` (default /usr/sbin/php-fpm8.2), `BENCH_KEEPALIVE` (0),
-//! `BENCH_SCRIPT` (the URL path, default /hello.php; e.g. `/sleep.php?ms=20`), `BENCH_WORKERS`
-//! (fastpm php's `workers`: thread, the default, or process), `BENCH_SESSIONS`
-//! (`own`, default: each server in a session of its own; `shared`: see `server_command`).
-//! Three backends: php-fpm, fastpm `php`, fastpm `exec` running the same php-cgi.
+//! Every response body is checked: wrk runs a Lua script that counts the bodies that differ from
+//! the reference (php-fpm's answer, which for `/hello.php` must be exactly `Hello from PHP\n`),
+//! and one body per scenario and round is fetched with curl and compared too. A scenario with a
+//! wrong body, a non-2xx answer or a socket error is flagged in the table, and the bench exits 1.
+//!
+//! Same worker count (4), same php-cgi settings (no php.ini on either side: php-fpm runs with
+//! `-n`, fastpm's php-cgi through a one-line wrapper that adds `-n`), one nginx per session
+//! layout with one server block per backend (one FastCGI connection per request;
+//! `BENCH_KEEPALIVE=1` uses upstream keepalive with `fastcgi_keep_conn on` instead).
+//!
+//! Knobs: `BENCH_SECS` (measured seconds per scenario and round, default 5), `BENCH_WARMUP_SECS`
+//! (1), `BENCH_ROUNDS` (5), `BENCH_CONNECTIONS` (wrk connections, 16), `BENCH_ACCEPT_LOCK`
+//! (fastpm, default none, as fastpm's own default), `BENCH_PHP_FPM` (/usr/sbin/php-fpm8.2),
+//! `BENCH_KEEPALIVE` (0), `BENCH_SCRIPT` (the URL path, /hello.php; e.g. `/sleep.php?ms=20`),
+//! `BENCH_FASTPM` (another fastpm binary). With the defaults a run takes 8 × 6 s × 5 rounds
+//! ≈ 4.5 min. The report goes to stdout and `target/bench-php-hello.md`.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -42,27 +52,55 @@ impl Drop for Group {
     }
 }
 
-/// How the servers are started. `own` (default): each in a session of its own (`setsid`), as a
-/// service manager or a daemonising shell starts them. With the kernel's autogroup scheduling
-/// (`kernel.sched_autogroup_enabled = 1` here) each session is one scheduling group, so nginx,
-/// wrk and the backend share the CPUs group by group. `shared`: every server stays in the
-/// bench's session, so all their threads and processes compete one by one; a backend made of
-/// more tasks (fastpm's relay: 4 workers + 4 php-cgi) then takes CPU away from nginx and wrk.
-fn server_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    if std::env::var("BENCH_SESSIONS").as_deref() == Ok("shared") {
-        let mut cmd = Command::new(program);
-        cmd.process_group(0);
-        cmd
-    } else {
-        // setsid(1) execs the program in place (the child is not a group leader, so it need not
-        // fork): the pid stays the one `Group` kills, and it leads its own process group.
-        let mut cmd = Command::new("setsid");
-        cmd.arg(program);
-        cmd
+/// How the servers of one layout are started.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sessions {
+    /// Each server in a session of its own (`setsid`), as a service manager or a daemonising
+    /// shell starts them. With the kernel's autogroup scheduling (`kernel.sched_autogroup_enabled
+    /// = 1` here) each session is one scheduling group, so nginx, wrk and the backend share the
+    /// CPUs group by group.
+    Own,
+    /// Every server stays in the bench's session, so all their threads and processes compete one
+    /// by one; a backend made of more tasks (fastpm's relay: 4 workers + 4 php-cgi) then takes
+    /// CPU away from nginx and wrk.
+    Shared,
+}
+
+impl Sessions {
+    fn name(self) -> &'static str {
+        match self {
+            Sessions::Own => "own sessions",
+            Sessions::Shared => "shared session",
+        }
+    }
+
+    fn command(self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match self {
+            Sessions::Shared => {
+                let mut cmd = Command::new(program);
+                cmd.process_group(0);
+                cmd
+            }
+            Sessions::Own => {
+                // setsid(1) execs the program in place (the child is not a group leader, so it
+                // need not fork): the pid stays the one `Group` kills, and it leads its own group.
+                let mut cmd = Command::new("setsid");
+                cmd.arg(program);
+                cmd
+            }
+        }
     }
 }
 
-fn spawn(name: &'static str, mut cmd: Command, log: &Path) -> Result<Group, String> {
+/// The four backends of one layout, in the order of the table.
+const BACKENDS: [&str; 4] = [
+    "php-fpm",
+    "fastpm php, thread workers",
+    "fastpm php, process workers",
+    "fastpm exec",
+];
+
+fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Group, String> {
     let out = fs::File::create(log).map_err(|e| e.to_string())?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
     cmd.stdin(Stdio::null())
@@ -88,37 +126,94 @@ fn fastpm_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_fastpm")))
 }
 
-/// GET until the answer is 200 "Hello from PHP", or fail after 10 s.
-fn wait_ready(port: u16, name: &str) -> Result<(), String> {
+/// One GET with curl: (status, body).
+fn fetch(port: u16, path: &str) -> Result<(u16, Vec<u8>), String> {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "2", "-w", "\n%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .map_err(|e| format!("curl: {e}"))?;
+    let text = out.stdout;
+    let cut = text
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .ok_or("curl printed no status")?;
+    let status = String::from_utf8_lossy(&text[cut + 1..])
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    Ok((status, text[..cut].to_vec()))
+}
+
+/// GET until the answer is 200, or fail after 10 s.
+fn wait_ready(port: u16, path: &str, name: &str) -> Result<Vec<u8>, String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let out = Command::new("curl")
-            .args(["-s", "--max-time", "2"])
-            .arg(format!("http://127.0.0.1:{port}/hello.php"))
-            .output()
-            .map_err(|e| format!("curl: {e}"))?;
-        if out.stdout == b"Hello from PHP\n" {
-            return Ok(());
+        let (status, body) = fetch(port, path)?;
+        if status == 200 {
+            return Ok(body);
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "{name} does not answer hello.php: {:?}",
-                String::from_utf8_lossy(&out.stdout)
+                "{name} does not answer {path}: status {status}, {:?}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
             ));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-/// One wrk run: (requests/s, non-2xx + socket errors, p99 latency as wrk prints it).
-fn wrk(port: u16, path: &str, secs: u64, connections: usize) -> Result<(f64, u64, String), String> {
+/// The Lua script wrk runs: counts the responses whose body differs from `expected` and prints
+/// the sum over wrk's threads as `BAD_BODIES n` when done.
+fn body_check_script(expected: &[u8]) -> String {
+    // A decimal escape per byte: any body, newlines and quotes included, survives quoting.
+    let literal: String = expected.iter().map(|b| format!("\\{b}")).collect();
+    format!(
+        "local threads = {{}}\n\
+         function setup(thread) table.insert(threads, thread) end\n\
+         function init(args) bad = 0 end\n\
+         local expected = \"{literal}\"\n\
+         function response(status, headers, body) if body ~= expected then bad = bad + 1 end end\n\
+         function done(summary, latency, requests)\n\
+           local total = 0\n\
+           for _, t in ipairs(threads) do total = total + t:get(\"bad\") end\n\
+           io.write(string.format(\"BAD_BODIES %d\\n\", total))\n\
+         end\n"
+    )
+}
+
+/// What one wrk run measured.
+struct Run {
+    rps: f64,
+    /// Non-2xx/3xx answers and socket errors.
+    errors: u64,
+    /// wrk's own lines about them, for the report.
+    error_lines: Vec<String>,
+    /// Responses whose body differed from the reference.
+    bad_bodies: u64,
+    p99_ms: f64,
+}
+
+fn parse_duration_ms(text: &str) -> Option<f64> {
+    let text = text.trim();
+    for (unit, scale) in [("us", 0.001), ("ms", 1.0), ("s", 1000.0), ("m", 60_000.0)] {
+        if let Some(number) = text.strip_suffix(unit) {
+            return number.parse::<f64>().ok().map(|v| v * scale);
+        }
+    }
+    None
+}
+
+fn wrk(port: u16, path: &str, secs: u64, connections: usize, lua: &Path) -> Result<Run, String> {
     let out = Command::new("wrk")
         .args([
             "-t2",
             &format!("-c{connections}"),
             &format!("-d{secs}s"),
             "--latency",
+            "-s",
         ])
+        .arg(lua)
         .arg(format!("http://127.0.0.1:{port}{path}"))
         .output()
         .map_err(|e| format!("cannot run wrk: {e}"))?;
@@ -129,38 +224,71 @@ fn wrk(port: u16, path: &str, secs: u64, connections: usize) -> Result<(f64, u64
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| format!("no Requests/sec in wrk output:\n{text}"))?;
     let mut errors = 0;
+    let mut error_lines = Vec::new();
+    let mut bad_bodies = None;
     for line in text.lines() {
-        if let Some(v) = line.trim().strip_prefix("Non-2xx or 3xx responses:") {
+        let line = line.trim();
+        if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
             errors += v.trim().parse::<u64>().unwrap_or(0);
+            error_lines.push(line.to_string());
         }
-        if let Some(rest) = line.trim().strip_prefix("Socket errors:") {
+        if let Some(rest) = line.strip_prefix("Socket errors:") {
             errors += rest
                 .split(',')
                 .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
                 .sum::<u64>();
+            error_lines.push(line.to_string());
+        }
+        if let Some(v) = line.strip_prefix("BAD_BODIES") {
+            bad_bodies = v.trim().parse().ok();
         }
     }
-    let p99 = text
+    let bad_bodies = bad_bodies.ok_or_else(|| format!("the body check did not report:\n{text}"))?;
+    let p99_ms = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("99%"))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_default();
-    Ok((rps, errors, p99))
+        .and_then(parse_duration_ms)
+        .unwrap_or(f64::NAN);
+    Ok(Run {
+        rps,
+        errors,
+        error_lines,
+        bad_bodies,
+        p99_ms,
+    })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    if n % 2 == 1 {
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 
+fn min_max(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+}
+
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn main() -> ExitCode {
     match run() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(why) => {
             eprintln!("bench: {why}");
             ExitCode::from(1)
@@ -168,39 +296,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), String> {
-    let secs: u64 = env_or("BENCH_SECS", 8);
-    let rounds: usize = env_or("BENCH_ROUNDS", 3);
-    let connections: usize = env_or("BENCH_CONNECTIONS", 16);
-    let accept_lock: String = env_or("BENCH_ACCEPT_LOCK", "none".to_string());
-    let php_fpm: String = env_or("BENCH_PHP_FPM", "/usr/sbin/php-fpm8.2".to_string());
-    let keepalive: u8 = env_or("BENCH_KEEPALIVE", 0);
-    let script: String = env_or("BENCH_SCRIPT", "/hello.php".to_string());
-    let worker_kind: String = env_or("BENCH_WORKERS", "thread".to_string());
-    let sessions = if std::env::var("BENCH_SESSIONS").as_deref() == Ok("shared") {
-        "one shared session"
-    } else {
-        "sessions of their own"
-    };
-    let load_at_start = fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-        .unwrap_or_default();
-    // With keepalive, a worker holds its kept connection between requests (php-fpm's children
-    // do the same), so nginx may keep at most as many idle connections as there are workers.
-    let (keepalive_line, keep_conn) = if keepalive == 1 {
-        (format!("keepalive {WORKERS};"), "on")
-    } else {
-        (String::new(), "off")
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix("fastpm-bench-php-")
-        .tempdir()
-        .map_err(|e| e.to_string())?;
-    let dir = tmp.path();
+/// Everything one session layout runs: its servers (kept alive by the `Group`s) and the nginx
+/// port of each backend, in `BACKENDS` order.
+struct Layout {
+    sessions: Sessions,
+    ports: [u16; 4],
+    _servers: Vec<Group>,
+}
+
+struct Knobs {
+    accept_lock: String,
+    php_fpm: String,
+    keepalive: bool,
+    script: String,
+}
+
+fn start_layout(sessions: Sessions, dir: &Path, root: &Path, k: &Knobs) -> Result<Layout, String> {
+    fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let d = dir.display();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("php-examples");
-    let root = fs::canonicalize(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let mut servers = Vec::new();
 
     // php-fpm: no php.ini, 4 static children.
     let fpm_conf = dir.join("php-fpm.conf");
@@ -215,32 +329,41 @@ fn run() -> Result<(), String> {
         ),
     )
     .map_err(|e| e.to_string())?;
-    let mut cmd = server_command(&php_fpm);
+    let mut cmd = sessions.command(&k.php_fpm);
     cmd.args(["-n", "-F", "-R", "-y"]).arg(&fpm_conf);
-    let _fpm = spawn("php-fpm", cmd, &dir.join("php-fpm.stderr"))?;
+    servers.push(spawn("php-fpm", cmd, &dir.join("php-fpm.stderr"))?);
 
-    // fastpm: php-cgi without php.ini too (the wrapper execs it, keeping fd 0 and the pid).
+    // fastpm php: php-cgi without php.ini too (the wrapper execs it, keeping fd 0 and the pid).
     let wrapper = dir.join("php-cgi-n");
     fs::write(&wrapper, "#!/bin/sh\nexec php-cgi -n \"$@\"\n").map_err(|e| e.to_string())?;
     fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
-    let fastpm_sock = dir.join("fastpm.sock");
-    let fastpm_conf = dir.join("fastpm.toml");
-    fs::write(
-        &fastpm_conf,
-        format!(
-            "[global]\nstatus_listen = \"\"\nruntime_dir = \"{d}/rt\"\n\n[pool.bench]\n\
-             workers = \"{worker_kind}\"\naccept_lock = \"{accept_lock}\"\nmax_children = {WORKERS}\n\n\
-             [pool.bench.listen]\naddress = \"unix:{}\"\nbacklog = 511\n\n[pool.bench.app]\n\
-             kind = \"php\"\nphp_cgi = \"{}\"\ndocument_root = \"{}\"\nclear_env = false\n",
-            fastpm_sock.display(),
-            wrapper.display(),
-            root.display()
-        ),
-    )
-    .map_err(|e| e.to_string())?;
-    let mut cmd = server_command(fastpm_binary());
-    cmd.arg("run").arg("-c").arg(&fastpm_conf);
-    let _fastpm = spawn("fastpm", cmd, &dir.join("fastpm.log"))?;
+    let mut sockets = vec![fpm_sock];
+    for kind in ["thread", "process"] {
+        let sock = dir.join(format!("fastpm-{kind}.sock"));
+        let conf = dir.join(format!("fastpm-{kind}.toml"));
+        fs::write(
+            &conf,
+            format!(
+                "[global]\nstatus_listen = \"\"\nruntime_dir = \"{d}/rt-{kind}\"\n\n[pool.bench]\n\
+                 workers = \"{kind}\"\naccept_lock = \"{}\"\nmax_children = {WORKERS}\n\n\
+                 [pool.bench.listen]\naddress = \"unix:{}\"\nbacklog = 511\n\n[pool.bench.app]\n\
+                 kind = \"php\"\nphp_cgi = \"{}\"\ndocument_root = \"{}\"\nclear_env = false\n",
+                k.accept_lock,
+                sock.display(),
+                wrapper.display(),
+                root.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut cmd = sessions.command(fastpm_binary());
+        cmd.arg("run").arg("-c").arg(&conf);
+        servers.push(spawn(
+            "fastpm",
+            cmd,
+            &dir.join(format!("fastpm-{kind}.log")),
+        )?);
+        sockets.push(sock);
+    }
 
     // fastpm exec: the same php-cgi, but it accepts on the pool's socket itself (spawn-fcgi's
     // model); fastpm only supervises it. PHP_FCGI_MAX_REQUESTS=0 like php-fpm's
@@ -259,23 +382,33 @@ fn run() -> Result<(), String> {
         ),
     )
     .map_err(|e| e.to_string())?;
-    let mut cmd = server_command(fastpm_binary());
+    let mut cmd = sessions.command(fastpm_binary());
     cmd.arg("run").arg("-c").arg(&exec_conf);
-    let _fastpm_exec = spawn("fastpm exec", cmd, &dir.join("fastpm-exec.log"))?;
+    servers.push(spawn("fastpm exec", cmd, &dir.join("fastpm-exec.log"))?);
+    sockets.push(exec_sock);
 
-    // nginx: one server block per backend, identical otherwise.
-    let port_fpm = free_port();
-    let port_fastpm = free_port();
-    let port_exec = free_port();
-    let server = |port: u16, upstream: &str| {
-        format!(
-            "server {{ listen 127.0.0.1:{port}; root {root};\n\
+    // nginx: one server block per backend, identical but for the upstream socket.
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let (keepalive_line, keep_conn) = if k.keepalive {
+        // A worker holds its kept connection between requests (php-fpm's children do the same),
+        // so nginx may keep at most as many idle connections as there are workers.
+        (format!("keepalive {WORKERS};"), "on")
+    } else {
+        (String::new(), "off")
+    };
+    let mut http = String::new();
+    for (i, (sock, port)) in sockets.iter().zip(ports).enumerate() {
+        let _ = write!(
+            http,
+            "upstream b{i} {{ server unix:{}; {keepalive_line} }}\n\
+             server {{ listen 127.0.0.1:{port}; root {root};\n\
              location / {{ include /etc/nginx/fastcgi_params;\n\
              fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n\
-             fastcgi_keep_conn {keep_conn}; fastcgi_pass {upstream}; }} }}\n",
+             fastcgi_keep_conn {keep_conn}; fastcgi_pass b{i}; }} }}\n",
+            sock.display(),
             root = root.display()
-        )
-    };
+        );
+    }
     let nginx_conf = dir.join("nginx.conf");
     fs::write(
         &nginx_conf,
@@ -283,82 +416,295 @@ fn run() -> Result<(), String> {
             "user root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\n\
              error_log {d}/nginx-error.log warn;\nevents {{ worker_connections 1024; }}\n\
              http {{ access_log off;\nclient_body_temp_path {d}/b; fastcgi_temp_path {d}/f;\n\
-             proxy_temp_path {d}/p; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
-             upstream fpm {{ server unix:{}; {keepalive_line} }}\n\
-             upstream fastpm {{ server unix:{}; {keepalive_line} }}\n\
-             upstream exec {{ server unix:{}; {keepalive_line} }}\n{}{}{}}}\n",
-            fpm_sock.display(),
-            fastpm_sock.display(),
-            exec_sock.display(),
-            server(port_fpm, "fpm"),
-            server(port_fastpm, "fastpm"),
-            server(port_exec, "exec"),
+             proxy_temp_path {d}/p; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n{http}}}\n"
         ),
     )
     .map_err(|e| e.to_string())?;
-    let mut cmd = server_command("nginx");
+    let mut cmd = sessions.command("nginx");
     cmd.arg("-e")
         .arg(dir.join("nginx-startup.log"))
         .arg("-c")
         .arg(&nginx_conf);
-    let _nginx = spawn("nginx", cmd, &dir.join("nginx.stderr"))?;
+    servers.push(spawn("nginx", cmd, &dir.join("nginx.stderr"))?);
+    Ok(Layout {
+        sessions,
+        ports,
+        _servers: servers,
+    })
+}
 
-    wait_ready(port_fpm, "php-fpm")?;
-    wait_ready(port_fastpm, "fastpm")?;
-    wait_ready(port_exec, "fastpm exec")?;
-    let backends = [
-        ("php-fpm", port_fpm),
-        ("fastpm php", port_fastpm),
-        ("fastpm exec", port_exec),
+/// One scenario's rounds: per round the measurement, or why it failed.
+struct Scenario {
+    layout: usize,
+    backend: usize,
+    /// Why the scenario cannot run at all (its server did not answer).
+    not_run: Option<String>,
+    rounds: Vec<Result<Run, String>>,
+    /// Problems found by the body checks and wrk's error counts; any makes the run fail.
+    flags: Vec<String>,
+}
+
+fn run() -> Result<bool, String> {
+    let secs: u64 = env_or("BENCH_SECS", 5);
+    let warmup: u64 = env_or("BENCH_WARMUP_SECS", 1);
+    let rounds: usize = env_or("BENCH_ROUNDS", 5);
+    let connections: usize = env_or("BENCH_CONNECTIONS", 16);
+    let knobs = Knobs {
+        accept_lock: env_or("BENCH_ACCEPT_LOCK", "none".to_string()),
+        php_fpm: env_or("BENCH_PHP_FPM", "/usr/sbin/php-fpm8.2".to_string()),
+        keepalive: env_or("BENCH_KEEPALIVE", 0u8) == 1,
+        script: env_or("BENCH_SCRIPT", "/hello.php".to_string()),
+    };
+    let script = knobs.script.clone();
+    let load_at_start = load_average();
+    let started = Instant::now();
+    let tmp = tempfile::Builder::new()
+        .prefix("fastpm-bench-php-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("php-examples");
+    let root = fs::canonicalize(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+
+    let layouts = [
+        start_layout(Sessions::Own, &tmp.path().join("own"), &root, &knobs)?,
+        start_layout(Sessions::Shared, &tmp.path().join("shared"), &root, &knobs)?,
     ];
-    let mut results: Vec<Vec<f64>> = vec![Vec::new(); backends.len()];
-    let mut lines = Vec::new();
-    for round in 0..rounds {
-        for step in 0..backends.len() {
-            // Rotate which backend goes first, so none always runs on a warmer machine.
-            let i = (round + step) % backends.len();
-            let (name, port) = backends[i];
-            wrk(port, &script, 2, connections)?; // warm-up
-            let (rps, errors, p99) = wrk(port, &script, secs, connections)?;
-            if errors > 0 {
-                return Err(format!("{name}: {errors} errors in round {round}"));
-            }
-            eprintln!("round {round}: {name}: {rps:.0} req/s, p99 {p99}");
-            lines.push(format!("| {round} | {name} | {rps:.0} | {p99} |"));
-            results[i].push(rps);
-        }
-    }
-    let fpm = median(results[0].clone());
-    let mut summary = Vec::new();
-    for (i, (name, _)) in backends.iter().enumerate().skip(1) {
-        // Backends ran back to back in each round: their ratio per round cancels most of the
-        // machine's drift between rounds.
-        let per_round: Vec<f64> = results[i]
-            .iter()
-            .zip(&results[0])
-            .map(|(f, p)| f / p)
-            .collect();
-        let per_round_text: Vec<String> = per_round.iter().map(|r| format!("{r:.2}×")).collect();
-        summary.push(format!(
-            "median {name}: {:.0} req/s; per round {}; **{name} / php-fpm = {:.2}× (median of the per-round ratios)**",
-            median(results[i].clone()),
-            per_round_text.join(" / "),
-            median(per_round),
+
+    // The reference body: php-fpm's answer in the first layout. For hello.php it must be the
+    // script's exact output, so php-fpm is checked too.
+    let reference = wait_ready(layouts[0].ports[0], &script, "php-fpm")?;
+    if script == "/hello.php" && reference != b"Hello from PHP\n" {
+        return Err(format!(
+            "php-fpm's hello.php body is {:?}, not \"Hello from PHP\\n\"",
+            String::from_utf8_lossy(&reference)
         ));
     }
-    let report = format!(
-        "{script} through nginx, {WORKERS} workers each, wrk -t2 -c{connections} -d{secs}s, \
-         {rounds} rounds, fastpm {worker_kind} workers, accept_lock = {accept_lock}, fastcgi_keep_conn {keep_conn}, \
-         servers in {sessions}, load average at start {load_at_start}\n\n\
-         | round | backend | req/s | p99 |\n|---|---|---|---|\n{}\n\n\
-         median php-fpm: {fpm:.0} req/s\n\n{}\n",
-        lines.join("\n"),
-        summary.join("\n\n"),
+    let lua = tmp.path().join("body-check.lua");
+    fs::write(&lua, body_check_script(&reference)).map_err(|e| e.to_string())?;
+
+    let mut scenarios = Vec::new();
+    for (l, layout) in layouts.iter().enumerate() {
+        for (b, name) in BACKENDS.iter().enumerate() {
+            let not_run = match wait_ready(layout.ports[b], &script, name) {
+                Ok(body) if body == reference => None,
+                Ok(body) => Some(format!(
+                    "its first body differs from php-fpm's: {:?}",
+                    String::from_utf8_lossy(&body[..body.len().min(200)])
+                )),
+                Err(why) => Some(why),
+            };
+            scenarios.push(Scenario {
+                layout: l,
+                backend: b,
+                not_run,
+                rounds: Vec::new(),
+                flags: Vec::new(),
+            });
+        }
+    }
+
+    let mut round_loads = Vec::new();
+    for round in 0..rounds {
+        let before = load_average();
+        for step in 0..scenarios.len() {
+            // Rotate which scenario goes first, and reverse every other round, so none always
+            // runs first, last, or after the same neighbour.
+            let mut i = (round + step) % scenarios.len();
+            if round % 2 == 1 {
+                i = scenarios.len() - 1 - i;
+            }
+            let s = &mut scenarios[i];
+            if s.not_run.is_some() {
+                continue;
+            }
+            let port = layouts[s.layout].ports[s.backend];
+            let name = format!(
+                "{} ({})",
+                BACKENDS[s.backend],
+                layouts[s.layout].sessions.name()
+            );
+            if warmup > 0 {
+                let _ = wrk(port, &script, warmup, connections, &lua);
+            }
+            let result = wrk(port, &script, secs, connections, &lua);
+            match &result {
+                Ok(run) => {
+                    eprintln!(
+                        "round {round}: {name}: {:.0} req/s, p99 {:.2} ms, errors {}, bad bodies {}",
+                        run.rps, run.p99_ms, run.errors, run.bad_bodies
+                    );
+                    if run.errors > 0 {
+                        s.flags.push(format!(
+                            "round {round}: wrk: {}",
+                            run.error_lines.join(", ")
+                        ));
+                    }
+                    if run.bad_bodies > 0 {
+                        s.flags.push(format!(
+                            "round {round}: {} bodies differ from php-fpm's",
+                            run.bad_bodies
+                        ));
+                    }
+                }
+                Err(why) => eprintln!("round {round}: {name}: {why}"),
+            }
+            // A body sampled outside wrk, with curl, between measurements.
+            match fetch(port, &script) {
+                Ok((200, body)) if body == reference => {}
+                Ok((status, body)) => s.flags.push(format!(
+                    "round {round}: curl got status {status}, body {:?}",
+                    String::from_utf8_lossy(&body[..body.len().min(100)])
+                )),
+                Err(why) => s.flags.push(format!("round {round}: curl: {why}")),
+            }
+            s.rounds.push(result);
+        }
+        round_loads.push(format!("{before} → {}", load_average()));
+    }
+
+    let (report, ok) = render(
+        &scenarios,
+        &layouts,
+        &RunInfo {
+            script,
+            secs,
+            warmup,
+            rounds,
+            connections,
+            accept_lock: knobs.accept_lock.clone(),
+            keep_conn: if knobs.keepalive { "on" } else { "off" },
+            load_at_start,
+            load_at_end: load_average(),
+            round_loads,
+            reference,
+            minutes: started.elapsed().as_secs_f64() / 60.0,
+        },
     );
     println!("{report}");
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-php-hello.md");
     let _ = fs::write(out, &report);
-    Ok(())
+    Ok(ok)
+}
+
+struct RunInfo {
+    script: String,
+    secs: u64,
+    warmup: u64,
+    rounds: usize,
+    connections: usize,
+    accept_lock: String,
+    keep_conn: &'static str,
+    load_at_start: String,
+    load_at_end: String,
+    round_loads: Vec<String>,
+    reference: Vec<u8>,
+    minutes: f64,
+}
+
+fn successful(s: &Scenario) -> Vec<Option<&Run>> {
+    s.rounds.iter().map(|r| r.as_ref().ok()).collect()
+}
+
+/// The markdown report, and whether every scenario ran clean.
+fn render(scenarios: &[Scenario], layouts: &[Layout], info: &RunInfo) -> (String, bool) {
+    let mut out = String::new();
+    let mut ok = true;
+    let _ = writeln!(
+        out,
+        "{} through nginx, {WORKERS} workers each, wrk -t2 -c{} -d{}s after a {} s warm-up, {} rounds \
+         (order rotated, reversed every other round), fastpm accept_lock = {}, fastcgi_keep_conn {}; \
+         run took {:.1} min\n",
+        info.script, info.connections, info.secs, info.warmup, info.rounds, info.accept_lock,
+        info.keep_conn, info.minutes
+    );
+    let _ = writeln!(
+        out,
+        "- load average (1, 5, 15 min): {} at start, {} at the end; per round (1-min before → after): {}",
+        info.load_at_start,
+        info.load_at_end,
+        info.round_loads.join(" / ")
+    );
+    let _ = writeln!(
+        out,
+        "- reference body (php-fpm, own sessions): {:?}; every response checked against it by wrk's Lua script, plus one curl sample per scenario and round\n",
+        String::from_utf8_lossy(&info.reference[..info.reference.len().min(80)])
+    );
+    let _ = writeln!(
+        out,
+        "| sessions | backend | median req/s | req/s per round | p99 ms per round | ÷ php-fpm, median | ÷ php-fpm min–max | ÷ php-fpm per round | body check |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---|---|---:|---|---|---|");
+    for s in scenarios {
+        let sessions = layouts[s.layout].sessions.name();
+        let backend = BACKENDS[s.backend];
+        if let Some(why) = &s.not_run {
+            ok = false;
+            let _ = writeln!(
+                out,
+                "| {sessions} | {backend} | **NOT RUN** | {} | | | | | |",
+                why.lines().next().unwrap_or("").replace('|', "\\|")
+            );
+            continue;
+        }
+        let runs = successful(s);
+        let rates: Vec<f64> = runs.iter().flatten().map(|r| r.rps).collect();
+        let rate_text: Vec<String> = runs
+            .iter()
+            .map(|r| r.map_or("failed".into(), |r| format!("{:.0}", r.rps)))
+            .collect();
+        let p99_text: Vec<String> = runs
+            .iter()
+            .map(|r| r.map_or("–".into(), |r| format!("{:.2}", r.p99_ms)))
+            .collect();
+        // Paired with php-fpm of the same layout in the same round.
+        let fpm = scenarios
+            .iter()
+            .find(|o| o.layout == s.layout && o.backend == 0)
+            .map(successful)
+            .unwrap_or_default();
+        let ratios: Vec<Option<f64>> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let f = fpm.get(i).copied().flatten()?;
+                Some((*r)?.rps / f.rps)
+            })
+            .collect();
+        let present: Vec<f64> = ratios.iter().flatten().copied().collect();
+        let (ratio_median, ratio_spread, ratio_rounds) = if s.backend == 0 || present.is_empty() {
+            ("–".to_string(), "–".to_string(), "–".to_string())
+        } else {
+            let (lo, hi) = min_max(&present);
+            let per: Vec<String> = ratios
+                .iter()
+                .map(|r| r.map_or("–".into(), |r| format!("{r:.2}")))
+                .collect();
+            (
+                format!("**{:.2}×**", median(&present)),
+                format!("{lo:.2}–{hi:.2}"),
+                per.join(" / "),
+            )
+        };
+        let failed_rounds = s.rounds.iter().filter(|r| r.is_err()).count();
+        let check = if s.flags.is_empty() && failed_rounds == 0 {
+            "all bodies right, 0 errors".to_string()
+        } else {
+            ok = false;
+            let mut all = s.flags.clone();
+            if failed_rounds > 0 {
+                all.push(format!("{failed_rounds} rounds failed"));
+            }
+            format!("**FLAGGED**: {}", all.join("; ").replace('|', "\\|"))
+        };
+        let _ = writeln!(
+            out,
+            "| {sessions} | {backend} | {:.0} | {} | {} | {ratio_median} | {ratio_spread} | {ratio_rounds} | {check} |",
+            median(&rates),
+            rate_text.join(" / "),
+            p99_text.join(" / "),
+        );
+    }
+    (out, ok)
 }
 
 fn free_port() -> u16 {
