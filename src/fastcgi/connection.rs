@@ -30,13 +30,6 @@ pub trait Handler {
     /// was answered and of whose next request nothing has arrived: the connection is idle, and
     /// ending it now loses nothing. Default: no-op.
     fn between_requests(&mut self) {}
-
-    /// Asked when a kept connection has just gone idle, before the driver waits on it: `true`
-    /// ends the connection there (the worker is stopping, reloading or due for recycling; an
-    /// idle connection loses nothing). Default: `false`.
-    fn end_idle_connection(&mut self) -> bool {
-        false
-    }
 }
 
 /// How a connection ended normally.
@@ -197,9 +190,6 @@ fn drive<S: Read + Write>(
         }
 
         if idle && start == end {
-            if handler.end_idle_connection() {
-                return Ok(ConnectionEnd::Done);
-            }
             handler.between_requests();
         }
         match stream.read(&mut buf[end..]) {

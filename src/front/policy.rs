@@ -136,7 +136,7 @@ impl Ending {
 }
 
 /// Pure: close this connection now because of `ending`? Idle kept connections always (an
-/// idle connection loses nothing: `Handler::end_idle_connection`); a connection that has sent
+/// idle connection loses nothing: no request of it has begun); a connection that has sent
 /// nothing when draining once [`STOP_SILENT_GRACE`] old; every connection when stopping now.
 /// (Requests already complete are with an executor and served either way.)
 pub fn close_on_stop(ending: Ending, phase: Phase, bytes_seen: bool, now: Instant) -> bool {

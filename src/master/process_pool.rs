@@ -85,8 +85,7 @@ impl ProcessPool {
     pub fn maintain(&mut self, board: &PoolBoard, slots: &[WorkerSlot]) {
         self.retire_old(slots);
         if self.pm.kind == PmKind::Static {
-            self.fill(slots);
-            return self.retire_old(slots);
+            return self.fill(slots);
         }
         let now = Instant::now();
         let period = match self.pm.kind {
