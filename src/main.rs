@@ -80,6 +80,10 @@ fn is_usage_error(err: &anyhow::Error) -> bool {
             || cause.is::<cli_bench::BenchUsageError>()
             || cause.is::<master::preflight::PreflightError>()
             || cause.is::<master::runtime_dir::RuntimeDirError>()
+            || matches!(
+                cause.downcast_ref::<master::MasterError>(),
+                Some(master::MasterError::RuntimeDir(_))
+            )
             || cause.is::<fastpm::import_fpm::ImportError>()
     })
 }
@@ -141,7 +145,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (config, text) = load_with_text(config.as_ref())?;
             master::preflight::check(&config)?;
             init_logging(&config);
-            master::runtime_dir::prepare(&config)?;
+            // runtime_dir is checked (and made) by the master as it starts.
             let options = StartOptions {
                 cli_backlog: backlog,
                 listenq_env: listenq(),
