@@ -86,6 +86,17 @@ pub struct PoolBoard {
 // of them (`WaitHistogram`, `ArrivalRing`); zeroed bytes are a valid value.
 unsafe impl ZeroValidAtomic for PoolBoard {}
 
+impl PoolBoard {
+    /// The backlog in force: the one a reload last passed to `listen()`, else `bound` (the one
+    /// the pool was bound with; a board the master never set, as in tests).
+    pub fn backlog_or(&self, bound: u32) -> u32 {
+        match self.listen_backlog.load(Relaxed) {
+            0 => bound,
+            n => u32::try_from(n).unwrap_or(u32::MAX),
+        }
+    }
+}
+
 /// What a worker is doing, as php-fpm names it on its status page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]

@@ -251,14 +251,7 @@ pub(super) fn pool_credentials(pool: &PoolConfig) -> Result<Option<Credentials>,
 /// The backlog in force for a pool: the scoreboard's (a reload may have changed it), else the
 /// one it was bound with.
 pub(super) fn current_backlog(ctx: &PoolContext) -> u32 {
-    match ctx
-        .board()
-        .listen_backlog
-        .load(std::sync::atomic::Ordering::Relaxed)
-    {
-        0 => ctx.info.listen_backlog,
-        n => u32::try_from(n).unwrap_or(u32::MAX),
-    }
+    ctx.board().backlog_or(ctx.info.listen_backlog)
 }
 
 /// What a pool's worker processes are started with.

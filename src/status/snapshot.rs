@@ -214,11 +214,7 @@ impl PoolSnapshot {
             max_children_reached: board.max_children_reached.load(Relaxed),
             slow_requests: board.slow_requests.load(Relaxed),
             listen_address: info.listen_address.clone(),
-            // The value in force (a reload may have changed it), else the one at start.
-            listen_backlog: match board.listen_backlog.load(Relaxed) {
-                0 => info.listen_backlog,
-                n => u32::try_from(n).unwrap_or(u32::MAX),
-            },
+            listen_backlog: board.backlog_or(info.listen_backlog),
             somaxconn: info.somaxconn,
             rejected_conn: rejected_conn(listen_drops, shed_requests, refused_clients),
             listen_drops,

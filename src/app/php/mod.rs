@@ -50,6 +50,16 @@ const KEEP_BUFFER: usize = 1024 * 1024;
 /// one `send`); larger ones go straight from the request's buffer (see [`Outgoing`]).
 const INLINE_BODY: usize = 64 * 1024;
 
+/// The part of `request`'s body sent straight from its buffer (see [`Outgoing`]): all of a body
+/// over [`INLINE_BODY`], none of a smaller one (that is encoded with the head).
+fn streamed_body(request: &Request) -> &[u8] {
+    if request.stdin.len() > INLINE_BODY {
+        &request.stdin
+    } else {
+        &[]
+    }
+}
+
 /// What every worker of a php pool shares, derived once from the pool's config.
 #[derive(Debug, Clone)]
 pub struct PhpSettings {
@@ -193,7 +203,7 @@ impl Php {
         )
         .map_err(too_long)?;
         self.request_buf.clear();
-        let inline_body = request.stdin.len() <= INLINE_BODY;
+        let inline_body = streamed_body(request).is_empty();
         self.request_buf.reserve(
             64 + self.params_buf.len() + if inline_body { request.stdin.len() } else { 0 },
         );
@@ -252,11 +262,7 @@ impl Php {
             };
             let outgoing = Outgoing {
                 head: &self.request_buf,
-                body: if request.stdin.len() <= INLINE_BODY {
-                    &[]
-                } else {
-                    &request.stdin
-                },
+                body: streamed_body(request),
             };
             let outcome = self.relay.exchange(
                 conn,
