@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::nginx::Nginx;
+use common::nginx::{kept_connections_to, Nginx};
 use common::Server;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -44,25 +44,10 @@ address = "unix:{{dir}}/k.sock"
 kind = "echo"
 "#
     ));
-    let dir = server.dir.path().display().to_string();
-    let nginx = Nginx::start(server.dir.path(), |port| {
-        format!(
-            r#"
-    upstream fastpm {{
-        server unix:{dir}/k.sock;
-        keepalive 8;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        keepalive_requests 100000;
-        location / {{
-            include /etc/nginx/fastcgi_params;
-            fastcgi_keep_conn on;
-            fastcgi_pass fastpm;
-        }}
-    }}"#
-        )
-    });
+    let nginx = Nginx::start(
+        server.dir.path(),
+        kept_connections_to(&server.path("k.sock"), 8),
+    );
     (server, nginx)
 }
 

@@ -85,6 +85,9 @@ pub fn kept_connections_to(socket: &Path, keepalive: u32) -> impl FnOnce(u16) ->
     }}
     server {{
         listen 127.0.0.1:{port};
+        # Clients keep their own connection for the whole test (nginx closes one after 1000
+        # requests by default, which a test client would count as a failure).
+        keepalive_requests 100000;
         location / {{
             include /etc/nginx/fastcgi_params;
             fastcgi_keep_conn on;
