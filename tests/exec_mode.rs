@@ -6,22 +6,15 @@
 mod common;
 
 use std::io::Write;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{master_status, raw, require, Server};
 
+/// The master's direct children (sorted pids).
 fn children(pid: i32) -> Vec<i32> {
-    let out = Command::new(require("pgrep"))
-        .args(["-P", &pid.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
+    common::child_pids(pid)
 }
 
 fn hello_php() -> String {

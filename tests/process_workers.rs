@@ -6,26 +6,19 @@
 mod common;
 
 use std::io::Write;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{master_status, raw, require, Launch, Server};
+use common::{master_status, raw, Launch, Server};
 
 fn config(lock: &str, status_port: u16) -> String {
     common::sleep_pool_config(lock, status_port, 4)
 }
 
+/// The master's direct children (sorted pids).
 fn children(pid: i32) -> Vec<i32> {
-    let out = Command::new(require("pgrep"))
-        .args(["-P", &pid.to_string()])
-        .output()
-        .expect("pgrep");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
+    common::child_pids(pid)
 }
 
 fn wait_for_children(server: &Server, n: usize, within: Duration) -> Vec<i32> {

@@ -95,25 +95,12 @@ fn get_body(sock: &Path, script: &Path) -> String {
     r.body()
 }
 
-/// Every process below `pid` (children of all its threads, recursively).
+/// Every process below `pid`, as pids (`common::procs::descendants`).
 fn descendants(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            for child in text.split_whitespace().filter_map(|c| c.parse().ok()) {
-                if !out.contains(&child) {
-                    out.push(child);
-                    todo.push(child);
-                }
-            }
-        }
-    }
-    out
+    common::procs::descendants(pid)
+        .into_iter()
+        .map(|p| p.pid)
+        .collect()
 }
 
 /// Whether `pid` is still a live (not zombie) process.
