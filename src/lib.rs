@@ -15,6 +15,7 @@
 //! - [`scoreboard`]: the shared-memory counters and per-worker slots.
 //! - [`front`]: per pool and process, the thread that accepts, reads whole requests with
 //!   deadlines and parks idle kept connections, so only complete requests reach a worker.
+//! - [`hold`]: held requests (§8): GRIP, the `longpoll` app, channels, brokers, the master's holder.
 //! - [`worker`]: the accept lock and the executors that run complete requests.
 //! - [`app`]: what runs a request (built-in `hello`, `echo`, `sleep`).
 //! - [`status`]: one snapshot, rendered as text / JSON / OpenMetrics, served over FastCGI and
@@ -30,6 +31,7 @@ pub mod app;
 pub mod config;
 pub mod fastcgi;
 pub mod front;
+pub mod hold;
 pub mod import_fpm;
 pub mod listen;
 pub mod loadgen;
