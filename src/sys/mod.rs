@@ -2,6 +2,7 @@
 //! `// SAFETY:` comment. Everything above it speaks safe Rust.
 
 pub mod child;
+pub mod fdpass;
 pub mod filelock;
 pub mod inherit;
 pub mod pmutex;
