@@ -12,6 +12,8 @@ use super::limits::Limits;
 use super::params::Params;
 use super::record::MAX_RECORD_LEN;
 use super::response::ResponseWriter;
+use crate::hold::grip::GripFilter;
+use crate::hold::wire::Ask;
 
 /// What runs a request. Implemented by the worker (apps, status, ping).
 pub trait Handler {
@@ -158,7 +160,13 @@ fn drive<S: Read + Write>(
                 None => {}
                 Some(Event::Started { .. }) => handler.begin(),
                 Some(Event::Complete(request)) => {
-                    respond(stream, handler, &request, out)?;
+                    if respond(stream, handler, &request, out, None)?.is_some() {
+                        // This driver has no holder to give a request to: end the connection
+                        // rather than leave the request unanswered.
+                        return Err(ConnectionError::Io(io::Error::other(
+                            "a request asked to be held on a connection without a holder",
+                        )));
+                    }
                     let keep_conn = request.keep_conn;
                     assembler.recycle(request);
                     if !keep_conn {
@@ -214,14 +222,17 @@ fn drive<S: Read + Write>(
 }
 
 /// Run the handler for `request` and write its response with END_REQUEST (the worker's
-/// executors call this for each complete request the front hands over).
+/// executors call this for each complete request the front hands over) — or, when the app
+/// asked for it to be held (`grip` found `Grip-Hold`, or the `longpoll` app), return what the
+/// master's holder needs, having sent nothing of STDOUT. `grip` must be reset before each call.
 pub fn respond<S: Write>(
     stream: &mut S,
     handler: &mut impl Handler,
     request: &Request,
     out: &mut Vec<u8>,
-) -> Result<(), ConnectionError> {
-    let mut writer = ResponseWriter::new(stream, out, request.request_id);
+    grip: Option<&mut GripFilter>,
+) -> Result<Option<Ask>, ConnectionError> {
+    let mut writer = ResponseWriter::new(stream, out, request.request_id).with_grip(grip);
     match handler.handle(request, &mut writer) {
         Ok(app_status) => writer.finish(app_status).map_err(ConnectionError::Io),
         Err(e) if writer.write_failed() => Err(ConnectionError::Io(e)),

@@ -47,6 +47,7 @@ pub use record::{
     FCGI_VERSION_1, HEADER_LEN, MAX_CONTENT_LEN, MAX_RECORD_LEN, NULL_REQUEST_ID,
 };
 pub use response::{
-    encode_get_values_result, encode_limit_response, limit_response_body, ResponseWriter,
+    encode_get_values_result, encode_limit_response, encode_whole_response, limit_response_body,
+    ResponseWriter,
     ABORTED_APP_STATUS, FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS, LIMIT_APP_STATUS,
 };

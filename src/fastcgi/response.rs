@@ -5,6 +5,8 @@
 use std::io::{self, Write};
 
 use super::error::{LimitExceeded, LimitKind};
+use crate::hold::grip::GripFilter;
+use crate::hold::wire::{Ask, WireChannel};
 use super::limits::Limits;
 use super::params::{encode_pair, Params};
 use super::record::{
@@ -44,6 +46,12 @@ pub struct ResponseWriter<'a> {
     /// A write to the connection failed: an error from the handler is then a connection
     /// error (client gone), not an application failure.
     write_failed: bool,
+    /// Relayed apps (php, cgi): STDOUT goes through GRIP's filter, which strips `Grip-*`
+    /// headers and captures a `Grip-Hold` response instead of sending it (DESIGN §8).
+    grip: Option<&'a mut GripFilter>,
+    /// The app asked for the request to be held (GRIP, or the `longpoll` app): nothing of
+    /// STDOUT is sent and no END_REQUEST; the master's holder answers later.
+    hold: Option<Ask>,
 }
 
 impl<'a> ResponseWriter<'a> {
@@ -57,7 +65,21 @@ impl<'a> ResponseWriter<'a> {
             stderr_used: false,
             protocol_status: ProtocolStatus::RequestComplete,
             write_failed: false,
+            grip: None,
+            hold: None,
         }
+    }
+
+    /// Send STDOUT through `grip` (a relayed app's response may ask to be held).
+    pub fn with_grip(mut self, grip: Option<&'a mut GripFilter>) -> Self {
+        self.grip = grip;
+        self
+    }
+
+    /// The request is to be held: [`Self::finish`] returns `ask` instead of ending the
+    /// response. What was written to STDOUT so far is dropped.
+    pub fn hold(&mut self, ask: Ask) {
+        self.hold = Some(ask);
     }
 
     pub fn request_id(&self) -> u16 {
@@ -67,7 +89,14 @@ impl<'a> ResponseWriter<'a> {
     /// Append to the STDOUT stream (CGI headers, blank line, body). Empty input sends nothing
     /// (an empty record would end the stream).
     pub fn stdout(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream(RecordType::Stdout, bytes)
+        match self.grip.take() {
+            None => self.stream(RecordType::Stdout, bytes),
+            Some(grip) => {
+                let result = grip.feed(bytes, &mut |b| self.stream(RecordType::Stdout, b));
+                self.grip = Some(grip);
+                result
+            }
+        }
     }
 
     /// Append to the STDERR stream (the web server logs it).
@@ -120,15 +149,63 @@ impl<'a> ResponseWriter<'a> {
         result
     }
 
-    /// End the streams, append END_REQUEST with `app_status`, and write everything.
-    pub fn finish(mut self, app_status: u32) -> io::Result<()> {
+    /// End the streams, append END_REQUEST with `app_status`, and write everything — or, when
+    /// the request is to be held, send only what is buffered (STDERR) and return what the
+    /// holder needs.
+    pub fn finish(mut self, app_status: u32) -> io::Result<Option<Ask>> {
+        if let Some(grip) = self.grip.take() {
+            let request_id = self.request_id;
+            match grip.finish(&mut |b| self.stream(RecordType::Stdout, b)) {
+                Ok(None) => {}
+                Ok(Some(held)) => {
+                    self.hold = Some(Ask::Grip {
+                        channels: held
+                            .hold
+                            .channels
+                            .into_iter()
+                            .map(|c| WireChannel {
+                                name: c.name,
+                                after: c.prev_id,
+                            })
+                            .collect(),
+                        timeout_ms: u32::try_from(held.hold.timeout.as_millis())
+                            .unwrap_or(u32::MAX),
+                        response: held.response,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(request_id, error = %e, "GRIP instructions refused; answered 502");
+                    let text = format!(
+                        "Status: 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGRIP: {e}\n"
+                    );
+                    self.stream(RecordType::Stdout, text.as_bytes())?;
+                }
+            }
+        }
+        if let Some(ask) = self.hold.take() {
+            // Only STDERR can be buffered here (STDOUT went to the filter or was not written).
+            self.flush()?;
+            return Ok(Some(ask));
+        }
         encode_stream(self.buf, RecordType::Stdout, self.request_id, &[]);
         if self.stderr_used {
             encode_stream(self.buf, RecordType::Stderr, self.request_id, &[]);
         }
         encode_end_request(self.buf, self.request_id, app_status, self.protocol_status);
-        self.flush()
+        self.flush()?;
+        Ok(None)
     }
+}
+
+/// A whole answer to request `request_id` — `cgi` (headers, blank line, body) as STDOUT
+/// records, the end of STDOUT, END_REQUEST — appended to `out`: for answers written outside a
+/// [`ResponseWriter`] (the master's holder, a worker that could not hand a request over).
+pub fn encode_whole_response(out: &mut Vec<u8>, request_id: u16, cgi: &[u8]) {
+    for chunk in cgi.chunks(MAX_CONTENT_LEN) {
+        encode_record(out, RecordType::Stdout, request_id, chunk);
+    }
+    encode_stream(out, RecordType::Stdout, request_id, &[]);
+    encode_end_request(out, request_id, 0, ProtocolStatus::RequestComplete);
 }
 
 /// `write!` into a response writes to STDOUT.

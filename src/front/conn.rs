@@ -96,6 +96,27 @@ impl FrontConn {
         self.assembler.recycle(request);
     }
 
+    /// A kept connection coming back from the master's holder (or passed on by a retiring
+    /// worker): idle, or with `pending` bytes of its next request already read.
+    pub fn handed_back(
+        stream: Stream,
+        peer: Peer,
+        limits: &Limits,
+        pending: Vec<u8>,
+        now: Instant,
+    ) -> Self {
+        let mut conn = Self::new(stream, peer, limits, None, now);
+        conn.pending = pending;
+        conn.kept = true;
+        conn.returned(now);
+        conn
+    }
+
+    /// Bytes read past the request (they travel with the connection to the holder).
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.pending)
+    }
+
     /// Not one byte has arrived on this fresh connection yet.
     pub fn nothing_read(&self) -> bool {
         !self.bytes_seen && !self.kept

@@ -15,10 +15,17 @@ use super::conn::FrontConn;
 use super::handoff::{Handoff, Job};
 use super::intake::{look, Look, SCRATCH};
 use super::policy::{self, Ending, Phase, TICK};
+use crate::hold::wire;
 use crate::scoreboard::WorkerSlot;
+use crate::sys::fdpass::{recv_with_fd, send_with_fd, Received};
+
+/// How long a retiring front waits for room in the holder's queue to pass a connection on.
+const PASS_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
 use crate::worker::PoolContext;
 
 const WAKE: u64 = u64::MAX;
+/// The pool's link with the master's holder: kept connections come back on it.
+const BACK: u64 = u64::MAX - 1;
 
 struct Front<'a> {
     ctx: &'a PoolContext,
@@ -32,6 +39,11 @@ struct Front<'a> {
     given: Vec<FrontConn>,
     ending: Ending,
     next_sweep: Instant,
+    /// The holder link is in the epoll set (taken out when this front starts ending, so a
+    /// retiring worker does not take back what it passes on).
+    back_watched: bool,
+    /// A datagram from the holder, kept across receives.
+    wire: Vec<u8>,
 }
 
 /// The front's epoll set, made before the worker starts (so a worker that cannot get its
@@ -72,7 +84,17 @@ pub fn run_front(
         given: Vec::new(),
         ending: Ending::No,
         next_sweep: Instant::now() + TICK,
+        back_watched: false,
+        wire: vec![0; wire::MAX_PENDING + 64],
     };
+    if let Some(link) = &ctx.hold_link {
+        // EXCLUSIVE: one connection coming back wakes one worker process, not all.
+        front.epoll.add(
+            link,
+            EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, BACK),
+        )?;
+        front.back_watched = true;
+    }
     let result = front.run();
     front.gauges.front_reading.store(0, Relaxed);
     front.gauges.front_idle.store(0, Relaxed);
@@ -98,6 +120,7 @@ impl Front<'_> {
             for event in &events[..n] {
                 match event.data() {
                     WAKE => wake = true,
+                    BACK => self.take_back(now),
                     fd => {
                         if let Some(conn) = self.conns.remove(&(fd as RawFd)) {
                             self.advance(conn, now, true);
@@ -139,8 +162,82 @@ impl Front<'_> {
         // Only towards a harder ending (never back from Now to Drain, or to Retire).
         if ending.rank() > self.ending.rank() {
             self.ending = ending;
+            self.unwatch_back();
             self.close_for_stop(Instant::now());
         }
+    }
+
+    fn unwatch_back(&mut self) {
+        if self.back_watched {
+            if let Some(link) = &self.ctx.hold_link {
+                let _ = self.epoll.delete(link);
+            }
+            self.back_watched = false;
+        }
+    }
+
+    /// Kept connections the master's holder gives back (after a held answer, or passed on by
+    /// a retiring worker): parked idle like any kept connection.
+    fn take_back(&mut self, now: Instant) {
+        let Some(link) = &self.ctx.hold_link else {
+            return;
+        };
+        loop {
+            match recv_with_fd(link.as_fd(), &mut self.wire) {
+                Ok(Received::Datagram(n, Some(fd))) => {
+                    let back = match wire::decode_back(&self.wire[..n]) {
+                        Ok(back) => back,
+                        Err(error) => {
+                            tracing::warn!(pool = %self.ctx.config.name, %error, "front: a bad datagram from the holder; connection closed");
+                            continue;
+                        }
+                    };
+                    match self.ctx.listener.adopt_stream(fd) {
+                        Ok((stream, peer)) => {
+                            let conn = FrontConn::handed_back(
+                                stream,
+                                peer,
+                                &self.ctx.limits,
+                                back.pending,
+                                now,
+                            );
+                            self.advance(conn, now, false);
+                        }
+                        Err(error) => {
+                            tracing::debug!(pool = %self.ctx.config.name, %error, "front: a connection given back is already gone");
+                        }
+                    }
+                }
+                Ok(Received::Datagram(_, None)) => {
+                    tracing::warn!(pool = %self.ctx.config.name, "front: a connection given back was lost (out of descriptors?)");
+                }
+                Ok(Received::Empty) => return,
+                Ok(Received::Closed) => {
+                    self.unwatch_back();
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(pool = %self.ctx.config.name, %error, "front: cannot read from the holder link");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hand an idle kept connection to another worker through the master (retiring).
+    /// Whether it went; when not, the caller closes it.
+    fn pass_on(&self, conn: &mut FrontConn) -> bool {
+        let Some(link) = &self.ctx.hold_link else {
+            return false;
+        };
+        let mut bytes = Vec::new();
+        wire::encode_to_master(
+            &wire::ToMaster::Pass {
+                pending: conn.take_pending(),
+            },
+            &mut bytes,
+        );
+        send_with_fd(link.as_fd(), &bytes, conn.stream.as_fd(), PASS_PATIENCE).is_ok()
     }
 
     /// Stopping, nothing held, and the executors accept nothing more.
@@ -197,6 +294,11 @@ impl Front<'_> {
             if conn.is_kept() {
                 conn.returned(now);
             }
+            if policy::pass_on_stop(self.ending, conn.phase, conn.bytes_seen) {
+                if self.pass_on(&mut conn) {
+                    continue;
+                }
+            }
             if policy::close_on_stop(self.ending, conn.phase, conn.bytes_seen, now) {
                 continue; // closed: stopping, and nothing is lost
             }
@@ -210,6 +312,22 @@ impl Front<'_> {
     /// Close what a stop closes (idle kept connections; silent ones; everything for QUIT).
     fn close_for_stop(&mut self, now: Instant) {
         let ending = self.ending;
+        let passing: Vec<RawFd> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| policy::pass_on_stop(ending, c.phase, c.bytes_seen))
+            .map(|(fd, _)| *fd)
+            .collect();
+        for fd in passing {
+            if let Some(mut conn) = self.conns.remove(&fd) {
+                if conn.registered {
+                    let _ = self.epoll.delete(&conn.stream);
+                }
+                if !self.pass_on(&mut conn) {
+                    tracing::debug!(pool = %self.ctx.config.name, "front: cannot pass a kept connection on; closed");
+                }
+            }
+        }
         self.conns
             .retain(|_, c| !policy::close_on_stop(ending, c.phase, c.bytes_seen, now));
     }

@@ -161,9 +161,39 @@ pub fn close_on_stop(ending: Ending, phase: Phase, bytes_seen: bool, now: Instan
     }
 }
 
+/// Pure: when this process retires (`max_requests`, a reload), hand an idle kept connection
+/// to another worker of the pool (through the master, `hold::wire::ToMaster::Pass`) rather
+/// than close it: nginx may be sending its next request on it at this very moment, and a
+/// POST it cannot retry would get a 502. Only idle ones with nothing read: a request begun is
+/// finished here.
+pub fn pass_on_stop(ending: Ending, phase: Phase, bytes_seen: bool) -> bool {
+    matches!((ending, phase), (Ending::Retire { .. }, Phase::Idle { .. })) && !bytes_seen
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retiring_passes_on_only_idle_connections_with_nothing_read() {
+        let t0 = Instant::now();
+        let retire = Ending::Retire { since: t0 };
+        let idle = Phase::Idle { since: t0 };
+        let reading = Phase::Reading {
+            since: t0,
+            params_done: false,
+        };
+        for (ending, phase, seen, want) in [
+            (retire, idle, false, true),
+            (retire, idle, true, false),
+            (retire, reading, false, false),
+            (Ending::Drain, idle, false, false),
+            (Ending::Now, idle, false, false),
+            (Ending::No, idle, false, false),
+        ] {
+            assert_eq!(pass_on_stop(ending, phase, seen), want, "{ending:?} {phase:?} {seen}");
+        }
+    }
 
     #[test]
     fn retiring_closes_idle_connections_after_a_grace_and_everything_at_the_bound() {

@@ -183,6 +183,24 @@ impl Listener {
         }
     }
 
+    /// A connection of this listener that came back from another process (SCM_RIGHTS): the
+    /// same kind of stream `accept` gives, blocking as accepted sockets are.
+    pub fn adopt_stream(&self, fd: std::os::fd::OwnedFd) -> io::Result<(Stream, Peer)> {
+        match self {
+            Self::Unix(_) => {
+                let stream = std::os::unix::net::UnixStream::from(fd);
+                stream.set_nonblocking(false)?;
+                Ok((Stream::Unix(stream), Peer::Unix))
+            }
+            Self::Tcp(_) => {
+                let stream = std::net::TcpStream::from(fd);
+                stream.set_nonblocking(false)?;
+                let peer = stream.peer_addr()?;
+                Ok((Stream::Tcp(stream), Peer::Tcp(peer)))
+            }
+        }
+    }
+
     /// The address as the kernel holds it (the real port when port 0 was configured).
     pub fn address(&self) -> io::Result<ListenAddress> {
         match self {

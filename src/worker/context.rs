@@ -1,5 +1,6 @@
 //! What all workers of one pool share, built once by the master.
 
+use std::os::fd::OwnedFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +50,10 @@ pub struct PoolContext {
     /// their next answer, or once idle), then exit. Closing them all at once is what costs a
     /// POST behind nginx's keep-alive cache.
     pub retiring: Arc<AtomicBool>,
+    /// The workers' end of the pool's SEQPACKET pair with the master's holder (DESIGN §8):
+    /// held requests go out on it, kept connections come back on it. `None` only where no
+    /// master runs (tests of a bare worker); then a request that asks to be held gets a 503.
+    pub hold_link: Option<OwnedFd>,
 }
 
 impl PoolContext {
@@ -82,6 +87,7 @@ impl PoolContext {
             stopping: Arc::new(AtomicBool::new(false)),
             quitting: Arc::new(AtomicBool::new(false)),
             retiring: Arc::new(AtomicBool::new(false)),
+            hold_link: None,
         }
     }
 

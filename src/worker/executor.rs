@@ -42,7 +42,16 @@ use crate::fastcgi::{respond, ConnectionError, Request};
 use crate::front::intake::{admit, look, Look, SCRATCH};
 use crate::front::policy::{self, AcceptView, ACCEPT_GRACE, TICK};
 use crate::front::{FrontConn, Handoff};
+use crate::config::AppKind;
+use crate::fastcgi::encode_whole_response;
+use crate::hold::grip::GripFilter;
+use crate::hold::longpoll::unavailable_answer;
+use crate::hold::wire::{encode_to_master, Ask, HoldMsg, ToMaster};
 use crate::scoreboard::{WorkerSlot, WorkerState};
+use crate::sys::fdpass::send_with_fd;
+
+/// How long an executor waits for room in the holder's queue before it answers 503 itself.
+const HOLD_PATIENCE: Duration = Duration::from_secs(1);
 
 const LISTENER: u64 = 0;
 const JOBS: u64 = 1;
@@ -62,6 +71,10 @@ struct Executor<'a> {
     /// accept() failed for want of resources: not before this.
     backoff_until: Option<Instant>,
     last_error_log: Option<Instant>,
+    /// Relayed apps (php, cgi): the GRIP filter their responses go through (reset for each).
+    grip: Option<GripFilter>,
+    /// A datagram for the master's holder, kept across requests.
+    wire: Vec<u8>,
 }
 
 /// An executor's epoll set (the job eventfd; the listener joins while it may accept), made
@@ -97,6 +110,8 @@ pub fn execute(
         listening: false,
         backoff_until: None,
         last_error_log: None,
+        grip: matches!(ctx.config.app.kind, AppKind::Php | AppKind::Cgi).then(GripFilter::new),
+        wire: Vec::new(),
     }
     .run();
     slot.holds_lock.store(0, Relaxed);
@@ -261,10 +276,10 @@ impl Executor<'_> {
             self.handoff.retire();
         }
         self.slot.set_state(WorkerState::Idle);
-        // Recycling or quitting: a kept connection is closed here, at once (it is idle:
-        // nothing is lost).
+        // Quitting: a kept connection is closed here, at once. Recycling: the front passes it
+        // on to another worker (through the master) instead of closing it under nginx's feet.
         if let Some(conn) = kept {
-            if !recycling && !self.ctx.quitting.load(Relaxed) {
+            if !self.ctx.quitting.load(Relaxed) && (!recycling || self.ctx.hold_link.is_some()) {
                 self.give(conn);
             }
         }
@@ -282,15 +297,29 @@ impl Executor<'_> {
         let ctx = self.ctx;
         let _armed = super::watchdog::arm(&conn.stream);
         let queue_wait_us = conn.queue_wait_us.take();
+        if let Some(grip) = &mut self.grip {
+            grip.reset();
+        }
         let result = {
             let mut io = TimedIo::new(&conn.stream, READ_TIMEOUT, WRITE_TIMEOUT).beating(self.slot);
             let mut connection = Connection::new(&mut self.handler, &conn.stream, queue_wait_us);
-            respond(&mut io, &mut connection, &request, &mut self.out)
+            respond(
+                &mut io,
+                &mut connection,
+                &request,
+                &mut self.out,
+                self.grip.as_mut(),
+            )
         };
         self.out.clear();
+        let (request_id, keep_conn) = (request.request_id, request.keep_conn);
         conn.recycle(request);
         match result {
-            Ok(()) => conn.is_kept().then_some(conn),
+            Ok(Some(ask)) => {
+                self.to_holder(conn, request_id, keep_conn, ask);
+                None
+            }
+            Ok(None) => conn.is_kept().then_some(conn),
             Err(ConnectionError::Io(e)) => {
                 // Resets and broken pipes end one connection; they are the client's business,
                 // not an operator's.
@@ -302,6 +331,40 @@ impl Executor<'_> {
                 tracing::warn!(pool = %ctx.config.name, peer = ?conn.peer, error = %e, "closed connection");
                 None
             }
+        }
+    }
+}
+
+impl Executor<'_> {
+    /// Give a request that is to be held to the master's holder (DESIGN §8): the connection's
+    /// descriptor and what the answer needs, in one datagram. Our copy of the descriptor
+    /// closes when `conn` drops; the master's stays open. When the holder cannot take it
+    /// (no link, its queue full for [`HOLD_PATIENCE`], a body too big for the datagram) the
+    /// client gets 503 from here, at once.
+    fn to_holder(&mut self, mut conn: FrontConn, request_id: u16, keep_conn: bool, ask: Ask) {
+        let msg = ToMaster::Hold(HoldMsg {
+            request_id,
+            keep_conn,
+            pending: conn.take_pending(),
+            ask,
+        });
+        encode_to_master(&msg, &mut self.wire);
+        let sent = match &self.ctx.hold_link {
+            Some(link) => send_with_fd(
+                link.as_fd(),
+                &self.wire,
+                conn.stream.as_fd(),
+                HOLD_PATIENCE,
+            ),
+            None => Err(std::io::Error::other("no holder in this process")),
+        };
+        if let Err(error) = sent {
+            tracing::warn!(pool = %self.ctx.config.name, %error, "cannot hand a held request to the master; answered 503");
+            self.out.clear();
+            encode_whole_response(&mut self.out, request_id, &unavailable_answer(1));
+            let mut io = TimedIo::new(&conn.stream, READ_TIMEOUT, WRITE_TIMEOUT);
+            let _ = std::io::Write::write_all(&mut io, &self.out);
+            self.out.clear();
         }
     }
 }
