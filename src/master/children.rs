@@ -35,6 +35,8 @@ pub struct SpawnSpec {
     pub config_text: Arc<String>,
     /// `user`/`group` to run as (master running as root).
     pub credentials: Option<Credentials>,
+    /// The workers' end of the pool's link with the master's holder (same number in the child).
+    pub hold_fd: Option<RawFd>,
     /// `kind = "exec"`: start this program instead of a fastpm worker.
     pub exec: Option<ExecCommand>,
 }
@@ -151,6 +153,10 @@ pub fn spawn(spec: &SpawnSpec, slot: usize, generation: u64) -> std::io::Result<
         .arg(spec.backlog.to_string());
     if let Some(n) = spec.somaxconn {
         cmd.arg("--somaxconn").arg(n.to_string());
+    }
+    if let Some(fd) = spec.hold_fd {
+        fds.push(fd);
+        cmd.arg("--hold-fd").arg(fd.to_string());
     }
     if let Some(path) = &spec.config_path {
         cmd.arg("--config").arg(path);

@@ -70,7 +70,7 @@ pub(super) fn open_pool(
     somaxconn: Option<u32>,
     scoreboard: &Arc<Scoreboard>,
     inherited: &mut Inherited,
-) -> Result<(Arc<PoolContext>, apps::Choice, QueueProbe, Arc<LockShared>), MasterError> {
+) -> Result<OpenedPool, MasterError> {
     let pool = &config.pools[index];
     let lock_error = |source| MasterError::Lock {
         pool: pool.name.clone(),
@@ -157,7 +157,7 @@ pub(super) fn open_pool(
         .pool(index)
         .listen_backlog
         .store(u64::from(backlog), std::sync::atomic::Ordering::Relaxed);
-    let ctx = PoolContext::new(
+    let mut ctx = PoolContext::new(
         index,
         pool.clone(),
         listener,
@@ -165,7 +165,35 @@ pub(super) fn open_pool(
         Arc::clone(scoreboard),
         info,
     );
-    Ok((Arc::new(ctx), choice, probe, shared))
+    // The link with the master's holder (DESIGN §8): every pool whose requests fastpm's own
+    // workers read (an exec program speaks FastCGI itself and holds nothing).
+    let holder_end = if pool.app.kind == AppKind::Exec {
+        None
+    } else {
+        let (master_end, workers_end) = crate::sys::fdpass::seqpacket_pair(
+            crate::hold::wire::MAX_DATAGRAM,
+        )
+        .map_err(io_error(format!("pool {}: cannot make the holder link", pool.name)))?;
+        ctx.hold_link = Some(workers_end);
+        Some(master_end)
+    };
+    Ok(OpenedPool {
+        ctx: Arc::new(ctx),
+        choice,
+        probe,
+        lock: shared,
+        holder_end,
+    })
+}
+
+/// A pool bound and ready for workers.
+pub(super) struct OpenedPool {
+    pub ctx: Arc<PoolContext>,
+    pub choice: apps::Choice,
+    pub probe: QueueProbe,
+    pub lock: Arc<LockShared>,
+    /// The master's end of the pool's holder link (`None` for exec pools).
+    pub holder_end: Option<std::os::fd::OwnedFd>,
 }
 
 /// The receive timeout (`SO_RCVTIMEO`) a pool's listening socket carries.
@@ -284,6 +312,7 @@ pub(super) fn spawn_spec(
         },
         config_text: Arc::clone(&options.config_text),
         credentials,
+        hold_fd: ctx.hold_link.as_ref().map(|fd| fd.as_raw_fd()),
         exec: (pool.app.kind == AppKind::Exec).then(|| ExecCommand {
             argv: pool.app.command.clone(),
             env: pool.app.env.clone(),

@@ -27,6 +27,9 @@ use crate::config::{self, Config, ConfigSource};
 use crate::listen::{self, ListenAddress};
 use crate::probe::{spawn_sampler_with_history, SamplerHandle};
 use crate::scoreboard::Scoreboard;
+use crate::config::BrokerUrl;
+use crate::hold::broker::Broker;
+use crate::hold::holder::{Holder, PoolHold};
 use crate::status::history::History;
 use crate::sys::inherit::close_inherited_on_exec;
 use crate::worker::lock::LockShared;
@@ -64,6 +67,8 @@ pub struct Running {
     status_fd: Option<RawFd>,
     /// A binary upgrade in progress (SIGUSR2).
     upgrade: Option<Upgrade>,
+    /// Held requests and the broker (DESIGN §8).
+    holder: Arc<Holder>,
 }
 
 impl Running {
@@ -86,6 +91,9 @@ impl Running {
         let mut inherited =
             Inherited::from_env().map_err(io_error("binary upgrade: inherited sockets"))?;
         prepare_runtime_dir(&config)?;
+        // Each held request is a descriptor in the master (DESIGN §8): take all the system
+        // allows. Children inherit the raised soft limit.
+        let nofile = raise_nofile_limit();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("fastpm-master")
@@ -108,11 +116,12 @@ impl Running {
 
         let mut probes = Vec::new();
         let mut contexts = Vec::new();
+        let mut holder_pools = Vec::new();
         for index in 0..config.pools.len() {
             if runtime_dir::needs_pool_dir(&config.pools[index]) {
                 runtime_dir::pool_dir(&config, &config.pools[index])?;
             }
-            let (ctx, choice, probe, lock) = open_pool(
+            let opened = open_pool(
                 &config,
                 index,
                 &options,
@@ -120,9 +129,36 @@ impl Running {
                 &scoreboard,
                 &mut inherited,
             )?;
-            probes.push((index, probe));
-            contexts.push((ctx, choice, lock));
+            probes.push((index, opened.probe));
+            if let Some(link) = opened.holder_end {
+                let pool = &config.pools[index];
+                holder_pools.push(PoolHold {
+                    index,
+                    name: pool.name.clone(),
+                    link,
+                    max_held: pool.app.max_held as usize,
+                    hold_timeout: pool.app.hold_timeout,
+                });
+            }
+            contexts.push((opened.ctx, opened.choice, opened.lock));
         }
+        // Held requests (DESIGN §8) live here, on the master's runtime.
+        let holder = {
+            let _enter = runtime.enter();
+            let history = config
+                .pools
+                .iter()
+                .map(|p| p.app.history as usize)
+                .max()
+                .unwrap_or(0);
+            let broker = match &config.global.broker {
+                BrokerUrl::Memory => Broker::memory(config.pools.len(), history),
+                BrokerUrl::Redis(url) => Broker::redis(url, config.pools.len(), history)
+                    .map_err(io_error_from("cannot use the broker"))?,
+            };
+            Holder::start(broker, Arc::clone(&scoreboard), holder_pools)
+                .map_err(io_error("cannot start the holder"))?
+        };
         // The sampler writes the one-second history the status listener serves (`/history`,
         // the dashboard, `status --watch`): it alone sees every queue reading.
         let history = Arc::new(History::new(config.pools.iter().map(|p| p.name.clone())));
@@ -201,7 +237,7 @@ impl Running {
         for p in &pools {
             tracing::info!(
                 pool = %p.ctx.config.name,
-                "ready: {} {} workers; try: fastpm request {}",
+                "ready: {} {} workers; {nofile} descriptors (RLIMIT_NOFILE); try: fastpm request {}",
                 p.ctx.config.max_children,
                 p.ctx.config.workers,
                 try_hint(&p.ctx.config),
@@ -225,6 +261,7 @@ impl Running {
             slot_counts,
             options,
             notifier,
+            holder,
         };
         Ok((running, events))
     }
@@ -444,6 +481,16 @@ impl Running {
     /// socket files and the pid file (not after a hand-over: they are the new master's).
     fn finish_with(self, deadline: Instant, own_files: bool) -> Result<(), MasterError> {
         let _ = self.notifier.stopping();
+        // Held requests first: each gets its timeout answer (not a cut connection), within a
+        // bound that leaves the workers their share of the deadline.
+        let within = deadline
+            .saturating_duration_since(Instant::now())
+            .min(HOLDER_STOP_MAX);
+        let held = self.holder.held();
+        self.runtime.block_on(self.holder.stop(within));
+        if held > 0 {
+            tracing::info!("{held} held requests answered as on their timeout");
+        }
         let _ = self.status_stop.send(true);
         let mut left = 0;
         for p in self.pools {
@@ -469,6 +516,25 @@ impl Running {
         self.runtime.shutdown_timeout(Duration::from_millis(200));
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Longest a stop waits for the holder to answer what it holds.
+const HOLDER_STOP_MAX: Duration = Duration::from_secs(3);
+
+/// Raise the soft `RLIMIT_NOFILE` to the hard limit; the soft limit in force after.
+fn raise_nofile_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE from {soft} to {hard}");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 0,
     }
 }
 

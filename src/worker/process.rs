@@ -48,6 +48,9 @@ pub struct WorkerArgs {
     pub backlog: u32,
     #[arg(long)]
     pub somaxconn: Option<u32>,
+    /// Inherited end of the pool's link with the master's holder (held requests, DESIGN §8).
+    #[arg(long)]
+    pub hold_fd: Option<i32>,
     /// The config file the text on stdin came from (relative paths); absent = embedded default.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -142,6 +145,10 @@ pub fn run(
     ctx.stopping = flags.stopping;
     ctx.quitting = flags.quitting;
     ctx.retiring = flags.retiring;
+    ctx.hold_link = match args.hold_fd {
+        Some(fd) => Some(adopt_inherited_fd(fd).map_err(inherit("holder link"))?),
+        None => None,
+    };
     run_worker(&ctx, args.slot, app);
     Ok(())
 }

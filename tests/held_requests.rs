@@ -1,0 +1,362 @@
+//! Held requests (DESIGN.md §8) end to end, over real sockets, with a real fastpm master and
+//! its worker processes: a `longpoll` pool's sub/pub, resume, timeouts, a client that leaves,
+//! `max_held`, the master's `/publish/` and its refusals, kept connections after a held
+//! answer, and held requests across HUP and TERM.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::raw::{begin, pair, read_response, record, Response};
+use common::{master_status, Server};
+use nix::sys::signal::Signal;
+
+const PARAMS: u8 = 4;
+const STDIN: u8 = 5;
+
+fn config(extra_app: &str) -> String {
+    format!(
+        r#"
+[global]
+status_listen = "127.0.0.1:0"
+runtime_dir = "{{dir}}/run"
+shutdown_timeout = "5s"
+
+[pool.lp]
+workers = "process"
+max_children = 2
+status_path = "/status"
+ping_path = "/ping"
+
+[pool.lp.listen]
+address = "unix:{{dir}}/lp.sock"
+
+[pool.lp.app]
+kind = "longpoll"
+{extra_app}
+"#
+    )
+}
+
+/// A request to the longpoll pool: `method path?query`, extra HTTP headers as params, a body.
+fn lp_request(
+    id: u16,
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    keep_conn: bool,
+) -> Vec<u8> {
+    let mut p = Vec::new();
+    let len = body.len().to_string();
+    for (k, v) in [
+        ("REQUEST_METHOD", method),
+        ("SCRIPT_NAME", path),
+        ("DOCUMENT_URI", path),
+        ("REQUEST_URI", path),
+        ("QUERY_STRING", query),
+        ("CONTENT_LENGTH", len.as_str()),
+        ("CONTENT_TYPE", if body.is_empty() { "" } else { "text/plain" }),
+    ]
+    .into_iter()
+    .chain(headers.iter().copied())
+    {
+        p.extend(pair(k.as_bytes(), v.as_bytes()));
+    }
+    let mut out = begin(id, 1, keep_conn);
+    out.extend(record(PARAMS, id, &p));
+    out.extend(record(PARAMS, id, b""));
+    if !body.is_empty() {
+        out.extend(record(STDIN, id, body));
+    }
+    out.extend(record(STDIN, id, b""));
+    out
+}
+
+fn connect(server: &Server) -> UnixStream {
+    let s = UnixStream::connect(server.path("lp.sock")).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// Subscribe (the request is sent; the answer is read later).
+fn subscribe(server: &Server, channel: &str, query: &str, headers: &[(&str, &str)]) -> UnixStream {
+    let mut s = connect(server);
+    s.write_all(&lp_request(1, "GET", &format!("/sub/{channel}"), query, headers, b"", false))
+        .unwrap();
+    s
+}
+
+fn publish(server: &Server, channel: &str, body: &str) -> Response {
+    let mut s = connect(server);
+    s.write_all(&lp_request(1, "POST", &format!("/pub/{channel}"), "", &[], body.as_bytes(), false))
+        .unwrap();
+    read_response(&mut s).expect("publish answered")
+}
+
+fn status_line(r: &Response) -> String {
+    r.text()
+        .lines()
+        .find_map(|l| l.strip_prefix("Status: ").map(str::to_string))
+        .unwrap_or_else(|| "200 OK".into())
+}
+
+fn header(r: &Response, name: &str) -> Option<String> {
+    let text = r.text();
+    let head = text.split("\r\n\r\n").next().unwrap_or("").to_string();
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+/// The pool's JSON status as the master serves it.
+fn pool_status(server: &Server) -> serde_json::Value {
+    let all = master_status(server.status_port());
+    let pools = all["pools"].as_array().cloned().unwrap_or_default();
+    pools
+        .into_iter()
+        .find(|p| p["pool"] == "lp")
+        .unwrap_or_else(|| panic!("no pool lp in {all}"))
+}
+
+fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn held(server: &Server) -> u64 {
+    pool_status(server)["held requests"].as_u64().unwrap_or(u64::MAX)
+}
+
+/// Whether nothing has been answered on `s` within `wait` (the request is still held).
+fn still_held(s: &mut UnixStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut b = [0u8; 1];
+    let r = s.read(&mut b);
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+#[test]
+fn a_publish_answers_every_subscriber_once_and_the_workers_stay_free() {
+    let server = Server::start(&config(""));
+    let mut subs: Vec<UnixStream> = (0..50).map(|_| subscribe(&server, "room", "", &[])).collect();
+    wait_until("50 held", Duration::from_secs(5), || held(&server) == 50);
+    // Two workers, fifty held requests: the workers still answer at once.
+    let mut ping = connect(&server);
+    let t = Instant::now();
+    ping.write_all(&common::raw::request("/ping", "", b"", false)).unwrap();
+    let pong = read_response(&mut ping).expect("ping");
+    assert!(pong.body().contains("pong"), "{}", pong.text());
+    assert!(t.elapsed() < Duration::from_millis(500), "ping took {:?}", t.elapsed());
+    for s in subs.iter_mut() {
+        assert!(still_held(s, Duration::from_millis(1)), "answered before any publish");
+    }
+
+    let answer = publish(&server, "room", "hello, room");
+    assert_eq!(status_line(&answer), "201 Created", "{}", answer.text());
+    assert_eq!(answer.body(), r#"{"id":1,"subscribers":50}"#);
+    for s in subs.iter_mut() {
+        let r = read_response(s).expect("a held request answered");
+        assert_eq!(r.body(), "hello, room");
+        assert_eq!(header(&r, "Message-Id").as_deref(), Some("1"));
+        assert_eq!(r.protocol_status, 0);
+        // Not kept: the holder closes it after the one answer.
+        assert!(read_response(s).is_none(), "a second answer");
+    }
+    let st = pool_status(&server);
+    assert_eq!(st["held requests"], 0, "{st}");
+    assert_eq!(st["max held requests"], 50, "{st}");
+    assert_eq!(st["messages delivered"], 50, "{st}");
+    assert_eq!(st["messages published"], 1, "{st}");
+    // No subscriber: 202.
+    let answer = publish(&server, "room", "nobody");
+    assert_eq!(status_line(&answer), "202 Accepted", "{}", answer.text());
+    assert_eq!(answer.body(), r#"{"id":2,"subscribers":0}"#);
+}
+
+#[test]
+fn resume_by_last_id_event_id_and_etag_and_say_what_was_lost() {
+    let server = Server::start(&config("history = 3"));
+    for i in 1..=5 {
+        publish(&server, "news", &format!("m{i}"));
+    }
+    // Retained: 3, 4, 5. After 3 comes 4 at once.
+    for (query, headers) in [
+        ("last_id=3", vec![]),
+        ("", vec![("HTTP_LAST_EVENT_ID", "3")]),
+        ("", vec![("HTTP_IF_NONE_MATCH", "\"3\"")]),
+    ] {
+        let mut s = subscribe(&server, "news", query, &headers);
+        let r = read_response(&mut s).expect("answered at once");
+        assert_eq!(r.body(), "m4", "{query} {headers:?}");
+        assert_eq!(header(&r, "Messages-Lost"), None);
+    }
+    // After 1: 2 is gone from the history; 3 comes with the gap said.
+    let mut s = subscribe(&server, "news", "last_id=1", &[]);
+    let r = read_response(&mut s).expect("answered at once");
+    assert_eq!(r.body(), "m3");
+    assert_eq!(header(&r, "Messages-Lost").as_deref(), Some("1"));
+    // After the newest: held until the next.
+    let mut s = subscribe(&server, "news", "last_id=5", &[]);
+    assert!(still_held(&mut s, Duration::from_millis(300)));
+    publish(&server, "news", "m6");
+    assert_eq!(read_response(&mut s).expect("m6").body(), "m6");
+    // Not a number: 400, nothing held.
+    let mut s = subscribe(&server, "news", "last_id=abc", &[]);
+    assert_eq!(status_line(&read_response(&mut s).unwrap())[..3], *"400");
+}
+
+#[test]
+fn timeouts_clients_that_leave_and_max_held() {
+    let server = Server::start(&config("hold_timeout = \"1s\"\nmax_held = 3"));
+    let t = Instant::now();
+    let mut s = subscribe(&server, "quiet", "", &[]);
+    let r = read_response(&mut s).expect("timeout answer");
+    assert!(t.elapsed() >= Duration::from_millis(900), "{:?}", t.elapsed());
+    assert_eq!(status_line(&r), "204 No Content", "{}", r.text());
+    assert_eq!(pool_status(&server)["held timeouts"], 1);
+
+    // Clients that leave: the subscription is dropped at once and counted.
+    let gone: Vec<UnixStream> = (0..3).map(|_| subscribe(&server, "quiet", "", &[])).collect();
+    wait_until("3 held", Duration::from_secs(5), || held(&server) == 3);
+    // The fourth is over max_held: 503 with Retry-After, at once.
+    let mut over = subscribe(&server, "quiet", "", &[]);
+    let r = read_response(&mut over).expect("refused at once");
+    assert_eq!(status_line(&r)[..3], *"503", "{}", r.text());
+    assert!(header(&r, "Retry-After").is_some(), "{}", r.text());
+    drop(gone);
+    wait_until("subscriptions dropped", Duration::from_millis(500), || held(&server) == 0);
+    let st = pool_status(&server);
+    assert_eq!(st["held clients gone"], 3, "{st}");
+    assert_eq!(st["channels"], 0, "{st}");
+}
+
+#[test]
+fn a_kept_connection_serves_again_after_its_held_answer() {
+    let server = Server::start(&config(""));
+    let mut s = connect(&server);
+    s.write_all(&lp_request(7, "GET", "/sub/k", "", &[], b"", true)).unwrap();
+    wait_until("held", Duration::from_secs(5), || held(&server) == 1);
+    publish(&server, "k", "first");
+    let r = read_response(&mut s).expect("held answer");
+    assert_eq!((r.id, r.body().as_str()), (7, "first"));
+    // The same connection, back with a worker: a normal request, then another hold.
+    s.write_all(&common::raw::request_with_id(8, "/ping", "", b"", true)).unwrap();
+    let r = read_response(&mut s).expect("ping on the kept connection");
+    assert_eq!(r.id, 8);
+    assert!(r.body().contains("pong"));
+    s.write_all(&lp_request(9, "GET", "/sub/k", "", &[], b"", true)).unwrap();
+    wait_until("held again", Duration::from_secs(5), || held(&server) == 1);
+    publish(&server, "k", "second");
+    let r = read_response(&mut s).expect("second held answer");
+    assert_eq!((r.id, r.body().as_str()), (9, "second"));
+}
+
+/// POST to the master's HTTP listener; (status, body).
+fn http_post(port: u16, path: &str, body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut text = Vec::new();
+    let _ = s.read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+#[test]
+fn the_master_publishes_pushpin_json_and_refuses_bad_input_whole() {
+    let server = Server::start(&config(""));
+    let port = server.status_port();
+    let mut sub = subscribe(&server, "c", "", &[]);
+    wait_until("held", Duration::from_secs(5), || held(&server) == 1);
+    let big = format!(
+        r#"{{"items":[{{"channel":"c","formats":{{"http-response":{{"body":"{}"}}}}}}]}}"#,
+        "x".repeat((1 << 20) + 1)
+    );
+    for (bad, why) in [
+        (r#"{"items":[{"channel":"c""#.to_string(), "invalid JSON"),
+        (r#"{"items":[{"formats":{"http-response":{"body":"x"}}}]}"#.to_string(), "missing channel"),
+        (r#"{"items":[{"channel":"c","formats":{"ws-message":{"content":"x"}}}]}"#.to_string(), "unknown format"),
+        (big, "body over 1 MiB"),
+        // One good item and one bad: nothing is published.
+        (r#"{"items":[{"channel":"c","formats":{"http-response":{"body":"ok"}}},{"channel":"","formats":{"http-response":{"body":"x"}}}]}"#.to_string(), "bad second item"),
+    ] {
+        let (code, body) = http_post(port, "/publish/", bad.as_bytes());
+        assert_eq!(code, 400, "{why}: {body}");
+        assert_eq!(body.trim().lines().count(), 1, "{why}: one line: {body:?}");
+        assert!(still_held(&mut sub, Duration::from_millis(50)), "{why}: published anyway");
+    }
+    let good = r#"{"items":[{"channel":"c","formats":{"http-response":{"code":200,"headers":{"Content-Type":"text/x-chat"},"body":"from pushpin json"}}}]}"#;
+    let (code, body) = http_post(port, "/publish/", good.as_bytes());
+    assert_eq!(code, 200, "{body}");
+    let r = read_response(&mut sub).expect("answered");
+    assert_eq!(r.body(), "from pushpin json");
+    assert_eq!(header(&r, "Content-Type").as_deref(), Some("text/x-chat"));
+
+    // `fastpm publish` goes the same way.
+    let mut sub = subscribe(&server, "c", "", &[]);
+    wait_until("held", Duration::from_secs(5), || held(&server) == 1);
+    let out = std::process::Command::new(common::FASTPM)
+        .args(["publish", "c", "from the cli", "--url"])
+        .arg(format!("http://127.0.0.1:{port}/publish/"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(read_response(&mut sub).expect("answered").body(), "from the cli");
+}
+
+#[test]
+fn hup_keeps_held_requests_and_term_answers_them() {
+    let mut server = Server::start(&config(""));
+    let config_path = server.path("fastpm.toml");
+    let mut subs: Vec<UnixStream> = (0..5).map(|_| subscribe(&server, "r", "", &[])).collect();
+    wait_until("5 held", Duration::from_secs(5), || held(&server) == 5);
+    let workers_before = common::child_pids(server.pid());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), Signal::SIGHUP).unwrap();
+    wait_until("reloaded", Duration::from_secs(5), || server.log().contains("reloaded"));
+    wait_until("old workers replaced", Duration::from_secs(10), || {
+        let now = common::child_pids(server.pid());
+        !now.is_empty() && now.iter().all(|p| !workers_before.contains(p))
+    });
+    for s in subs.iter_mut() {
+        assert!(still_held(s, Duration::from_millis(1)), "a held request ended at HUP");
+    }
+    assert_eq!(held(&server), 5);
+    let r = publish(&server, "r", "after reload");
+    assert_eq!(r.body(), r#"{"id":1,"subscribers":5}"#);
+    for s in subs.iter_mut() {
+        assert_eq!(read_response(s).expect("answered").body(), "after reload");
+    }
+    assert!(Path::new(&config_path).exists());
+
+    // TERM with requests held: each gets its timeout answer, none is cut.
+    let mut subs: Vec<UnixStream> = (0..5).map(|_| subscribe(&server, "r", "", &[])).collect();
+    wait_until("5 held", Duration::from_secs(5), || held(&server) == 5);
+    let status = server.stop_with(Signal::SIGTERM, Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    for s in subs.iter_mut() {
+        let r = read_response(s).expect("answered, not cut, at TERM");
+        assert_eq!(status_line(&r), "204 No Content", "{}", r.text());
+    }
+}
