@@ -2,8 +2,8 @@
 //! app value per worker.
 //!
 //! A pool's `user`/`group` reach the apps of worker *threads* here: the php-cgi and CGI
-//! processes they start drop to those ids. The built-in apps (hello, echo, sleep) of a thread
-//! pool have no process of their own: they run inside the master, as root. Use
+//! processes they start drop to those ids. The built-in apps (hello, echo, sleep, longpoll) of
+//! a thread pool have no process of their own: they run inside the master, as root. Use
 //! `workers = "process"` for a pool whose own code must not run as root.
 
 use std::path::Path;
