@@ -103,20 +103,23 @@ pub fn parse_address(text: &str) -> Result<ListenAddress, UsageError> {
         .map_err(|e| UsageError(format!("address: {e}")))
 }
 
+/// A `--body` argument's bytes: the file, or stdin for `-` (shared with `publish`).
+pub fn read_body(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut b = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut b)
+            .context("cannot read the body from stdin")?;
+        return Ok(b);
+    }
+    std::fs::read(path).with_context(|| format!("cannot read body file {}", path.display()))
+}
+
 pub fn run(args: RequestArgs) -> anyhow::Result<ExitCode> {
     let address = parse_address(&args.address)?;
     let body = match &args.body {
         None => Vec::new(),
-        Some(p) if p.as_os_str() == "-" => {
-            let mut b = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut b)
-                .context("cannot read the body from stdin")?;
-            b
-        }
-        Some(p) => {
-            std::fs::read(p).with_context(|| format!("cannot read body file {}", p.display()))?
-        }
+        Some(p) => read_body(p)?,
     };
     let mut params = default_params(&args.path, body.len());
     apply_overrides(&mut params, &args.params)?;

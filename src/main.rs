@@ -3,6 +3,7 @@
 //! failure, 2 bad config or usage).
 
 mod cli_bench;
+mod cli_publish;
 mod cli_request;
 
 use std::path::PathBuf;
@@ -62,6 +63,8 @@ enum Command {
     Request(cli_request::RequestArgs),
     /// Closed-loop FastCGI load generator; prints a JSON summary.
     Bench(cli_bench::BenchArgs),
+    /// Publish a message to the requests held on a channel (through the master's /publish/).
+    Publish(cli_publish::PublishArgs),
     /// Convert php-fpm.conf (and the pool files it includes) to fastpm TOML on stdout.
     #[command(name = "import-fpm")]
     ImportFpm {
@@ -78,6 +81,7 @@ fn is_usage_error(err: &anyhow::Error) -> bool {
             || cause.is::<config::BacklogError>()
             || cause.is::<cli_request::UsageError>()
             || cause.is::<cli_bench::BenchUsageError>()
+            || cause.is::<cli_publish::PublishUsageError>()
             || cause.is::<master::preflight::PreflightError>()
             || cause.is::<master::runtime_dir::RuntimeDirError>()
             || matches!(
@@ -187,6 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => cli_bench::run(args),
+        Command::Publish(args) => cli_publish::run(args),
         Command::ImportFpm { files } => {
             print!("{}", fastpm::import_fpm::import_files(&files)?);
             Ok(ExitCode::SUCCESS)

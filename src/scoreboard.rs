@@ -71,6 +71,26 @@ pub struct PoolBoard {
     /// queue wait has stayed above `target`. Shared by the pool's workers, so one standing
     /// queue is judged once, not per worker.
     pub codel_state: AtomicU64,
+    /// Held requests of this pool now (`held requests`, a gauge; DESIGN.md §8). This field and
+    /// the six after it are written by the master's holder only, through [`PoolBoard::hold_started`]
+    /// and [`PoolBoard::hold_ended`] where they fit; workers never touch them.
+    pub held_requests: AtomicU64,
+    /// Highest `held_requests` since start (`max held requests`).
+    pub max_held_requests: AtomicU64,
+    /// Channels with at least one request of this pool held on them (`channels`, a gauge).
+    pub held_channels: AtomicU64,
+    /// Messages published on this pool's channels (`messages published`).
+    pub messages_published: AtomicU64,
+    /// Held requests answered with a message (`messages delivered`).
+    pub messages_delivered: AtomicU64,
+    /// Held requests answered with their timeout response (`held timeouts`).
+    pub held_timeouts: AtomicU64,
+    /// Held requests whose client left first (`held clients gone`): nginx closed the
+    /// connection; the subscription was dropped without an answer.
+    pub held_gone: AtomicU64,
+    /// Requests refused because `max_held` requests were already held (503 + Retry-After).
+    /// Not a key of its own: it is part of `rejected conn`.
+    pub held_refused: AtomicU64,
     /// Time spent in the kernel accept queue by each accepted connection (`queue wait p50 ms`
     /// …, and the `/metrics` histogram). Workers record; readers copy.
     pub queue_wait: WaitHistogram,
@@ -95,6 +115,37 @@ impl PoolBoard {
             n => u32::try_from(n).unwrap_or(u32::MAX),
         }
     }
+
+    /// One more request held: the gauge and its high-water mark.
+    pub fn hold_started(&self) {
+        let now = self.held_requests.fetch_add(1, Relaxed).saturating_add(1);
+        raise_max(&self.max_held_requests, now);
+    }
+
+    /// A held request ended as `end`: the gauge goes down (never below zero, so a stray
+    /// second end cannot wrap it to 2^64) and the counter of that ending goes up.
+    pub fn hold_ended(&self, end: HoldEnd) {
+        let _ = self
+            .held_requests
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        let counter = match end {
+            HoldEnd::Delivered => &self.messages_delivered,
+            HoldEnd::TimedOut => &self.held_timeouts,
+            HoldEnd::ClientGone => &self.held_gone,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+}
+
+/// How a held request ended, for [`PoolBoard::hold_ended`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldEnd {
+    /// Answered with a published message (`messages delivered`).
+    Delivered,
+    /// Answered with its timeout response (`held timeouts`).
+    TimedOut,
+    /// The client left before an answer (`held clients gone`).
+    ClientGone,
 }
 
 /// What a worker is doing, as php-fpm names it on its status page.
@@ -449,6 +500,33 @@ mod tests {
         assert_eq!(board.slots(1).len(), 2);
         assert_eq!(board.pool(1).listen_drops.load(Relaxed), UNKNOWN);
         assert_eq!(board.idle_active(0), (0, 0));
+    }
+
+    #[test]
+    fn held_gauge_its_maximum_and_how_holds_ended() {
+        let board = Scoreboard::create(&[1, 1]).unwrap();
+        let pool = board.pool(1);
+        for _ in 0..3 {
+            pool.hold_started();
+        }
+        pool.hold_ended(HoldEnd::Delivered);
+        pool.hold_ended(HoldEnd::TimedOut);
+        pool.hold_started();
+        pool.hold_ended(HoldEnd::ClientGone);
+        pool.hold_ended(HoldEnd::ClientGone);
+        // One end too many: the gauge stays at zero instead of wrapping.
+        pool.hold_ended(HoldEnd::Delivered);
+        let read = |c: &AtomicU64| c.load(Relaxed);
+        assert_eq!(read(&pool.held_requests), 0);
+        assert_eq!(read(&pool.max_held_requests), 3);
+        assert_eq!(read(&pool.messages_delivered), 2);
+        assert_eq!(read(&pool.held_timeouts), 1);
+        assert_eq!(read(&pool.held_gone), 2);
+        assert_eq!(
+            read(&board.pool(0).max_held_requests),
+            0,
+            "other pool untouched"
+        );
     }
 
     #[test]

@@ -142,6 +142,7 @@ fn minimal_pool_gets_design_defaults() {
     assert_eq!(g.runtime_dir, PathBuf::from("/run/fastpm"));
     assert_eq!(g.shutdown_timeout, Duration::from_secs(30));
     assert_eq!(g.pid_file, None);
+    assert_eq!(g.broker, fastpm::config::BrokerUrl::Memory);
     let p = &config.pools[0];
     let want = PoolConfig {
         name: "www".into(),
@@ -183,6 +184,9 @@ fn minimal_pool_gets_design_defaults() {
             env: BTreeMap::new(),
             clear_env: true,
             command: vec![],
+            history: 100,
+            hold_timeout: Duration::from_secs(55),
+            max_held: 10_000,
         },
         overload: OverloadConfig {
             policy: OverloadPolicy::None,

@@ -93,6 +93,8 @@ kind = "hello"
         "phpfpm_listen_queue_length",
         "phpfpm_active_processes",
         "fastpm_listen_backlog",
+        "fastpm_held_requests",
+        "fastpm_messages_delivered",
     ] {
         assert!(
             families.iter().any(|f| f == name),

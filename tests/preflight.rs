@@ -1,6 +1,6 @@
 //! `fastpm check` refuses everything `fastpm run` would refuse from the config alone (an
-//! unknown user, a php-cgi that is not there, an app kind this build does not run, an exec
-//! program that does not exist), both with exit 2 and the pool named; and a pool's own
+//! unknown user, a php-cgi that is not there, an exec program that does not exist), both
+//! with exit 2 and the pool named; and a pool's own
 //! status/ping paths are off unless configured (php-fpm's defaults), while the master's
 //! listener keeps its /status.
 
@@ -68,10 +68,6 @@ fn check_and_run_refuse_what_the_machine_cannot_run_with_exit_2() {
                 "",
             ),
             "/nonexistent/php-cgi",
-        ),
-        (
-            pool("kind = \"longpoll\"", ""),
-            "\"longpoll\" is not available",
         ),
         (
             pool("kind = \"exec\"\ncommand = [\"no-such-fcgi-program\"]", ""),

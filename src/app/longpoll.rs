@@ -5,6 +5,7 @@
 //! subscriber costs no worker and a publish reaches subscribers held by every worker.
 
 use super::{plain_response, App};
+use crate::config::PoolConfig;
 use crate::fastcgi::{Request, ResponseWriter};
 use crate::hold::longpoll::{route, Op, RequestView, Route};
 use crate::hold::message::MAX_BODY;
@@ -14,7 +15,7 @@ use crate::hold::wire::{Ask, WireChannel};
 pub struct Longpoll;
 
 /// A pool's `longpoll` app.
-pub fn longpoll_app() -> Box<dyn App> {
+pub fn longpoll_app(_pool: &PoolConfig) -> Box<dyn App> {
     Box::new(Longpoll)
 }
 

@@ -1,5 +1,6 @@
 //! What runs a request once the worker has read it: the built-in apps (`hello`, `echo`, `sleep`),
-//! `php` (a php-cgi child per worker) and `cgi` (a process per request, RFC 3875).
+//! `php` (a php-cgi child per worker), `cgi` (a process per request, RFC 3875) and the
+//! `longpoll` (its sub and pub requests go to the master's holder, `crate::hold`).
 //!
 //! An app sees a complete FastCGI request and writes a CGI response (headers, blank line, body)
 //! to the response writer; the worker takes care of the protocol, the scoreboard and the status
@@ -7,10 +8,12 @@
 
 mod builtin;
 pub mod cgi;
+pub mod longpoll;
 pub mod php;
 
 pub use builtin::{Echo, Hello, Sleep};
 pub use cgi::{Cgi, CgiSettings};
+pub use longpoll::longpoll_app;
 pub use php::{Php, PhpSettings};
 
 use crate::fastcgi::{Request, ResponseWriter};

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::broker::{parse_broker, BrokerUrl};
 use super::build_app::build_app;
 use super::build_listen::build_listen;
 use super::builder::{span_of, Builder, Keys};
@@ -92,6 +93,11 @@ fn build_global(raw: &RawGlobal, b: &Builder) -> Result<GlobalConfig, ConfigErro
             defaults::SHUTDOWN_TIMEOUT,
         )?,
         pid_file: Builder::optional(&raw.pid_file).map(|p| b.resolve(&p)),
+        broker: match &raw.broker {
+            None => BrokerUrl::Memory,
+            Some(v) => parse_broker(v.get_ref(), |p| b.resolve(p))
+                .map_err(|m| b.invalid(v, keys.key("broker"), m))?,
+        },
     })
 }
 

@@ -1,5 +1,6 @@
-//! `[pool.NAME.app]`: kind, document root (resolved), php-cgi, extensions, and the `ini` /
-//! `env` maps (values may be strings, numbers or booleans).
+//! `[pool.NAME.app]`: kind, document root (resolved), php-cgi, extensions, the `ini` /
+//! `env` maps (values may be strings, numbers or booleans), and the held-request limits
+//! (`history`, `hold_timeout`, `max_held`, DESIGN.md §8).
 
 use std::collections::BTreeMap;
 
@@ -40,6 +41,19 @@ pub(crate) fn build_app(raw: &RawApp, b: &Builder, keys: &Keys) -> Result<AppCon
         env: string_map(raw.env.as_ref(), b, keys, "env")?,
         clear_env: raw.clear_env.as_ref().is_none_or(|v| *v.get_ref()),
         command: b.strings(&raw.command, &[]),
+        history: b.number_in(
+            &raw.history,
+            keys.key("history"),
+            defaults::HISTORY,
+            0..=defaults::MAX_HISTORY,
+        )?,
+        hold_timeout: b.duration_in(
+            &raw.hold_timeout,
+            keys.key("hold_timeout"),
+            defaults::HOLD_TIMEOUT,
+            defaults::MIN_HOLD_TIMEOUT..=defaults::MAX_HOLD_TIMEOUT,
+        )?,
+        max_held: b.number(&raw.max_held, keys.key("max_held"), defaults::MAX_HELD, 1)?,
     })
 }
 

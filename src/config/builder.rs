@@ -1,14 +1,14 @@
 //! The toolkit `build` uses on raw values: spans to positioned errors, defaults for absent
 //! keys, parsing of words, durations, numbers with a minimum, `""`-means-off strings, paths.
 
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
 use toml_edit::ImDocument;
 
-use super::duration::parse_duration;
+use super::duration::{format_duration, parse_duration};
 use super::enums::ConfigWord;
 use super::error::{ConfigError, ConfigErrorKind, ErrorSite};
 use super::paths::clean_path;
@@ -74,6 +74,30 @@ impl Builder<'_> {
         }
     }
 
+    /// A duration inside `range`.
+    pub fn duration_in(
+        &self,
+        field: &Field<String>,
+        key: String,
+        default: Duration,
+        range: RangeInclusive<Duration>,
+    ) -> Result<Duration, ConfigError> {
+        let value = self.duration(field, key.clone(), default)?;
+        match field {
+            Some(v) if !range.contains(&value) => Err(self.invalid(
+                v,
+                key,
+                format!(
+                    "must be from {} to {} (it is {:?})",
+                    format_duration(*range.start()),
+                    format_duration(*range.end()),
+                    v.get_ref()
+                ),
+            )),
+            _ => Ok(value),
+        }
+    }
+
     /// A size (`"128M"`, see `config::size`) of at least `min` bytes.
     pub fn size(
         &self,
@@ -107,15 +131,34 @@ impl Builder<'_> {
         default: u32,
         min: u32,
     ) -> Result<u32, ConfigError> {
-        match field {
-            None => Ok(default),
-            Some(v) if *v.get_ref() < min => Err(self.invalid(
-                v,
-                key,
-                format!("must be at least {min} (it is {})", v.get_ref()),
-            )),
-            Some(v) => Ok(*v.get_ref()),
+        self.number_in(field, key, default, min..=u32::MAX)
+    }
+
+    /// A whole number inside `range` (its end `u32::MAX` = no upper bound).
+    pub fn number_in(
+        &self,
+        field: &Field<u32>,
+        key: String,
+        default: u32,
+        range: RangeInclusive<u32>,
+    ) -> Result<u32, ConfigError> {
+        let Some(v) = field else {
+            return Ok(default);
+        };
+        let n = *v.get_ref();
+        if range.contains(&n) {
+            return Ok(n);
         }
+        let message = if *range.end() == u32::MAX {
+            format!("must be at least {} (it is {n})", range.start())
+        } else {
+            format!(
+                "must be from {} to {} (it is {n})",
+                range.start(),
+                range.end()
+            )
+        };
+        Err(self.invalid(v, key, message))
     }
 
     pub fn text(field: &Field<String>, default: &str) -> String {

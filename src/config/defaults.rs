@@ -28,6 +28,9 @@ pub const MODE: u32 = 0o660;
 pub const DOCUMENT_ROOT: &str = "php-examples";
 pub const PHP_CGI: &str = "php-cgi";
 pub const LIMIT_EXTENSIONS: &[&str] = &[".php"];
+pub const HISTORY: u32 = 100;
+pub const HOLD_TIMEOUT: Duration = Duration::from_secs(55);
+pub const MAX_HELD: u32 = 10_000;
 pub const TARGET: Duration = Duration::from_millis(5);
 pub const INTERVAL: Duration = Duration::from_millis(100);
 
@@ -39,3 +42,10 @@ pub const MAX_PARAMS: u64 = 1 << 20;
 pub const MAX_BODY: u64 = 128 << 20;
 /// The smallest `max_params` that can carry a request's CGI headers.
 pub const MIN_MAX_PARAMS: u64 = 1 << 10;
+
+/// `history`: messages kept per channel at most (each up to 1 MiB; Redis or memory holds them).
+pub const MAX_HISTORY: u32 = 100_000;
+/// `hold_timeout`: bounds that keep a typo from holding forever or timing out at once (nginx's
+/// `fastcgi_read_timeout` must exceed it anyway).
+pub const MIN_HOLD_TIMEOUT: Duration = Duration::from_secs(1);
+pub const MAX_HOLD_TIMEOUT: Duration = Duration::from_secs(24 * 3600);

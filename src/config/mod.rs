@@ -7,6 +7,7 @@
 //! rules between them. The result is the plain `types::Config` the rest of fastpm reads.
 
 mod backlog;
+mod broker;
 mod build;
 mod build_app;
 mod build_listen;
@@ -28,6 +29,7 @@ mod types;
 mod validate;
 
 pub use backlog::{effective_backlog, BacklogError, BacklogSource, DEFAULT_BACKLOG};
+pub use broker::{parse_broker, BrokerUrl, REDIS_DEFAULT_PORT};
 pub use defaults::{
     MAX_BACKLOG, SHUTDOWN_TIMEOUT as DEFAULT_SHUTDOWN_TIMEOUT,
     STATUS_LISTEN as DEFAULT_STATUS_LISTEN,

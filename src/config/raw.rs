@@ -34,6 +34,7 @@ pub(crate) struct RawGlobal {
     pub runtime_dir: Field<String>,
     pub shutdown_timeout: Field<String>,
     pub pid_file: Field<String>,
+    pub broker: Field<String>,
 }
 
 /// `[pool.*]` in file order (serde maps would sort or hash them).
@@ -113,6 +114,9 @@ pub(crate) struct RawApp {
     pub env: Option<toml::Table>,
     pub clear_env: Field<bool>,
     pub command: Field<Vec<Spanned<String>>>,
+    pub history: Field<u32>,
+    pub hold_timeout: Field<String>,
+    pub max_held: Field<u32>,
 }
 
 #[derive(Deserialize, Default)]

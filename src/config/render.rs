@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::backlog::{effective_backlog, BacklogError, BacklogSource};
+use super::broker::BrokerUrl;
 use super::duration::format_duration;
+use super::enums::AppKind;
 use super::locate::key_segment;
 use super::mode::format_mode;
 use super::size::format_size;
@@ -74,6 +76,17 @@ fn off_if(flag: bool) -> &'static str {
     }
 }
 
+/// Which kinds hold requests (DESIGN.md §8): `longpoll` itself, and `php`/`cgi` through GRIP,
+/// whose apps say their own timeout (`Grip-Timeout`), so `hold_timeout` is `longpoll`'s only.
+fn holds_note(kind: AppKind, timeout: bool) -> &'static str {
+    match (kind, timeout) {
+        (AppKind::Longpoll, _) | (AppKind::Php | AppKind::Cgi, false) => "",
+        (AppKind::Php | AppKind::Cgi, true) => "longpoll only: GRIP apps send Grip-Timeout",
+        (_, true) => "used by kind = \"longpoll\" only",
+        (_, false) => "used by kind = \"longpoll\", \"php\", \"cgi\" only",
+    }
+}
+
 /// Render the effective settings. Fails only when `--backlog`/`LISTENQ` is invalid.
 pub fn render_effective(
     config: &Config,
@@ -112,6 +125,14 @@ pub fn render_effective(
                 .unwrap_or_default(),
         ),
         off_if(g.pid_file.is_none()),
+    )
+    .line(
+        "broker",
+        quote(&g.broker.to_string()),
+        match g.broker {
+            BrokerUrl::Memory => "held requests: this instance only",
+            BrokerUrl::Redis(_) => "held requests: shared with every instance on this Redis",
+        },
     );
     out.push_str(&t.0);
     for pool in &config.pools {
@@ -275,7 +296,22 @@ fn render_pool(
         .line("ini", map(&app.ini), "")
         .line("env", map(&app.env), "")
         .line("clear_env", app.clear_env.to_string(), "")
-        .line("command", list(&app.command), "");
+        .line("command", list(&app.command), "")
+        .line(
+            "history",
+            app.history.to_string(),
+            holds_note(app.kind, false),
+        )
+        .line(
+            "hold_timeout",
+            duration(app.hold_timeout),
+            holds_note(app.kind, true),
+        )
+        .line(
+            "max_held",
+            app.max_held.to_string(),
+            holds_note(app.kind, false),
+        );
     out.push_str(&t.0);
 
     let o = &pool.overload;

@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::broker::BrokerUrl;
 use super::enums::{AcceptLock, AppKind, LogFormat, LogLevel, OverloadPolicy, PmKind, WorkerKind};
 use super::runtime_dir::RuntimeDirSource;
 use crate::listen::ListenAddress;
@@ -67,6 +68,9 @@ pub struct GlobalConfig {
     pub shutdown_timeout: Duration,
     /// Where to write the master's pid; `None` when not configured. Absolute.
     pub pid_file: Option<PathBuf>,
+    /// Where held requests' messages, ids and history live (DESIGN.md §8): the master's
+    /// memory (one instance), or Redis so several instances answer each other's publishes.
+    pub broker: BrokerUrl,
 }
 
 /// `[pool.NAME]`: one listening socket and the workers that serve it.
@@ -160,6 +164,15 @@ pub struct AppConfig {
     pub clear_env: bool,
     /// exec: argv of a FastCGI program that accepts on fd 0. Non-empty for `exec`.
     pub command: Vec<String>,
+    /// longpoll, and GRIP from php/cgi: messages kept per channel, so a subscriber that
+    /// resumes with `last_id` gets what it missed (0 = none kept). 0..=100000.
+    pub history: u32,
+    /// longpoll: how long a `sub` waits for a message before its timeout answer (GRIP apps
+    /// say their own with `Grip-Timeout`). 1s..=24h.
+    pub hold_timeout: Duration,
+    /// longpoll, GRIP: held requests of this pool at once; one more gets 503 + Retry-After
+    /// and counts in `rejected conn`. At least 1.
+    pub max_held: u32,
 }
 
 /// `[pool.NAME.overload]`: shedding requests that waited too long in the kernel queue.

@@ -2,8 +2,8 @@
 //! app value per worker.
 //!
 //! A pool's `user`/`group` reach the apps of worker *threads* here: the php-cgi and CGI
-//! processes they start drop to those ids. The built-in apps (hello, echo, sleep) of a thread
-//! pool have no process of their own: they run inside the master, as root. Use
+//! processes they start drop to those ids. The built-in apps (hello, echo, sleep, longpoll) of
+//! a thread pool have no process of their own: they run inside the master, as root. Use
 //! `workers = "process"` for a pool whose own code must not run as root.
 
 use std::path::Path;
@@ -25,13 +25,14 @@ pub enum Choice {
     /// `command` itself accepts on the pool's socket (spawn-fcgi's model): the master runs
     /// `max_children` copies, no fastpm worker.
     Exec,
+    /// Built-in long-polling (DESIGN.md §8): `sub` requests are held by the master's holder,
+    /// never by a worker; no document_root, no php.
+    Longpoll,
 }
 
-/// Why a configured app kind cannot run.
+/// Why a configured app kind cannot run (every kind is built in; php needs its binary).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AppError {
-    #[error("pool {pool}: app kind \"{kind}\" is not available in this build yet (available: php, cgi, exec, hello, echo, sleep)")]
-    NotAvailable { pool: String, kind: String },
     #[error("pool {pool}: kind = \"php\" needs php-cgi, but \"{php_cgi}\" is not an executable on PATH (install php-cgi, e.g. scripts/deps.sh run, or set php_cgi)")]
     PhpCgiMissing { pool: String, php_cgi: String },
 }
@@ -67,6 +68,7 @@ pub fn choose(
         AppKind::Sleep => Ok((Choice::Sleep, None)),
         AppKind::Cgi => Ok((Choice::Cgi, None)),
         AppKind::Exec => Ok((Choice::Exec, None)),
+        AppKind::Longpoll => Ok((Choice::Longpoll, None)),
         AppKind::Php if php_cgi_found => Ok((Choice::Php, None)),
         AppKind::Php if fallback_allowed => Ok((
             Choice::Hello,
@@ -77,10 +79,6 @@ pub fn choose(
         AppKind::Php => Err(AppError::PhpCgiMissing {
             pool: pool.to_string(),
             php_cgi: php_cgi.to_string(),
-        }),
-        other => Err(AppError::NotAvailable {
-            pool: pool.to_string(),
-            kind: other.to_string(),
         }),
     }
 }
@@ -109,6 +107,7 @@ pub fn build(
             settings.credentials = children_as.cloned();
             Box::new(Cgi::new(settings))
         }
+        Choice::Longpoll => crate::app::longpoll_app(pool),
         Choice::Exec => unreachable!("an exec pool runs its command, never fastpm workers"),
     }
 }
@@ -133,6 +132,10 @@ mod tests {
         ));
         assert_eq!(c(AppKind::Cgi, false, false), Ok((Choice::Cgi, None)));
         assert_eq!(c(AppKind::Exec, false, false), Ok((Choice::Exec, None)));
-        assert!(c(AppKind::Longpoll, true, true).is_err());
+        // Built in: needs neither php-cgi nor the embedded default's fallback.
+        assert_eq!(
+            c(AppKind::Longpoll, false, false),
+            Ok((Choice::Longpoll, None))
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! What `fastpm check` and `fastpm run` both refuse before anything is bound or started: the
 //! facts a config names but cannot vouch for by itself (a user that exists, a php-cgi on PATH,
-//! an app kind this build runs, an exec program that can be started).
+//! an exec program that can be started). Every app kind, `longpoll` included, is built in.
 //!
 //! Why one function for both: `check` used to load the config only, so it said "ok" to a
 //! config that `run` then refused (and `run` exited 1, as for a runtime failure). Now both ask
@@ -17,7 +17,7 @@ use super::apps::{self, AppError};
 /// One reason a config cannot run on this machine.
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
-    /// `kind` not runnable here (php-cgi missing, kind not built).
+    /// `kind` not runnable here (php-cgi missing).
     #[error(transparent)]
     App(#[from] AppError),
     /// `user`/`group` that do not resolve.

@@ -1,8 +1,9 @@
-//! `fastpm status`: a tiny blocking HTTP/1.1 GET client for the master's status listener
-//! (`http://` only); `--watch` on a terminal is [`super::watch`], built on it.
+//! `fastpm status` and `fastpm publish`: a tiny blocking HTTP/1.1 client for the master's
+//! status listener (`http://` only) — GET for the status, POST for `/publish/`; `--watch` on a
+//! terminal is [`super::watch`], built on it.
 //!
-//! Why not an HTTP client crate: one GET to a local listener with `Connection: close` needs a
-//! status line, two headers and a body; a dependency would be larger than this file.
+//! Why not an HTTP client crate: one request to a local listener with `Connection: close`
+//! needs a status line, a few headers and a body; a dependency would be larger than this file.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -19,29 +20,18 @@ pub const TIMEOUT: Duration = Duration::from_secs(2);
 /// workers stays far below).
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
 
-/// Why a status fetch failed.
+/// Why a status fetch failed. Each message carries its I/O cause in its own text (the cause
+/// is not also a `source`, so a printed error chain says it once).
 #[derive(Debug, thiserror::Error)]
 pub enum StatusClientError {
     #[error("invalid status URL {url:?}: {reason}")]
     BadUrl { url: String, reason: &'static str },
-    #[error("cannot resolve {authority}: {source}")]
-    Resolve {
-        authority: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot connect to {authority}: {source}")]
-    Connect {
-        authority: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{url}: {source}")]
-    Io {
-        url: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot resolve {authority}: {cause}")]
+    Resolve { authority: String, cause: io::Error },
+    #[error("cannot connect to {authority}: {cause}")]
+    Connect { authority: String, cause: io::Error },
+    #[error("{url}: {cause}")]
+    Io { url: String, cause: io::Error },
     #[error("{url}: malformed HTTP response: {reason}")]
     Malformed { url: String, reason: String },
     #[error("{url}: response larger than {limit} bytes")]
@@ -56,7 +46,7 @@ pub enum StatusClientError {
         body: String,
     },
     #[error("cannot write the status: {0}")]
-    Output(#[source] io::Error),
+    Output(io::Error),
 }
 
 /// A parsed `http://` URL.
@@ -141,24 +131,12 @@ pub fn with_json(url: &str) -> String {
 
 /// GET `url` and return the body of a 2xx answer.
 pub fn fetch(url: &str) -> Result<String, StatusClientError> {
-    let target = parse_url(url)?;
-    let io_err = |source| StatusClientError::Io {
-        url: url.to_string(),
-        source,
-    };
-    let mut stream = connect(&target)?;
-    stream.set_read_timeout(Some(TIMEOUT)).map_err(io_err)?;
-    stream.set_write_timeout(Some(TIMEOUT)).map_err(io_err)?;
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: fastpm-status\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        target.path_and_query, target.authority
-    );
-    stream.write_all(request.as_bytes()).map_err(io_err)?;
-    let raw = read_capped(&mut stream, url)?;
-    let response = parse_response(&raw).map_err(|reason| StatusClientError::Malformed {
-        url: url.to_string(),
-        reason,
-    })?;
+    let response = exchange(url, None, TIMEOUT)?;
+    into_success(url, response)
+}
+
+/// A 2xx answer's body, or [`StatusClientError::Status`] carrying the answer.
+pub fn into_success(url: &str, response: Response) -> Result<String, StatusClientError> {
     if !(200..300).contains(&response.status) {
         return Err(StatusClientError::Status {
             url: url.to_string(),
@@ -170,24 +148,78 @@ pub fn fetch(url: &str) -> Result<String, StatusClientError> {
     Ok(response.body)
 }
 
-fn connect(target: &Target) -> Result<TcpStream, StatusClientError> {
+/// POST `body` (of type `content_type`) to `url`; the answer whatever its status.
+/// `timeout` bounds the connect and each read and write.
+pub fn post(
+    url: &str,
+    content_type: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Response, StatusClientError> {
+    exchange(url, Some((content_type, body)), timeout)
+}
+
+/// One request with `Connection: close`: GET, or POST when `body` (content type, bytes) is
+/// given; the whole answer, whatever its status.
+fn exchange(
+    url: &str,
+    body: Option<(&str, &[u8])>,
+    timeout: Duration,
+) -> Result<Response, StatusClientError> {
+    let target = parse_url(url)?;
+    let io_err = |cause| StatusClientError::Io {
+        url: url.to_string(),
+        cause,
+    };
+    let mut stream = connect(&target, timeout)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    let mut request = format!(
+        "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: fastpm\r\nAccept: */*\r\nConnection: close\r\n",
+        if body.is_some() { "POST" } else { "GET" },
+        target.path_and_query,
+        target.authority
+    )
+    .into_bytes();
+    if let Some((content_type, bytes)) = body {
+        request.extend_from_slice(
+            format!(
+                "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+                bytes.len()
+            )
+            .as_bytes(),
+        );
+    }
+    request.extend_from_slice(b"\r\n");
+    if let Some((_, bytes)) = body {
+        request.extend_from_slice(bytes);
+    }
+    stream.write_all(&request).map_err(io_err)?;
+    let raw = read_capped(&mut stream, url)?;
+    parse_response(&raw).map_err(|reason| StatusClientError::Malformed {
+        url: url.to_string(),
+        reason,
+    })
+}
+
+fn connect(target: &Target, timeout: Duration) -> Result<TcpStream, StatusClientError> {
     let addrs: Vec<SocketAddr> = (target.host.as_str(), target.port)
         .to_socket_addrs()
-        .map_err(|source| StatusClientError::Resolve {
+        .map_err(|cause| StatusClientError::Resolve {
             authority: target.authority.clone(),
-            source,
+            cause,
         })?
         .collect();
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     for addr in addrs {
-        match TcpStream::connect_timeout(&addr, TIMEOUT) {
+        match TcpStream::connect_timeout(&addr, timeout) {
             Ok(stream) => return Ok(stream),
             Err(err) => last = err,
         }
     }
     Err(StatusClientError::Connect {
         authority: target.authority.clone(),
-        source: last,
+        cause: last,
     })
 }
 
@@ -197,9 +229,9 @@ fn read_capped(stream: &mut TcpStream, url: &str) -> Result<Vec<u8>, StatusClien
     stream
         .take(MAX_RESPONSE_BYTES as u64 + 1)
         .read_to_end(&mut raw)
-        .map_err(|source| StatusClientError::Io {
+        .map_err(|cause| StatusClientError::Io {
             url: url.to_string(),
-            source,
+            cause,
         })?;
     if raw.len() > MAX_RESPONSE_BYTES {
         return Err(StatusClientError::TooLarge {

@@ -1,8 +1,8 @@
 //! The live dashboard the master serves at `/`: one page (`dashboard.html`, embedded in the
 //! binary with `include_str!`) whose small script fetches `/history?json` and
 //! `/status?json&full` every second and draws, per pool, inline-SVG charts of the listen queue
-//! against the effective backlog, the workers, the queue-wait p99 and what was turned away,
-//! beside the php-fpm fields and the per-worker table.
+//! against the effective backlog, the workers, the queue-wait p99, what was turned away and
+//! (once the pool has held any) the held requests, beside the php-fpm fields and the per-worker table.
 //!
 //! Why a script and not server-rendered SVG: the page updates in place without reloading (no
 //! flicker, scroll position kept), and the server stays a JSON source. No library, no CDN, no
@@ -28,6 +28,7 @@ mod tests {
             "/history?json",
             "/status?json&full",
             "listen queue len",
+            "\"held requests\"",
             "setInterval(refresh, 1000)",
         ] {
             assert!(PAGE.contains(wanted), "{wanted}");

@@ -10,8 +10,9 @@
 //! (`accepted conn`, `rejected conn`, `shed requests`, `abandoned requests`) as per-second
 //! deltas.
 //!
-//! `held requests` (DESIGN.md §8) is left out of the answer: fastpm does not hold requests yet,
-//! and a series of zeros would claim it measured something it does not.
+//! `held requests` (DESIGN.md §8) is the maximum of the pool's held-request gauge read at every
+//! sampler tick of the second (the master's holder writes the gauge; [`Recorder::roll`] reads
+//! it, so the sampler needs no change to carry it). The dashboard draws it once it is non-zero.
 //!
 //! Who does what: the queue sampler thread ([`crate::probe::sampler`]) owns a [`Recorder`]. It
 //! calls [`Recorder::observe`] with every reading and [`Recorder::roll`] every tick; `roll`
@@ -32,7 +33,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
 
 use crate::overload::HistogramSnapshot;
-use crate::scoreboard::{PoolBoard, UNKNOWN};
+use crate::scoreboard::PoolBoard;
 
 /// Seconds kept per pool: 15 minutes.
 pub const SECONDS: usize = 900;
@@ -50,6 +51,8 @@ pub struct Second {
     pub total_processes: Option<u32>,
     /// p99 queue wait, ms, of the connections accepted within the second.
     pub queue_wait_p99_ms: Option<f64>,
+    /// Highest `held requests` read within the second.
+    pub held_requests: Option<u32>,
     pub accepted_conn: u32,
     pub rejected_conn: u32,
     pub shed_requests: u32,
@@ -64,6 +67,7 @@ impl Second {
         active_processes: None,
         total_processes: None,
         queue_wait_p99_ms: None,
+        held_requests: None,
         accepted_conn: 0,
         rejected_conn: 0,
         shed_requests: 0,
@@ -153,16 +157,10 @@ pub struct Counters {
 
 impl Counters {
     pub fn read(board: &PoolBoard) -> Counters {
-        let drops = board.listen_drops.load(Relaxed);
-        let shed = board.shed_requests.load(Relaxed);
         Counters {
             accepted_conn: board.accepted_conn.load(Relaxed),
-            rejected_conn: super::snapshot::rejected_conn(
-                (drops != UNKNOWN).then_some(drops),
-                shed,
-                board.refused_clients.load(Relaxed),
-            ),
-            shed_requests: shed,
+            rejected_conn: super::snapshot::board_rejected_conn(board),
+            shed_requests: board.shed_requests.load(Relaxed),
             abandoned_requests: board.abandoned_requests.load(Relaxed),
         }
     }
@@ -186,6 +184,7 @@ pub struct Gauges {
     pub listen_queue: Option<u32>,
     pub listen_queue_len: Option<u32>,
     pub active_processes: Option<u32>,
+    pub held_requests: Option<u32>,
 }
 
 impl Gauges {
@@ -196,6 +195,12 @@ impl Gauges {
             self.listen_queue_len = Some(backlog);
         }
         self.active_processes = Some(self.active_processes.map_or(active, |a| a.max(active)));
+    }
+
+    /// One reading of the pool's `held requests` gauge.
+    pub fn observe_held(&mut self, held: u64) {
+        let held = u32::try_from(held).unwrap_or(u32::MAX);
+        self.held_requests = Some(self.held_requests.map_or(held, |h| h.max(held)));
     }
 }
 
@@ -213,6 +218,7 @@ pub fn close_second(
         active_processes: gauges.active_processes,
         total_processes: Some(total_processes),
         queue_wait_p99_ms: window.quantile_ms(0.99),
+        held_requests: gauges.held_requests,
         accepted_conn: deltas[0],
         rejected_conn: deltas[1],
         shed_requests: deltas[2],
@@ -310,6 +316,7 @@ pub fn pool_json(name: &str, ring: &Ring, seconds: usize) -> String {
     series(&mut out, "abandoned requests", &|_, s| {
         s.abandoned_requests.to_string()
     });
+    series(&mut out, "held requests", &|_, s| count(s.held_requests));
     out.push('}');
     out
 }
@@ -418,7 +425,8 @@ impl Recorder {
     }
 
     /// Call every tick before the readings: when the monotonic clock has left the second being
-    /// observed, close it for every pool (reading the boards' counters now) and start the next.
+    /// observed, close it for every pool (reading the boards' counters now) and start the next;
+    /// then read each pool's `held requests` gauge into the second being observed.
     pub fn roll<'a>(
         &mut self,
         mono_us: u64,
@@ -427,26 +435,26 @@ impl Recorder {
     ) {
         let now_s = mono_us / 1_000_000;
         for (i, pool) in self.pools.iter_mut().enumerate() {
-            if now_s <= pool.second {
-                continue;
-            }
             let board = board(i);
-            let counters = Counters::read(board);
-            board.queue_wait.snapshot_into(&mut pool.hist_now);
-            pool.hist_now
-                .delta_into(&pool.hist_before, &mut pool.hist_window);
-            std::mem::swap(&mut pool.hist_before, &mut pool.hist_now);
-            let second = close_second(
-                &pool.gauges,
-                total(i),
-                counters.since(&pool.counters),
-                &pool.hist_window,
-            );
-            let t = self.base_wall_s + (pool.second - self.base_mono_s);
-            self.history.push(i, t, second);
-            pool.counters = counters;
-            pool.gauges = Gauges::default();
-            pool.second = now_s;
+            if now_s > pool.second {
+                let counters = Counters::read(board);
+                board.queue_wait.snapshot_into(&mut pool.hist_now);
+                pool.hist_now
+                    .delta_into(&pool.hist_before, &mut pool.hist_window);
+                std::mem::swap(&mut pool.hist_before, &mut pool.hist_now);
+                let second = close_second(
+                    &pool.gauges,
+                    total(i),
+                    counters.since(&pool.counters),
+                    &pool.hist_window,
+                );
+                let t = self.base_wall_s + (pool.second - self.base_mono_s);
+                self.history.push(i, t, second);
+                pool.counters = counters;
+                pool.gauges = Gauges::default();
+                pool.second = now_s;
+            }
+            pool.gauges.observe_held(board.held_requests.load(Relaxed));
         }
     }
 }
@@ -540,6 +548,7 @@ mod tests {
             listen_queue: q,
             listen_queue_len: l,
             active_processes: a,
+            held_requests: None,
         };
         let table: &[Case] = &[
             (&[], g(None, None, None)),
@@ -623,6 +632,7 @@ mod tests {
             active_processes: Some(2),
             total_processes: Some(2),
             queue_wait_p99_ms: wait,
+            held_requests: Some(queue * 100),
             accepted_conn: 3,
             rejected_conn: 1,
             shed_requests: 1,
@@ -647,7 +657,7 @@ mod tests {
             serde_json::json!([12.346, null, null])
         );
         assert_eq!(www["rejected conn"], serde_json::json!([1, 0, 1]));
-        assert!(www.get("held requests").is_none());
+        assert_eq!(www["held requests"], serde_json::json!([4000, null, 700]));
         assert_eq!(all["pools"][1]["t"], serde_json::json!([]));
         assert!(all["pools"][1]["listen queue len"].is_null());
 
@@ -668,9 +678,14 @@ mod tests {
         let pool = board.pool(0);
         let history = std::sync::Arc::new(History::new(["p"]));
         let mut rec = Recorder::new(history.clone(), 5_000_000, 1_000, |_| pool);
+        pool.held_requests.store(7, Relaxed);
         rec.roll(5_100_000, |_| pool, |_| 2);
         rec.observe(0, Some((3, 128)), 1);
         rec.observe(0, Some((35, 128)), 2);
+        // The holder's gauge peaks between two ticks' readings and falls again.
+        pool.held_requests.store(900, Relaxed);
+        rec.roll(5_500_000, |_| pool, |_| 2);
+        pool.held_requests.store(3, Relaxed);
         pool.accepted_conn.store(4, Relaxed);
         pool.queue_wait.record(Some(20_000));
         pool.shed_requests.store(2, Relaxed);
@@ -689,6 +704,12 @@ mod tests {
         assert_eq!(got[0].1.accepted_conn, 4);
         assert_eq!(got[0].1.shed_requests, 2);
         assert_eq!(got[0].1.rejected_conn, 2, "shed counts as rejected");
+        assert_eq!(got[0].1.held_requests, Some(900), "the second's maximum");
+        assert_eq!(
+            got[1].1.held_requests,
+            Some(3),
+            "read at the next second's first tick"
+        );
         let p99 = got[0].1.queue_wait_p99_ms.unwrap();
         assert!((17.0..=20.0).contains(&p99), "{p99}");
         assert_eq!(got[1].0, 1_001);

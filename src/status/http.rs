@@ -3,7 +3,8 @@
 //! drawn by its own script from `/history` and `/status`); the status paths take php-fpm's query
 //! flags (`/status?html` is php-fpm's self-refreshing table). It only reads
 //! snapshots from a [`SnapshotSource`] (the scoreboard), so it answers while every worker is
-//! busy.
+//! busy. One path writes: `POST /publish/` (DESIGN.md §8), handed to the source's
+//! [`Publisher`] (see [`super::publish`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,9 +20,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::history::{History, HistoryQuery};
+pub use super::publish::{PublishOutcome, Publisher};
 use super::query::{Format, Query};
-use super::snapshot::PoolSnapshot;
-use super::{render_pool, render_pools, Rendered, NO_CACHE_HEADERS};
+use super::snapshot::{BrokerStatus, PoolSnapshot};
+use super::{render_master, render_pool, render_pools, Rendered, NO_CACHE_HEADERS};
 
 /// Where the listener gets its snapshots from (the master implements it over the
 /// scoreboard and the pools' static facts).
@@ -31,6 +33,17 @@ pub trait SnapshotSource: Send + Sync + 'static {
 
     /// The recent history (`/history`), when this source keeps one.
     fn history(&self) -> Option<&History> {
+        None
+    }
+
+    /// The broker of held requests and whether it is connected, shown by `/status` (text and
+    /// JSON); `None` leaves both out.
+    fn broker(&self) -> Option<BrokerStatus> {
+        None
+    }
+
+    /// Who takes `POST /publish/`; `None` answers that path 404.
+    fn publisher(&self) -> Option<Arc<dyn Publisher>> {
         None
     }
 }
@@ -106,8 +119,8 @@ pub async fn serve(
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let response = respond(&req, source.as_ref());
-                async move { Ok::<_, Infallible>(response) }
+                let source = Arc::clone(&source);
+                async move { Ok::<_, Infallible>(respond(req, source.as_ref()).await) }
             });
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
@@ -155,18 +168,30 @@ fn classify_accept_error(err: &std::io::Error) -> AcceptError {
     }
 }
 
-/// Route one request. HEAD gets the GET headers (hyper leaves out the body).
-fn respond(req: &Request<Incoming>, source: &dyn SnapshotSource) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return response;
+/// Route one request. HEAD gets the GET headers (hyper leaves out the body). Only
+/// `/publish/` reads a body (POST only); every other path is GET/HEAD.
+async fn respond(req: Request<Incoming>, source: &dyn SnapshotSource) -> Response<Full<Bytes>> {
+    let route = route(req.uri().path());
+    let (allowed, allow): (&[Method], _) = match route {
+        Route::Publish => (&[Method::POST], "POST"),
+        _ => (&[Method::GET, Method::HEAD], "GET, HEAD"),
+    };
+    if !allowed.contains(req.method()) {
+        return not_allowed(allow);
     }
     let query = Query::parse(req.uri().query().unwrap_or(""));
-    match route(req.uri().path()) {
-        Route::AllPools => rendered(render_pools(&source.snapshots(query.full), &query)),
+    match route {
+        Route::Publish => {
+            let outcome = super::publish::answer(req.into_body(), source.publisher()).await;
+            let status =
+                StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            response(status, outcome.content_type, outcome.body)
+        }
+        Route::AllPools => rendered(render_master(
+            source.broker().as_ref(),
+            &source.snapshots(query.full),
+            &query,
+        )),
         Route::OnePool(name) => {
             match source
                 .snapshots(query.full)
@@ -194,6 +219,15 @@ fn respond(req: &Request<Incoming>, source: &dyn SnapshotSource) -> Response<Ful
     }
 }
 
+/// 405 with the methods the path takes.
+fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
 /// The listener's paths.
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
@@ -202,6 +236,8 @@ enum Route {
     Metrics,
     Dashboard,
     History,
+    /// `POST /publish/`: Pushpin's EPCP publish endpoint.
+    Publish,
     NotFound,
 }
 
@@ -211,6 +247,7 @@ fn route(path: &str) -> Route {
         "/status" | "/status/" => Route::AllPools,
         "/metrics" => Route::Metrics,
         "/history" => Route::History,
+        "/publish/" | "/publish" => Route::Publish,
         _ => match path.strip_prefix("/status/") {
             Some(name) if !name.contains('/') => match percent_decode(name) {
                 Some(name) => Route::OnePool(name),
@@ -295,6 +332,9 @@ mod tests {
             ("/metrics", Route::Metrics),
             ("/metrics/", Route::NotFound),
             ("/history", Route::History),
+            ("/publish/", Route::Publish),
+            ("/publish", Route::Publish),
+            ("/publish/x", Route::NotFound),
             ("/index.html", Route::NotFound),
             ("/statusx", Route::NotFound),
         ];
@@ -320,6 +360,197 @@ mod tests {
                 want,
                 "{errno}"
             );
+        }
+    }
+
+    /// `POST /publish/` through a real listener, with a fake publisher that records what it
+    /// got: the route's behaviour, not publishing.
+    mod publish_route {
+        use super::super::*;
+        use crate::status::publish::MAX_PUBLISH_BODY;
+        use std::future::Future;
+        use std::pin::Pin;
+        use std::sync::Mutex;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        #[derive(Default)]
+        struct Recorder(Mutex<Vec<Bytes>>);
+
+        impl Publisher for Recorder {
+            fn publish(&self, body: Bytes) -> Pin<Box<dyn Future<Output = PublishOutcome> + Send>> {
+                let answer = format!("{{\"received\":{}}}", body.len());
+                self.0.lock().unwrap().push(body);
+                Box::pin(async move {
+                    PublishOutcome {
+                        status: 200,
+                        content_type: "application/json",
+                        body: answer,
+                    }
+                })
+            }
+        }
+
+        struct Source {
+            publisher: Option<Arc<Recorder>>,
+            broker: Option<BrokerStatus>,
+        }
+
+        impl SnapshotSource for Source {
+            fn snapshots(&self, _full: bool) -> Vec<PoolSnapshot> {
+                Vec::new()
+            }
+            fn broker(&self) -> Option<BrokerStatus> {
+                self.broker.clone()
+            }
+            fn publisher(&self) -> Option<Arc<dyn Publisher>> {
+                self.publisher.clone().map(|p| p as Arc<dyn Publisher>)
+            }
+        }
+
+        /// A listener on a free port; stops when the returned sender is dropped.
+        async fn start(source: Source) -> (std::net::SocketAddr, watch::Sender<bool>) {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (stop, stopped) = watch::channel(false);
+            tokio::spawn(serve(listener, Arc::new(source), stopped));
+            (addr, stop)
+        }
+
+        /// Send `head` (and `body`), read to the end: (status, raw head, body).
+        async fn exchange(
+            addr: std::net::SocketAddr,
+            head: &str,
+            body: &[u8],
+        ) -> (u16, String, String) {
+            let head_request = head.starts_with("HEAD ");
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.write_all(head.as_bytes()).await.unwrap();
+            stream.write_all(body).await.unwrap();
+            let mut raw = Vec::new();
+            stream.read_to_end(&mut raw).await.unwrap();
+            let text = String::from_utf8_lossy(&raw);
+            let head = text.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+            if head_request {
+                // A HEAD answer announces a length and sends no body.
+                let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+                return (status, head, String::new());
+            }
+            let parsed = crate::status::client::parse_response(&raw).unwrap();
+            (parsed.status, head, parsed.body)
+        }
+
+        fn post(path: &str, length: usize) -> String {
+            format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n")
+        }
+
+        fn with(publisher: &Arc<Recorder>) -> Source {
+            Source {
+                publisher: Some(Arc::clone(publisher)),
+                broker: None,
+            }
+        }
+
+        #[tokio::test]
+        async fn the_body_reaches_the_publisher_and_its_outcome_the_client() {
+            let publisher = Arc::new(Recorder::default());
+            let (addr, _stop) = start(with(&publisher)).await;
+            let json = br#"{"items":[{"channel":"c"}]}"#;
+            let (status, head, body) = exchange(addr, &post("/publish/", json.len()), json).await;
+            assert_eq!((status, body.as_str()), (200, "{\"received\":27}"));
+            assert!(head.contains("content-type: application/json"), "{head}");
+            // Chunked, to the path without the slash (as some GRIP libraries write it).
+            let chunked = "POST /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+            let (status, _, body) =
+                exchange(addr, chunked, b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").await;
+            assert_eq!((status, body.as_str()), (200, "{\"received\":5}"));
+            // Exactly the cap is taken.
+            let full = vec![b' '; MAX_PUBLISH_BODY];
+            let (status, _, _) = exchange(addr, &post("/publish/", full.len()), &full).await;
+            assert_eq!(status, 200);
+            let got = publisher.0.lock().unwrap();
+            assert_eq!(got.len(), 3);
+            assert_eq!(&got[0][..], json);
+            assert_eq!(&got[1][..], b"abcde");
+            assert_eq!(got[2].len(), MAX_PUBLISH_BODY);
+        }
+
+        #[tokio::test]
+        async fn only_post_and_no_body_over_the_cap() {
+            let publisher = Arc::new(Recorder::default());
+            let (addr, _stop) = start(with(&publisher)).await;
+            for method in ["GET", "HEAD", "PUT", "DELETE"] {
+                let req =
+                    format!("{method} /publish/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let (status, head, _) = exchange(addr, &req, b"").await;
+                assert_eq!(status, 405, "{method}");
+                assert!(head.contains("allow: post\r\n"), "{method}: {head}");
+            }
+            // The status paths still refuse POST, naming their own methods.
+            let (status, head, _) = exchange(addr, &post("/status", 2), b"{}").await;
+            assert_eq!(status, 405);
+            assert!(head.contains("allow: get, head"), "{head}");
+            // Declared too large: refused before a byte of the body is sent.
+            let (status, _, body) =
+                exchange(addr, &post("/publish/", MAX_PUBLISH_BODY + 1), b"").await;
+            assert_eq!((status, body.as_str()), (400, "body over 2 MiB\n"));
+            // Chunked past the cap: refused once the cap is passed (the end is never sent).
+            let chunked = "POST /publish/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+            let mut chunks = Vec::new();
+            for _ in 0..2 {
+                let half = MAX_PUBLISH_BODY / 2;
+                chunks.extend_from_slice(format!("{half:x}\r\n").as_bytes());
+                chunks.extend(std::iter::repeat_n(b'x', half));
+                chunks.extend_from_slice(b"\r\n");
+            }
+            chunks.extend_from_slice(b"1\r\nx\r\n");
+            let (status, _, body) = exchange(addr, chunked, &chunks).await;
+            assert_eq!((status, body.as_str()), (400, "body over 2 MiB\n"));
+            assert!(publisher.0.lock().unwrap().is_empty(), "nothing published");
+        }
+
+        #[tokio::test]
+        async fn without_a_publisher_the_path_is_not_found() {
+            let (addr, _stop) = start(Source {
+                publisher: None,
+                broker: None,
+            })
+            .await;
+            let (status, _, _) = exchange(addr, &post("/publish/", 2), b"{}").await;
+            assert_eq!(status, 404);
+        }
+
+        #[tokio::test]
+        async fn status_says_the_broker_when_the_source_has_one() {
+            let broker = BrokerStatus {
+                broker: "redis://127.0.0.1:6379".into(),
+                connected: false,
+            };
+            let (addr, _stop) = start(Source {
+                publisher: None,
+                broker: Some(broker),
+            })
+            .await;
+            let get =
+                |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let (_, _, json) = exchange(addr, &get("/status?json"), b"").await;
+            let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(
+                json,
+                serde_json::json!({"broker": "redis://127.0.0.1:6379", "broker connected": false, "pools": []})
+            );
+            let (_, _, text) = exchange(addr, &get("/status"), b"").await;
+            assert_eq!(
+                text,
+                "broker:               redis://127.0.0.1:6379\nbroker connected:     no\n"
+            );
+            // Without a broker the master's answer is as before.
+            let (addr, _stop) = start(Source {
+                publisher: None,
+                broker: None,
+            })
+            .await;
+            let (_, _, json) = exchange(addr, &get("/status?json"), b"").await;
+            assert_eq!(json, "{\"pools\":[]}");
         }
     }
 }

@@ -5,7 +5,7 @@
 //! Written by hand rather than through a serde map so the key order is php-fpm's (a JSON
 //! object's order is not significant, but people read these).
 
-use super::snapshot::{Field, FieldValue, PoolSnapshot};
+use super::snapshot::{BrokerStatus, Field, FieldValue, PoolSnapshot};
 
 /// One pool object.
 pub fn pool(snapshot: &PoolSnapshot) -> String {
@@ -29,8 +29,23 @@ pub fn pool(snapshot: &PoolSnapshot) -> String {
 
 /// The master's answer: `{"pools":[…]}`.
 pub fn pools(snapshots: &[PoolSnapshot]) -> String {
+    master(None, snapshots)
+}
+
+/// The master's answer with its broker: `{"broker":"memory","broker connected":true,
+/// "pools":[…]}` (without a broker, `pools` alone).
+pub fn master(broker: Option<&BrokerStatus>, snapshots: &[PoolSnapshot]) -> String {
     let inner: Vec<String> = snapshots.iter().map(pool).collect();
-    format!("{{\"pools\":[{}]}}", inner.join(","))
+    let head = broker.map_or_else(String::new, |b| {
+        format!(
+            "{}:{},{}:{},",
+            string("broker"),
+            string(&b.broker),
+            string("broker connected"),
+            b.connected
+        )
+    });
+    format!("{{{head}\"pools\":[{}]}}", inner.join(","))
 }
 
 fn write_members(out: &mut String, fields: &[Field<'_>]) {

@@ -15,6 +15,7 @@ pub mod html;
 pub mod http;
 pub mod json;
 pub mod openmetrics;
+pub mod publish;
 mod query;
 pub mod snapshot;
 pub mod text;
@@ -23,7 +24,7 @@ pub mod watch;
 pub mod xml;
 
 pub use query::{Format, Query, Rendered};
-pub use snapshot::{PoolInfo, PoolSnapshot, ProcessSnapshot, QueueWait};
+pub use snapshot::{BrokerStatus, PoolInfo, PoolSnapshot, ProcessSnapshot, QueueWait};
 
 /// Headers php-fpm sends with every status answer so no cache keeps a stale page; the worker's
 /// FastCGI answer and the HTTP listener both send them.
@@ -52,9 +53,20 @@ pub fn render_pool(snapshot: &PoolSnapshot, query: &Query) -> Rendered {
 
 /// The master's `/status`: every pool (JSON: `{"pools":[…]}`; text: pools one after another).
 pub fn render_pools(snapshots: &[PoolSnapshot], query: &Query) -> Rendered {
+    render_master(None, snapshots, query)
+}
+
+/// [`render_pools`] with the master's broker of held requests (DESIGN.md §8) before the pools
+/// in text (`broker:`, `broker connected: yes|no`) and JSON (`"broker"`, `"broker connected"`:
+/// a bool). The other formats show the pools only.
+pub fn render_master(
+    broker: Option<&BrokerStatus>,
+    snapshots: &[PoolSnapshot],
+    query: &Query,
+) -> Rendered {
     let body = match query.format {
-        Format::Text => text::pools(snapshots),
-        Format::Json => json::pools(snapshots),
+        Format::Text => text::master(broker, snapshots),
+        Format::Json => json::master(broker, snapshots),
         Format::Xml => xml::pools(snapshots),
         Format::Html => html::page(snapshots),
         Format::OpenMetrics => openmetrics::render(snapshots),

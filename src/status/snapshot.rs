@@ -33,6 +33,16 @@ pub struct PoolInfo {
     pub max_children: u32,
 }
 
+/// The broker of held requests as the master's `/status` shows it (DESIGN.md §8): which one,
+/// and whether the master can reach it now (always true for `memory`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerStatus {
+    /// The config's spelling: `memory`, `redis://127.0.0.1:6379`, `unix:/run/redis.sock`.
+    pub broker: String,
+    /// Held requests stay held while it is false; publishes answer 503.
+    pub connected: bool,
+}
+
 /// Queue-wait statistics computed by the queue-wait accounting (a separate module); passed in
 /// so the snapshot does not depend on how they are computed.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -112,7 +122,8 @@ pub struct PoolSnapshot {
     pub listen_address: String,
     pub listen_backlog: u32,
     pub somaxconn: Option<u32>,
-    /// `listen drops` (when known) + `shed requests` + clients refused by `allowed_clients`.
+    /// `listen drops` (when known) + `shed requests` + clients refused by `allowed_clients`
+    /// + requests refused by `max_held`.
     pub rejected_conn: u64,
     /// `None` where the kernel counts no drops (unix sockets): shown as `null`, never as 0,
     /// so nobody reads "no drops" into "not measured".
@@ -126,6 +137,19 @@ pub struct PoolSnapshot {
     pub reading_connections: u64,
     /// Kept connections idle in the pool's fronts between requests, a gauge.
     pub idle_kept_connections: u64,
+    /// Requests of the pool held by the master, waiting for a message (DESIGN.md §8), a gauge.
+    pub held_requests: u64,
+    /// Highest `held requests` since start.
+    pub max_held_requests: u64,
+    /// Channels with at least one of the pool's requests held on them, a gauge.
+    pub channels: u64,
+    pub messages_published: u64,
+    /// Held requests answered with a message.
+    pub messages_delivered: u64,
+    /// Held requests answered with their timeout response.
+    pub held_timeouts: u64,
+    /// Held requests whose client left before the answer (`held clients gone`).
+    pub held_gone: u64,
     /// `None` until the queue-wait accounting supplies numbers.
     pub queue_wait: Option<QueueWait>,
     /// TCP pools: the same wait from `tcpi_last_data_recv` (the cross-check); `None` on unix.
@@ -195,8 +219,7 @@ impl PoolSnapshot {
         let listen_queue = board.listen_queue.load(Relaxed);
         let start_time = board.start_time.load(Relaxed);
         let listen_drops = known(board.listen_drops.load(Relaxed));
-        let shed_requests = board.shed_requests.load(Relaxed);
-        let refused_clients = board.refused_clients.load(Relaxed);
+        let held_requests = board.held_requests.load(Relaxed);
         PoolSnapshot {
             pool: info.name.clone(),
             process_manager: info.process_manager.clone(),
@@ -216,10 +239,10 @@ impl PoolSnapshot {
             listen_address: info.listen_address.clone(),
             listen_backlog: board.backlog_or(info.listen_backlog),
             somaxconn: info.somaxconn,
-            rejected_conn: rejected_conn(listen_drops, shed_requests, refused_clients),
+            rejected_conn: board_rejected_conn(board),
             listen_drops,
             queue_full_samples: board.queue_full_samples.load(Relaxed),
-            shed_requests,
+            shed_requests: board.shed_requests.load(Relaxed),
             abandoned_requests: board.abandoned_requests.load(Relaxed),
             accept_errors: board.accept_errors.load(Relaxed),
             reading_connections: slots
@@ -230,6 +253,14 @@ impl PoolSnapshot {
                 .iter()
                 .map(|s| u64::from(s.front_idle.load(Relaxed)))
                 .sum(),
+            held_requests,
+            // The holder raises the maximum, but a reader must never show max < current.
+            max_held_requests: board.max_held_requests.load(Relaxed).max(held_requests),
+            channels: board.held_channels.load(Relaxed),
+            messages_published: board.messages_published.load(Relaxed),
+            messages_delivered: board.messages_delivered.load(Relaxed),
+            held_timeouts: board.held_timeouts.load(Relaxed),
+            held_gone: board.held_gone.load(Relaxed),
             queue_wait,
             queue_wait_tcp_info: QueueWait::from_histogram(&board.queue_wait_tcp_info.snapshot()),
             queue_wait_histogram: board.queue_wait.snapshot(),
@@ -276,6 +307,13 @@ impl PoolSnapshot {
             field("accept errors", Count(self.accept_errors)),
             field("reading connections", Count(self.reading_connections)),
             field("idle kept connections", Count(self.idle_kept_connections)),
+            field("held requests", Count(self.held_requests)),
+            field("max held requests", Count(self.max_held_requests)),
+            field("channels", Count(self.channels)),
+            field("messages published", Count(self.messages_published)),
+            field("messages delivered", Count(self.messages_delivered)),
+            field("held timeouts", Count(self.held_timeouts)),
+            field("held clients gone", Count(self.held_gone)),
             field("queue wait p50 ms", wait(|w| w.p50_ms)),
             field("queue wait p99 ms", wait(|w| w.p99_ms)),
             field("queue wait max ms", wait(|w| w.max_ms)),
@@ -337,6 +375,19 @@ impl ProcessSnapshot {
             field("last request memory", Count(self.last_request_memory)),
         ]
     }
+}
+
+/// `rejected conn` as `board` holds it now (the snapshot and the history read it alike):
+/// `refused` is the clients refused by `allowed_clients` plus the requests refused by `max_held`.
+pub fn board_rejected_conn(board: &PoolBoard) -> u64 {
+    rejected_conn(
+        known(board.listen_drops.load(Relaxed)),
+        board.shed_requests.load(Relaxed),
+        board
+            .refused_clients
+            .load(Relaxed)
+            .saturating_add(board.held_refused.load(Relaxed)),
+    )
 }
 
 /// `rejected conn`: every connection turned away, by the kernel (when it counts) or by fastpm.

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::snapshot::{Field, FieldValue, PoolSnapshot};
+use super::snapshot::{BrokerStatus, Field, FieldValue, PoolSnapshot};
 use super::timefmt::php_fpm_date;
 
 /// php-fpm pads `key:` to this width (`max active processes: ` is exactly 22 characters).
@@ -28,6 +28,34 @@ pub fn pool(snapshot: &PoolSnapshot) -> String {
 /// Several pools one after another, separated by an empty line.
 pub fn pools(snapshots: &[PoolSnapshot]) -> String {
     snapshots.iter().map(pool).collect::<Vec<_>>().join("\n")
+}
+
+/// The master's `/status`: `broker:` and `broker connected:` (yes/no) when the master has a
+/// broker, an empty line, then the pools.
+pub fn master(broker: Option<&BrokerStatus>, snapshots: &[PoolSnapshot]) -> String {
+    let Some(broker) = broker else {
+        return pools(snapshots);
+    };
+    let mut out = String::new();
+    let connected = if broker.connected { "yes" } else { "no" };
+    write_fields(
+        &mut out,
+        &[
+            Field {
+                key: "broker",
+                value: FieldValue::Text(&broker.broker),
+            },
+            Field {
+                key: "broker connected",
+                value: FieldValue::Text(connected),
+            },
+        ],
+    );
+    if !snapshots.is_empty() {
+        out.push('\n');
+        out.push_str(&pools(snapshots));
+    }
+    out
 }
 
 fn write_fields(out: &mut String, fields: &[Field<'_>]) {

@@ -127,6 +127,9 @@ pub fn pool_lines(pool: &Value, history: Option<&Value>, width: usize) -> Vec<St
     let fixed = line(0).chars().count();
     let summary = line(spark_width(width, fixed));
     let mut lines = vec![fit(&summary, width)];
+    if let Some(held) = held_line(pool, history, width) {
+        lines.push(held);
+    }
     let busy: Vec<String> = pool
         .get("processes")
         .and_then(Value::as_array)
@@ -157,6 +160,32 @@ pub fn pool_lines(pool: &Value, history: Option<&Value>, width: usize) -> Vec<St
     };
     lines.push(fit(&busy_line, width));
     lines
+}
+
+/// A pool that has held requests (long-polling, GRIP; DESIGN.md §8): how many now with the
+/// last minute's sparkline, and how the holds ended. `None` for a pool that never held one.
+fn held_line(pool: &Value, history: Option<&Value>, width: usize) -> Option<String> {
+    let max = pool.get("max held requests").and_then(Value::as_u64)?;
+    if max == 0 {
+        return None;
+    }
+    let held = series(history, "held requests");
+    let line = |spark: usize| {
+        format!(
+            "  held {} {} max {} channels {} published {} delivered {} timeouts {} gone {}",
+            sparkline(&held, spark, peak(&held).max(1.0)),
+            num(pool, "held requests"),
+            max,
+            num(pool, "channels"),
+            num(pool, "messages published"),
+            num(pool, "messages delivered"),
+            num(pool, "held timeouts"),
+            num(pool, "held clients gone"),
+        )
+    };
+    let fixed = line(0).chars().count();
+    let spark = width.saturating_sub(fixed).clamp(5, WINDOW);
+    Some(fit(&line(spark), width))
 }
 
 /// The whole frame: a header, then every pool (matched by name with its history).
@@ -362,6 +391,25 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_that_held_requests_gets_a_held_line() {
+        let status = json!({"pools": [{
+            "pool": "lp", "held requests": 120, "max held requests": 300, "channels": 2,
+            "messages published": 5, "messages delivered": 400, "held timeouts": 7,
+            "held clients gone": 1, "processes": []}]});
+        let history = json!({"pools": [{"pool": "lp", "t": [1, 2], "held requests": [300, 120]}]});
+        let lines = frame("http://h:1", &status, Some(&history), "", 120);
+        let held = &lines[3];
+        assert!(held.starts_with("  held "), "{lines:?}");
+        assert!(held.contains("█"), "{held}");
+        assert!(
+            held.ends_with(" 120 max 300 channels 2 published 5 delivered 400 timeouts 7 gone 1"),
+            "{held}"
+        );
+        assert!(held.chars().count() <= 120, "{held}");
+        assert_eq!(lines[4], "  busy: none");
+    }
+
+    #[test]
     fn frame_shows_pools_sparklines_and_busy_workers() {
         let status = json!({"pools": [{
         "pool": "www", "listen queue": 38, "listen queue len": 64, "max listen queue": 40,
@@ -389,6 +437,8 @@ mod tests {
         assert!(pool.contains("1800ms") || pool.contains("1801ms"), "{pool}");
         assert!(pool.chars().count() <= 120, "{pool}");
         assert_eq!(lines[3], "  busy: 11 GET /sleep?ms=100 0.1s");
+        // A pool that never held a request has no held line.
+        assert!(!lines.iter().any(|l| l.contains("held")), "{lines:?}");
         // Narrow terminal: every line fits.
         for line in frame("http://h:1", &status, Some(&history), "", 40) {
             assert!(line.chars().count() <= 40, "{line}");
