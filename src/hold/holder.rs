@@ -346,7 +346,7 @@ impl Holder {
         }
         let _held = Held(&pool.held, &board.held_requests);
         if held > pool.max_held {
-            board.held_rejected.fetch_add(1, Relaxed);
+            board.held_refused.fetch_add(1, Relaxed);
             return Waited::Refused(longpoll::unavailable_answer(1));
         }
         board.held_requests.store(held as u64, Relaxed);

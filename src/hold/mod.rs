@@ -27,6 +27,7 @@
 //! - [`broker`]: ids, history and fan-out across instances: memory or Redis.
 //! - [`wire`]: the worker → master and master → worker datagrams.
 //! - [`holder`]: the master's tasks that hold, answer and give back connections.
+//! - [`publisher`]: the master's `POST /publish/` (EPCP) through the holder.
 
 pub mod broker;
 pub mod channels;
@@ -36,5 +37,6 @@ pub mod holder;
 pub mod longpoll;
 pub mod memory;
 pub mod message;
+pub mod publisher;
 pub mod redis;
 pub mod wire;

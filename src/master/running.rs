@@ -153,8 +153,15 @@ impl Running {
                 .unwrap_or(0);
             let broker = match &config.global.broker {
                 BrokerUrl::Memory => Broker::memory(config.pools.len(), history),
-                BrokerUrl::Redis(url) => Broker::redis(url, config.pools.len(), history)
-                    .map_err(io_error_from("cannot use the broker"))?,
+                BrokerUrl::Redis(url) => Broker::redis(
+                    url,
+                    config.pools.len(),
+                    history,
+                )
+                .map_err(|e| MasterError::Io {
+                    what: format!("broker {}", config.global.broker),
+                    source: std::io::Error::other(e.to_string()),
+                })?,
             };
             Holder::start(broker, Arc::clone(&scoreboard), holder_pools)
                 .map_err(io_error("cannot start the holder"))?
@@ -208,10 +215,12 @@ impl Running {
         let (status_stop, stop_rx) = tokio::sync::watch::channel(false);
         let mut status_fd = None;
         if let Some(addr) = config.global.status_listen {
-            let source = Arc::new(Pools(
-                pools.iter().map(|p| Arc::clone(&p.ctx)).collect(),
-                Arc::clone(&history),
-            ));
+            let source = Arc::new(Pools {
+                pools: pools.iter().map(|p| Arc::clone(&p.ctx)).collect(),
+                history: Arc::clone(&history),
+                holder: Arc::clone(&holder),
+                broker: config.global.broker.to_string(),
+            });
             let std_listener = match inherited.sockets.remove(STATUS_NAME) {
                 Some(fd) => std::net::TcpListener::from(fd),
                 None => std::net::TcpListener::bind(addr)

@@ -2,17 +2,27 @@
 
 use std::sync::Arc;
 
+use crate::hold::holder::Holder;
+use crate::hold::publisher::HoldPublisher;
 use crate::status::history::History;
-use crate::status::http::SnapshotSource;
+use crate::status::http::{Publisher, SnapshotSource};
+use crate::status::snapshot::BrokerStatus;
 use crate::status::PoolSnapshot;
 use crate::worker::PoolContext;
 
-/// Every pool of the master, and their recent history, for the HTTP status listener.
-pub struct Pools(pub Vec<Arc<PoolContext>>, pub Arc<History>);
+/// Every pool of the master, their recent history, and the holder (held requests' broker,
+/// and `POST /publish/`), for the HTTP status listener.
+pub struct Pools {
+    pub pools: Vec<Arc<PoolContext>>,
+    pub history: Arc<History>,
+    pub holder: Arc<Holder>,
+    /// The config's spelling of the broker (`memory`, `redis://…`).
+    pub broker: String,
+}
 
 impl SnapshotSource for Pools {
     fn snapshots(&self, full: bool) -> Vec<PoolSnapshot> {
-        self.0
+        self.pools
             .iter()
             .map(|ctx| {
                 PoolSnapshot::collect(
@@ -26,6 +36,17 @@ impl SnapshotSource for Pools {
     }
 
     fn history(&self) -> Option<&History> {
-        Some(&self.1)
+        Some(&self.history)
+    }
+
+    fn broker(&self) -> Option<BrokerStatus> {
+        Some(BrokerStatus {
+            broker: self.broker.clone(),
+            connected: self.holder.broker().status().connected,
+        })
+    }
+
+    fn publisher(&self) -> Option<Arc<dyn Publisher>> {
+        Some(Arc::new(HoldPublisher(Arc::clone(&self.holder))))
     }
 }
