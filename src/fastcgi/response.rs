@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use super::error::{LimitExceeded, LimitKind};
 use crate::hold::grip::GripFilter;
-use crate::hold::wire::{Ask, WireChannel};
+use crate::hold::wire::{Ask, WireChannel, MAX_CHANNELS};
 use super::limits::Limits;
 use super::params::{encode_pair, Params};
 use super::record::{
@@ -157,6 +157,13 @@ impl<'a> ResponseWriter<'a> {
             let request_id = self.request_id;
             match grip.finish(&mut |b| self.stream(RecordType::Stdout, b)) {
                 Ok(None) => {}
+                Ok(Some(held)) if held.hold.channels.len() > MAX_CHANNELS => {
+                    tracing::warn!(request_id, "GRIP: over {MAX_CHANNELS} channels; answered 502");
+                    let text = format!(
+                        "Status: 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGRIP: over {MAX_CHANNELS} channels in one hold\n"
+                    );
+                    self.stream(RecordType::Stdout, text.as_bytes())?;
+                }
                 Ok(Some(held)) => {
                     self.hold = Some(Ask::Grip {
                         channels: held

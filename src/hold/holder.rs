@@ -24,7 +24,6 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::socket::{recv, send, MsgFlags};
 use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::sync::watch;
 
 use super::broker::{Broker, BrokerError, Subscribed, Want};
@@ -33,6 +32,7 @@ use super::message::{valid_channel, HttpResponse, Publication, SharedMessage};
 use super::wire::{self, Ask, Back, HoldMsg, ToMaster, MAX_DATAGRAM, MAX_PENDING};
 use crate::fastcgi::encode_whole_response;
 use crate::scoreboard::Scoreboard;
+use crate::sys::asyncfd;
 use crate::sys::fdpass::{recv_with_fd, send_with_fd, Received};
 
 /// How long the holder keeps trying to write an answer to a client that does not read.
@@ -88,7 +88,7 @@ impl Holder {
                 Ok(Arc::new(Pool {
                     index: p.index,
                     name: p.name,
-                    link: AsyncFd::with_interest(p.link, Interest::READABLE | Interest::WRITABLE)?,
+                    link: asyncfd::register(p.link)?,
                     max_held: p.max_held,
                     hold_timeout: p.hold_timeout,
                     held: AtomicUsize::new(0),
@@ -212,7 +212,7 @@ impl Holder {
             tracing::debug!(pool = %pool.name, %error, "holder: connection unusable");
             return;
         }
-        let conn = match AsyncFd::with_interest(fd, Interest::READABLE | Interest::WRITABLE) {
+        let conn = match asyncfd::register(fd) {
             Ok(conn) => conn,
             Err(error) => {
                 tracing::warn!(pool = %pool.name, %error, "holder: cannot register a held connection; closed");

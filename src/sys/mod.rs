@@ -1,6 +1,7 @@
 //! The unsafe edge: every `unsafe` block of fastpm lives under this module, each with a
 //! `// SAFETY:` comment. Everything above it speaks safe Rust.
 
+pub mod asyncfd;
 pub mod child;
 pub mod fdpass;
 pub mod filelock;
