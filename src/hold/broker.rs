@@ -19,6 +19,15 @@ pub struct Want {
     pub after: Option<u64>,
 }
 
+impl Want {
+    pub fn new(channel: impl Into<String>, after: Option<u64>) -> Want {
+        Want {
+            channel: channel.into(),
+            after,
+        }
+    }
+}
+
 /// What [`Broker::subscribe`] found.
 pub enum Subscribed {
     /// A retained message newer than a want's `after` (the next one after it). `lost`: how

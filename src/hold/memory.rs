@@ -128,13 +128,6 @@ mod tests {
         out.remove(0)
     }
 
-    fn want(channel: &str, after: Option<u64>) -> Want {
-        Want {
-            channel: channel.into(),
-            after,
-        }
-    }
-
     /// `(body, lost)` when the subscribe answers at once, `None` when it waits.
     async fn resume(broker: &Broker, wants: &[Want]) -> Option<(String, u64)> {
         match broker.subscribe(0, wants).await.unwrap() {
@@ -179,8 +172,9 @@ mod tests {
         for i in 1..=5 {
             publish(&broker, "c", &format!("m{i}")).await;
         }
-        // Ring holds 3, 4, 5.
-        let cases: [(Option<u64>, Option<(&str, u64)>); 8] = [
+        // Ring holds 3, 4, 5. Each case: the client's last id → (body, lost), or wait.
+        type Case = (Option<u64>, Option<(&'static str, u64)>);
+        let cases: [Case; 8] = [
             (Some(0), Some(("m3", 2))),
             (Some(1), Some(("m3", 1))),
             (Some(2), Some(("m3", 0))),
@@ -191,37 +185,41 @@ mod tests {
             (None, None),
         ];
         for (after, expected) in cases {
-            let got = resume(&broker, &[want("c", after)]).await;
+            let got = resume(&broker, &[Want::new("c", after)]).await;
             let expected = expected.map(|(b, l)| (b.to_string(), l));
             assert_eq!(got, expected, "after {after:?}");
         }
         assert_eq!(
-            resume(&broker, &[want("nothing-here", Some(0))]).await,
+            resume(&broker, &[Want::new("nothing-here", Some(0))]).await,
             None
         );
         // Several wants: the first that has something wins.
         publish(&broker, "d", "d1").await;
-        let wants = [want("c", Some(5)), want("d", Some(0)), want("c", Some(0))];
+        let wants = [
+            Want::new("c", Some(5)),
+            Want::new("d", Some(0)),
+            Want::new("c", Some(0)),
+        ];
         assert_eq!(resume(&broker, &wants).await, Some(("d1".into(), 0)));
     }
 
     #[tokio::test]
     async fn history_zero_keeps_nothing_and_answers_waiters() {
         let broker = Broker::memory(1, 0);
-        let Subscribed::Wait(mut sub) = broker.subscribe(0, &[want("z", None)]).await.unwrap()
+        let Subscribed::Wait(mut sub) = broker.subscribe(0, &[Want::new("z", None)]).await.unwrap()
         else {
             panic!("nothing to resume from")
         };
         assert_eq!(publish(&broker, "z", "x").await.subscribers, 1);
         assert_eq!(sub.recv().await.response.body, b"x");
-        assert_eq!(resume(&broker, &[want("z", Some(0))]).await, None);
+        assert_eq!(resume(&broker, &[Want::new("z", Some(0))]).await, None);
     }
 
     #[tokio::test]
     async fn a_waiting_subscription_gets_the_publish_and_leaves_no_trace() {
         let broker = Broker::memory(2, 10);
         let Subscribed::Wait(mut sub) = broker
-            .subscribe(1, &[want("a", None), want("b", Some(0))])
+            .subscribe(1, &[Want::new("a", None), Want::new("b", Some(0))])
             .await
             .unwrap()
         else {
@@ -244,8 +242,10 @@ mod tests {
         let broker = Broker::memory(1, 10);
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
         for _ in 0..N {
-            let Subscribed::Wait(mut sub) =
-                broker.subscribe(0, &[want("big", None)]).await.unwrap()
+            let Subscribed::Wait(mut sub) = broker
+                .subscribe(0, &[Want::new("big", None)])
+                .await
+                .unwrap()
             else {
                 panic!("nothing published yet")
             };
@@ -291,7 +291,7 @@ mod tests {
                 })
             };
             let got = match broker
-                .subscribe(0, &[want("race", Some(round - 1))])
+                .subscribe(0, &[Want::new("race", Some(round - 1))])
                 .await
                 .unwrap()
             {

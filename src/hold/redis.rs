@@ -21,9 +21,11 @@
 //! the same id, never a loss).
 //!
 //! When Redis is unreachable: a publish fails at once (or within [`TIMEOUT`]) with
-//! `Unavailable`; a resume waits (history unreachable); held requests stay held. One task
-//! reconnects with back-off (100 ms doubling to 5 s), subscribes again, and logs once per
-//! state change. A message published by another instance while this one's link is down does
+//! `Unavailable`; a resume waits (history unreachable); held requests stay held. A publish that
+//! timed out may still have happened inside Redis (it is delivered if so). A failed command
+//! makes the link task PING both connections at once (otherwise every 5 s); one that does not
+//! answer within [`TIMEOUT`] counts as down. One task reconnects with back-off (100 ms
+//! doubling to 5 s), subscribes again, and logs once per state change. A message published by another instance while this one's link is down does
 //! not reach its waiters: they time out and resume with their last id, which the stream
 //! answers.
 //!
@@ -158,8 +160,9 @@ struct Shared {
     conn: Mutex<Option<MultiplexedConnection>>,
     /// Connected and subscribed: what status reports.
     connected: AtomicBool,
-    /// A command found the connection broken: the task reconnects without waiting for a ping.
-    broken: Notify,
+    /// A command failed or timed out: the task checks both connections now instead of at the
+    /// next periodic ping (and reconnects if either is gone).
+    suspect: Notify,
 }
 
 /// One good connection: commands, and the pub/sub subscription.
@@ -187,7 +190,7 @@ impl RedisBroker {
             addr,
             conn: Mutex::new(None),
             connected: AtomicBool::new(false),
-            broken: Notify::new(),
+            suspect: Notify::new(),
         });
         let task = runtime.spawn(keep_connected(shared.clone())).abort_handle();
         Ok(RedisBroker { shared, task })
@@ -324,24 +327,18 @@ impl Shared {
         self.connected.store(up, Ordering::SeqCst);
     }
 
-    /// Run one command within [`TIMEOUT`]; a broken connection wakes the reconnect at once.
+    /// Run one command within [`TIMEOUT`]; a failure makes the link task check the
+    /// connections at once.
     async fn command<T>(
         &self,
         what: &str,
         command: impl Future<Output = RedisResult<T>>,
     ) -> Result<T, BrokerError> {
-        match tokio::time::timeout(TIMEOUT, command).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
-                    self.broken.notify_waiters();
-                }
-                Err(BrokerError::Unavailable(format!("redis {what}: {e}")))
-            }
-            Err(_) => Err(BrokerError::Unavailable(format!(
-                "redis did not answer the {what} within {TIMEOUT:?}"
-            ))),
+        let result = within(what, command).await;
+        if result.is_err() {
+            self.suspect.notify_waiters();
         }
+        result.map_err(|reason| BrokerError::Unavailable(format!("redis {reason}")))
     }
 }
 
@@ -410,10 +407,10 @@ async fn connect(shared: &Shared) -> Result<Link, String> {
     Ok(Link { conn, sink, stream })
 }
 
-/// Deliver what arrives on the pub/sub link until it breaks; returns why it broke.
+/// Deliver what arrives on the pub/sub link until either connection breaks; returns why.
 async fn serve(shared: &Shared, link: Link) -> String {
     let Link {
-        conn: _conn,
+        mut conn,
         mut sink,
         mut stream,
     } = link;
@@ -440,13 +437,27 @@ async fn serve(shared: &Shared, link: Link) -> String {
                 }
             }
             _ = ping.tick() => {
-                if let Err(reason) = within("PING", sink.ping::<Value>()).await {
+                if let Err(reason) = healthy(&mut conn, &mut sink).await {
                     return reason;
                 }
             }
-            _ = shared.broken.notified() => return "a command found the connection broken".into(),
+            _ = shared.suspect.notified() => {
+                if let Err(reason) = healthy(&mut conn, &mut sink).await {
+                    return reason;
+                }
+                ping.reset();
+            }
         }
     }
+}
+
+/// Both connections answer a PING within [`TIMEOUT`] (a multiplexed connection whose socket
+/// died stays dead, so the command connection is checked as well as the pub/sub one).
+async fn healthy(conn: &mut MultiplexedConnection, sink: &mut PubSubSink) -> Result<(), String> {
+    let ping = redis::cmd("PING");
+    let command = within("PING", ping.query_async::<Value>(conn));
+    let pubsub = within("PING (pub/sub)", sink.ping::<Value>());
+    tokio::try_join!(command, pubsub).map(|_| ())
 }
 
 fn headers_json(headers: &[(String, String)]) -> String {
