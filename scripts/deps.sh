@@ -5,7 +5,8 @@
 #         php-fpm (the benchmark and comparison peer), cgi-fcgi (libfcgi-bin), ss (iproute2),
 #         unshare/sysctl (util-linux, procps), libfaketime (the wall-clock step test),
 #         python3-prometheus-client (the OpenMetrics parser that reads /metrics in a test),
-#         chromium (the dashboard test, headless), tmux (the `status --watch` terminal test)
+#         chromium (the dashboard test, headless), tmux (the `status --watch` terminal test),
+#         redis-server (tests/redis_broker.rs starts one: the Redis broker of held requests, §8)
 # Usage: scripts/deps.sh run|test
 set -euo pipefail
 want=${1:-test}
@@ -27,6 +28,7 @@ if [ "$want" = test ]; then
   need /usr/lib/python3/dist-packages/prometheus_client/openmetrics/parser.py python3-prometheus-client
   need chromium chromium
   need tmux tmux
+  need redis-server redis-server
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "scripts/deps.sh: installing ${missing[*]}" >&2
