@@ -12,6 +12,7 @@ use super::defaults;
 use super::enums::{AcceptLock, LogFormat, LogLevel, OverloadPolicy, PmKind, WorkerKind};
 use super::error::{ConfigError, ConfigErrorKind};
 use super::locate::{is_bare_key, key_segment, key_span};
+use super::logs::{build_global_logs, build_pool_logs};
 use super::raw::{RawFile, RawGlobal, RawOverload, RawPool};
 use super::runtime_dir;
 use super::types::{Config, ConfigSource, GlobalConfig, OverloadConfig, PoolConfig};
@@ -92,6 +93,7 @@ fn build_global(raw: &RawGlobal, b: &Builder) -> Result<GlobalConfig, ConfigErro
             defaults::SHUTDOWN_TIMEOUT,
         )?,
         pid_file: Builder::optional(&raw.pid_file).map(|p| b.resolve(&p)),
+        logs: build_global_logs(raw, b, &keys)?,
     })
 }
 
@@ -176,6 +178,7 @@ fn build_pool(
         listen: build_listen(name, &raw.listen, global, b, &Keys(keys.key("listen")))?,
         app: build_app(&raw.app, b, &Keys(keys.key("app")))?,
         overload: build_overload(&raw.overload, b, &Keys(keys.key("overload")))?,
+        logs: build_pool_logs(raw, b, &keys)?,
     })
 }
 

@@ -17,6 +17,7 @@ mod enums;
 mod error;
 mod load;
 mod locate;
+mod logs;
 pub mod mode;
 mod paths;
 mod php;
@@ -36,6 +37,7 @@ pub use enums::{
     AcceptLock, AppKind, ConfigWord, LogFormat, LogLevel, OverloadPolicy, PmKind, WorkerKind,
 };
 pub use error::{line_column, ConfigError, ConfigErrorKind};
+pub use logs::{GlobalLogs, PoolLogs};
 pub use load::{
     base_dir, load_embedded, load_file, load_str, load_str_with_base, EMBEDDED_DEFAULT,
 };

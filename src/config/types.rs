@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::enums::{AcceptLock, AppKind, LogFormat, LogLevel, OverloadPolicy, PmKind, WorkerKind};
 use super::runtime_dir::RuntimeDirSource;
+use super::logs::{GlobalLogs, PoolLogs};
 use crate::listen::ListenAddress;
 
 /// Where a configuration came from, so errors, `fastpm check` and the startup log can say it.
@@ -67,6 +68,8 @@ pub struct GlobalConfig {
     pub shutdown_timeout: Duration,
     /// Where to write the master's pid; `None` when not configured. Absolute.
     pub pid_file: Option<PathBuf>,
+    /// `error_log`, `log_limit` (config/logs.rs).
+    pub logs: GlobalLogs,
 }
 
 /// `[pool.NAME]`: one listening socket and the workers that serve it.
@@ -119,6 +122,8 @@ pub struct PoolConfig {
     pub app: AppConfig,
     /// What to do with requests that waited too long in the accept queue.
     pub overload: OverloadConfig,
+    /// `access_log`, `access_format`, `slowlog` (config/logs.rs).
+    pub logs: PoolLogs,
 }
 
 /// `[pool.NAME.listen]`: the pool's listening socket.

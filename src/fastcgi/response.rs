@@ -44,6 +44,8 @@ pub struct ResponseWriter<'a> {
     /// A write to the connection failed: an error from the handler is then a connection
     /// error (client gone), not an application failure.
     write_failed: bool,
+    /// The start of STDOUT (status, headers) for the access log (`crate::logs`).
+    head: crate::logs::ResponseHead,
 }
 
 impl<'a> ResponseWriter<'a> {
@@ -57,7 +59,13 @@ impl<'a> ResponseWriter<'a> {
             stderr_used: false,
             protocol_status: ProtocolStatus::RequestComplete,
             write_failed: false,
+            head: crate::logs::ResponseHead::new(),
         }
+    }
+
+    /// The response's head as the app wrote it (status, headers), for the access log.
+    pub fn response_head(&self) -> &crate::logs::ResponseHead {
+        &self.head
     }
 
     pub fn request_id(&self) -> u16 {
@@ -67,6 +75,7 @@ impl<'a> ResponseWriter<'a> {
     /// Append to the STDOUT stream (CGI headers, blank line, body). Empty input sends nothing
     /// (an empty record would end the stream).
     pub fn stdout(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.head.observe(bytes);
         self.stream(RecordType::Stdout, bytes)
     }
 

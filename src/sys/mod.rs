@@ -4,7 +4,9 @@
 pub mod child;
 pub mod filelock;
 pub mod inherit;
+pub mod localtime;
 pub mod pmutex;
 pub mod privileges;
+pub mod rusage;
 pub mod shm;
 pub mod sockopt;
