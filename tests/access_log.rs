@@ -73,17 +73,28 @@ kind = "sleep"
         assert!(r.contains("slept 1 ms"), "{r}");
     }
     let lines = wait_lines(&server.path("p.access.log"), 18);
-    assert_eq!(lines.len(), 18, "one line per request:\n{}", lines.join("\n"));
+    assert_eq!(
+        lines.len(),
+        18,
+        "one line per request:\n{}",
+        lines.join("\n")
+    );
     // php-fpm's default format (its %t has no brackets), then the queue wait in µs.
     for line in &lines {
         let (head, rest) = line.split_once(" \"").unwrap_or_else(|| panic!("{line}"));
         let (client, time) = head.split_at("192.0.2.7 - - ".len());
-        assert!(client == "192.0.2.7 - - " || client == "192.0.2.8 - - ", "{line}");
+        assert!(
+            client == "192.0.2.7 - - " || client == "192.0.2.8 - - ",
+            "{line}"
+        );
         assert_eq!(time.len(), "10/Jan/2025:10:00:00 +0000".len(), "{line}");
         assert!(rest.starts_with("GET /sleep\" 200 "), "{line}");
     }
     let waits = queue_waits(&lines);
-    assert!(waits.iter().all(Option::is_some), "every first request has a wait: {lines:?}");
+    assert!(
+        waits.iter().all(Option::is_some),
+        "every first request has a wait: {lines:?}"
+    );
     let burst_waits: Vec<u64> = waits[..8].iter().flatten().copied().collect();
     let longest = burst_waits.iter().max().copied().unwrap_or(0);
     // The last two of the burst waited behind three rounds of 200 ms.
@@ -131,7 +142,10 @@ impl Site {
         std::fs::create_dir(&www).unwrap();
         std::fs::set_permissions(&www, std::fs::Permissions::from_mode(0o755)).unwrap();
         for (name, code) in [
-            ("ok.php", "<?php header('Content-Type: text/plain'); echo 'ok ', $_GET['x'] ?? '';"),
+            (
+                "ok.php",
+                "<?php header('Content-Type: text/plain'); echo 'ok ', $_GET['x'] ?? '';",
+            ),
             ("gone.php", "<?php http_response_code(404); echo 'gone';"),
         ] {
             std::fs::write(www.join(name), code).unwrap();
@@ -196,18 +210,28 @@ document_root = "{base}/www"
     });
     let url = |path: &str| format!("http://127.0.0.1:{}{path}", nginx.port);
     let (status, body) = curl(&["-A", "probe/1.0"], &url("/ok.php?x=42"));
-    assert_eq!((status, String::from_utf8_lossy(&body).as_ref()), (200, "ok 42"));
+    assert_eq!(
+        (status, String::from_utf8_lossy(&body).as_ref()),
+        (200, "ok 42")
+    );
     let (status, _) = curl(&["-A", "probe/1.0"], &url("/gone.php"));
     assert_eq!(status, 404);
 
     // The workers run as www-data, and the log directory is root's alone.
-    let www_data = nix::unistd::User::from_name("www-data").unwrap().unwrap().uid.as_raw();
+    let www_data = nix::unistd::User::from_name("www-data")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
     let uids: Vec<u32> = common::child_pids(server.pid())
         .iter()
         .filter_map(|p| std::fs::metadata(format!("/proc/{p}")).ok())
         .map(|m| m.uid())
         .collect();
-    assert!(!uids.is_empty() && uids.iter().all(|&u| u == www_data), "worker uids {uids:?}");
+    assert!(
+        !uids.is_empty() && uids.iter().all(|&u| u == www_data),
+        "worker uids {uids:?}"
+    );
 
     let log = site.path("logs/php.access.log");
     let lines = wait_lines(&log, 2);
@@ -225,7 +249,11 @@ document_root = "{base}/www"
     let cpu = fields[2].strip_suffix('%').map(str::parse::<f64>);
     assert!(matches!(cpu, Some(Ok(_))), "%C%%: {ok}");
     assert!(fields[3].parse::<u64>().is_ok(), "%{{queue_wait}}: {ok}");
-    assert_eq!(fields[4..], ["text/plain;charset=UTF-8", "probe/1.0", "php"], "{ok}");
+    assert_eq!(
+        fields[4..],
+        ["text/plain;charset=UTF-8", "probe/1.0", "php"],
+        "{ok}"
+    );
     let gone = &lines[1];
     assert!(gone.contains("\"GET /gone.php\" 404 "), "{gone}");
 
@@ -256,12 +284,25 @@ fn a_bad_access_format_is_refused_with_its_position() {
         "{stderr}"
     );
     std::fs::write(&config, "[global]\nlog_limit = 9000\n[pool.www]\n").unwrap();
-    let out = Command::new(FASTPM).arg("check").arg("-c").arg(&config).output().unwrap();
+    let out = Command::new(FASTPM)
+        .arg("check")
+        .arg("-c")
+        .arg(&config)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("bad.toml:2:13: global.log_limit: must be at most 4000"), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml:2:13: global.log_limit: must be at most 4000"),
+        "{stderr}"
+    );
     // And `fastpm check` shows the effective keys.
     std::fs::write(&config, "[pool.www]\naccess_log = \"a.log\"\n").unwrap();
-    let out = Command::new(FASTPM).arg("check").arg("-c").arg(&config).output().unwrap();
+    let out = Command::new(FASTPM)
+        .arg("check")
+        .arg("-c")
+        .arg(&config)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let resolved = dir.path().join("a.log");
     for want in [
@@ -271,5 +312,8 @@ fn a_bad_access_format_is_refused_with_its_position() {
     ] {
         assert!(stdout.contains(&want), "{want} in:\n{stdout}");
     }
-    assert!(lines_of(&resolved).is_empty() && !resolved.exists(), "check opens no log file");
+    assert!(
+        lines_of(&resolved).is_empty() && !resolved.exists(),
+        "check opens no log file"
+    );
 }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use super::builder::{Builder, Keys};
 use super::error::ConfigError;
 use super::raw::{RawGlobal, RawPool};
-use crate::logs::{AccessFormat, DEFAULT_ACCESS_FORMAT, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT, MIN_LOG_LIMIT};
+use crate::logs::{
+    AccessFormat, DEFAULT_ACCESS_FORMAT, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT, MIN_LOG_LIMIT,
+};
 
 /// `[global]`'s logging keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,7 +62,11 @@ pub(crate) fn build_global_logs(
         DEFAULT_LOG_LIMIT as u32,
         MIN_LOG_LIMIT as u32,
     )?;
-    if let Some(field) = raw.log_limit.as_ref().filter(|_| limit as usize > MAX_LOG_LIMIT) {
+    if let Some(field) = raw
+        .log_limit
+        .as_ref()
+        .filter(|_| limit as usize > MAX_LOG_LIMIT)
+    {
         return Err(b.invalid(
             field,
             keys.key("log_limit"),

@@ -37,10 +37,10 @@ pub use enums::{
     AcceptLock, AppKind, ConfigWord, LogFormat, LogLevel, OverloadPolicy, PmKind, WorkerKind,
 };
 pub use error::{line_column, ConfigError, ConfigErrorKind};
-pub use logs::{GlobalLogs, PoolLogs};
 pub use load::{
     base_dir, load_embedded, load_file, load_str, load_str_with_base, EMBEDDED_DEFAULT,
 };
+pub use logs::{GlobalLogs, PoolLogs};
 pub use paths::clean_path;
 pub use php::{find_executable, php_cgi_on_path};
 pub use render::render_effective;

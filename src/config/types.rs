@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::enums::{AcceptLock, AppKind, LogFormat, LogLevel, OverloadPolicy, PmKind, WorkerKind};
-use super::runtime_dir::RuntimeDirSource;
 use super::logs::{GlobalLogs, PoolLogs};
+use super::runtime_dir::RuntimeDirSource;
 use crate::listen::ListenAddress;
 
 /// Where a configuration came from, so errors, `fastpm check` and the startup log can say it.

@@ -85,7 +85,10 @@ pub enum Field {
     RemoteAddr,
     Status,
     /// `%t` (when the request started, `false`) or `%T` (when it ended, `true`), strftime format.
-    Time { at_end: bool, format: CString },
+    Time {
+        at_end: bool,
+        format: CString,
+    },
     RemoteUser,
     QueueWait(DurationUnit),
 }
@@ -140,7 +143,11 @@ fn field(letter: char, modifier: Option<&str>) -> Result<Field, FormatError> {
         Some(name) if !name.is_empty() => Ok(name.to_string()),
         _ => Err(FormatError(format!(
             "%{letter} needs the name of {what} in braces, e.g. %{{{}}}{letter}",
-            if letter == 'e' { "HTTP_HOST" } else { "Content-Type" }
+            if letter == 'e' {
+                "HTTP_HOST"
+            } else {
+                "Content-Type"
+            }
         ))),
     };
     let field = match letter {
@@ -319,9 +326,7 @@ impl AccessFormat {
                     or_dash(out, record.head.header(name).filter(|v| !v.is_empty()))
                 }
                 Field::Pid => out.extend_from_slice(record.pid.to_string().as_bytes()),
-                Field::MasterPid => {
-                    out.extend_from_slice(record.master_pid.to_string().as_bytes())
-                }
+                Field::MasterPid => out.extend_from_slice(record.master_pid.to_string().as_bytes()),
                 Field::Query => push_escaped(out, param("QUERY_STRING").unwrap_or(b"")),
                 Field::QueryMark => {
                     if param("QUERY_STRING").is_some() {
@@ -387,7 +392,10 @@ mod tests {
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> Params {
-        pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect()
+        pairs
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect()
     }
 
     fn render(format: &str, params: &Params, head: &[u8], wait: Option<u64>) -> String {
@@ -411,7 +419,9 @@ mod tests {
             memory: Some(3 * 1024 * 1024 + 5),
         };
         let mut out = Vec::new();
-        AccessFormat::parse(format).unwrap().render(&record, &mut out);
+        AccessFormat::parse(format)
+            .unwrap()
+            .render(&record, &mut out);
         String::from_utf8(out).unwrap()
     }
 
@@ -431,11 +441,20 @@ mod tests {
         ]);
         let head = b"Status: 404 Not Found\r\nContent-Type: text/html\r\n\r\n";
         let table: &[(&str, &str)] = &[
-            ("%R %u %m %r%Q%q", "203.0.113.7 alice POST /app/index.php?page=2"),
+            (
+                "%R %u %m %r%Q%q",
+                "203.0.113.7 alice POST /app/index.php?page=2",
+            ),
             ("%f %l %n %p %P", "/srv/app/index.php 512 www 4242 1"),
             ("%s %{Content-Type}o %{X-None}o", "404 text/html -"),
-            ("%d|%{seconds}d|%{mili}d|%{milli}d|%{micro}d", "1.235|1.235|1234.567|1234.567|1234567"),
-            ("%{queue_wait}|%w|%{mili}w|%{seconds}w", "2600|2600|2.600|0.003"),
+            (
+                "%d|%{seconds}d|%{mili}d|%{milli}d|%{micro}d",
+                "1.235|1.235|1234.567|1234.567|1234567",
+            ),
+            (
+                "%{queue_wait}|%w|%{mili}w|%{seconds}w",
+                "2600|2600|2.600|0.003",
+            ),
             ("%{HTTP_HOST}e %{NOPE}e", "example.org -"),
             ("%{HTTP_USER_AGENT}e", "curl \\x228\\x22\\x0A"),
             ("%M %{kilo}M %{mega}M", "3145733 3072 3"),
@@ -454,7 +473,10 @@ mod tests {
         let p = params(&[("SCRIPT_NAME", "/ping")]);
         let table: &[(&str, &str)] = &[
             // php-fpm's default with fastpm's queue wait: nothing known but the path
-            ("%R - %u \"%m %r\" %s %{queue_wait}", "- - - \"- /ping\" - -"),
+            (
+                "%R - %u \"%m %r\" %s %{queue_wait}",
+                "- - - \"- /ping\" - -",
+            ),
             ("%r%Q%q|", "/ping|"),
             ("%l %f", "0 -"),
         ];

@@ -97,12 +97,7 @@ mod tests {
         for (input, want) in table {
             let mut out = Vec::new();
             push_escaped(&mut out, input);
-            assert_eq!(
-                out,
-                *want,
-                "{:?}",
-                String::from_utf8_lossy(input)
-            );
+            assert_eq!(out, *want, "{:?}", String::from_utf8_lossy(input));
         }
     }
 
@@ -150,6 +145,9 @@ mod tests {
         let escaped = bounded_text(&[b'\n'; 10_000], 100);
         assert_eq!(escaped.len(), 100, "escapes count toward the limit");
         let message = bounded_text(b"PHP Warning: in \"C:\\x\"\x1b[0m", 100);
-        assert_eq!(message, "PHP Warning: in \"C:\\x\"\\x1B[0m", "free text keeps quotes");
+        assert_eq!(
+            message, "PHP Warning: in \"C:\\x\"\\x1B[0m",
+            "free text keeps quotes"
+        );
     }
 }

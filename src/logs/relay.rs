@@ -161,7 +161,12 @@ mod tests {
 
     #[test]
     fn tags_round_trip() {
-        for route in [Route::Error, Route::Access(0), Route::Access(12), Route::Slow(3)] {
+        for route in [
+            Route::Error,
+            Route::Access(0),
+            Route::Access(12),
+            Route::Slow(3),
+        ] {
             let mut out = Vec::new();
             push_tagged(&mut out, route, b"GET /x 200");
             assert_eq!(out.last(), Some(&b'\n'));
@@ -172,7 +177,14 @@ mod tests {
 
     #[test]
     fn malformed_tags_go_to_the_error_log_whole() {
-        let table: &[&[u8]] = &[b"\x1e", b"\x1eA", b"\x1eAx y", b"\x1eZ1 y", b"\x1eA1", b"plain"];
+        let table: &[&[u8]] = &[
+            b"\x1e",
+            b"\x1eA",
+            b"\x1eAx y",
+            b"\x1eZ1 y",
+            b"\x1eA1",
+            b"plain",
+        ];
         for line in table {
             assert_eq!(route_of(line), (Route::Error, *line), "{line:?}");
         }

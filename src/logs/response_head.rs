@@ -141,14 +141,20 @@ mod tests {
         let table: &[(&[&[u8]], Option<u16>)] = &[
             (&[], None),
             (&[b"Content-Type: text/plain\r\n\r\nhello"], Some(200)),
-            (&[b"Status: 404 Not Found\r\nContent-Type: text/html\r\n\r\n"], Some(404)),
+            (
+                &[b"Status: 404 Not Found\r\nContent-Type: text/html\r\n\r\n"],
+                Some(404),
+            ),
             (&[b"status:503\n\nbusy"], Some(503)),
             (&[b"Location: /elsewhere\r\n\r\n"], Some(302)),
             (&[b"Status: 301\r\nLocation: /x\r\n\r\n"], Some(301)),
             // split across writes, even inside the blank line
             (&[b"Stat", b"us: 418 teapot\r", b"\n\r", b"\n"], Some(418)),
             // a Status line in the body is not a header
-            (&[b"Content-Type: text/plain\r\n\r\nStatus: 500\r\n"], Some(200)),
+            (
+                &[b"Content-Type: text/plain\r\n\r\nStatus: 500\r\n"],
+                Some(200),
+            ),
             (&[b"Status: nonsense\r\n\r\n"], Some(200)),
         ];
         for (pieces, want) in table {
@@ -159,7 +165,10 @@ mod tests {
     #[test]
     fn header_lookup() {
         let head = head_of(&[b"Content-Type:  text/html; charset=utf-8\r\nX-Powered-By: PHP/8.2\r\nX-Empty:\r\n\r\n<html>"]);
-        assert_eq!(head.header("content-type"), Some(&b"text/html; charset=utf-8"[..]));
+        assert_eq!(
+            head.header("content-type"),
+            Some(&b"text/html; charset=utf-8"[..])
+        );
         assert_eq!(head.header("X-Powered-By"), Some(&b"PHP/8.2"[..]));
         assert_eq!(head.header("X-Empty"), Some(&b""[..]));
         assert_eq!(head.header("X-Missing"), None);

@@ -21,7 +21,9 @@ pub fn slow_line(
     params: &Params,
     took: Duration,
 ) {
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     out.push(b'[');
     crate::sys::localtime::format_local(secs, SLOWLOG_TIME, out);
     out.extend_from_slice(b"] [pool ");
@@ -77,6 +79,9 @@ mod tests {
         let mut out = Vec::new();
         slow_line(&mut out, UNIX_EPOCH, "p", 1, &Params::new(), Duration::ZERO);
         let line = String::from_utf8(out).unwrap();
-        assert!(line.ends_with("script_filename = - request = \"- -\" duration = 0.000s"), "{line}");
+        assert!(
+            line.ends_with("script_filename = - request = \"- -\" duration = 0.000s"),
+            "{line}"
+        );
     }
 }

@@ -77,7 +77,10 @@ mod tests {
         }
         std::hint::black_box(x);
         let spent = thread_cpu().since(before);
-        assert!(spent.user + spent.system >= Duration::from_millis(10), "{spent:?}");
+        assert!(
+            spent.user + spent.system >= Duration::from_millis(10),
+            "{spent:?}"
+        );
         assert!(peak_rss_bytes() > 1 << 20);
     }
 }
