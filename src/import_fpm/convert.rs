@@ -781,7 +781,7 @@ mod tests {
         assert_eq!(pool_rule("php_value[]"), Rule::Drop(UNKNOWN_POOL));
         assert_eq!(
             pool_rule("access.suppress_path[]"),
-            Rule::Drop(NO_ACCESS_LOG)
+            Rule::Drop(NO_SUPPRESS_PATH)
         );
     }
 }
