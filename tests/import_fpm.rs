@@ -226,7 +226,10 @@ fn mapped_keys_land_where_design_says() {
             "access.format = \"%R - %u %t \\\"%m %r%Q%q\\\" %s %{mili}d\"",
             "access_format = '%R - %u %t \"%m %r%Q%q\" %s %{mili}d'",
         ),
-        ("slowlog = /var/log/$pool.slow", "slowlog = \"/var/log/p.slow\""),
+        (
+            "slowlog = /var/log/$pool.slow",
+            "slowlog = \"/var/log/p.slow\"",
+        ),
     ];
     for (fpm, want) in table {
         assert_converts(&format!("[p]\n{fpm}\n"), want);

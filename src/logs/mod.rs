@@ -65,8 +65,8 @@ pub use master_files::Reopened;
 pub use request_log::{access, slow_request, Finished, RequestClock};
 pub use response_head::ResponseHead;
 pub use state::{
-    finish, init_master, init_worker, log_limit, relay_to, reopen, start_relay, LogSetupError,
-    RELAY_ENV,
+    finish, init_master, init_worker, log_limit, relay_stderr_to, relay_to, reopen, start_relay,
+    LogSetupError, RELAY_ENV,
 };
 pub use writer::ErrorLogWriter;
 

@@ -159,15 +159,27 @@ pub fn start_relay() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Give a worker process (or an exec pool's program) the relay pipe as its stderr, and tell
-/// it so. Nothing changes when no log file is configured.
+/// Give a fastpm worker process the relay pipe as its stderr, and tell it so ([`RELAY_ENV`]).
+/// Nothing changes when no log file is configured.
 pub fn relay_to(cmd: &mut Command) {
+    if relay_stderr_to(cmd) {
+        cmd.env(RELAY_ENV, "1");
+    }
+}
+
+/// Give an exec pool's program the relay pipe as its stderr: what it writes there reaches the
+/// error log (it is not told: it writes no tagged lines). True when it got the pipe.
+pub fn relay_stderr_to(cmd: &mut Command) -> bool {
     let Some(Output::Master { relay, .. }) = state().map(|s| &s.output) else {
-        return;
+        return false;
     };
     let relay = relay.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(copy) = relay.write.as_ref().and_then(|w| w.try_clone().ok()) {
-        cmd.stderr(Stdio::from(copy)).env(RELAY_ENV, "1");
+    match relay.write.as_ref().and_then(|w| w.try_clone().ok()) {
+        Some(copy) => {
+            cmd.stderr(Stdio::from(copy));
+            true
+        }
+        None => false,
     }
 }
 

@@ -204,7 +204,7 @@ fn spawn_exec(
         }
     }
     cmd.envs(&exec.env);
-    crate::logs::relay_to(&mut cmd);
+    crate::logs::relay_stderr_to(&mut cmd);
     ChildSetup::new()
         .own_session()
         .run_as(spec.credentials.clone())
