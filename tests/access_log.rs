@@ -97,6 +97,7 @@ kind = "sleep"
     );
     let burst_waits: Vec<u64> = waits[..8].iter().flatten().copied().collect();
     let longest = burst_waits.iter().max().copied().unwrap_or(0);
+    println!("queue waits of the burst (µs): {burst_waits:?}");
     // The last two of the burst waited behind three rounds of 200 ms.
     assert!(
         longest >= 400_000,
