@@ -21,6 +21,8 @@
 //! - [`status`]: one snapshot, rendered as text / JSON / OpenMetrics, served over FastCGI and
 //!   the master's HTTP listener; the 15-minute history, the live dashboard at `/`, and
 //!   `fastpm status` with its `--watch` terminal view.
+//! - [`logs`]: the access log, error log and slow log (files the master owns and reopens on
+//!   USR1; worker processes write through a pipe to it), and `log_limit`.
 //! - [`master`]: the supervisor: starts pools and workers, the sampler, signals, shutdown.
 //! - [`overload`]: queue-wait accounting (when did each connection arrive), its histogram,
 //!   and the shedding policies, all pure.
@@ -35,6 +37,7 @@ pub mod hold;
 pub mod import_fpm;
 pub mod listen;
 pub mod loadgen;
+pub mod logs;
 pub mod master;
 pub mod overload;
 pub mod probe;

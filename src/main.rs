@@ -148,7 +148,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             master::signals::defer_handled_signals().context("cannot block signals")?;
             let (config, text) = load_with_text(config.as_ref())?;
             master::preflight::check(&config)?;
-            init_logging(&config);
+            init_master_logging(&config)?;
             // runtime_dir is checked (and made) by the master as it starts.
             let options = StartOptions {
                 cli_backlog: backlog,
@@ -187,7 +187,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(args) => {
             // Until the worker's handlers exist, a signal must wait rather than end it.
             master::signals::defer_handled_signals().context("cannot block signals")?;
-            fastpm::worker::process::run(args, init_logging)?;
+            fastpm::worker::process::run(args, |config| {
+                fastpm::logs::init_worker(config);
+                init_logging(config, None);
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => cli_bench::run(args),
@@ -199,16 +202,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Log to stderr at the config's level (RUST_LOG overrides), as text or JSON.
-fn init_logging(config: &Config) {
+/// The master's logs (`fastpm::logs`): open the configured files, then log to `error_log` or
+/// stderr. A file that cannot be opened stops the start, as in php-fpm.
+fn init_master_logging(config: &Config) -> anyhow::Result<()> {
+    let error_log = fastpm::logs::init_master(config)?;
+    if let (Some(_), Some(path)) = (&error_log, &config.global.logs.error_log) {
+        // The one line a foreground start shows; the rest goes to the file.
+        eprintln!("fastpm: logging to {} (error_log)", path.display());
+    }
+    init_logging(config, error_log);
+    Ok(())
+}
+
+/// Log at the config's level (RUST_LOG overrides), as text or JSON, to `error_log` when given,
+/// else to stderr (a worker process's stderr is the master's log relay when it has files).
+fn init_logging(config: &Config, error_log: Option<fastpm::logs::ErrorLogWriter>) {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(config.global.log_level.to_string()));
     use std::io::IsTerminal;
+    let ansi = error_log.is_none() && std::io::stderr().is_terminal();
+    let writer = match error_log {
+        Some(file) => BoxMakeWriter::new(move || file.clone()),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_ansi(ansi)
+        .with_writer(writer);
     match config.global.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -61,6 +61,11 @@ fn embedded_default_mentions_every_key() {
         "runtime_dir",
         "shutdown_timeout",
         "pid_file",
+        "error_log",
+        "log_limit",
+        "access_log",
+        "access_format",
+        "slowlog",
         "workers",
         "accept_lock",
         "pm",
@@ -194,8 +199,21 @@ fn minimal_pool_gets_design_defaults() {
             target: Duration::from_millis(5),
             interval: Duration::from_millis(100),
         },
+        // No access log, php-fpm's format plus the queue wait, slow requests in the error log.
+        logs: PoolLogs {
+            access_log: None,
+            access_format: "%R - %u %t \"%m %r\" %s %{queue_wait}".into(),
+            slowlog: None,
+        },
     };
     assert_eq!(p, &want);
+    assert_eq!(
+        g.logs,
+        GlobalLogs {
+            error_log: None,
+            log_limit: 1024
+        }
+    );
 }
 
 #[test]
@@ -208,6 +226,8 @@ status_listen = ""
 runtime_dir = "run"
 shutdown_timeout = "2m"
 pid_file = "fastpm.pid"
+error_log = "log/fastpm.log"
+log_limit = 2048
 
 [pool.api]
 workers = "thread"
@@ -229,6 +249,9 @@ ping_path = "/health"
 ping_response = "ok"
 user = "www-data"
 group = "www-data"
+access_log = "log/api.access.log"
+access_format = "%R %{mili}d %{queue_wait}"
+slowlog = "/var/log/api.slow.log"
 
 [pool.api.listen]
 address = "unix:sock/api.sock"
@@ -262,7 +285,22 @@ interval = "1s"
     assert_eq!(g.runtime_dir, PathBuf::from("/etc/fastpm/run"));
     assert_eq!(g.shutdown_timeout, Duration::from_secs(120));
     assert_eq!(g.pid_file, Some(PathBuf::from("/etc/fastpm/fastpm.pid")));
+    assert_eq!(
+        g.logs,
+        GlobalLogs {
+            error_log: Some("/etc/fastpm/log/fastpm.log".into()),
+            log_limit: 2048
+        }
+    );
     let p = &config.pools[0];
+    assert_eq!(
+        p.logs,
+        PoolLogs {
+            access_log: Some("/etc/fastpm/log/api.access.log".into()),
+            access_format: "%R %{mili}d %{queue_wait}".into(),
+            slowlog: Some("/var/log/api.slow.log".into()),
+        }
+    );
     assert_eq!(
         (p.workers, p.accept_lock, p.pm),
         (WorkerKind::Thread, AcceptLock::Flock, PmKind::Dynamic)

@@ -108,16 +108,13 @@ const UNMAPPED_POOL: &[&str] = &[
     "listen.setfib = 1",
     "pm.max_spawn_rate = 32",
     "pm.status_listen = 127.0.0.1:9001",
-    "slowlog = /var/log/$pool.slow",
     "request_slowlog_trace_depth = 20",
     "request_terminate_timeout_track_finished = yes",
     "rlimit_files = 1024",
     "rlimit_core = unlimited",
-    "chroot = /srv/jail",
+    "chroot = /srv/jail/$pool",
     "catch_workers_output = yes",
     "decorate_workers_output = no",
-    "access.log = /var/log/$pool.access.log",
-    "access.format = \"%R - %u %t\"",
     "access.suppress_path[] = /ping",
     "prefix = /srv",
     "process.priority = -19",
@@ -153,7 +150,7 @@ fn every_key_not_carried_over_is_kept_as_a_comment() {
         assert!(kept, "{key} is not kept as a comment:\n{toml}");
     }
     // $pool is expanded in what the comment cites.
-    assert!(toml.contains("slowlog = /var/log/app.slow"), "{toml}");
+    assert!(toml.contains("chroot = /srv/jail/app"), "{toml}");
     // Still a config fastpm reads (document_root from the chroot is only a path to set).
     let parsed: toml::Table = toml.parse().expect("TOML");
     assert!(parsed["pool"]["app"]["listen"]
@@ -221,6 +218,18 @@ fn mapped_keys_land_where_design_says() {
         ),
         ("env[APP_ENV] = prod", "APP_ENV = \"prod\""),
         ("chdir = /srv/site", "document_root = \"/srv/site\""),
+        (
+            "access.log = /var/log/$pool.access.log",
+            "access_log = \"/var/log/p.access.log\"",
+        ),
+        (
+            "access.format = \"%R - %u %t \\\"%m %r%Q%q\\\" %s %{mili}d\"",
+            "access_format = '%R - %u %t \"%m %r%Q%q\" %s %{mili}d'",
+        ),
+        (
+            "slowlog = /var/log/$pool.slow",
+            "slowlog = \"/var/log/p.slow\"",
+        ),
     ];
     for (fpm, want) in table {
         assert_converts(&format!("[p]\n{fpm}\n"), want);

@@ -13,6 +13,7 @@ use super::defaults;
 use super::enums::{AcceptLock, LogFormat, LogLevel, OverloadPolicy, PmKind, WorkerKind};
 use super::error::{ConfigError, ConfigErrorKind};
 use super::locate::{is_bare_key, key_segment, key_span};
+use super::logs::{build_global_logs, build_pool_logs};
 use super::raw::{RawFile, RawGlobal, RawOverload, RawPool};
 use super::runtime_dir;
 use super::types::{Config, ConfigSource, GlobalConfig, OverloadConfig, PoolConfig};
@@ -98,6 +99,7 @@ fn build_global(raw: &RawGlobal, b: &Builder) -> Result<GlobalConfig, ConfigErro
             Some(v) => parse_broker(v.get_ref(), |p| b.resolve(p))
                 .map_err(|m| b.invalid(v, keys.key("broker"), m))?,
         },
+        logs: build_global_logs(raw, b, &keys)?,
     })
 }
 
@@ -182,6 +184,7 @@ fn build_pool(
         listen: build_listen(name, &raw.listen, global, b, &Keys(keys.key("listen")))?,
         app: build_app(&raw.app, b, &Keys(keys.key("app")))?,
         overload: build_overload(&raw.overload, b, &Keys(keys.key("overload")))?,
+        logs: build_pool_logs(raw, b, &keys)?,
     })
 }
 

@@ -18,6 +18,7 @@ mod enums;
 mod error;
 mod load;
 mod locate;
+mod logs;
 pub mod mode;
 mod paths;
 mod php;
@@ -41,6 +42,7 @@ pub use error::{line_column, ConfigError, ConfigErrorKind};
 pub use load::{
     base_dir, load_embedded, load_file, load_str, load_str_with_base, EMBEDDED_DEFAULT,
 };
+pub use logs::{GlobalLogs, PoolLogs};
 pub use paths::clean_path;
 pub use php::{find_executable, php_cgi_on_path};
 pub use render::render_effective;

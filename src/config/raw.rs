@@ -35,6 +35,9 @@ pub(crate) struct RawGlobal {
     pub shutdown_timeout: Field<String>,
     pub pid_file: Field<String>,
     pub broker: Field<String>,
+    // Logs (config/logs.rs).
+    pub error_log: Field<String>,
+    pub log_limit: Field<u32>,
 }
 
 /// `[pool.*]` in file order (serde maps would sort or hash them).
@@ -83,6 +86,10 @@ pub(crate) struct RawPool {
     pub ping_response: Field<String>,
     pub user: Field<String>,
     pub group: Field<String>,
+    // Logs (config/logs.rs).
+    pub access_log: Field<String>,
+    pub access_format: Field<String>,
+    pub slowlog: Field<String>,
     #[serde(default)]
     pub listen: RawListen,
     #[serde(default)]

@@ -24,6 +24,11 @@ fn quote_path(path: &Path) -> String {
     quote(&path.to_string_lossy())
 }
 
+/// A path setting where `""` means "not set".
+fn quote_optional_path(path: Option<&Path>) -> String {
+    path.map_or_else(|| quote(""), quote_path)
+}
+
 fn optional(value: &Option<String>) -> String {
     quote(value.as_deref().unwrap_or(""))
 }
@@ -134,6 +139,17 @@ pub fn render_effective(
             BrokerUrl::Redis(_) => "held requests: shared with every instance on this Redis",
         },
     );
+    // Logs (config/logs.rs).
+    t.line(
+        "error_log",
+        quote_optional_path(g.logs.error_log.as_deref()),
+        if g.logs.error_log.is_none() {
+            "stderr"
+        } else {
+            ""
+        },
+    )
+    .line("log_limit", g.logs.log_limit.to_string(), "bytes per line");
     out.push_str(&t.0);
     for pool in &config.pools {
         render_pool(&mut out, pool, cli_backlog, listenq_env)?;
@@ -225,6 +241,23 @@ fn render_pool(
                 ""
             },
         );
+    // Logs (config/logs.rs).
+    let logs = &pool.logs;
+    t.line(
+        "access_log",
+        quote_optional_path(logs.access_log.as_deref()),
+        off_if(logs.access_log.is_none()),
+    )
+    .line("access_format", quote(&logs.access_format), "")
+    .line(
+        "slowlog",
+        quote_optional_path(logs.slowlog.as_deref()),
+        if logs.slowlog.is_none() {
+            "error log only"
+        } else {
+            ""
+        },
+    );
     out.push_str(&t.0);
 
     let listen = &pool.listen;

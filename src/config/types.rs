@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::broker::BrokerUrl;
 use super::enums::{AcceptLock, AppKind, LogFormat, LogLevel, OverloadPolicy, PmKind, WorkerKind};
+use super::logs::{GlobalLogs, PoolLogs};
 use super::runtime_dir::RuntimeDirSource;
 use crate::listen::ListenAddress;
 
@@ -71,6 +72,8 @@ pub struct GlobalConfig {
     /// Where held requests' messages, ids and history live (DESIGN.md §8): the master's
     /// memory (one instance), or Redis so several instances answer each other's publishes.
     pub broker: BrokerUrl,
+    /// `error_log`, `log_limit` (config/logs.rs).
+    pub logs: GlobalLogs,
 }
 
 /// `[pool.NAME]`: one listening socket and the workers that serve it.
@@ -123,6 +126,8 @@ pub struct PoolConfig {
     pub app: AppConfig,
     /// What to do with requests that waited too long in the accept queue.
     pub overload: OverloadConfig,
+    /// `access_log`, `access_format`, `slowlog` (config/logs.rs).
+    pub logs: PoolLogs,
 }
 
 /// `[pool.NAME.listen]`: the pool's listening socket.

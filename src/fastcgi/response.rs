@@ -52,6 +52,8 @@ pub struct ResponseWriter<'a> {
     /// The app asked for the request to be held (GRIP, or the `longpoll` app): nothing of
     /// STDOUT is sent and no END_REQUEST; the master's holder answers later.
     hold: Option<Ask>,
+    /// The start of STDOUT (status, headers) for the access log (`crate::logs`).
+    head: crate::logs::ResponseHead,
 }
 
 impl<'a> ResponseWriter<'a> {
@@ -67,7 +69,13 @@ impl<'a> ResponseWriter<'a> {
             write_failed: false,
             grip: None,
             hold: None,
+            head: crate::logs::ResponseHead::new(),
         }
+    }
+
+    /// The response's head as the app wrote it (status, headers), for the access log.
+    pub fn response_head(&self) -> &crate::logs::ResponseHead {
+        &self.head
     }
 
     /// Send STDOUT through `grip` (a relayed app's response may ask to be held).
@@ -89,6 +97,7 @@ impl<'a> ResponseWriter<'a> {
     /// Append to the STDOUT stream (CGI headers, blank line, body). Empty input sends nothing
     /// (an empty record would end the stream).
     pub fn stdout(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.head.observe(bytes);
         match self.grip.take() {
             None => self.stream(RecordType::Stdout, bytes),
             Some(grip) => {

@@ -134,13 +134,13 @@ enum Rule {
 
 const UNKNOWN_POOL: &str = "not a php-fpm 8.2 pool key fastpm knows";
 const UNKNOWN_GLOBAL: &str = "not a php-fpm 8.2 global key fastpm knows";
-const NO_ACCESS_LOG: &str = "fastpm has no access log yet: use the web server's access log";
+const NO_SUPPRESS_PATH: &str = "fastpm has no suppress_path: its access log has every request";
 const NO_BACKTRACE: &str =
     "fastpm logs slow requests in its own log (slow_request) and takes no backtrace";
 const NO_RLIMIT: &str =
     "fastpm sets no resource limits: use LimitNOFILE=/LimitCORE= in the systemd unit (or ulimit)";
 const NO_RENICE: &str = "fastpm does not renice processes: use Nice= in the systemd unit";
-const SLOW_NOTE: &str = "from request_slowlog_timeout: fastpm logs a slower request (pool, URI, time) in its own log; no slowlog file, no backtrace";
+const SLOW_NOTE: &str = "from request_slowlog_timeout: fastpm logs a slower request (pool, pid, script, duration) when it ends, in the error log and in slowlog; no backtrace";
 const ADMIN_NOTE: &str = "from php_value/php_admin_value/php_flag/php_admin_flag: fastpm passes all of them to php-cgi as -d NAME=VALUE, so a script's ini_set() can change php_admin_value settings too (php-fpm forbids that)";
 
 /// php-fpm's pool keys (php-fpm 8.2, www.conf).
@@ -170,15 +170,16 @@ fn pool_rule(key: &str) -> Rule {
         "listen.setfib" => Rule::Drop("FreeBSD routing tables: fastpm runs on Linux"),
         "pm.max_spawn_rate" => Rule::Drop("fastpm has no spawn-rate setting"),
         "pm.status_listen" => Rule::Drop("fastpm's master serves every pool's status over HTTP on [global] status_listen; status_path answers on the pool's own socket"),
-        "slowlog" | "request_slowlog_trace_depth" => Rule::Drop(NO_BACKTRACE),
+        "slowlog" => Rule::Key(Pool, "slowlog", Text, None),
+        "request_slowlog_trace_depth" => Rule::Drop(NO_BACKTRACE),
         "request_terminate_timeout_track_finished" => Rule::Drop("fastpm has no such switch"),
         "rlimit_files" | "rlimit_core" => Rule::Drop(NO_RLIMIT),
         "chroot" => Rule::Drop("fastpm does not chroot workers: document_root limits which scripts run, not what they may open"),
         "catch_workers_output" => Rule::Drop("fastpm always copies php-cgi's stderr into its own log with pool and pid (as catch_workers_output = yes)"),
         "decorate_workers_output" => Rule::Drop("fastpm's log lines always name the pool and pid"),
-        "access.log" | "access.format" | "access.suppress_path" | "access.suppress_path[]" => {
-            Rule::Drop(NO_ACCESS_LOG)
-        }
+        "access.log" => Rule::Key(Pool, "access_log", Text, None),
+        "access.format" => Rule::Key(Pool, "access_format", Text, None),
+        "access.suppress_path" | "access.suppress_path[]" => Rule::Drop(NO_SUPPRESS_PATH),
         "prefix" => Rule::Drop("fastpm resolves relative paths against its config file's directory; paths here are copied as php-fpm wrote them"),
         "process.priority" => Rule::Drop(NO_RENICE),
         "process.dumpable" => Rule::Drop("fastpm has no PR_SET_DUMPABLE switch"),
@@ -193,8 +194,9 @@ fn global_rule(key: &str) -> Rule {
     match key {
         "pid" => Rule::Key(Target::Pool, "pid_file", Kind::Text, None),
         "log_level" | "process_control_timeout" => Rule::Special,
-        "error_log" | "syslog.facility" | "syslog.ident" => Rule::Drop("fastpm logs to stderr: the journal under systemd, or redirect it to a file"),
-        "log_limit" | "log_buffering" => Rule::Drop("fastpm has no such log setting"),
+        "error_log" | "syslog.facility" | "syslog.ident" => Rule::Drop("fastpm has no syslog: it logs to stderr (the journal under systemd) or to [global] error_log = PATH, set by hand"),
+        "log_limit" => Rule::Drop("fastpm's [global] log_limit takes 64 to 4000 bytes (one atomic pipe write): set it by hand"),
+        "log_buffering" => Rule::Drop("fastpm has no such log setting"),
         "emergency_restart_threshold" | "emergency_restart_interval" => Rule::Drop("fastpm restarts each worker that dies; it has no emergency restart of the whole master"),
         "process.max" => Rule::Drop("fastpm has no global cap: the pools' max_children bound the workers"),
         "process.priority" => Rule::Drop(NO_RENICE),
@@ -779,7 +781,7 @@ mod tests {
         assert_eq!(pool_rule("php_value[]"), Rule::Drop(UNKNOWN_POOL));
         assert_eq!(
             pool_rule("access.suppress_path[]"),
-            Rule::Drop(NO_ACCESS_LOG)
+            Rule::Drop(NO_SUPPRESS_PATH)
         );
     }
 }

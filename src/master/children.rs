@@ -162,6 +162,8 @@ pub fn spawn(spec: &SpawnSpec, slot: usize, generation: u64) -> std::io::Result<
         cmd.arg("--config").arg(path);
     }
     cmd.stdin(Stdio::piped());
+    // Its stderr is the master's log relay when log files are configured (crate::logs).
+    crate::logs::relay_to(&mut cmd);
     // Dies with the master's supervisor thread, which lives as long as the master.
     // Born with its signals blocked: one sent before its handlers exist waits for them.
     ChildSetup::new()
@@ -208,6 +210,7 @@ fn spawn_exec(
         }
     }
     cmd.envs(&exec.env);
+    crate::logs::relay_stderr_to(&mut cmd);
     ChildSetup::new()
         .own_session()
         .run_as(spec.credentials.clone())

@@ -102,6 +102,8 @@ impl Running {
             .map_err(io_error("cannot start the master's runtime"))?;
         let events =
             signals::listen(&runtime).map_err(io_error("cannot install signal handlers"))?;
+        // Before any worker process: the thread that writes their relayed lines to the files.
+        crate::logs::start_relay().map_err(io_error("cannot start the log relay"))?;
         let somaxconn = match listen::read_somaxconn() {
             Ok(n) => Some(n),
             Err(e) => {
@@ -422,8 +424,20 @@ impl Running {
         Ok(())
     }
 
+    /// Reopen the log files (logrotate renamed them). Only the master holds them: worker
+    /// processes write through its relay, so none restarts (see `crate::logs`).
     pub fn handle_usr1(&self) {
-        tracing::info!("SIGUSR1: logs go to stderr; nothing to reopen");
+        match crate::logs::reopen() {
+            Some(done) if !done.reopened.is_empty() || !done.failed.is_empty() => {
+                for e in &done.failed {
+                    tracing::error!("SIGUSR1: {e}; still writing to the old file");
+                }
+                if !done.reopened.is_empty() {
+                    tracing::info!("SIGUSR1: reopened {} log files", done.reopened.len());
+                }
+            }
+            _ => tracing::info!("SIGUSR1: logs go to stderr; nothing to reopen"),
+        }
     }
 
     /// Binary upgrade: start the binary on disk as a new master that inherits our sockets
@@ -519,6 +533,8 @@ impl Running {
             );
         }
         drop(self.sampler);
+        // The workers are gone: what they wrote last is still in the relay pipe.
+        crate::logs::finish(Instant::now() + Duration::from_secs(2));
         if let (true, Some(pid_file)) = (own_files, &self.config.global.pid_file) {
             let _ = std::fs::remove_file(pid_file);
         }

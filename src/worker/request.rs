@@ -212,6 +212,7 @@ impl RequestHandler<'_> {
         queue_wait: Option<Duration>,
     ) -> std::io::Result<u32> {
         let started = Instant::now();
+        let clock = crate::logs::RequestClock::start(self.ctx.index);
         let config = &self.ctx.config;
         self.ctx.board().accepted_conn.fetch_add(1, Relaxed);
         let script_name = request.params.get("SCRIPT_NAME").unwrap_or(b"");
@@ -238,18 +239,19 @@ impl RequestHandler<'_> {
         };
         self.slot.set_state(WorkerState::Finishing);
         self.slot.end_request();
-        let took = started.elapsed();
-        if !config.slow_request.is_zero() && took > config.slow_request {
+        let done = crate::logs::Finished {
+            pool_index: self.ctx.index,
+            pool: &config.name,
+            params: &request.params,
+            head: out.response_head(),
+            queue_wait,
+            took: started.elapsed(),
+        };
+        if !config.slow_request.is_zero() && done.took > config.slow_request {
             self.ctx.board().slow_requests.fetch_add(1, Relaxed);
-            tracing::warn!(
-                pool = %config.name,
-                pid = std::process::id(),
-                uri = %String::from_utf8_lossy(uri),
-                script = %String::from_utf8_lossy(request.params.get("SCRIPT_FILENAME").unwrap_or(b"-")),
-                duration_ms = took.as_millis() as u64,
-                "slow request"
-            );
+            crate::logs::slow_request(&done);
         }
+        crate::logs::access(&clock, &done);
         result
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod apache;
+pub mod cgi_fcgi;
 pub mod daemon;
 pub mod lighttpd;
 pub mod nginx;
@@ -47,6 +48,9 @@ pub struct Launch<'a> {
     pub env: Vec<(String, String)>,
     /// Run under `unshare -n` with this somaxconn (private network namespace).
     pub netns_somaxconn: Option<u32>,
+    /// The config's `error_log`, a file name in the temporary directory: the master's log is
+    /// read there (its stderr then holds one line).
+    pub error_log: Option<&'a str>,
 }
 
 impl<'a> Launch<'a> {
@@ -56,7 +60,13 @@ impl<'a> Launch<'a> {
             args: Vec::new(),
             env: Vec::new(),
             netns_somaxconn: None,
+            error_log: None,
         }
+    }
+    /// The config sets `error_log = "{dir}/NAME"`: read the master's log there.
+    pub fn error_log(mut self, name: &'a str) -> Self {
+        self.error_log = Some(name);
+        self
     }
     pub fn arg(mut self, a: &str) -> Self {
         self.args.push(a.to_string());
@@ -108,6 +118,10 @@ impl Server {
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         let child = cmd.spawn().expect("start fastpm");
+        let log_path = match launch.error_log {
+            Some(name) => dir.path().join(name),
+            None => log_path,
+        };
         let mut server = Server {
             child,
             dir,

@@ -180,7 +180,7 @@ impl App for Cgi {
             stderr: child.stderr.take(),
         };
         let mut log_stderr = |line: &[u8]| {
-            tracing::warn!(pool = %pool, pid, script = %script.display(), "cgi: {}", String::from_utf8_lossy(line).trim_end());
+            tracing::warn!(pool = %pool, pid, script = %script.display(), "cgi: {}", crate::logs::bounded(line.trim_ascii_end()));
         };
         let mut client_error = None;
         let end = run(

@@ -152,10 +152,8 @@ impl Drop for PhpChild {
 fn log_stderr(pool: &str, pid: u32, stderr: impl io::Read) {
     for line in BufReader::new(stderr).split(b'\n') {
         let Ok(line) = line else { break };
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end();
-        if !text.is_empty() {
-            tracing::warn!(pool = %pool, pid, "php-cgi: {text}");
+        if !line.trim_ascii_end().is_empty() {
+            tracing::warn!(pool = %pool, pid, "php-cgi: {}", crate::logs::bounded(line.trim_ascii_end()));
         }
     }
 }

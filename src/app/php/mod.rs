@@ -254,8 +254,9 @@ impl Php {
             // (as php-fpm passes them: nginx logs "FastCGI sent in stderr").
             let mut php_stderr = Vec::new();
             let mut log_stderr = |bytes: &[u8]| {
-                let text = String::from_utf8_lossy(bytes);
-                tracing::warn!(pool = %pool, pid, "php: {}", text.trim_end());
+                for line in crate::logs::stderr_lines(bytes) {
+                    tracing::warn!(pool = %pool, pid, "php: {}", crate::logs::bounded(line));
+                }
                 if php_stderr.len() < MAX_FORWARDED_STDERR {
                     php_stderr.extend_from_slice(bytes);
                 }
