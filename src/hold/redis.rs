@@ -15,19 +15,20 @@
 //!
 //! A resume (a want with `after`) registers on the hub first, then asks the stream for the
 //! first entry from `after+1`: a message published in between is in the stream or reaches the
-//! registration, never neither. Ids are given without holes, so the ids between `after` and the
-//! entry found were trimmed: that is `lost`. A message the client already has can, in a short window, still be on its way to this
-//! instance's pub/sub link when it resumes here: then it is delivered again (a duplicate with
-//! the same id, never a loss).
+//! registration, never neither. Ids are given without holes, so the ids between `after` and
+//! the entry found were trimmed: that is `lost`. A message the client already has can, in a
+//! short window, still be on its way to this instance's pub/sub link when it resumes here:
+//! then it is delivered again (a duplicate with the same id, never a loss; the hub does not
+//! filter by id, because after Redis lost its data ids start again at 1).
 //!
 //! When Redis is unreachable: a publish fails at once (or within [`TIMEOUT`]) with
 //! `Unavailable`; a resume waits (history unreachable); held requests stay held. A publish that
 //! timed out may still have happened inside Redis (it is delivered if so). A failed command
 //! makes the link task PING both connections at once (otherwise every 5 s); one that does not
 //! answer within [`TIMEOUT`] counts as down. One task reconnects with back-off (100 ms
-//! doubling to 5 s), subscribes again, and logs once per state change. A message published by another instance while this one's link is down does
-//! not reach its waiters: they time out and resume with their last id, which the stream
-//! answers.
+//! doubling to 5 s), subscribes again, and logs once per state change. A message published by
+//! another instance while this one's link is down does not reach its waiters: they time out
+//! and resume with their last id, which the stream answers.
 //!
 //! Memory in Redis is bounded like the memory broker's: (channels ever published) × `history`
 //! messages, plus one counter per channel; nothing expires yet.
@@ -204,12 +205,12 @@ impl RedisBroker {
         &self,
         items: Vec<Publication>,
     ) -> Result<Vec<Published>, BrokerError> {
-        let mut conn = self.shared.current().ok_or_else(|| {
-            BrokerError::Unavailable(format!("redis at {} is not connected", self.shared.addr))
-        })?;
         if items.is_empty() {
             return Ok(Vec::new());
         }
+        let mut conn = self.shared.current().ok_or_else(|| {
+            BrokerError::Unavailable(format!("redis at {} is not connected", self.shared.addr))
+        })?;
         let mut invocation = PUBLISH.prepare_invoke();
         invocation.arg(self.shared.history).arg(&self.shared.pubsub);
         for item in &items {
