@@ -17,10 +17,7 @@ use super::intake::{look, Look, SCRATCH};
 use super::policy::{self, Ending, Phase, TICK};
 use crate::hold::wire;
 use crate::scoreboard::WorkerSlot;
-use crate::sys::fdpass::{recv_with_fd, send_with_fd, Received};
-
-/// How long a retiring front waits for room in the holder's queue to pass a connection on.
-const PASS_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
+use crate::sys::fdpass::{recv_with_fd, Received};
 use crate::worker::PoolContext;
 
 const WAKE: u64 = u64::MAX;
@@ -66,13 +63,21 @@ pub fn run_front(
     gauges: &WorkerSlot,
     epoll: Epoll,
 ) -> std::io::Result<()> {
-    struct CloseOnExit<'h>(&'h Handoff);
+    /// On the way out (a panic included): refuse further connections, and pass on what the
+    /// executors gave after the front last looked — a kept connection closed here could have
+    /// nginx's next request on it.
+    struct CloseOnExit<'h>(&'h Handoff, &'h PoolContext);
     impl Drop for CloseOnExit<'_> {
         fn drop(&mut self) {
-            self.0.close();
+            let quitting = self.1.quitting.load(Relaxed);
+            for mut conn in self.0.close() {
+                if !quitting && (conn.is_kept() || conn.nothing_read()) {
+                    super::pass::pass_on(self.1, &mut conn);
+                }
+            }
         }
     }
-    let _close = CloseOnExit(handoff);
+    let _close = CloseOnExit(handoff, ctx);
     let mut front = Front {
         ctx,
         handoff,
@@ -229,19 +234,8 @@ impl Front<'_> {
     }
 
     /// Hand an idle kept connection to another worker through the master (retiring).
-    /// Whether it went; when not, the caller closes it.
     fn pass_on(&self, conn: &mut FrontConn) -> bool {
-        let Some(link) = &self.ctx.hold_link else {
-            return false;
-        };
-        let mut bytes = Vec::new();
-        wire::encode_to_master(
-            &wire::ToMaster::Pass {
-                pending: conn.take_pending(),
-            },
-            &mut bytes,
-        );
-        send_with_fd(link.as_fd(), &bytes, conn.stream.as_fd(), PASS_PATIENCE).is_ok()
+        super::pass::pass_on(self.ctx, conn)
     }
 
     /// Stopping, nothing held, and the executors accept nothing more.
@@ -304,6 +298,7 @@ impl Front<'_> {
                 }
             }
             if policy::close_on_stop(self.ending, conn.phase, conn.bytes_seen, now) {
+                tracing::debug!(pool = %self.ctx.config.name, phase = ?conn.phase, seen = conn.bytes_seen, ending = ?self.ending, "front: given connection closed for the stop");
                 continue; // closed: stopping, and nothing is lost
             }
             // A new connection was just read to EAGAIN by its executor; a kept one has read
@@ -327,13 +322,17 @@ impl Front<'_> {
                 if conn.registered {
                     let _ = self.epoll.delete(&conn.stream);
                 }
-                if !self.pass_on(&mut conn) {
-                    tracing::debug!(pool = %self.ctx.config.name, "front: cannot pass a kept connection on; closed");
-                }
+                self.pass_on(&mut conn);
             }
         }
-        self.conns
-            .retain(|_, c| !policy::close_on_stop(ending, c.phase, c.bytes_seen, now));
+        let name = &self.ctx.config.name;
+        self.conns.retain(|_, c| {
+            let close = policy::close_on_stop(ending, c.phase, c.bytes_seen, now);
+            if close {
+                tracing::debug!(pool = %name, phase = ?c.phase, seen = c.bytes_seen, ?ending, "front: connection closed for the stop");
+            }
+            !close
+        });
     }
 
     /// Deadlines, stop closes, and the gauges.

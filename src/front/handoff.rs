@@ -105,17 +105,18 @@ impl Handoff {
 
     // --- connections without a complete request, executors → front ---
 
-    /// Give `conn` to the front; `false` when the front has left (the connection is closed).
-    pub fn give(&self, conn: FrontConn) -> bool {
+    /// Give `conn` to the front; back as `Err` when the front has left (the caller passes it
+    /// on or closes it).
+    pub fn give(&self, conn: FrontConn) -> Result<(), FrontConn> {
         {
             let mut to_front = lock(&self.to_front);
             if to_front.front_gone {
-                return false;
+                return Err(conn);
             }
             to_front.conns.push(conn);
         }
         let _ = self.front_wake.write(1);
-        true
+        Ok(())
     }
 
     /// Connections given since the last call.
@@ -159,15 +160,17 @@ impl Handoff {
     }
 
     /// The front leaves: connections given from now on are refused, and executors leave once
-    /// the queue is empty.
-    pub fn close(&self) {
-        {
+    /// the queue is empty. Returns what was given since the front last looked (the caller
+    /// passes it on or closes it).
+    pub fn close(&self) -> Vec<FrontConn> {
+        let stranded = {
             let mut to_front = lock(&self.to_front);
             to_front.front_gone = true;
-            to_front.conns.clear();
-        }
+            std::mem::take(&mut to_front.conns)
+        };
         self.front_gone.store(true, SeqCst);
         let _ = self.jobs_ready.write(1);
+        stranded
     }
 
     pub fn front_gone(&self) -> bool {
@@ -229,13 +232,13 @@ mod tests {
     #[test]
     fn after_the_front_left_connections_come_back_and_executors_wake() {
         let h = Handoff::new().unwrap();
-        assert!(h.give(conn()));
+        assert!(h.give(conn()).is_ok());
         let mut given = Vec::new();
         h.take_given(&mut given);
         assert_eq!(given.len(), 1);
         h.close();
         assert!(h.front_gone());
-        assert!(!h.give(conn()), "closed: nowhere to go");
+        assert!(h.give(conn()).is_err(), "closed: nowhere to go");
         assert!(jobs_ready(&h), "waiting executors look at front_gone");
     }
 }

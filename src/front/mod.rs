@@ -56,6 +56,7 @@ pub mod conn;
 pub mod event_loop;
 pub mod handoff;
 pub mod intake;
+pub mod pass;
 pub mod policy;
 
 pub use conn::FrontConn;

@@ -285,10 +285,15 @@ impl Executor<'_> {
         }
     }
 
-    /// To the front; closed if the front has left.
+    /// To the front. If the front has left (this worker retires and the front had nothing
+    /// more to hold), a kept connection is passed on to another worker through the master,
+    /// like the front passes its own: closed only when that fails.
     fn give(&self, conn: FrontConn) {
-        if !self.handoff.give(conn) {
-            tracing::debug!(pool = %self.ctx.config.name, "connection closed: the front has left");
+        if let Err(mut conn) = self.handoff.give(conn) {
+            // Only a kept connection between requests: its assembler holds no partial request.
+            if !(conn.is_kept() && crate::front::pass::pass_on(self.ctx, &mut conn)) {
+                tracing::debug!(pool = %self.ctx.config.name, "connection closed: the front has left");
+            }
         }
     }
 
