@@ -5,18 +5,18 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::raw::{begin, pair, read_response, record, Response};
-use common::{master_status, Server};
+use common::longpoll::{
+    connect, header, held, http_post, lp_request, pool_status, publish, status_line, still_held,
+    subscribe, wait_until,
+};
+use common::raw::read_response;
+use common::Server;
 use nix::sys::signal::Signal;
-
-const PARAMS: u8 = 4;
-const STDIN: u8 = 5;
 
 fn config(extra_app: &str) -> String {
     format!(
@@ -40,110 +40,6 @@ kind = "longpoll"
 {extra_app}
 "#
     )
-}
-
-/// A request to the longpoll pool: `method path?query`, extra HTTP headers as params, a body.
-fn lp_request(
-    id: u16,
-    method: &str,
-    path: &str,
-    query: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    keep_conn: bool,
-) -> Vec<u8> {
-    let mut p = Vec::new();
-    let len = body.len().to_string();
-    for (k, v) in [
-        ("REQUEST_METHOD", method),
-        ("SCRIPT_NAME", path),
-        ("DOCUMENT_URI", path),
-        ("REQUEST_URI", path),
-        ("QUERY_STRING", query),
-        ("CONTENT_LENGTH", len.as_str()),
-        ("CONTENT_TYPE", if body.is_empty() { "" } else { "text/plain" }),
-    ]
-    .into_iter()
-    .chain(headers.iter().copied())
-    {
-        p.extend(pair(k.as_bytes(), v.as_bytes()));
-    }
-    let mut out = begin(id, 1, keep_conn);
-    out.extend(record(PARAMS, id, &p));
-    out.extend(record(PARAMS, id, b""));
-    if !body.is_empty() {
-        out.extend(record(STDIN, id, body));
-    }
-    out.extend(record(STDIN, id, b""));
-    out
-}
-
-fn connect(server: &Server) -> UnixStream {
-    let s = UnixStream::connect(server.path("lp.sock")).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s
-}
-
-/// Subscribe (the request is sent; the answer is read later).
-fn subscribe(server: &Server, channel: &str, query: &str, headers: &[(&str, &str)]) -> UnixStream {
-    let mut s = connect(server);
-    s.write_all(&lp_request(1, "GET", &format!("/sub/{channel}"), query, headers, b"", false))
-        .unwrap();
-    s
-}
-
-fn publish(server: &Server, channel: &str, body: &str) -> Response {
-    let mut s = connect(server);
-    s.write_all(&lp_request(1, "POST", &format!("/pub/{channel}"), "", &[], body.as_bytes(), false))
-        .unwrap();
-    read_response(&mut s).expect("publish answered")
-}
-
-fn status_line(r: &Response) -> String {
-    r.text()
-        .lines()
-        .find_map(|l| l.strip_prefix("Status: ").map(str::to_string))
-        .unwrap_or_else(|| "200 OK".into())
-}
-
-fn header(r: &Response, name: &str) -> Option<String> {
-    let text = r.text();
-    let head = text.split("\r\n\r\n").next().unwrap_or("").to_string();
-    head.lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-    })
-}
-
-/// The pool's JSON status as the master serves it.
-fn pool_status(server: &Server) -> serde_json::Value {
-    let all = master_status(server.status_port());
-    let pools = all["pools"].as_array().cloned().unwrap_or_default();
-    pools
-        .into_iter()
-        .find(|p| p["pool"] == "lp")
-        .unwrap_or_else(|| panic!("no pool lp in {all}"))
-}
-
-fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !ok() {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn held(server: &Server) -> u64 {
-    pool_status(server)["held requests"].as_u64().unwrap_or(u64::MAX)
-}
-
-/// Whether nothing has been answered on `s` within `wait` (the request is still held).
-fn still_held(s: &mut UnixStream, wait: Duration) -> bool {
-    s.set_read_timeout(Some(wait)).unwrap();
-    let mut b = [0u8; 1];
-    let r = s.read(&mut b);
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 #[test]
@@ -263,28 +159,6 @@ fn a_kept_connection_serves_again_after_its_held_answer() {
     publish(&server, "k", "second");
     let r = read_response(&mut s).expect("second held answer");
     assert_eq!((r.id, r.body().as_str()), (9, "second"));
-}
-
-/// POST to the master's HTTP listener; (status, body).
-fn http_post(port: u16, path: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut text = Vec::new();
-    let _ = s.read_to_end(&mut text);
-    let text = String::from_utf8_lossy(&text).into_owned();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (code, body)
 }
 
 #[test]

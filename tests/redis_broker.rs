@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,63 +15,7 @@ use fastpm::hold::message::{HttpResponse, Publication, SharedMessage};
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 
-use common::daemon::Daemon;
-
-/// A redis-server on `<dir>/redis.sock`, nothing persisted; stopped when dropped.
-struct RedisServer {
-    socket: PathBuf,
-    process: Daemon,
-}
-
-impl RedisServer {
-    fn start(dir: &Path) -> RedisServer {
-        let binary = common::require("redis-server");
-        let socket = dir.join("redis.sock");
-        let log = dir.join("redis.log");
-        let mut process = Daemon::spawn(
-            "redis-server",
-            Command::new(binary)
-                .args(["--port", "0", "--unixsocket"])
-                .arg(&socket)
-                .args([
-                    "--unixsocketperm",
-                    "700",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .arg("--dir")
-                .arg(dir)
-                .arg("--logfile")
-                .arg(&log)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-            Signal::SIGTERM,
-        );
-        process.wait_ready(
-            || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
-            &[&log],
-        );
-        RedisServer { socket, process }
-    }
-
-    fn url(&self) -> String {
-        format!("unix:{}", self.socket.display())
-    }
-
-    fn signal(&self, signal: Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.process.id() as i32);
-        nix::sys::signal::kill(pid, signal).unwrap();
-    }
-
-    /// Gone at once, as a crash would be (no goodbye to its clients beyond the closed socket).
-    fn kill(self) {
-        self.signal(Signal::SIGKILL);
-        drop(self); // reaps it
-    }
-}
+use common::redis::RedisServer;
 
 fn publication(channel: &str, body: &[u8]) -> Publication {
     Publication {

@@ -97,7 +97,9 @@ fn pubsub_channel(db: i64) -> String {
 }
 
 /// The `broker` setting's Redis forms: `redis://HOST:PORT[/DB]` (also user, password and the
-/// query options the redis crate knows) and `unix:PATH` (a socket path, relative or absolute).
+/// query options the redis crate knows) and `unix:PATH` (a socket path, relative or absolute);
+/// also `redis+unix:///PATH`, the client URL the config hands the master for `unix:PATH`
+/// ([`BrokerUrl::client_url`](crate::config::BrokerUrl::client_url)).
 pub fn parse_url(url: &str) -> Result<ConnectionInfo, BrokerError> {
     let bad = |reason: String| BrokerError::BadUrl {
         url: url.to_string(),
@@ -114,7 +116,7 @@ pub fn parse_url(url: &str) -> Result<ConnectionInfo, BrokerError> {
             .into_connection_info()
             .map_err(|e| bad(e.to_string()));
     }
-    if !url.starts_with("redis://") {
+    if !url.starts_with("redis://") && !url.starts_with("redis+unix://") {
         return Err(bad("expected redis://HOST:PORT[/DB] or unix:PATH".into()));
     }
     url.into_connection_info().map_err(|e| bad(e.to_string()))
@@ -612,6 +614,7 @@ mod tests {
             ("unix:/run/redis/redis.sock", "/run/redis/redis.sock"),
             ("unix:run/redis.sock", "run/redis.sock"),
             ("unix:///tmp/r.sock", "/tmp/r.sock"),
+            ("redis+unix:///tmp/r.sock", "/tmp/r.sock"),
         ] {
             let info = parse_url(url).unwrap();
             assert!(
@@ -631,6 +634,25 @@ mod tests {
                 matches!(parse_url(bad), Err(BrokerError::BadUrl { .. })),
                 "{bad} accepted"
             );
+        }
+    }
+
+    /// What the config accepts, the master passes on as its client URL: every form must be
+    /// one this broker opens (a `unix:PATH` broker was once refused at start here).
+    #[test]
+    fn every_config_form_reaches_the_same_address() {
+        use crate::config::parse_broker;
+        let resolve = |p: &str| std::path::Path::new("/etc/fastpm").join(p);
+        for (setting, addr) in [
+            ("redis://10.0.0.5/2", ConnectionAddr::Tcp("10.0.0.5".into(), 6379)),
+            ("redis://[::1]:6380", ConnectionAddr::Tcp("::1".into(), 6380)),
+            ("unix:/run/redis.sock", ConnectionAddr::Unix("/run/redis.sock".into())),
+            ("unix:redis.sock", ConnectionAddr::Unix("/etc/fastpm/redis.sock".into())),
+        ] {
+            let config = parse_broker(setting, resolve).unwrap();
+            let url = config.client_url().expect("a redis broker");
+            let info = parse_url(url).unwrap_or_else(|e| panic!("{setting} → {url}: {e}"));
+            assert_eq!(info.addr(), &addr, "{setting} → {url}");
         }
     }
 

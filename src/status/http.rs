@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -185,7 +185,15 @@ async fn respond(req: Request<Incoming>, source: &dyn SnapshotSource) -> Respons
             let outcome = super::publish::answer(req.into_body(), source.publisher()).await;
             let status =
                 StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            response(status, outcome.content_type, outcome.body)
+            let mut answer = response(status, outcome.content_type, outcome.body);
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                // The broker is away and reconnecting: say when to try again, as the longpoll
+                // `pub` path does (DESIGN §8), so a publisher backs off instead of giving up.
+                answer
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            answer
         }
         Route::AllPools => rendered(render_master(
             source.broker().as_ref(),

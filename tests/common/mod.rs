@@ -7,10 +7,12 @@ pub mod apache;
 pub mod cgi_fcgi;
 pub mod daemon;
 pub mod lighttpd;
+pub mod longpoll;
 pub mod nginx;
 pub mod php_fpm;
 pub mod procs;
 pub mod raw;
+pub mod redis;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
