@@ -257,7 +257,11 @@ impl Front<'_> {
             now,
             read,
         ) {
-            Look::Run(conn, request) => self.handoff.push(Job { conn, request }),
+            Look::Run(conn, request) => self.handoff.push(Job {
+                conn,
+                request,
+                ready_at: Instant::now(),
+            }),
             Look::Park(conn) => self.hold(conn),
             Look::Gone => {}
         }

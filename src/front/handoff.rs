@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
@@ -20,6 +21,9 @@ use crate::fastcgi::Request;
 pub struct Job {
     pub conn: FrontConn,
     pub request: Request,
+    /// When the front completed it: the time until an executor takes it is queue wait too
+    /// (fastpm's own queue, after the kernel's).
+    pub ready_at: Instant,
 }
 
 struct ToFront {
@@ -208,6 +212,7 @@ mod tests {
         Job {
             conn: conn(),
             request,
+            ready_at: Instant::now(),
         }
     }
 

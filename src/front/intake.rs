@@ -36,10 +36,13 @@ pub fn admit(ctx: &PoolContext, stream: Stream, peer: Peer) -> Option<FrontConn>
     let board = ctx.board();
     let accepted_at = monotonic_us();
     let k = board.accept_seq.fetch_add(1, AcqRel) + 1;
+    // Recorded in the histogram with the connection's first request (by the executor that
+    // runs it, adding any time the complete request then waited in the front's queue), or
+    // here for a connection refused at once.
     let queue_wait_us = board.arrivals.wait_us(k, accepted_at);
-    board.queue_wait.record(queue_wait_us);
     if let Peer::Tcp(addr) = &peer {
         if !ctx.clients.allows(&addr.ip()) {
+            board.queue_wait.record(queue_wait_us);
             board.refused_clients.fetch_add(1, Relaxed);
             tracing::warn!(pool = %ctx.config.name, peer = %addr, "connection refused: peer is not in allowed_clients");
             return None;

@@ -123,7 +123,8 @@ impl Executor<'_> {
         let mut events = [EpollEvent::empty(); 4];
         loop {
             if let Some(job) = self.handoff.try_job() {
-                self.run_request(job.conn, job.request);
+                let waited = job.ready_at.elapsed();
+                self.run_request(job.conn, job.request, waited);
                 continue;
             }
             if self.handoff.front_gone() {
@@ -221,7 +222,7 @@ impl Executor<'_> {
                     };
                 }
                 match seen {
-                    Look::Run(conn, request) => self.run_request(conn, request),
+                    Look::Run(conn, request) => self.run_request(conn, request, Duration::ZERO),
                     Look::Park(conn) => self.give(conn),
                     Look::Gone => {}
                 }
@@ -266,9 +267,10 @@ impl Executor<'_> {
         )
     }
 
-    /// Run a complete request; a kept connection then goes to the front.
-    fn run_request(&mut self, conn: FrontConn, request: Request) {
-        let kept = self.serve(conn, request);
+    /// Run a complete request (that waited `in_front` in the front's queue); a kept connection
+    /// then goes to the front.
+    fn run_request(&mut self, conn: FrontConn, request: Request, in_front: Duration) {
+        let kept = self.serve(conn, request, in_front);
         let recycling =
             recycle(self.ctx, self.slot.requests.load(Relaxed)) || self.ctx.retiring.load(Relaxed);
         if recycling && !self.handoff.retiring() {
@@ -298,10 +300,24 @@ impl Executor<'_> {
     }
 
     /// Run one complete request and write its response; the connection when it is kept.
-    fn serve(&mut self, mut conn: FrontConn, request: Request) -> Option<FrontConn> {
+    fn serve(
+        &mut self,
+        mut conn: FrontConn,
+        request: Request,
+        in_front: Duration,
+    ) -> Option<FrontConn> {
         let ctx = self.ctx;
         let _armed = super::watchdog::arm(&conn.stream);
-        let queue_wait_us = conn.queue_wait_us.take();
+        // A connection's first request: its queue wait is the kernel's queue plus fastpm's own
+        // (a complete request waiting for an executor), recorded once, and what the overload
+        // policy judges.
+        let queue_wait_us = conn
+            .queue_wait_us
+            .take()
+            .map(|us| us + in_front.as_micros() as u64);
+        if std::mem::take(&mut conn.first_request) {
+            ctx.board().queue_wait.record(queue_wait_us);
+        }
         if let Some(grip) = &mut self.grip {
             grip.reset();
         }
