@@ -19,6 +19,10 @@ use common::Server;
 use nix::sys::signal::Signal;
 
 fn config(extra_app: &str) -> String {
+    config_with("process", extra_app)
+}
+
+fn config_with(workers: &str, extra_app: &str) -> String {
     format!(
         r#"
 [global]
@@ -27,7 +31,7 @@ runtime_dir = "{{dir}}/run"
 shutdown_timeout = "5s"
 
 [pool.lp]
-workers = "process"
+workers = "{workers}"
 max_children = 2
 status_path = "/status"
 ping_path = "/ping"
@@ -78,6 +82,29 @@ fn a_publish_answers_every_subscriber_once_and_the_workers_stay_free() {
     let answer = publish(&server, "room", "nobody");
     assert_eq!(status_line(&answer), "202 Accepted", "{}", answer.text());
     assert_eq!(answer.body(), r#"{"id":2,"subscribers":0}"#);
+}
+
+#[test]
+fn thread_workers_hand_held_requests_to_the_master_too() {
+    // The same link and holder serve a thread pool (its front runs in the master).
+    let mut server = Server::start(&config_with("thread", ""));
+    let mut subs: Vec<UnixStream> = (0..20).map(|_| subscribe(&server, "t", "", &[])).collect();
+    wait_until("20 held", Duration::from_secs(5), || held(&server) == 20);
+    let answer = publish(&server, "t", "to threads");
+    assert_eq!(answer.body(), r#"{"id":1,"subscribers":20}"#);
+    for s in subs.iter_mut() {
+        assert_eq!(read_response(s).expect("answered").body(), "to threads");
+    }
+    // A kept connection comes back to the thread pool's front and serves again.
+    let mut s = connect(&server);
+    s.write_all(&lp_request(3, "GET", "/sub/t", "", &[], b"", true)).unwrap();
+    wait_until("held", Duration::from_secs(5), || held(&server) == 1);
+    publish(&server, "t", "kept");
+    assert_eq!(read_response(&mut s).expect("held answer").body(), "kept");
+    s.write_all(&common::raw::request_with_id(4, "/ping", "", b"", true)).unwrap();
+    assert!(read_response(&mut s).expect("ping").body().contains("pong"));
+    let status = server.stop_with(Signal::SIGTERM, Duration::from_secs(10));
+    assert!(status.success(), "{status}");
 }
 
 #[test]
