@@ -32,7 +32,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// The shortest exact spelling of `bytes` (`134217728` → `"128M"`).
 pub fn format_size(bytes: u64) -> String {
     for (unit, m) in UNITS.iter().rev() {
-        if bytes > 0 && bytes % m == 0 {
+        if bytes > 0 && bytes.is_multiple_of(*m) {
             return format!("{}{unit}", bytes / m);
         }
     }

@@ -296,10 +296,10 @@ impl Front<'_> {
             if conn.is_kept() {
                 conn.returned(now);
             }
-            if policy::pass_on_stop(self.ending, conn.phase, conn.bytes_seen) {
-                if self.pass_on(&mut conn) {
-                    continue;
-                }
+            if policy::pass_on_stop(self.ending, conn.phase, conn.bytes_seen)
+                && self.pass_on(&mut conn)
+            {
+                continue;
             }
             if policy::close_on_stop(self.ending, conn.phase, conn.bytes_seen, now) {
                 tracing::debug!(pool = %self.ctx.config.name, phase = ?conn.phase, seen = conn.bytes_seen, ending = ?self.ending, "front: given connection closed for the stop");

@@ -111,11 +111,11 @@ impl Handoff {
 
     /// Give `conn` to the front; back as `Err` when the front has left (the caller passes it
     /// on or closes it).
-    pub fn give(&self, conn: FrontConn) -> Result<(), FrontConn> {
+    pub fn give(&self, conn: FrontConn) -> Result<(), Box<FrontConn>> {
         {
             let mut to_front = lock(&self.to_front);
             if to_front.front_gone {
-                return Err(conn);
+                return Err(Box::new(conn));
             }
             to_front.conns.push(conn);
         }

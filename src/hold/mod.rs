@@ -15,6 +15,7 @@
 //!   without touching what is held (a front would have to linger, or pass them on anyway);
 //! - TERM answers everything held with its timeout response before the master leaves; status
 //!   reads the counters where they change.
+//!
 //! The cost is one `sendmsg` per held request on the way in and one on the way back (kept
 //! connections only); nothing for requests that are not held.
 //!

@@ -337,7 +337,7 @@ impl Executor<'_> {
         conn.recycle(request);
         match result {
             Ok(Some(ask)) => {
-                self.to_holder(conn, request_id, keep_conn, ask);
+                self.hand_to_holder(conn, request_id, keep_conn, ask);
                 None
             }
             Ok(None) => conn.is_kept().then_some(conn),
@@ -362,7 +362,7 @@ impl Executor<'_> {
     /// closes when `conn` drops; the master's stays open. When the holder cannot take it
     /// (no link, its queue full for [`HOLD_PATIENCE`], a body too big for the datagram) the
     /// client gets 503 from here, at once.
-    fn to_holder(&mut self, mut conn: FrontConn, request_id: u16, keep_conn: bool, ask: Ask) {
+    fn hand_to_holder(&mut self, mut conn: FrontConn, request_id: u16, keep_conn: bool, ask: Ask) {
         let msg = ToMaster::Hold(HoldMsg {
             request_id,
             keep_conn,
