@@ -264,3 +264,27 @@ fn hup_keeps_held_requests_and_term_answers_them() {
         assert_eq!(status_line(&r), "204 No Content", "{}", r.text());
     }
 }
+
+#[test]
+fn a_reload_applies_a_new_hold_timeout_and_max_held() {
+    let server = Server::start(&config("hold_timeout = \"30s\"\nmax_held = 1"));
+    let mut first = subscribe(&server, "r", "", &[]);
+    wait_until("held", Duration::from_secs(5), || held(&server) == 1);
+    let mut over = subscribe(&server, "r", "", &[]);
+    assert_eq!(status_line(&read_response(&mut over).unwrap())[..3], *"503");
+    let path = server.path("fastpm.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("hold_timeout = \"30s\"", "hold_timeout = \"1s\"")
+        .replace("max_held = 1", "max_held = 5");
+    std::fs::write(&path, text).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), Signal::SIGHUP).unwrap();
+    wait_until("reloaded", Duration::from_secs(5), || server.log().contains("reloaded"));
+    // New holds get the new settings; the one already held keeps its own deadline.
+    let t = Instant::now();
+    let mut second = subscribe(&server, "r", "", &[]);
+    let r = read_response(&mut second).expect("timeout answer");
+    assert_eq!(status_line(&r), "204 No Content", "{}", r.text());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(still_held(&mut first, Duration::from_millis(1)));
+}

@@ -59,8 +59,9 @@ struct Pool {
     index: usize,
     name: String,
     link: AsyncFd<OwnedFd>,
-    max_held: usize,
-    hold_timeout: Duration,
+    /// `max_held` and `hold_timeout` (ms), as the config says now: a reload changes them.
+    max_held: AtomicUsize,
+    hold_timeout_ms: AtomicU64,
     held: AtomicUsize,
 }
 
@@ -89,8 +90,8 @@ impl Holder {
                     index: p.index,
                     name: p.name,
                     link: asyncfd::register(p.link)?,
-                    max_held: p.max_held,
-                    hold_timeout: p.hold_timeout,
+                    max_held: AtomicUsize::new(p.max_held),
+                    hold_timeout_ms: AtomicU64::new(p.hold_timeout.as_millis() as u64),
                     held: AtomicUsize::new(0),
                 }))
             })
@@ -112,6 +113,16 @@ impl Holder {
 
     pub fn broker(&self) -> &Broker {
         &self.broker
+    }
+
+    /// A reload's new `max_held` and `hold_timeout` for pool `index` (for requests held from
+    /// now on; what is held keeps its deadline).
+    pub fn reconfigure(&self, index: usize, max_held: usize, hold_timeout: Duration) {
+        if let Some(pool) = self.pools.iter().find(|p| p.index == index) {
+            pool.max_held.store(max_held, Relaxed);
+            pool.hold_timeout_ms
+                .store(hold_timeout.as_millis() as u64, Relaxed);
+        }
     }
 
     /// Graceful stop: answer everything held with its timeout answer, and wait (at most
@@ -238,7 +249,13 @@ impl Holder {
                     after: channel.after,
                 }];
                 match self
-                    .wait(&pool, &conn, &mut pending, wants, pool.hold_timeout)
+                    .wait(
+                        &pool,
+                        &conn,
+                        &mut pending,
+                        wants,
+                        Duration::from_millis(pool.hold_timeout_ms.load(Relaxed)),
+                    )
                     .await
                 {
                     Waited::Message(m, lost) => longpoll::message_answer(&m, lost),
@@ -345,7 +362,7 @@ impl Holder {
             }
         }
         let _held = Held(&pool.held, &board.held_requests);
-        if held > pool.max_held {
+        if held > pool.max_held.load(Relaxed) {
             board.held_refused.fetch_add(1, Relaxed);
             return Waited::Refused(longpoll::unavailable_answer(1));
         }

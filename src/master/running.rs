@@ -394,6 +394,13 @@ impl Running {
         // Then carried out. A failed listen() keeps the old backlog (said in the log); the
         // workers are replaced all the same.
         self.options.config_text = Arc::new(text);
+        for (index, pool) in new.pools.iter().enumerate() {
+            self.holder.reconfigure(
+                index,
+                pool.app.max_held as usize,
+                pool.app.hold_timeout,
+            );
+        }
         for ((p, pool), plan) in self.pools.iter_mut().zip(&new.pools).zip(plans) {
             let Workers::Processes(processes) = &mut p.workers else {
                 tracing::warn!(pool = %pool.name, "thread workers keep their config until a restart");
