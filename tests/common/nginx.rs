@@ -27,6 +27,17 @@ impl Nginx {
     /// `server { listen 127.0.0.1:{port}; … }` block. Panics with nginx's error log if nginx
     /// exits before it listens.
     pub fn start(dir: &Path, http_blocks: impl FnOnce(u16) -> String) -> Nginx {
+        Self::start_with(dir, 256, http_blocks)
+    }
+
+    /// [`Nginx::start`] with `worker_connections` set: a held request costs nginx two
+    /// connections (the client's and the upstream one), so tests that hold hundreds need more
+    /// than the default 256.
+    pub fn start_with(
+        dir: &Path,
+        worker_connections: u32,
+        http_blocks: impl FnOnce(u16) -> String,
+    ) -> Nginx {
         let nginx = require("nginx");
         let port = free_port();
         let blocks = http_blocks(port);
@@ -38,7 +49,7 @@ worker_processes 1;
 daemon off;
 pid {d}/nginx.pid;
 error_log {d}/nginx-error.log warn;
-events {{ worker_connections 256; }}
+events {{ worker_connections {worker_connections}; }}
 http {{
     access_log off;
     client_body_temp_path {d}/nginx-body;
