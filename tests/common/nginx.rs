@@ -38,7 +38,6 @@ impl Nginx {
         worker_connections: u32,
         http_blocks: impl FnOnce(u16) -> String,
     ) -> Nginx {
-        let nginx = require("nginx");
         let port = free_port();
         let blocks = http_blocks(port);
         let d = dir.display();
@@ -64,18 +63,32 @@ http {{
         );
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let mut process = Daemon::spawn(
-            "nginx",
-            Command::new(nginx)
-                .arg("-e")
-                .arg(dir.join("nginx-startup.log"))
-                .arg("-c")
-                .arg(&conf_path)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-            Signal::SIGTERM,
+        Self::run(dir, &conf_path, None, port)
+    }
+
+    /// nginx on a complete config file (a shipped one, rewritten by the test to listen on
+    /// `port` and log to `dir/nginx-error.log`), with `-p prefix` for its relative paths.
+    pub fn start_config(dir: &Path, conf: &Path, prefix: &Path, port: u16) -> Nginx {
+        Self::run(dir, conf, Some(prefix), port)
+    }
+
+    fn run(dir: &Path, conf: &Path, prefix: Option<&Path>, port: u16) -> Nginx {
+        let mut command = Command::new(require("nginx"));
+        if let Some(prefix) = prefix {
+            command.arg("-p").arg(prefix);
+        }
+        command
+            .arg("-e")
+            .arg(dir.join("nginx-startup.log"))
+            .arg("-c")
+            .arg(conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut process = Daemon::spawn("nginx", &mut command, Signal::SIGTERM);
+        process.wait_for_port(
+            port,
+            &[&dir.join("nginx-startup.log"), &dir.join("nginx-error.log")],
         );
-        process.wait_for_port(port, &[&dir.join("nginx-error.log")]);
         Nginx {
             port,
             _process: process,
