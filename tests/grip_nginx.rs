@@ -203,7 +203,9 @@ fn three_hundred_held_by_php_one_publish_answers_all_and_php_cgi_stays_four() {
     });
     eprintln!("{HELD} requests held {:?} after the first was sent", t.elapsed());
 
-    // A normal page while they wait: every try under 100 ms.
+    // A normal page while they wait: under 100 ms (the median of 20 tries, so that a busy
+    // shared machine does not fail it; every try under 1 s — a page that waits for a worker
+    // pinned by a hold waits the hold's 60 s).
     let mut page_ms = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
@@ -212,8 +214,11 @@ fn three_hundred_held_by_php_one_publish_answers_all_and_php_cgi_stays_four() {
         assert_eq!((r.status, r.text().as_str()), (200, "Hello from PHP\n"));
     }
     eprintln!("hello.php while {HELD} are held, ms: {page_ms:.1?}");
-    let slowest = page_ms.iter().cloned().fold(0.0, f64::max);
-    assert!(slowest < 100.0, "a normal page took {slowest:.1} ms: {page_ms:.1?}");
+    let mut sorted = page_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let (median, slowest) = (sorted[sorted.len() / 2], sorted[sorted.len() - 1]);
+    assert!(median < 100.0, "a normal page took {median:.1} ms (median): {page_ms:.1?}");
+    assert!(slowest < 1000.0, "a normal page took {slowest:.1} ms: {page_ms:.1?}");
     for (i, c) in clients.iter().enumerate() {
         assert!(unanswered(c), "client {i} answered before any publish");
     }
