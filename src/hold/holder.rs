@@ -278,7 +278,7 @@ impl Holder {
                     .collect();
                 let timeout = Duration::from_millis(u64::from(timeout_ms)).min(MAX_GRIP_TIMEOUT);
                 match self.wait(&pool, &conn, &mut pending, wants, timeout).await {
-                    Waited::Message(m, _) => longpoll::cgi_response(&m.response, &[]),
+                    Waited::Message(m, lost) => longpoll::grip_answer(&m, lost),
                     Waited::Timeout => response,
                     Waited::Refused(answer) => answer,
                     Waited::Gone => return,

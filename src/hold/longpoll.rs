@@ -1,7 +1,8 @@
 //! The built-in `kind = "longpoll"` app (nchan-like, DESIGN §8): which operation a request's
 //! path and method ask for ([`route`]), and every answer it gives, as CGI bytes (what the holder
-//! or a worker writes as FastCGI STDOUT). GRIP answers use [`cgi_response`] too: a message's
-//! `http-response` rendered as CGI is the same thing whoever held the request.
+//! or a worker writes as FastCGI STDOUT). GRIP answers use [`cgi_response`] too
+//! ([`grip_answer`]): a message's `http-response` rendered as CGI is the same thing whoever
+//! held the request.
 //!
 //! Paths end in `sub/CHANNEL` (`GET`, `HEAD`: wait for the next message) or `pub/CHANNEL`
 //! (`POST`, `PUT`: publish the body); any prefix before them is allowed (`/chat/sub/room1`), so
@@ -164,14 +165,24 @@ fn standard_reason(code: u16) -> Option<&'static str> {
 /// browser loop resumes through `If-None-Match`), `Cache-Control: no-cache`, and, when messages
 /// between the subscriber's id and this one are no longer retained, `Messages-Lost: N`.
 pub fn message_answer(m: &Message, lost: u64) -> Vec<u8> {
+    let etag = format!("\"{}\"", m.id);
+    answer_with_id(m, lost, &[("ETag", &etag), ("Cache-Control", "no-cache")])
+}
+
+/// A message as the answer to a GRIP hold: the publisher's response as it is (its headers
+/// decide caching), plus `Message-Id` and, on a gap, `Messages-Lost`. The id is the only way
+/// the app's client learns what to send back as `prev-id` (publishers' own ids are ignored,
+/// [`super::epcp`]); without it a GRIP client could not resume.
+pub fn grip_answer(m: &Message, lost: u64) -> Vec<u8> {
+    answer_with_id(m, lost, &[])
+}
+
+/// `m`'s response plus `Message-Id`, then `between`, then `Messages-Lost` when `lost` > 0.
+fn answer_with_id(m: &Message, lost: u64, between: &[(&str, &str)]) -> Vec<u8> {
     let id = m.id.to_string();
-    let etag = format!("\"{id}\"");
     let lost = lost.to_string();
-    let mut extra = vec![
-        ("Message-Id", id.as_str()),
-        ("ETag", etag.as_str()),
-        ("Cache-Control", "no-cache"),
-    ];
+    let mut extra = vec![("Message-Id", id.as_str())];
+    extra.extend_from_slice(between);
     if lost != "0" {
         extra.push(("Messages-Lost", &lost));
     }
@@ -423,6 +434,15 @@ mod tests {
             (
                 message_answer(&message(HttpResponse { reason: Some("Fine".into()), ..HttpResponse::ok(Vec::new(), None) }), 0),
                 "Status: 200 Fine\r\nMessage-Id: 42\r\nETag: \"42\"\r\nCache-Control: no-cache\r\n\r\n",
+            ),
+            (
+                grip_answer(&message(custom.clone()), 0),
+                "Status: 299\r\ncontent-type: application/json\r\nX-A: 1\r\nMessage-Id: 42\r\n\r\n{}",
+            ),
+            (
+                grip_answer(&message(HttpResponse::ok(b"hi".to_vec(), None)), 2),
+                "Status: 200 OK\r\nMessage-Id: 42\r\nMessages-Lost: 2\r\n\
+                 Content-Type: text/plain; charset=utf-8\r\n\r\nhi",
             ),
             (
                 cgi_response(&HttpResponse { code: 404, ..custom }, &[]),

@@ -6,6 +6,7 @@
 pub mod apache;
 pub mod cgi_fcgi;
 pub mod daemon;
+pub mod http1;
 pub mod lighttpd;
 pub mod longpoll;
 pub mod nginx;

@@ -27,7 +27,17 @@ impl Nginx {
     /// `server { listen 127.0.0.1:{port}; … }` block. Panics with nginx's error log if nginx
     /// exits before it listens.
     pub fn start(dir: &Path, http_blocks: impl FnOnce(u16) -> String) -> Nginx {
-        let nginx = require("nginx");
+        Self::start_with(dir, 256, http_blocks)
+    }
+
+    /// [`Nginx::start`] with `worker_connections` set: a held request costs nginx two
+    /// connections (the client's and the upstream one), so tests that hold hundreds need more
+    /// than the default 256.
+    pub fn start_with(
+        dir: &Path,
+        worker_connections: u32,
+        http_blocks: impl FnOnce(u16) -> String,
+    ) -> Nginx {
         let port = free_port();
         let blocks = http_blocks(port);
         let d = dir.display();
@@ -38,7 +48,7 @@ worker_processes 1;
 daemon off;
 pid {d}/nginx.pid;
 error_log {d}/nginx-error.log warn;
-events {{ worker_connections 256; }}
+events {{ worker_connections {worker_connections}; }}
 http {{
     access_log off;
     client_body_temp_path {d}/nginx-body;
@@ -53,18 +63,32 @@ http {{
         );
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let mut process = Daemon::spawn(
-            "nginx",
-            Command::new(nginx)
-                .arg("-e")
-                .arg(dir.join("nginx-startup.log"))
-                .arg("-c")
-                .arg(&conf_path)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-            Signal::SIGTERM,
+        Self::run(dir, &conf_path, None, port)
+    }
+
+    /// nginx on a complete config file (a shipped one, rewritten by the test to listen on
+    /// `port` and log to `dir/nginx-error.log`), with `-p prefix` for its relative paths.
+    pub fn start_config(dir: &Path, conf: &Path, prefix: &Path, port: u16) -> Nginx {
+        Self::run(dir, conf, Some(prefix), port)
+    }
+
+    fn run(dir: &Path, conf: &Path, prefix: Option<&Path>, port: u16) -> Nginx {
+        let mut command = Command::new(require("nginx"));
+        if let Some(prefix) = prefix {
+            command.arg("-p").arg(prefix);
+        }
+        command
+            .arg("-e")
+            .arg(dir.join("nginx-startup.log"))
+            .arg("-c")
+            .arg(conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut process = Daemon::spawn("nginx", &mut command, Signal::SIGTERM);
+        process.wait_for_port(
+            port,
+            &[&dir.join("nginx-startup.log"), &dir.join("nginx-error.log")],
         );
-        process.wait_for_port(port, &[&dir.join("nginx-error.log")]);
         Nginx {
             port,
             _process: process,
