@@ -238,7 +238,7 @@ impl Executor<'_> {
             AfterAcceptError::Retry => {}
             AfterAcceptError::BackOff(delay) => {
                 // The lock is released: the other workers go on accepting meanwhile.
-                self.ctx.board().accept_errors.fetch_add(1, Relaxed);
+                self.ctx.metrics.accept_errors.increment(1);
                 if self
                     .last_error_log
                     .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
@@ -327,7 +327,7 @@ impl Executor<'_> {
                 None
             }
             Err(e) => {
-                ctx.board().protocol_errors.fetch_add(1, Relaxed);
+                ctx.metrics.protocol_errors.increment(1);
                 tracing::warn!(pool = %ctx.config.name, peer = ?conn.peer, error = %e, "closed connection");
                 None
             }
