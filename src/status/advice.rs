@@ -204,7 +204,11 @@ impl BacklogAdvice {
         };
         let how = match rate.basis {
             RateBasis::Saturated { seconds } => {
-                format!("{:.1}/s measured over {seconds} saturated seconds", rate.per_second)
+                format!(
+                    "{:.1}/s measured over {seconds} saturated seconds, {:.1} ms per request",
+                    rate.per_second,
+                    self.mean_service_ms.unwrap_or(0.0)
+                )
             }
             RateBasis::ServiceTime { concurrency } => format!(
                 "{:.1}/s estimated as {concurrency} at once / {:.1} ms mean service time (not saturated yet)",
@@ -216,8 +220,12 @@ impl BacklogAdvice {
             Verdict::TooLong => format!(
                 "backlog {backlog} is far above the {advised} queued requests this pool can answer within client_timeout {timeout} (service rate {how}): in an overload the rest wait past the client's timeout (504s) and the work done for them is for clients that left; lower the backlog toward {advised} or shed with [overload] policy = \"deadline\" or \"codel\""
             ),
+            _ if backlog <= advised => format!(
+                "backlog {backlog} is within the {advised} queued requests this pool can answer within client_timeout {timeout} (service rate {how})"
+            ),
             _ => format!(
-                "backlog {backlog} suits this pool: it can answer {advised} queued requests within client_timeout {timeout} (service rate {how})"
+                "backlog {backlog} is a little above the {advised} queued requests this pool can answer within client_timeout {timeout} (service rate {how}): in a long overload the last {} queued wait past the client's timeout",
+                backlog - advised
             ),
         };
         if self.queue_reached_backlog {
@@ -412,6 +420,23 @@ mod tests {
                 "case {i}: {text}"
             );
         }
+    }
+
+    /// (backlog, words the advice must say) for 80/s, 50 ms, 1 s: advised 76.
+    #[test]
+    fn sentences_say_which_case() {
+        let table = [
+            (64, "backlog 64 is within the 76 queued requests"),
+            (76, "backlog 76 is within the 76"),
+            (100, "backlog 100 is a little above the 76 queued requests this pool can answer within client_timeout 1s (service rate 80.0/s estimated as 4 at once / 50.0 ms mean service time (not saturated yet)): in a long overload the last 24 queued wait"),
+            (511, "backlog 511 is far above the 76"),
+        ];
+        for (backlog, want) in table {
+            let text = advise(&vec![s(0, 10, 50); 3], facts(1000, 4, backlog)).sentence;
+            assert!(text.contains(want), "{backlog}: {text}");
+        }
+        let idle = advise(&[Second::GAP], facts(1000, 4, 511)).sentence;
+        assert!(idle.starts_with("no request ran"), "{idle}");
     }
 
     #[test]
