@@ -21,54 +21,52 @@ mod common;
 
 use std::process::Command;
 
-use common::{http_get, master_status, Server, FASTPM};
+use common::{fastpm_bench, http_get, master_status, Server, FASTPM};
 use serde_json::Value;
 
-const CONFIG: &str = r#"
-[global]
-status_listen = "127.0.0.1:0"
-runtime_dir = "{dir}/rt"
-
-[pool.classic]
+/// Two pools alike but for their backlog: 4 process workers of `sleep`, clients that wait 1 s.
+fn config() -> String {
+    let pool = |name: &str, backlog: u32| {
+        format!(
+            r#"
+[pool.{name}]
 workers = "process"
 max_children = 4
 client_timeout = "1s"
 
-[pool.classic.listen]
-address = "unix:{dir}/classic.sock"
-backlog = 511
+[pool.{name}.listen]
+address = "unix:{{dir}}/{name}.sock"
+backlog = {backlog}
 
-[pool.classic.app]
+[pool.{name}.app]
 kind = "sleep"
-
-[pool.short]
-workers = "process"
-max_children = 4
-client_timeout = "1s"
-
-[pool.short.listen]
-address = "unix:{dir}/short.sock"
-backlog = 16
-
-[pool.short.app]
-kind = "sleep"
-"#;
+"#
+        )
+    };
+    format!(
+        "[global]\nstatus_listen = \"127.0.0.1:0\"\nruntime_dir = \"{{dir}}/rt\"\n{}{}",
+        pool("classic", 511),
+        pool("short", 16)
+    )
+}
 
 /// `fastpm bench` with 200 clients giving up after 1 s, 50 ms requests, for `seconds`.
 fn overload(server: &Server, socket: &str, seconds: u32) -> Value {
     let addr = format!("unix:{}", server.path(socket).display());
-    let out = Command::new(FASTPM)
-        .args(["bench", &addr, "-c", "200", "-d", &seconds.to_string()])
-        .args(["--timeout-ms", "1000", "--path", "/sleep?ms=50"])
-        .output()
-        .expect("run fastpm bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    let seconds = seconds.to_string();
+    fastpm_bench(
+        &addr,
+        &[
+            "-c",
+            "200",
+            "-d",
+            &seconds,
+            "--timeout-ms",
+            "1000",
+            "--path",
+            "/sleep?ms=50",
+        ],
+    )
 }
 
 fn pool<'a>(status: &'a Value, name: &str) -> &'a Value {
@@ -82,7 +80,7 @@ fn pool<'a>(status: &'a Value, name: &str) -> &'a Value {
 
 #[test]
 fn the_overload_experiment_advises_about_80_and_flags_511() {
-    let server = Server::start(CONFIG);
+    let server = Server::start(&config());
     let port = server.status_port();
     let before = master_status(port);
     let classic = pool(&before, "classic");
