@@ -91,6 +91,12 @@ pub struct PoolBoard {
     /// Requests refused because `max_held` requests were already held (503 + Retry-After).
     /// Not a key of its own: it is part of `rejected conn`.
     pub held_refused: AtomicU64,
+    /// Requests the app ran to the end (not shed, not abandoned, not status or ping): the count
+    /// of the service time below (`fastpm_request_duration_seconds`).
+    pub served_requests: AtomicU64,
+    /// Microseconds the app took over those requests: with `served_requests`, the pool's mean
+    /// service time, from which the backlog advice estimates the service rate.
+    pub service_time_us: AtomicU64,
     /// Time spent in the kernel accept queue by each accepted connection (`queue wait p50 ms`
     /// …, and the `/metrics` histogram). Workers record; readers copy.
     pub queue_wait: WaitHistogram,
@@ -114,6 +120,12 @@ impl PoolBoard {
             0 => bound,
             n => u32::try_from(n).unwrap_or(u32::MAX),
         }
+    }
+
+    /// The app ran one request to the end in `us` microseconds.
+    pub fn app_served(&self, us: u64) {
+        self.served_requests.fetch_add(1, Relaxed);
+        self.service_time_us.fetch_add(us, Relaxed);
     }
 
     /// One more request held: the gauge and its high-water mark.

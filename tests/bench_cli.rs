@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{master_status, Server, FASTPM};
+use common::{master_status, Server};
 use serde_json::Value;
 
 fn config(status_port: u16, workers: u32, backlog: u32, overload: &str) -> String {
@@ -35,20 +34,7 @@ kind = "sleep"
 }
 
 fn bench(server: &Server, args: &[&str]) -> Value {
-    let addr = format!("unix:{}", server.path("b.sock").display());
-    let out = Command::new(FASTPM)
-        .arg("bench")
-        .arg(&addr)
-        .args(args)
-        .output()
-        .expect("run fastpm bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    common::fastpm_bench(&format!("unix:{}", server.path("b.sock").display()), args)
 }
 
 #[test]

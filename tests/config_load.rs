@@ -78,6 +78,7 @@ fn embedded_default_mentions_every_key() {
         "max_connections",
         "request_timeout",
         "slow_request",
+        "client_timeout",
         "max_params",
         "max_body",
         "status_path",
@@ -164,6 +165,7 @@ fn minimal_pool_gets_design_defaults() {
         max_connections: 1,
         request_timeout: Duration::ZERO,
         slow_request: Duration::ZERO,
+        client_timeout: Duration::from_secs(60),
         max_params: 1 << 20,
         max_body: 128 << 20,
         // Off unless configured, as php-fpm (a pool's socket is reachable by local users).
@@ -242,6 +244,7 @@ max_requests = 1000
 max_connections = 64
 request_timeout = "30s"
 slow_request = "500ms"
+client_timeout = "5s"
 max_params = "64K"
 max_body = "2G"
 status_path = "/fpm-status"
@@ -319,8 +322,12 @@ interval = "1s"
         (Duration::from_secs(3600), 1000, 64)
     );
     assert_eq!(
-        (p.request_timeout, p.slow_request),
-        (Duration::from_secs(30), Duration::from_millis(500))
+        (p.request_timeout, p.slow_request, p.client_timeout),
+        (
+            Duration::from_secs(30),
+            Duration::from_millis(500),
+            Duration::from_secs(5)
+        )
     );
     assert_eq!((p.max_params, p.max_body), (64 << 10, 2 << 30));
     assert_eq!(

@@ -189,6 +189,16 @@ fn burst_stays_in_history_and_the_dashboard_draws_it() {
     );
     assert!(dom.contains("request uri"), "the per-worker table of ?full");
     assert!(dom.contains("updated "), "the script ran to the end: {dom}");
+    // The backlog advice (the master's /status) beside the queue chart: its number in the
+    // chart's subtitle, its sentence above the charts.
+    assert!(
+        dom.contains("advised ≤ "),
+        "the advised backlog by the queue chart: {dom}"
+    );
+    assert!(
+        dom.contains("Backlog advice: backlog 64 "),
+        "the advice: {dom}"
+    );
 
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard.png");
     std::fs::create_dir_all(shot.parent().unwrap()).unwrap();

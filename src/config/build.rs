@@ -165,6 +165,12 @@ fn build_pool(
             Duration::ZERO,
         )?,
         slow_request: b.duration(&raw.slow_request, keys.key("slow_request"), Duration::ZERO)?,
+        client_timeout: b.duration_in(
+            &raw.client_timeout,
+            keys.key("client_timeout"),
+            defaults::CLIENT_TIMEOUT,
+            defaults::MIN_CLIENT_TIMEOUT..=defaults::MAX_CLIENT_TIMEOUT,
+        )?,
         max_params: b.size(
             &raw.max_params,
             keys.key("max_params"),

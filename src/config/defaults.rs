@@ -31,6 +31,12 @@ pub const LIMIT_EXTENSIONS: &[&str] = &[".php"];
 pub const HISTORY: u32 = 100;
 pub const HOLD_TIMEOUT: Duration = Duration::from_secs(55);
 pub const MAX_HELD: u32 = 10_000;
+/// `client_timeout`: nginx's `fastcgi_read_timeout` default.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// `client_timeout` bounds: a client that waits less than a millisecond or more than a day is
+/// a typo.
+pub const MIN_CLIENT_TIMEOUT: Duration = Duration::from_millis(1);
+pub const MAX_CLIENT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 pub const TARGET: Duration = Duration::from_millis(5);
 pub const INTERVAL: Duration = Duration::from_millis(100);
 

@@ -22,6 +22,7 @@ const DURATION_KEYS: &[&str] = &[
     "idle_timeout",
     "request_timeout",
     "slow_request",
+    "client_timeout",
     "max_queue_wait",
     "target",
     "interval",

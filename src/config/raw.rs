@@ -79,6 +79,7 @@ pub(crate) struct RawPool {
     pub max_connections: Field<u32>,
     pub request_timeout: Field<String>,
     pub slow_request: Field<String>,
+    pub client_timeout: Field<String>,
     pub max_params: Field<String>,
     pub max_body: Field<String>,
     pub status_path: Field<String>,

@@ -214,6 +214,11 @@ fn render_pool(
             duration(pool.slow_request),
             off_if(pool.slow_request.is_zero()),
         )
+        .line(
+            "client_timeout",
+            duration(pool.client_timeout),
+            "clients give up after this (nginx: fastcgi_read_timeout); for the backlog advice",
+        )
         .line("max_params", quote(&format_size(pool.max_params)), "")
         .line("max_body", quote(&format_size(pool.max_body)), "")
         .line(

@@ -105,6 +105,10 @@ pub struct PoolConfig {
     pub request_timeout: Duration,
     /// Log requests slower than this; `Duration::ZERO` = off.
     pub slow_request: Duration,
+    /// How long the pool's clients (nginx's `fastcgi_read_timeout`) wait for an answer before
+    /// they give up: with the measured service rate it gives the backlog advice
+    /// (`status::advice`). fastpm does not enforce it.
+    pub client_timeout: Duration,
     /// `max_params`: the largest PARAMS stream (a request's CGI headers) a worker takes;
     /// beyond it the request gets 431. Bytes.
     pub max_params: u64,

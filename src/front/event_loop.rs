@@ -16,7 +16,7 @@ use super::handoff::{Handoff, Job};
 use super::intake::{look, Look, SCRATCH};
 use super::policy::{self, Ending, Phase, TICK};
 use crate::hold::wire;
-use crate::scoreboard::WorkerSlot;
+use crate::status::recorder::FrontGauges;
 use crate::sys::fdpass::{recv_with_fd, Received};
 use crate::worker::PoolContext;
 
@@ -27,8 +27,8 @@ const BACK: u64 = u64::MAX - 1;
 struct Front<'a> {
     ctx: &'a PoolContext,
     handoff: &'a Handoff,
-    /// Where the front publishes `reading connections` and `idle kept connections`.
-    gauges: &'a WorkerSlot,
+    /// `reading connections` and `idle kept connections`, in the worker slot it publishes in.
+    gauges: FrontGauges,
     epoll: Epoll,
     conns: HashMap<RawFd, FrontConn>,
     scratch: Vec<u8>,
@@ -60,7 +60,7 @@ pub fn front_epoll(handoff: &Handoff) -> std::io::Result<Epoll> {
 pub fn run_front(
     ctx: &PoolContext,
     handoff: &Handoff,
-    gauges: &WorkerSlot,
+    gauge_slot: usize,
     epoll: Epoll,
 ) -> std::io::Result<()> {
     /// On the way out (a panic included): refuse further connections, and pass on what the
@@ -81,7 +81,7 @@ pub fn run_front(
     let mut front = Front {
         ctx,
         handoff,
-        gauges,
+        gauges: FrontGauges::register(&ctx.scoreboard, ctx.index, gauge_slot),
         epoll,
         conns: HashMap::new(),
         scratch: vec![0; SCRATCH],
@@ -101,8 +101,8 @@ pub fn run_front(
         front.back_watched = true;
     }
     let result = front.run();
-    front.gauges.front_reading.store(0, Relaxed);
-    front.gauges.front_idle.store(0, Relaxed);
+    front.gauges.reading.set(0.0);
+    front.gauges.idle.set(0.0);
     result
 }
 
@@ -352,14 +352,14 @@ impl Front<'_> {
             open
         });
         self.close_for_stop(now);
-        let (mut reading, mut idle) = (0, 0);
+        let (mut reading, mut idle) = (0u32, 0u32);
         for c in self.conns.values() {
             match c.phase {
                 Phase::Reading { .. } => reading += 1,
                 Phase::Idle { .. } => idle += 1,
             }
         }
-        self.gauges.front_reading.store(reading, Relaxed);
-        self.gauges.front_idle.store(idle, Relaxed);
+        self.gauges.reading.set(reading);
+        self.gauges.idle.set(idle);
     }
 }

@@ -4,7 +4,7 @@
 //! to run, a connection to park in the front, or one that is over (logged and counted here).
 
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+use std::sync::atomic::Ordering::AcqRel;
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -42,14 +42,16 @@ pub fn admit(ctx: &PoolContext, stream: Stream, peer: Peer) -> Option<FrontConn>
     let queue_wait_us = board.arrivals.wait_us(k, accepted_at);
     if let Peer::Tcp(addr) = &peer {
         if !ctx.clients.allows(&addr.ip()) {
-            board.queue_wait.record(queue_wait_us);
-            board.refused_clients.fetch_add(1, Relaxed);
+            ctx.metrics.record_queue_wait(queue_wait_us);
+            ctx.metrics.refused_clients.increment(1);
             tracing::warn!(pool = %ctx.config.name, peer = %addr, "connection refused: peer is not in allowed_clients");
             return None;
         }
         // The kernel's own measure of the same wait: one getsockopt per TCP connection.
         if let Ok(ms) = crate::sys::sockopt::tcp_last_data_recv_ms(stream.as_fd()) {
-            board.queue_wait_tcp_info.record(Some(u64::from(ms) * 1000));
+            ctx.metrics
+                .queue_wait_tcp_info
+                .record(std::time::Duration::from_millis(u64::from(ms)));
         }
     }
     Some(FrontConn::new(
@@ -99,11 +101,11 @@ fn log_end(ctx: &PoolContext, conn: &FrontConn, end: End) {
             tracing::debug!(pool = %pool, peer = ?conn.peer, error = %e, "connection ended");
         }
         End::Protocol(e) => {
-            ctx.board().protocol_errors.fetch_add(1, Relaxed);
+            ctx.metrics.protocol_errors.increment(1);
             tracing::warn!(pool = %pool, peer = ?conn.peer, error = %e, "closed connection");
         }
         End::Limit(e) => {
-            ctx.board().protocol_errors.fetch_add(1, Relaxed);
+            ctx.metrics.protocol_errors.increment(1);
             tracing::warn!(pool = %pool, peer = ?conn.peer, error = %e, "closed connection");
         }
     }

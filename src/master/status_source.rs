@@ -1,9 +1,11 @@
-//! The status listener's view of the pools: a snapshot of each, read from the scoreboard.
+//! The status listener's view of the pools: a snapshot of each, read from the scoreboard, with
+//! the backlog advice measured from the master's history.
 
 use std::sync::Arc;
 
 use crate::hold::holder::Holder;
 use crate::hold::publisher::HoldPublisher;
+use crate::status::advice::PoolFacts;
 use crate::status::history::History;
 use crate::status::http::{Publisher, SnapshotSource};
 use crate::status::snapshot::BrokerStatus;
@@ -25,12 +27,16 @@ impl SnapshotSource for Pools {
         self.pools
             .iter()
             .map(|ctx| {
-                PoolSnapshot::collect(
+                let mut snapshot = PoolSnapshot::collect(
                     &ctx.info,
                     ctx.board(),
                     ctx.scoreboard.slots(ctx.index),
                     full,
-                )
+                );
+                // The history is the master's: only its status carries the backlog advice.
+                let facts = PoolFacts::of(&ctx.config, &snapshot);
+                snapshot.backlog_advice = self.history.advise(ctx.index, facts);
+                snapshot
             })
             .collect()
     }

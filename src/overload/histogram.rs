@@ -63,10 +63,18 @@ impl WaitHistogram {
                 self.sum_us.fetch_add(us, Relaxed);
                 self.max_us.fetch_max(us, Relaxed);
             }
-            None => {
-                self.unknown.fetch_add(1, Relaxed);
-            }
+            None => self.record_unknown(1),
         }
+    }
+
+    /// Count `n` connections whose wait could not be known.
+    pub fn record_unknown(&self, n: u64) {
+        self.unknown.fetch_add(n, Relaxed);
+    }
+
+    /// Connections whose wait could not be known, so far.
+    pub fn unknown(&self) -> u64 {
+        self.unknown.load(Relaxed)
     }
 
     /// [`snapshot`](Self::snapshot) into a copy the caller keeps, reusing its buckets (the

@@ -1,7 +1,8 @@
 //! The live dashboard the master serves at `/`: one page (`dashboard.html`, embedded in the
 //! binary with `include_str!`) whose small script fetches `/history?json` and
 //! `/status?json&full` every second and draws, per pool, inline-SVG charts of the listen queue
-//! against the effective backlog, the workers, the queue-wait p99, what was turned away and
+//! against the effective backlog and the advised backlog (`status::advice`, whose sentence is
+//! shown under the charts), the workers, the queue-wait p99, what was turned away and
 //! (once the pool has held any) the held requests, beside the php-fpm fields and the per-worker table.
 //!
 //! Why a script and not server-rendered SVG: the page updates in place without reloading (no
@@ -29,6 +30,8 @@ mod tests {
             "/status?json&full",
             "listen queue len",
             "\"held requests\"",
+            "\"advised backlog\"",
+            "\"backlog advice\"",
             "setInterval(refresh, 1000)",
         ] {
             assert!(PAGE.contains(wanted), "{wanted}");

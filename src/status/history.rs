@@ -8,7 +8,8 @@
 //! at the second's end, the queue-wait p99 of the connections accepted *within* that second
 //! (the histogram's per-second delta; `null` when none was accepted), and the counters
 //! (`accepted conn`, `rejected conn`, `shed requests`, `abandoned requests`) as per-second
-//! deltas.
+//! deltas; so are the requests the app finished and the time it took over them (`app runs`,
+//! from which the backlog advice, [`super::advice`], measures the pool's service rate).
 //!
 //! `held requests` (DESIGN.md §8) is the maximum of the pool's held-request gauge read at every
 //! sampler tick of the second (the master's holder writes the gauge; [`Recorder::roll`] reads
@@ -57,6 +58,10 @@ pub struct Second {
     pub rejected_conn: u32,
     pub shed_requests: u32,
     pub abandoned_requests: u32,
+    /// Requests the app ran to the end within the second (the pool's completions).
+    pub app_runs: u32,
+    /// Microseconds the app took over them.
+    pub app_time_us: u64,
 }
 
 impl Second {
@@ -72,6 +77,8 @@ impl Second {
         rejected_conn: 0,
         shed_requests: 0,
         abandoned_requests: 0,
+        app_runs: 0,
+        app_time_us: 0,
     };
 }
 
@@ -153,6 +160,8 @@ pub struct Counters {
     pub rejected_conn: u64,
     pub shed_requests: u64,
     pub abandoned_requests: u64,
+    pub served_requests: u64,
+    pub service_time_us: u64,
 }
 
 impl Counters {
@@ -162,7 +171,18 @@ impl Counters {
             rejected_conn: super::snapshot::board_rejected_conn(board),
             shed_requests: board.shed_requests.load(Relaxed),
             abandoned_requests: board.abandoned_requests.load(Relaxed),
+            served_requests: board.served_requests.load(Relaxed),
+            service_time_us: board.service_time_us.load(Relaxed),
         }
+    }
+
+    /// The app's completions and their time since `earlier`: `(app runs, app time µs)`.
+    pub fn service_since(&self, earlier: &Counters) -> (u32, u64) {
+        let runs = self.served_requests.saturating_sub(earlier.served_requests);
+        (
+            u32::try_from(runs).unwrap_or(u32::MAX),
+            self.service_time_us.saturating_sub(earlier.service_time_us),
+        )
     }
 
     /// Per-second counts: `self − earlier`, never negative (a counter that went down — the
@@ -204,12 +224,14 @@ impl Gauges {
     }
 }
 
-/// Close a second: its gauges, the pool's size now, the counter deltas, the p99 of the waits
+/// Close a second: its gauges, the pool's size now, the counter deltas, the app's completions
+/// and their time (`service`, from [`Counters::service_since`]), the p99 of the waits
 /// recorded within it (`window`: the histogram's per-second delta).
 pub fn close_second(
     gauges: &Gauges,
     total_processes: u32,
     deltas: [u32; 4],
+    service: (u32, u64),
     window: &HistogramSnapshot,
 ) -> Second {
     Second {
@@ -223,6 +245,8 @@ pub fn close_second(
         rejected_conn: deltas[1],
         shed_requests: deltas[2],
         abandoned_requests: deltas[3],
+        app_runs: service.0,
+        app_time_us: service.1,
     }
 }
 
@@ -250,6 +274,21 @@ impl History {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .push(t, second);
         }
+    }
+
+    /// The backlog advice for pool `index` from its last [`SECONDS`] seconds (`None`: no such
+    /// pool).
+    pub fn advise(
+        &self,
+        index: usize,
+        facts: super::advice::PoolFacts,
+    ) -> Option<super::advice::BacklogAdvice> {
+        let (_, ring) = self.pools.get(index)?;
+        let ring = ring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Some(super::advice::advise(
+            ring.last(SECONDS).map(|(_, s)| s),
+            facts,
+        ))
     }
 
     /// `/history?json…`: `None` when a pool was asked for by a name that does not exist.
@@ -317,6 +356,7 @@ pub fn pool_json(name: &str, ring: &Ring, seconds: usize) -> String {
         s.abandoned_requests.to_string()
     });
     series(&mut out, "held requests", &|_, s| count(s.held_requests));
+    series(&mut out, "app runs", &|_, s| s.app_runs.to_string());
     out.push('}');
     out
 }
@@ -446,6 +486,7 @@ impl Recorder {
                     &pool.gauges,
                     total(i),
                     counters.since(&pool.counters),
+                    counters.service_since(&pool.counters),
                     &pool.hist_window,
                 );
                 let t = self.base_wall_s + (pool.second - self.base_mono_s);
@@ -585,6 +626,7 @@ mod tests {
             rejected_conn: r,
             shed_requests: s,
             abandoned_requests: b,
+            ..Counters::default()
         };
         let table = [
             (c(0, 0, 0, 0), c(0, 0, 0, 0), [0, 0, 0, 0]),
@@ -637,6 +679,8 @@ mod tests {
             rejected_conn: 1,
             shed_requests: 1,
             abandoned_requests: 0,
+            app_runs: 2,
+            app_time_us: 100_000,
         };
         history.push(0, 100, second(40, Some(12.34567)));
         history.push(0, 102, second(7, None));
@@ -658,6 +702,7 @@ mod tests {
         );
         assert_eq!(www["rejected conn"], serde_json::json!([1, 0, 1]));
         assert_eq!(www["held requests"], serde_json::json!([4000, null, 700]));
+        assert_eq!(www["app runs"], serde_json::json!([2, 0, 2]));
         assert_eq!(all["pools"][1]["t"], serde_json::json!([]));
         assert!(all["pools"][1]["listen queue len"].is_null());
 
@@ -687,6 +732,8 @@ mod tests {
         rec.roll(5_500_000, |_| pool, |_| 2);
         pool.held_requests.store(3, Relaxed);
         pool.accepted_conn.store(4, Relaxed);
+        pool.app_served(50_000);
+        pool.app_served(49_000);
         pool.queue_wait.record(Some(20_000));
         pool.shed_requests.store(2, Relaxed);
         // still second 5: nothing closed
@@ -703,6 +750,8 @@ mod tests {
         assert_eq!(got[0].1.active_processes, Some(2));
         assert_eq!(got[0].1.accepted_conn, 4);
         assert_eq!(got[0].1.shed_requests, 2);
+        assert_eq!((got[0].1.app_runs, got[0].1.app_time_us), (2, 99_000));
+        assert_eq!((got[1].1.app_runs, got[1].1.app_time_us), (0, 0));
         assert_eq!(got[0].1.rejected_conn, 2, "shed counts as rejected");
         assert_eq!(got[0].1.held_requests, Some(900), "the second's maximum");
         assert_eq!(

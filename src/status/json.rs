@@ -67,6 +67,9 @@ fn value(value: FieldValue<'_>) -> String {
         FieldValue::MaybeMillis(ms) => ms
             .and_then(serde_json::Number::from_f64)
             .map_or_else(|| "null".to_string(), |n| n.to_string()),
+        FieldValue::MaybeDecimal(x) => x
+            .and_then(|x| serde_json::Number::from_f64((x * 1000.0).round() / 1000.0))
+            .map_or_else(|| "null".to_string(), |n| n.to_string()),
         FieldValue::Percent(p) if p.is_finite() => format!("{p:.2}"),
         FieldValue::Percent(_) => "null".to_string(),
     }

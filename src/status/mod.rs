@@ -3,11 +3,14 @@
 //! `status_path` (a worker calls [`render_pool`]) and by the master's HTTP listener
 //! ([`http::serve`], which calls [`render_pools`]); [`client`] is `fastpm status`, [`watch`] its
 //! live terminal view. The master also keeps a one-second [`history`] of each pool, which the
-//! [`dashboard`] at `/` and `--watch` draw.
+//! [`dashboard`] at `/` and `--watch` draw, and from which [`advice`] derives the backlog
+//! advice. What is counted is counted through the `metrics` facade, whose [`recorder`] writes
+//! the scoreboard these renderers read.
 //!
 //! Nothing here takes a lock on the scoreboard, so status answers even when every worker is
 //! busy.
 
+pub mod advice;
 pub mod client;
 pub mod dashboard;
 pub mod history;
@@ -17,6 +20,7 @@ pub mod json;
 pub mod openmetrics;
 pub mod publish;
 mod query;
+pub mod recorder;
 pub mod snapshot;
 pub mod text;
 pub mod timefmt;

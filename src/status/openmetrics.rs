@@ -1,5 +1,15 @@
 //! OpenMetrics text exposition of one or more pools (content type
-//! `application/openmetrics-text; version=1.0.0`).
+//! `application/openmetrics-text; version=1.0.0`), encoded by the Prometheus project's Rust
+//! client (`prometheus-client`) from the status snapshot.
+//!
+//! The numbers are counted through the `metrics` facade into the scoreboard
+//! ([`super::recorder`]), read into a [`PoolSnapshot`] like every other status format, and
+//! handed to `prometheus-client`'s OpenMetrics encoder as one collector; this file only says
+//! which family shows which snapshot field, with what type and help. Why `prometheus-client`
+//! and not `metrics-exporter-prometheus` (which DESIGN.md names): the latter writes the
+//! Prometheus 0.0.4 text format only — no `# EOF`, the `_total` suffix on the family name, no
+//! `unknown` or `info` type, histograms only from raw observations — so its output is not
+//! valid OpenMetrics and could not carry the scoreboard's pre-bucketed queue-wait histogram.
 //!
 //! php-fpm's keys keep php-fpm 8.2's metric names (`phpfpm_accepted_connections`, …) so
 //! dashboards built on them work unchanged; fastpm's own keys are `fastpm_…`. Every sample has a
@@ -12,38 +22,13 @@
 //! `unknown` — the type OpenMetrics provides for third-party metrics — and the high-water marks
 //! and the uptime `gauge`. fastpm's own counters are proper counters with `_total` samples.
 
-use std::fmt::Write;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
 
+use super::recorder::names;
 use super::snapshot::PoolSnapshot;
-
-/// OpenMetrics metric types used here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum MetricType {
-    Gauge,
-    Counter,
-    Info,
-    Unknown,
-}
-
-impl MetricType {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Gauge => "gauge",
-            Self::Counter => "counter",
-            Self::Info => "info",
-            Self::Unknown => "unknown",
-        }
-    }
-
-    /// The sample name OpenMetrics requires for a family of this type.
-    fn sample_suffix(self) -> &'static str {
-        match self {
-            Self::Counter => "_total",
-            Self::Info => "_info",
-            Self::Gauge | Self::Unknown => "",
-        }
-    }
-}
 
 /// A sample value.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -55,9 +40,10 @@ enum Value {
 /// One metric family: how to read its value from a pool; `None` = no sample for that pool
 /// (an unknown value is left out, never written as 0).
 struct Family {
+    /// The name without the unit suffix, which the encoder appends (`_seconds`).
     name: &'static str,
     kind: MetricType,
-    unit: Option<&'static str>,
+    unit: Option<Unit>,
     help: &'static str,
     value: fn(&PoolSnapshot) -> Option<Value>,
 }
@@ -86,7 +72,7 @@ const FAMILIES: &[Family] = &[
         value: |s| int(s.start_since),
     },
     Family {
-        name: "phpfpm_accepted_connections",
+        name: names::ACCEPTED_CONNECTIONS,
         kind: MetricType::Unknown,
         unit: None,
         help: "The number of requests accepted by the pool (a counter; php-fpm's name, without _total).",
@@ -142,14 +128,14 @@ const FAMILIES: &[Family] = &[
         value: |s| int(s.max_active_processes),
     },
     Family {
-        name: "phpfpm_max_children_reached",
+        name: names::MAX_CHILDREN_REACHED,
         kind: MetricType::Unknown,
         unit: None,
         help: "The number of times the process limit was reached (a counter; php-fpm's name, without _total).",
         value: |s| int(s.max_children_reached),
     },
     Family {
-        name: "phpfpm_slow_requests",
+        name: names::SLOW_REQUESTS,
         kind: MetricType::Unknown,
         unit: None,
         help: "The number of requests slower than slow_request (a counter; php-fpm's name, without _total).",
@@ -205,35 +191,35 @@ const FAMILIES: &[Family] = &[
         value: |s| int(s.queue_full_samples),
     },
     Family {
-        name: "fastpm_shed_requests",
+        name: names::SHED_REQUESTS,
         kind: MetricType::Counter,
         unit: None,
         help: "Requests refused by the overload policy.",
         value: |s| int(s.shed_requests),
     },
     Family {
-        name: "fastpm_abandoned_requests",
+        name: names::ABANDONED_REQUESTS,
         kind: MetricType::Counter,
         unit: None,
         help: "Requests whose client left before the app started.",
         value: |s| int(s.abandoned_requests),
     },
     Family {
-        name: "fastpm_accept_errors",
+        name: names::ACCEPT_ERRORS,
         kind: MetricType::Counter,
         unit: None,
         help: "accept() failures for want of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM); the worker backed off without the accept lock.",
         value: |s| int(s.accept_errors),
     },
     Family {
-        name: "fastpm_reading_connections",
+        name: names::READING_CONNECTIONS,
         kind: MetricType::Gauge,
         unit: None,
         help: "Connections the pool's fronts are reading a request from (no worker held).",
         value: |s| int(s.reading_connections),
     },
     Family {
-        name: "fastpm_idle_kept_connections",
+        name: names::IDLE_KEPT_CONNECTIONS,
         kind: MetricType::Gauge,
         unit: None,
         help: "Kept connections (FCGI_KEEP_CONN) idle in the pool's fronts between requests.",
@@ -289,23 +275,51 @@ const FAMILIES: &[Family] = &[
         value: |s| int(s.held_gone),
     },
     Family {
-        name: "fastpm_queue_wait_p50_seconds",
+        name: names::REFUSED_CLIENTS,
+        kind: MetricType::Counter,
+        unit: None,
+        help: "TCP peers refused by allowed_clients (part of fastpm_rejected_connections).",
+        value: |s| int(s.refused_clients),
+    },
+    Family {
+        name: names::PROTOCOL_ERRORS,
+        kind: MetricType::Counter,
+        unit: None,
+        help: "Connections closed because of malformed or over-limit FastCGI input.",
+        value: |s| int(s.protocol_errors),
+    },
+    Family {
+        name: names::QUEUE_WAIT_UNKNOWN,
+        kind: MetricType::Counter,
+        unit: None,
+        help: "Accepted connections whose time in the accept queue could not be known (left out of fastpm_queue_wait_seconds).",
+        value: |s| int(s.queue_wait_histogram.unknown),
+    },
+    Family {
+        name: "fastpm_advised_backlog",
         kind: MetricType::Gauge,
-        unit: Some("seconds"),
+        unit: None,
+        help: "The queue length beyond which a queued request cannot be answered within client_timeout (service rate x (client_timeout - service time)); the master only, once a request ran.",
+        value: |s| s.backlog_advice.as_ref().and_then(|a| a.advised).and_then(int),
+    },
+    Family {
+        name: "fastpm_queue_wait_p50",
+        kind: MetricType::Gauge,
+        unit: Some(Unit::Seconds),
         help: "Median time connections waited in the kernel accept queue.",
         value: |s| s.queue_wait.and_then(|w| seconds_from_ms(w.p50_ms)),
     },
     Family {
-        name: "fastpm_queue_wait_p99_seconds",
+        name: "fastpm_queue_wait_p99",
         kind: MetricType::Gauge,
-        unit: Some("seconds"),
+        unit: Some(Unit::Seconds),
         help: "99th percentile of the time connections waited in the kernel accept queue.",
         value: |s| s.queue_wait.and_then(|w| seconds_from_ms(w.p99_ms)),
     },
     Family {
-        name: "fastpm_queue_wait_max_seconds",
+        name: "fastpm_queue_wait_max",
         kind: MetricType::Gauge,
-        unit: Some("seconds"),
+        unit: Some(Unit::Seconds),
         help: "Longest time a connection waited in the kernel accept queue.",
         value: |s| s.queue_wait.and_then(|w| seconds_from_ms(w.max_ms)),
     },
@@ -313,102 +327,158 @@ const FAMILIES: &[Family] = &[
 
 /// The exposition for the given pools, ending with `# EOF`.
 pub fn render(snapshots: &[PoolSnapshot]) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Pools(snapshots.to_vec())));
     let mut out = String::new();
-    for family in FAMILIES {
-        let samples: Vec<(&PoolSnapshot, Value)> = snapshots
-            .iter()
-            .filter_map(|s| (family.value)(s).map(|v| (s, v)))
-            .collect();
-        if samples.is_empty() {
-            continue;
-        }
-        // Writing to a String cannot fail.
-        let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind.name());
-        if let Some(unit) = family.unit {
-            let _ = writeln!(out, "# UNIT {} {unit}", family.name);
-        }
-        let _ = writeln!(out, "# HELP {} {}", family.name, escape_help(family.help));
-        for (s, value) in samples {
-            let _ = writeln!(
-                out,
-                "{}{}{{{}}} {}",
-                family.name,
-                family.kind.sample_suffix(),
-                labels(family, s),
-                number(value)
-            );
-        }
+    // Encoding into a String fails only if a collector does, and ours writes nothing fallible.
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        tracing::error!(error = %e, "cannot encode /metrics");
     }
-    render_queue_wait_histogram(&mut out, snapshots);
-    out.push_str("# EOF\n");
     out
+}
+
+/// The snapshots, as `prometheus-client` collects them when it encodes.
+#[derive(Debug)]
+struct Pools(Vec<PoolSnapshot>);
+
+impl Collector for Pools {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for family in FAMILIES {
+            let samples: Vec<(&PoolSnapshot, Value)> = self
+                .0
+                .iter()
+                .filter_map(|s| (family.value)(s).map(|v| (s, v)))
+                .collect();
+            if samples.is_empty() {
+                continue;
+            }
+            let mut metric = encoder.encode_descriptor(
+                family.name,
+                family.help,
+                family.unit.as_ref(),
+                family.kind,
+            )?;
+            for (s, value) in samples {
+                let pool = [("pool", s.pool.as_str())];
+                match (family.kind, value) {
+                    (MetricType::Info, _) => metric.encode_info(&[
+                        ("pool", s.pool.as_str()),
+                        ("process_manager", s.process_manager.as_str()),
+                        ("listen_address", s.listen_address.as_str()),
+                    ])?,
+                    (MetricType::Counter, Value::Int(n)) => {
+                        metric
+                            .encode_family(&pool)?
+                            .encode_counter::<NoLabelSet, _, u64>(&n, None)?
+                    }
+                    (MetricType::Counter, Value::Float(f)) => {
+                        metric
+                            .encode_family(&pool)?
+                            .encode_counter::<NoLabelSet, _, f64>(&f, None)?
+                    }
+                    (_, Value::Int(n)) => metric.encode_family(&pool)?.encode_gauge(&n)?,
+                    (_, Value::Float(f)) => metric.encode_family(&pool)?.encode_gauge(&f)?,
+                }
+            }
+        }
+        encode_queue_wait(&mut encoder, &self.0)?;
+        encode_request_duration(&mut encoder, &self.0)
+    }
+}
+
+/// One histogram of a pool: its `pool`, the sum in seconds, the count, per-bucket counts.
+struct PoolHistogram<'a> {
+    pool: &'a str,
+    sum_seconds: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+}
+
+/// A histogram family (`NAME_seconds`) with one histogram per pool in `pools`; no pool, no
+/// family.
+fn encode_histograms(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    pools: Vec<PoolHistogram<'_>>,
+) -> Result<(), std::fmt::Error> {
+    if pools.is_empty() {
+        return Ok(());
+    }
+    let mut metric =
+        encoder.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    for h in pools {
+        metric
+            .encode_family(&[("pool", h.pool)])?
+            .encode_histogram::<NoLabelSet>(h.sum_seconds, h.count, &h.buckets, None)?;
+    }
+    Ok(())
 }
 
 /// `fastpm_queue_wait_seconds`: an OpenMetrics histogram of the time connections waited in
 /// the kernel accept queue (buckets one per doubling from 0.1 ms, see
 /// `overload::histogram`). Like every other unknown value, a pool whose wait has not been
 /// measured yet has no samples (and with no such pool, no family).
-fn render_queue_wait_histogram(out: &mut String, snapshots: &[PoolSnapshot]) {
-    let measured: Vec<&PoolSnapshot> = snapshots
+fn encode_queue_wait(
+    encoder: &mut DescriptorEncoder,
+    snapshots: &[PoolSnapshot],
+) -> Result<(), std::fmt::Error> {
+    let measured = snapshots
         .iter()
         .filter(|s| s.queue_wait_histogram.count > 0)
+        .map(|s| {
+            let h = &s.queue_wait_histogram;
+            PoolHistogram {
+                pool: &s.pool,
+                sum_seconds: h.sum_us as f64 / 1e6,
+                count: h.count,
+                buckets: per_bucket(&h.cumulative_by_doubling()),
+            }
+        })
         .collect();
-    if measured.is_empty() {
-        return;
-    }
-    let name = "fastpm_queue_wait_seconds";
-    let _ = writeln!(out, "# TYPE {name} histogram");
-    let _ = writeln!(out, "# UNIT {name} seconds");
-    let _ = writeln!(
-        out,
-        "# HELP {name} Time connections waited in the kernel accept queue before a worker took them."
-    );
-    for s in measured {
-        let pool = escape_label(&s.pool);
-        let h = &s.queue_wait_histogram;
-        for (le, count) in h.cumulative_by_doubling() {
-            let le = number(Value::Float(le));
-            let _ = writeln!(out, "{name}_bucket{{pool=\"{pool}\",le=\"{le}\"}} {count}");
-        }
-        let sum = number(Value::Float(h.sum_us as f64 / 1e6));
-        let _ = writeln!(out, "{name}_count{{pool=\"{pool}\"}} {}", h.count);
-        let _ = writeln!(out, "{name}_sum{{pool=\"{pool}\"}} {sum}");
-    }
+    encode_histograms(
+        encoder,
+        "fastpm_queue_wait",
+        "Time connections waited in the kernel accept queue before a worker took them.",
+        measured,
+    )
 }
 
-fn labels(family: &Family, s: &PoolSnapshot) -> String {
-    let mut out = format!("pool=\"{}\"", escape_label(&s.pool));
-    if family.kind == MetricType::Info {
-        let _ = write!(
-            out,
-            ",process_manager=\"{}\",listen_address=\"{}\"",
-            escape_label(&s.process_manager),
-            escape_label(&s.listen_address)
-        );
-    }
-    out
+/// `fastpm_request_duration_seconds`: the time the app took per request it ran, as a count
+/// and a sum (the scoreboard keeps no buckets for it: one `+Inf` bucket). `rate(_sum) /
+/// rate(_count)` is the mean service time the backlog advice uses.
+fn encode_request_duration(
+    encoder: &mut DescriptorEncoder,
+    snapshots: &[PoolSnapshot],
+) -> Result<(), std::fmt::Error> {
+    let pools = snapshots
+        .iter()
+        .map(|s| PoolHistogram {
+            pool: &s.pool,
+            sum_seconds: s.service_time_us as f64 / 1e6,
+            count: s.served_requests,
+            buckets: vec![(f64::INFINITY, s.served_requests)],
+        })
+        .collect();
+    encode_histograms(
+        encoder,
+        "fastpm_request_duration",
+        "Time the app took per request it ran (not shed, abandoned, status or ping requests); count and sum only.",
+        pools,
+    )
 }
 
-fn number(value: Value) -> String {
-    match value {
-        Value::Int(n) => n.to_string(),
-        Value::Float(f) if f.is_nan() => "NaN".to_string(),
-        Value::Float(f) if f == f64::INFINITY => "+Inf".to_string(),
-        Value::Float(f) if f == f64::NEG_INFINITY => "-Inf".to_string(),
-        Value::Float(f) => format!("{f:?}"),
-    }
-}
-
-/// Label values escape `\`, `"` and newline.
-fn escape_label(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// HELP text escapes `\`, `"` and newline (OpenMetrics uses the label escaping for HELP).
-fn escape_help(text: &str) -> String {
-    escape_label(text)
+/// Cumulative `(le, count)` buckets to the per-bucket counts the encoder sums up again.
+fn per_bucket(cumulative: &[(f64, u64)]) -> Vec<(f64, u64)> {
+    let mut below = 0;
+    cumulative
+        .iter()
+        .map(|&(le, total)| {
+            let n = total.saturating_sub(below);
+            below = total.max(below);
+            (le, n)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -416,38 +486,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn family_names_are_unique_and_units_match_suffixes() {
+    fn family_names_are_unique_and_plain() {
         let mut names: Vec<_> = FAMILIES.iter().map(|f| f.name).collect();
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), FAMILIES.len());
         for f in FAMILIES {
-            if let Some(unit) = f.unit {
-                assert!(f.name.ends_with(&format!("_{unit}")), "{}", f.name);
+            for suffix in ["_total", "_seconds", "_info"] {
+                assert!(
+                    !f.name.ends_with(suffix),
+                    "{}: the encoder appends {suffix}",
+                    f.name
+                );
             }
-            assert!(
-                !f.name.ends_with("_total"),
-                "{}: suffix belongs to the sample",
-                f.name
-            );
+            // The encoder writes HELP as given: nothing in it may need escaping.
+            assert!(!f.help.contains(['\\', '"', '\n']), "{}", f.name);
         }
     }
 
     #[test]
-    fn queue_wait_histogram_only_once_measured() {
-        use crate::scoreboard::Scoreboard;
-        use crate::status::PoolInfo;
-        let board = Scoreboard::create(&[1]).unwrap();
-        let info = PoolInfo {
+    fn per_bucket_undoes_cumulation() {
+        assert_eq!(
+            per_bucket(&[(0.1, 1), (0.2, 1), (0.4, 5), (f64::INFINITY, 6)]),
+            [(0.1, 1), (0.2, 0), (0.4, 4), (f64::INFINITY, 1)]
+        );
+        assert_eq!(per_bucket(&[]), []);
+    }
+
+    fn info() -> crate::status::PoolInfo {
+        crate::status::PoolInfo {
             name: "w".into(),
             process_manager: "static".into(),
             listen_address: "unix:/x".into(),
             listen_backlog: 511,
             somaxconn: None,
             max_children: 1,
-        };
+        }
+    }
+
+    #[test]
+    fn queue_wait_histogram_only_once_measured() {
+        use crate::scoreboard::Scoreboard;
+        let board = Scoreboard::create(&[1]).unwrap();
+        let info = info();
         let snap = |b: &Scoreboard| PoolSnapshot::collect(&info, b.pool(0), b.slots(0), false);
-        assert!(!render(&[snap(&board)]).contains("fastpm_queue_wait_seconds"));
+        assert!(!render(&[snap(&board)]).contains("fastpm_queue_wait_seconds_"));
         for us in [50, 300, 1_500_000] {
             board.pool(0).queue_wait.record(Some(us));
         }
@@ -456,34 +539,67 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("fastpm_queue_wait_seconds_"))
             .collect();
-        assert_eq!(lines.len(), 21 + 2, "{text}");
+        assert_eq!(lines.len(), 2 + 21, "{text}");
         assert_eq!(
             lines[0],
-            "fastpm_queue_wait_seconds_bucket{pool=\"w\",le=\"0.0001\"} 1"
-        );
-        assert_eq!(
-            lines[2],
-            "fastpm_queue_wait_seconds_bucket{pool=\"w\",le=\"0.0004\"} 2"
-        );
-        assert_eq!(
-            lines[20],
-            "fastpm_queue_wait_seconds_bucket{pool=\"w\",le=\"+Inf\"} 3"
-        );
-        assert_eq!(lines[21], "fastpm_queue_wait_seconds_count{pool=\"w\"} 3");
-        assert_eq!(
-            lines[22],
             "fastpm_queue_wait_seconds_sum{pool=\"w\"} 1.50035"
         );
+        assert_eq!(lines[1], "fastpm_queue_wait_seconds_count{pool=\"w\"} 3");
+        assert_eq!(
+            lines[2],
+            "fastpm_queue_wait_seconds_bucket{le=\"0.0001\",pool=\"w\"} 1"
+        );
+        assert_eq!(
+            lines[4],
+            "fastpm_queue_wait_seconds_bucket{le=\"0.0004\",pool=\"w\"} 2"
+        );
+        assert_eq!(
+            lines[22],
+            "fastpm_queue_wait_seconds_bucket{le=\"+Inf\",pool=\"w\"} 3"
+        );
         assert!(text.contains("# TYPE fastpm_queue_wait_seconds histogram\n"));
+        assert!(text.contains("# UNIT fastpm_queue_wait_seconds seconds\n"));
         assert!(text.ends_with("# EOF\n"));
     }
 
     #[test]
-    fn numbers_and_labels_are_escaped() {
-        assert_eq!(number(Value::Float(0.0015)), "0.0015");
-        assert_eq!(number(Value::Float(2.0)), "2.0");
-        assert_eq!(number(Value::Float(f64::INFINITY)), "+Inf");
-        assert_eq!(number(Value::Int(7)), "7");
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    fn counters_unknowns_info_and_units_as_openmetrics_wants() {
+        use crate::scoreboard::Scoreboard;
+        let board = Scoreboard::create(&[1]).unwrap();
+        board
+            .pool(0)
+            .shed_requests
+            .store(4, std::sync::atomic::Ordering::Relaxed);
+        board
+            .pool(0)
+            .accepted_conn
+            .store(9, std::sync::atomic::Ordering::Relaxed);
+        board.pool(0).app_served(50_000);
+        board.pool(0).queue_wait.record(Some(2_000));
+        let mut info = info();
+        info.name = "a\"b".into();
+        let text = render(&[PoolSnapshot::collect(
+            &info,
+            board.pool(0),
+            board.slots(0),
+            false,
+        )]);
+        for want in [
+            "# TYPE fastpm_shed_requests counter\n",
+            "fastpm_shed_requests_total{pool=\"a\\\"b\"} 4\n",
+            "# TYPE phpfpm_accepted_connections unknown\n",
+            "phpfpm_accepted_connections{pool=\"a\\\"b\"} 9\n",
+            "fastpm_pool_info{pool=\"a\\\"b\",process_manager=\"static\",listen_address=\"unix:/x\"} 1\n",
+            "# UNIT fastpm_queue_wait_p99_seconds seconds\n",
+            "fastpm_request_duration_seconds_count{pool=\"a\\\"b\"} 1\n",
+            "fastpm_request_duration_seconds_sum{pool=\"a\\\"b\"} 0.05\n",
+        ] {
+            assert!(text.contains(want), "{want}\n---\n{text}");
+        }
+        assert!(!text.contains("fastpm_listen_drops"), "unknown: left out");
+        assert!(
+            !text.contains("fastpm_advised_backlog"),
+            "no advice from a worker"
+        );
     }
 }

@@ -8,6 +8,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::advice::BacklogAdvice;
 use crate::overload::HistogramSnapshot;
 use crate::scoreboard::{Clock, PoolBoard, WorkerSlot, WorkerState, UNKNOWN};
 
@@ -131,6 +132,14 @@ pub struct PoolSnapshot {
     pub queue_full_samples: u64,
     pub shed_requests: u64,
     pub abandoned_requests: u64,
+    /// TCP peers refused by `allowed_clients` (part of `rejected conn`; `/metrics` only).
+    pub refused_clients: u64,
+    /// Connections closed for malformed or over-limit FastCGI input (`/metrics` only).
+    pub protocol_errors: u64,
+    /// Requests the app ran to the end, and the microseconds it took over them: the service
+    /// time (`/metrics` only, as `fastpm_request_duration_seconds`).
+    pub served_requests: u64,
+    pub service_time_us: u64,
     /// accept() failures a worker backed off from (EMFILE, ENFILE, ENOBUFS, ENOMEM).
     pub accept_errors: u64,
     /// Connections the pool's fronts are reading a request from (DESIGN.md §8), a gauge.
@@ -156,6 +165,10 @@ pub struct PoolSnapshot {
     pub queue_wait_tcp_info: Option<QueueWait>,
     /// The queue-wait histogram as the pool's board holds it (for `/metrics`); not a §5 key.
     pub queue_wait_histogram: HistogramSnapshot,
+    /// The backlog advice (`service rate`, `advised backlog`, `backlog advice`): only the
+    /// master has the history it is measured from, so a pool's own `status_path` (answered by
+    /// a worker) shows it unknown.
+    pub backlog_advice: Option<BacklogAdvice>,
     /// From [`PoolInfo::max_children`]; not a §5 key (left out of text/JSON), used by the
     /// dashboard and OpenMetrics.
     pub max_children: u32,
@@ -175,6 +188,8 @@ pub enum FieldValue<'a> {
     Time(u64),
     /// Milliseconds that may be unknown.
     MaybeMillis(Option<f64>),
+    /// Another measured quantity that may be unknown (`service rate`, requests per second).
+    MaybeDecimal(Option<f64>),
     /// php-fpm's `%.2f` percentage (`last request cpu`).
     Percent(f64),
 }
@@ -244,6 +259,10 @@ impl PoolSnapshot {
             queue_full_samples: board.queue_full_samples.load(Relaxed),
             shed_requests: board.shed_requests.load(Relaxed),
             abandoned_requests: board.abandoned_requests.load(Relaxed),
+            refused_clients: board.refused_clients.load(Relaxed),
+            protocol_errors: board.protocol_errors.load(Relaxed),
+            served_requests: board.served_requests.load(Relaxed),
+            service_time_us: board.service_time_us.load(Relaxed),
             accept_errors: board.accept_errors.load(Relaxed),
             reading_connections: slots
                 .iter()
@@ -264,6 +283,7 @@ impl PoolSnapshot {
             queue_wait,
             queue_wait_tcp_info: QueueWait::from_histogram(&board.queue_wait_tcp_info.snapshot()),
             queue_wait_histogram: board.queue_wait.snapshot(),
+            backlog_advice: None,
             max_children: info.max_children,
             processes: full.then(|| {
                 slots
@@ -281,6 +301,7 @@ impl PoolSnapshot {
         let wait = |pick: fn(&QueueWait) -> f64| MaybeMillis(self.queue_wait.as_ref().map(pick));
         let tcp =
             |pick: fn(&QueueWait) -> f64| MaybeMillis(self.queue_wait_tcp_info.as_ref().map(pick));
+        let advice = self.backlog_advice.as_ref();
         vec![
             field("pool", Text(&self.pool)),
             field("process manager", Text(&self.process_manager)),
@@ -320,6 +341,18 @@ impl PoolSnapshot {
             field("tcp_info wait p50 ms", tcp(|w| w.p50_ms)),
             field("tcp_info wait p99 ms", tcp(|w| w.p99_ms)),
             field("tcp_info wait max ms", tcp(|w| w.max_ms)),
+            field(
+                "service rate",
+                MaybeDecimal(advice.and_then(|a| a.rate).map(|r| r.per_second)),
+            ),
+            field(
+                "advised backlog",
+                MaybeCount(advice.and_then(|a| a.advised)),
+            ),
+            field(
+                "backlog advice",
+                Text(advice.map_or("-", |a| a.sentence.as_str())),
+            ),
         ]
     }
 }

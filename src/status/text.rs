@@ -77,6 +77,7 @@ pub(crate) fn value(value: FieldValue<'_>) -> String {
         FieldValue::MaybeCount(n) => n.map_or_else(|| "-".to_string(), |n| n.to_string()),
         FieldValue::Time(secs) => php_fpm_date(secs),
         FieldValue::MaybeMillis(ms) => ms.map_or_else(|| "-".to_string(), |ms| format!("{ms:.3}")),
+        FieldValue::MaybeDecimal(x) => x.map_or_else(|| "-".to_string(), |x| format!("{x:.1}")),
         FieldValue::Percent(p) => format!("{p:.2}"),
     }
 }

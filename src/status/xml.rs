@@ -57,7 +57,9 @@ fn value(value: FieldValue<'_>) -> String {
         FieldValue::Text(s) => s.to_string(),
         FieldValue::Count(n) | FieldValue::Time(n) => n.to_string(),
         FieldValue::MaybeCount(n) => n.map(|n| n.to_string()).unwrap_or_default(),
-        FieldValue::MaybeMillis(ms) => ms.map(|ms| ms.to_string()).unwrap_or_default(),
+        FieldValue::MaybeMillis(ms) | FieldValue::MaybeDecimal(ms) => {
+            ms.map(|ms| ms.to_string()).unwrap_or_default()
+        }
         FieldValue::Percent(p) => format!("{p:.2}"),
     }
 }

@@ -9,6 +9,7 @@ use crate::config::PoolConfig;
 use crate::fastcgi::Limits;
 use crate::listen::{ClientFilter, Listener};
 use crate::scoreboard::{PoolBoard, Scoreboard, WorkerSlot};
+use crate::status::recorder::PoolMetrics;
 use crate::status::PoolInfo;
 
 use super::lock::AcceptLock;
@@ -37,6 +38,9 @@ pub struct PoolContext {
     pub clients: ClientFilter,
     pub limits: Limits,
     pub scoreboard: Arc<Scoreboard>,
+    /// What the pool's workers, fronts and master count, through the `metrics` facade: handles
+    /// registered once here whose cells are this pool's on `scoreboard`.
+    pub metrics: PoolMetrics,
     /// Static facts for the status page (name, pm, address, backlog, somaxconn).
     pub info: PoolInfo,
     /// Set by the master (thread workers) or by SIGTERM/SIGINT (a worker process) to ask
@@ -82,6 +86,7 @@ impl PoolContext {
             lock,
             clients,
             limits,
+            metrics: PoolMetrics::register(&scoreboard, index),
             scoreboard,
             info,
             stopping: Arc::new(AtomicBool::new(false)),

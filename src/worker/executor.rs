@@ -239,7 +239,7 @@ impl Executor<'_> {
             AfterAcceptError::Retry => {}
             AfterAcceptError::BackOff(delay) => {
                 // The lock is released: the other workers go on accepting meanwhile.
-                self.ctx.board().accept_errors.fetch_add(1, Relaxed);
+                self.ctx.metrics.accept_errors.increment(1);
                 if self
                     .last_error_log
                     .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
@@ -316,7 +316,7 @@ impl Executor<'_> {
             .take()
             .map(|us| us + in_front.as_micros() as u64);
         if std::mem::take(&mut conn.first_request) {
-            ctx.board().queue_wait.record(queue_wait_us);
+            ctx.metrics.record_queue_wait(queue_wait_us);
         }
         if let Some(grip) = &mut self.grip {
             grip.reset();
@@ -348,7 +348,7 @@ impl Executor<'_> {
                 None
             }
             Err(e) => {
-                ctx.board().protocol_errors.fetch_add(1, Relaxed);
+                ctx.metrics.protocol_errors.increment(1);
                 tracing::warn!(pool = %ctx.config.name, peer = ?conn.peer, error = %e, "closed connection");
                 None
             }

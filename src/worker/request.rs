@@ -172,7 +172,7 @@ impl RequestHandler<'_> {
     fn overload_check(&self, socket: BorrowedFd<'_>, queue_wait: Option<Duration>) -> Verdict {
         let board = self.ctx.board();
         if client_gone(socket) {
-            board.abandoned_requests.fetch_add(1, Relaxed);
+            self.ctx.metrics.abandoned_requests.increment(1);
             return Verdict::Abandoned;
         }
         let state = CodelState::from_raw(board.codel_state.load(Relaxed));
@@ -196,7 +196,7 @@ impl RequestHandler<'_> {
         match decision {
             Decision::Run => Verdict::Run,
             Decision::Shed => {
-                board.shed_requests.fetch_add(1, Relaxed);
+                self.ctx.metrics.shed_requests.increment(1);
                 Verdict::Shed
             }
         }
@@ -214,7 +214,7 @@ impl RequestHandler<'_> {
         let started = Instant::now();
         let clock = crate::logs::RequestClock::start(self.ctx.index);
         let config = &self.ctx.config;
-        self.ctx.board().accepted_conn.fetch_add(1, Relaxed);
+        self.ctx.metrics.accepted_conn.increment(1);
         let script_name = request.params.get("SCRIPT_NAME").unwrap_or(b"");
         let uri = request.params.get("REQUEST_URI").unwrap_or(script_name);
         super::watchdog::request_started(request.request_id);
@@ -231,7 +231,16 @@ impl RequestHandler<'_> {
             Route::Status => self.status(request, out),
             Route::Ping => out.stdout(&self.ping).map(|_| 0),
             Route::App => match self.overload_check(socket, queue_wait) {
-                Verdict::Run => self.app.handle(request, out),
+                Verdict::Run => {
+                    let app_started = Instant::now();
+                    let ran = self.app.handle(request, out);
+                    // The service time of the backlog advice (status::advice).
+                    self.ctx
+                        .metrics
+                        .request_duration
+                        .record(app_started.elapsed());
+                    ran
+                }
                 // Nobody to answer: the END_REQUEST the driver writes fails quietly.
                 Verdict::Abandoned => Ok(0),
                 Verdict::Shed => shed(out),
@@ -248,7 +257,7 @@ impl RequestHandler<'_> {
             took: started.elapsed(),
         };
         if !config.slow_request.is_zero() && done.took > config.slow_request {
-            self.ctx.board().slow_requests.fetch_add(1, Relaxed);
+            self.ctx.metrics.slow_requests.increment(1);
             crate::logs::slow_request(&done);
         }
         crate::logs::access(&clock, &done);

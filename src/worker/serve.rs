@@ -97,7 +97,7 @@ pub fn run_worker(ctx: &PoolContext, worker: usize, app: Box<dyn App>) {
 
 /// The front of a pool in this process; logs why it ended if not asked to.
 fn front_thread(ctx: &PoolContext, handoff: &Handoff, gauge_slot: usize, epoll: Epoll) {
-    if let Err(error) = run_front(ctx, handoff, ctx.slot(gauge_slot), epoll) {
+    if let Err(error) = run_front(ctx, handoff, gauge_slot, epoll) {
         tracing::error!(pool = %ctx.config.name, %error, "front failed; its worker stops");
     }
 }

@@ -490,3 +490,21 @@ pub fn sleep_burst(addr: &str, clients: usize, length: Duration) -> usize {
         .collect();
     threads.into_iter().map(|t| t.join().unwrap()).sum()
 }
+
+/// Run `fastpm bench ADDRESS ARGS…` to the end; its JSON summary (panics, with its output,
+/// when it fails).
+pub fn fastpm_bench(addr: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(FASTPM)
+        .arg("bench")
+        .arg(addr)
+        .args(args)
+        .output()
+        .expect("run fastpm bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
