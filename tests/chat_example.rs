@@ -28,6 +28,17 @@ struct Chat {
     _site: tempfile::TempDir,
 }
 
+impl Drop for Chat {
+    /// A failed test shows what nginx and fastpm logged (a 502 says nothing by itself).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let nginx = std::fs::read_to_string(self.server.path("nginx-error.log"))
+                .unwrap_or_default();
+            eprintln!("nginx error log:\n{nginx}\nfastpm log:\n{}", self.server.log());
+        }
+    }
+}
+
 /// The site as the shipped nginx.conf expects it: `<prefix>/php-examples` (its `root` is
 /// relative to nginx's `-p` prefix).
 fn site() -> (tempfile::TempDir, PathBuf) {

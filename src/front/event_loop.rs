@@ -276,6 +276,15 @@ impl Front<'_> {
         } else {
             self.epoll.add(&conn.stream, event)
         };
+        // A connection that went to the master's holder and came back may carry the same
+        // descriptor number as before, for the same open socket: epoll still has it (an entry
+        // lives as long as the socket does, and the holder kept the socket open; one-shot
+        // left it disarmed). Re-arm that entry instead of refusing the connection.
+        let result = match result {
+            Err(Errno::EEXIST) => self.epoll.modify(&conn.stream, &mut event),
+            Err(Errno::ENOENT) => self.epoll.add(&conn.stream, event),
+            other => other,
+        };
         match result {
             Ok(()) => {
                 conn.registered = true;
