@@ -15,6 +15,7 @@
 //!   without touching what is held (a front would have to linger, or pass them on anyway);
 //! - TERM answers everything held with its timeout response before the master leaves; status
 //!   reads the counters where they change.
+//!
 //! The cost is one `sendmsg` per held request on the way in and one on the way back (kept
 //! connections only); nothing for requests that are not held.
 //!
@@ -26,13 +27,16 @@
 //! - [`channels`]: the instance's waiting subscribers per channel (local delivery).
 //! - [`broker`]: ids, history and fan-out across instances: memory or Redis.
 //! - [`wire`]: the worker → master and master → worker datagrams.
-//! - [`holder`]: the master's tasks that hold, answer and give back connections.
+//! - [`holder`]: the master's side of the pools' links: starts held requests, gives back kept
+//!   connections, owns the broker and the graceful stop.
+//! - [`held`]: one held request's task, from subscribe to answer.
 //! - [`publisher`]: the master's `POST /publish/` (EPCP) through the holder.
 
 pub mod broker;
 pub mod channels;
 pub mod epcp;
 pub mod grip;
+pub mod held;
 pub mod holder;
 pub mod longpoll;
 pub mod memory;
