@@ -120,6 +120,14 @@ impl Drop for Counted {
 type Subscribing = Pin<Box<dyn Future<Output = Result<Subscribed, BrokerError>> + Send>>;
 
 enum Phase {
+    /// Not polled yet. Counting and subscribing happen in the task's first poll, together: a
+    /// request counted in `held requests` is one a publish reaches (memory broker), so a
+    /// status that says N are held means a publish now answers N.
+    Start {
+        wants: Vec<Want>,
+        timeout: Duration,
+        answers: Answers,
+    },
     /// Asking the broker (Redis: a round trip; memory: done at the first poll).
     Subscribing {
         subscribing: Subscribing,
@@ -164,8 +172,8 @@ pub(super) struct HeldTask {
 }
 
 impl HeldTask {
-    /// Hold `reply`'s request on `wants` for `timeout` (or answer at once: a bad channel name,
-    /// `max_held` reached).
+    /// Hold `reply`'s request on `wants` for `timeout` (or answer at once: a bad channel name;
+    /// at the first poll, `max_held` reached).
     pub(super) fn hold(
         reply: Reply,
         wants: Vec<Want>,
@@ -175,28 +183,12 @@ impl HeldTask {
         if wants.iter().any(|w| !valid_channel(&w.channel)) {
             return HeldTask::answer(reply, longpoll::error_answer(400, "invalid channel name"));
         }
-        let pool = &reply.pool;
-        let board = pool.board();
-        // Counted before the broker is asked: `max_held` bounds what waits, whatever the wait.
-        let held = pool.held.fetch_add(1, Relaxed) + 1;
-        let counted = Counted(Arc::clone(pool));
-        if held > pool.max_held {
-            board.held_refused.fetch_add(1, Relaxed);
-            drop(counted);
-            return HeldTask::answer(reply, longpoll::unavailable_answer(1));
-        }
-        board.held_requests.store(held as u64, Relaxed);
-        board.max_held_requests.fetch_max(held as u64, Relaxed);
-        let broker = reply.holder.broker().clone();
-        let index = pool.index;
-        let subscribing = Box::pin(async move { broker.subscribe(index, &wants).await });
         HeldTask {
             reply,
-            phase: Phase::Subscribing {
-                subscribing,
+            phase: Phase::Start {
+                wants,
                 timeout,
                 answers,
-                counted,
             },
         }
     }
@@ -227,6 +219,11 @@ impl Future for HeldTask {
         loop {
             // Each phase is taken out, advanced, and put back (or replaced by the next).
             match std::mem::replace(phase, Phase::Done) {
+                Phase::Start {
+                    wants,
+                    timeout,
+                    answers,
+                } => *phase = start(reply, wants, timeout, answers),
                 Phase::Subscribing {
                     mut subscribing,
                     timeout,
@@ -316,6 +313,30 @@ impl Future for HeldTask {
                 Phase::Done => return Poll::Ready(false),
             }
         }
+    }
+}
+
+/// Count the request in its pool (refused past `max_held`: `503`) and ask the broker.
+fn start(reply: &Reply, wants: Vec<Want>, timeout: Duration, answers: Answers) -> Phase {
+    let pool = &reply.pool;
+    let board = pool.board();
+    // Counted before the broker is asked: `max_held` bounds what waits, whatever the wait.
+    let held = pool.held.fetch_add(1, Relaxed) + 1;
+    let counted = Counted(Arc::clone(pool));
+    if held > pool.max_held {
+        board.held_refused.fetch_add(1, Relaxed);
+        drop(counted);
+        return Phase::writing(reply.request_id, &longpoll::unavailable_answer(1));
+    }
+    board.held_requests.store(held as u64, Relaxed);
+    board.max_held_requests.fetch_max(held as u64, Relaxed);
+    let broker = reply.holder.broker().clone();
+    let index = pool.index;
+    Phase::Subscribing {
+        subscribing: Box::pin(async move { broker.subscribe(index, &wants).await }),
+        timeout,
+        answers,
+        counted,
     }
 }
 
