@@ -5,16 +5,20 @@
 //!
 //! Cost per held request, since tens of thousands wait at once (DESIGN §8): one
 //! [`Subscription`] (a few words, owned by the holder's task), one shared `Slot` (the answer and
-//! its wake-up, ~80 bytes) and one map entry per channel it waits on (~40 bytes). Channel names
-//! are stored once per channel (`Arc<str>`), not once per subscriber.
+//! its waker, ~64 bytes) and one map entry per channel it waits on (~40 bytes). Channel names
+//! are stored once per channel (`Arc<str>`), not once per subscriber. The wake-up is an
+//! `AtomicWaker` polled through [`Subscription::poll_recv`] rather than a `Notify`: a `Notify`
+//! costs its waiter list here and a `Notified` future (~80 bytes) in every waiting task.
 //!
 //! One mutex guards the whole map. A publish to 10,000 subscribers holds it for one pass over
 //! them (setting each answer); the wake-ups happen after it is released.
 
 use std::collections::HashMap;
+use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll};
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use super::message::SharedMessage;
 
@@ -48,8 +52,9 @@ struct Channel {
 /// channels) under the hub's lock, then the holder's task is woken.
 struct Slot {
     message: OnceLock<SharedMessage>,
-    /// `notify_one` stores a permit when nobody waits yet, so a wake-up is never lost.
-    wake: Notify,
+    /// The waiting task's waker. It registers before it looks at `message`, and delivery sets
+    /// `message` before it wakes, so a wake-up is never lost.
+    waker: AtomicWaker,
 }
 
 /// One held request's registration on its channels. Dropping it (answered, timed out, client
@@ -89,7 +94,7 @@ impl Hub {
     pub fn subscribe(self: &Arc<Self>, pool: usize, channels: &[String]) -> Subscription {
         let slot = Arc::new(Slot {
             message: OnceLock::new(),
-            wake: Notify::new(),
+            waker: AtomicWaker::new(),
         });
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -169,9 +174,25 @@ impl Hub {
             }
         }
         for slot in &answered {
-            slot.wake.notify_one();
+            slot.waker.wake();
         }
         answered.len()
+    }
+
+    /// Wake every waiting subscription's task without answering it (the holder's graceful
+    /// stop: each task then sees the stop and answers as on its timeout).
+    pub fn wake_all(&self) {
+        let slots: Vec<Arc<Slot>> = {
+            let inner = self.lock();
+            inner
+                .channels
+                .values()
+                .flat_map(|c| c.waiters.values().cloned())
+                .collect()
+        };
+        for slot in slots {
+            slot.waker.wake();
+        }
     }
 
     /// Subscriptions registered and not answered yet.
@@ -195,11 +216,19 @@ impl Subscription {
     /// and the client's hang-up): the answer stays in the subscription, so a later call returns
     /// it at once, as does every call after the first answer.
     pub async fn recv(&mut self) -> SharedMessage {
-        loop {
-            if let Some(m) = self.slot.message.get() {
-                return m.clone();
-            }
-            self.slot.wake.notified().await;
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`Self::recv`] for a hand-written future: ready with the answer, or pending with `cx`'s
+    /// waker registered (replacing any earlier one), woken by the delivery or [`Hub::wake_all`].
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<SharedMessage> {
+        if let Some(m) = self.slot.message.get() {
+            return Poll::Ready(m.clone());
+        }
+        self.slot.waker.register(cx.waker());
+        match self.slot.message.get() {
+            Some(m) => Poll::Ready(m.clone()),
+            None => Poll::Pending,
         }
     }
 
@@ -292,6 +321,34 @@ mod tests {
         assert_eq!(hub.channels_per_pool(), vec![0, 0, 0, 1]);
         drop(sub);
         assert_eq!(hub.channels_per_pool(), vec![0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn wake_all_wakes_a_waiting_task_without_answering_it() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        use std::task::{Wake, Waker};
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, SeqCst);
+            }
+        }
+        let hub = Hub::new(1);
+        let sub = hub.subscribe(0, &names(&["a"]));
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(sub.poll_recv(&mut cx).is_pending());
+        hub.wake_all();
+        assert_eq!(count.0.load(SeqCst), 1);
+        assert!(sub.poll_recv(&mut cx).is_pending(), "woken, not answered");
+        assert_eq!(hub.waiting(), 1);
+        assert_eq!(hub.deliver(msg("a", 4)), 1);
+        assert_eq!(count.0.load(SeqCst), 2);
+        match sub.poll_recv(&mut cx) {
+            Poll::Ready(m) => assert_eq!(m.id, 4),
+            Poll::Pending => panic!("delivered but pending"),
+        }
     }
 
     #[tokio::test]

@@ -1,16 +1,9 @@
 //! The master's holder (DESIGN.md §8): one reader task per pool takes held requests off the
-//! pool's SEQPACKET link ([`super::wire`]), and one small task per held request waits for the
-//! first of: a message on its channel(s), its timeout, its client leaving, or the master's
-//! graceful stop. It answers on the request's own FastCGI connection (STDOUT + END_REQUEST with
-//! the request's id) and then gives a kept connection (FCGI_KEEP_CONN) back to a worker of the
-//! pool, or closes it.
-//!
-//! Why a task per held request: its state is the connection (an `AsyncFd`, no buffer while it
-//! waits), a subscription entry and a timer; tokio keeps the three in one allocation, a few
-//! hundred bytes. Nothing is read from a held connection except to notice its end: nginx
-//! never sends ABORT_REQUEST, it closes (a FastCGI client sends nothing else on a connection
-//! whose request is unanswered). Bytes that do arrive (a pipelining client) are kept, to go
-//! back with the connection; an ABORT_REQUEST among them is not looked for.
+//! pool's SEQPACKET link ([`super::wire`]) and starts one task per held request
+//! ([`super::held`]), which answers on the request's own FastCGI connection and then gives a
+//! kept connection (FCGI_KEEP_CONN) back to a worker of the pool, or closes it. The holder
+//! owns what those tasks share: the broker, the pools' links and counters, and the graceful
+//! stop.
 //!
 //! Counters go to the pool's scoreboard header, where every status reader sees them.
 
@@ -21,22 +14,18 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::sys::socket::{recv, send, MsgFlags};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
-use super::broker::{Broker, BrokerError, Subscribed, Want};
+use super::broker::{Broker, BrokerError, Want};
+use super::held::{run, Answers, HeldTask, Live, Reply};
 use super::longpoll;
-use super::message::{valid_channel, HttpResponse, Publication, SharedMessage};
-use super::wire::{self, Ask, Back, HoldMsg, ToMaster, MAX_DATAGRAM, MAX_PENDING};
-use crate::fastcgi::encode_whole_response;
-use crate::scoreboard::Scoreboard;
+use super::message::{valid_channel, HttpResponse, Publication};
+use super::wire::{self, Ask, Back, HoldMsg, ToMaster, MAX_DATAGRAM};
+use crate::scoreboard::{PoolBoard, Scoreboard};
 use crate::sys::asyncfd;
 use crate::sys::fdpass::{recv_with_fd, send_with_fd, Received};
 
-/// How long the holder keeps trying to write an answer to a client that does not read.
-const WRITE_DEADLINE: Duration = Duration::from_secs(30);
 /// How long giving a kept connection back may wait for room on the pool's link.
 const GIVE_BACK_PATIENCE: Duration = Duration::from_secs(1);
 /// Longest GRIP timeout honoured (a day); longer ones are cut to it.
@@ -55,14 +44,28 @@ pub struct PoolHold {
     pub hold_timeout: Duration,
 }
 
-struct Pool {
-    index: usize,
-    name: String,
+pub(super) struct Pool {
+    pub(super) index: usize,
+    pub(super) name: String,
     link: AsyncFd<OwnedFd>,
-    /// `max_held` and `hold_timeout` (ms), as the config says now: a reload changes them.
-    max_held: AtomicUsize,
+    /// `max_held` and `hold_timeout` (ms) as the config says now: a reload changes them
+    /// ([`Holder::reconfigure`]) for requests held from then on.
+    pub(super) max_held: AtomicUsize,
     hold_timeout_ms: AtomicU64,
-    held: AtomicUsize,
+    /// Held requests of this pool now (what `max_held` bounds).
+    pub(super) held: AtomicUsize,
+    /// Where the pool's counters are (its header: [`Pool::board`]).
+    scoreboard: Arc<Scoreboard>,
+}
+
+impl Pool {
+    pub(super) fn board(&self) -> &PoolBoard {
+        self.scoreboard.pool(self.index)
+    }
+
+    fn hold_timeout(&self) -> Duration {
+        Duration::from_millis(self.hold_timeout_ms.load(Relaxed))
+    }
 }
 
 /// The holder of one master: its broker, its pools, and the stop signal its tasks watch.
@@ -71,9 +74,9 @@ pub struct Holder {
     scoreboard: Arc<Scoreboard>,
     pools: Vec<Arc<Pool>>,
     /// Becomes true on a graceful stop: every held request is answered as on its timeout.
-    stopping: watch::Sender<bool>,
-    /// Held requests (tasks) alive, for the stop to wait on.
-    live: Arc<AtomicU64>,
+    pub(super) stopping: watch::Sender<bool>,
+    /// Held requests (tasks) alive, for the stop to wait on ([`Live`] counts them).
+    pub(super) live: AtomicU64,
 }
 
 impl Holder {
@@ -93,6 +96,7 @@ impl Holder {
                     max_held: AtomicUsize::new(p.max_held),
                     hold_timeout_ms: AtomicU64::new(p.hold_timeout.as_millis() as u64),
                     held: AtomicUsize::new(0),
+                    scoreboard: Arc::clone(&scoreboard),
                 }))
             })
             .collect::<io::Result<Vec<_>>>()?;
@@ -102,7 +106,7 @@ impl Holder {
             scoreboard,
             pools,
             stopping,
-            live: Arc::new(AtomicU64::new(0)),
+            live: AtomicU64::new(0),
         });
         for pool in &holder.pools {
             tokio::spawn(Arc::clone(&holder).read_pool(Arc::clone(pool)));
@@ -129,6 +133,7 @@ impl Holder {
     /// `within`) until the answers are written.
     pub async fn stop(&self, within: Duration) {
         let _ = self.stopping.send(true);
+        self.broker.hub().wake_all();
         let deadline = tokio::time::Instant::now() + within;
         while self.live.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -178,10 +183,7 @@ impl Holder {
                 continue;
             };
             match wire::decode_to_master(&buf[..n]) {
-                Ok(ToMaster::Hold(msg)) => {
-                    self.live.fetch_add(1, Relaxed);
-                    tokio::spawn(Arc::clone(&self).serve(Arc::clone(&pool), fd, msg));
-                }
+                Ok(ToMaster::Hold(msg)) => self.take(&pool, fd, msg),
                 Ok(ToMaster::Pass { pending }) => {
                     // A retiring worker's idle kept connection: on to another worker.
                     give_back(&pool, fd, pending).await;
@@ -210,15 +212,9 @@ impl Holder {
         }
     }
 
-    /// One held request, from arrival to answer (and the connection given back or closed).
-    async fn serve(self: Arc<Self>, pool: Arc<Pool>, fd: OwnedFd, msg: HoldMsg) {
-        struct Live(Arc<AtomicU64>);
-        impl Drop for Live {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Relaxed);
-            }
-        }
-        let _live = Live(Arc::clone(&self.live));
+    /// A held request arrived with its connection: start its task.
+    fn take(self: &Arc<Self>, pool: &Arc<Pool>, fd: OwnedFd, msg: HoldMsg) {
+        let holder = Live::new(self);
         if let Err(error) = set_nonblocking(&fd) {
             tracing::debug!(pool = %pool.name, %error, "holder: connection unusable");
             return;
@@ -233,36 +229,38 @@ impl Holder {
         let HoldMsg {
             request_id,
             keep_conn,
-            mut pending,
+            pending,
             ask,
         } = msg;
-        let board = self.scoreboard.pool(pool.index);
-        let answer = match ask {
+        let reply = Reply {
+            holder,
+            pool: Arc::clone(pool),
+            conn,
+            pending,
+            request_id,
+            keep_conn,
+        };
+        match ask {
             Ask::Pub {
                 channel,
                 content_type,
                 body,
-            } => self.publish_one(&pool, channel, content_type, body).await,
+            } => {
+                tokio::spawn(async move {
+                    let answer = reply
+                        .holder
+                        .publish_one(&reply.pool, channel, content_type, body)
+                        .await;
+                    run(HeldTask::answer(reply, answer)).await
+                });
+            }
             Ask::Sub { channel } => {
                 let wants = vec![Want {
                     channel: channel.name,
                     after: channel.after,
                 }];
-                match self
-                    .wait(
-                        &pool,
-                        &conn,
-                        &mut pending,
-                        wants,
-                        Duration::from_millis(pool.hold_timeout_ms.load(Relaxed)),
-                    )
-                    .await
-                {
-                    Waited::Message(m, lost) => longpoll::message_answer(&m, lost),
-                    Waited::Timeout => longpoll::timeout_answer(),
-                    Waited::Refused(answer) => answer,
-                    Waited::Gone => return,
-                }
+                let task = HeldTask::hold(reply, wants, pool.hold_timeout(), Answers::Longpoll);
+                tokio::spawn(run(task));
             }
             Ask::Grip {
                 channels,
@@ -277,31 +275,11 @@ impl Holder {
                     })
                     .collect();
                 let timeout = Duration::from_millis(u64::from(timeout_ms)).min(MAX_GRIP_TIMEOUT);
-                match self.wait(&pool, &conn, &mut pending, wants, timeout).await {
-                    Waited::Message(m, lost) => longpoll::grip_answer(&m, lost),
-                    Waited::Timeout => response,
-                    Waited::Refused(answer) => answer,
-                    Waited::Gone => return,
-                }
+                let answers = Answers::Grip {
+                    timeout_response: response,
+                };
+                tokio::spawn(run(HeldTask::hold(reply, wants, timeout, answers)));
             }
-        };
-        let mut out = Vec::with_capacity(answer.len() + 64);
-        encode_whole_response(&mut out, request_id, &answer);
-        drop(answer);
-        match tokio::time::timeout(WRITE_DEADLINE, write_all(&conn, &out)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::debug!(pool = %pool.name, %error, "holder: client gone before its answer");
-                board.held_gone.fetch_add(1, Relaxed);
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(pool = %pool.name, "holder: client did not read its answer; closed");
-                return;
-            }
-        }
-        if keep_conn && !*self.stopping.borrow() {
-            give_back(&pool, conn.into_inner(), pending).await;
         }
     }
 
@@ -337,135 +315,11 @@ impl Holder {
         }
     }
 
-    /// Hold until a message, the timeout, the client's end, or the master's stop.
-    async fn wait(
-        &self,
-        pool: &Pool,
-        conn: &AsyncFd<OwnedFd>,
-        pending: &mut Vec<u8>,
-        wants: Vec<Want>,
-        timeout: Duration,
-    ) -> Waited {
-        let board = self.scoreboard.pool(pool.index);
-        for w in &wants {
-            if !valid_channel(&w.channel) {
-                return Waited::Refused(longpoll::error_answer(400, "invalid channel name"));
-            }
-        }
-        // Counted before the broker is asked: `max_held` bounds what waits, whatever the wait.
-        let held = pool.held.fetch_add(1, Relaxed) + 1;
-        struct Held<'a>(&'a AtomicUsize, &'a AtomicU64);
-        impl Drop for Held<'_> {
-            fn drop(&mut self) {
-                let now = self.0.fetch_sub(1, Relaxed) - 1;
-                self.1.store(now as u64, Relaxed);
-            }
-        }
-        let _held = Held(&pool.held, &board.held_requests);
-        if held > pool.max_held.load(Relaxed) {
-            board.held_refused.fetch_add(1, Relaxed);
-            return Waited::Refused(longpoll::unavailable_answer(1));
-        }
-        board.held_requests.store(held as u64, Relaxed);
-        board.max_held_requests.fetch_max(held as u64, Relaxed);
-        let mut subscription = match self.broker.subscribe(pool.index, &wants).await {
-            Ok(Subscribed::Now { message, lost }) => {
-                board.messages_delivered.fetch_add(1, Relaxed);
-                return Waited::Message(message, lost);
-            }
-            Ok(Subscribed::Wait(subscription)) => subscription,
-            Err(error) => {
-                tracing::debug!(pool = %pool.name, %error, "subscribe refused");
-                return Waited::Refused(longpoll::unavailable_answer(1));
-            }
-        };
-        let mut stopping = self.stopping.subscribe();
-        if *stopping.borrow_and_update() {
-            return Waited::Timeout;
-        }
-        let sleep = tokio::time::sleep(timeout);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                message = subscription.recv() => {
-                    board.messages_delivered.fetch_add(1, Relaxed);
-                    return Waited::Message(message, 0);
-                }
-                () = &mut sleep => {
-                    board.held_timeouts.fetch_add(1, Relaxed);
-                    return Waited::Timeout;
-                }
-                _ = stopping.changed() => return Waited::Timeout,
-                ready = conn.readable() => {
-                    let Ok(mut guard) = ready else { return Waited::Gone };
-                    match read_while_held(conn.get_ref(), pending) {
-                        Heard::Nothing => guard.clear_ready(),
-                        Heard::Bytes => {}
-                        Heard::End => {
-                            board.held_gone.fetch_add(1, Relaxed);
-                            return Waited::Gone;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// How a hold ended.
-enum Waited {
-    Message(SharedMessage, u64),
-    Timeout,
-    /// Answered without holding (refused, bad input, broker down).
-    Refused(Vec<u8>),
-    /// The client left: nothing to answer.
-    Gone,
-}
-
-/// What a read on a held connection found.
-enum Heard {
-    Nothing,
-    Bytes,
-    End,
-}
-
-/// Read what a held connection's client sent: its end (or a reset) means it left; bytes are
-/// kept for when the connection goes back (up to [`MAX_PENDING`]; more ends it).
-fn read_while_held(fd: &OwnedFd, pending: &mut Vec<u8>) -> Heard {
-    let mut buf = [0u8; 4096];
-    match recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-        Ok(0) => Heard::End,
-        Ok(n) if pending.len() + n <= MAX_PENDING => {
-            pending.extend_from_slice(&buf[..n]);
-            Heard::Bytes
-        }
-        Ok(_) => Heard::End,
-        Err(Errno::EAGAIN | Errno::EINTR) => Heard::Nothing,
-        Err(_) => Heard::End,
-    }
-}
-
-/// Write all of `bytes` to a non-blocking connection, waiting for room as needed.
-async fn write_all(conn: &AsyncFd<OwnedFd>, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        let mut guard = conn.writable().await?;
-        match send(
-            conn.get_ref().as_raw_fd(),
-            bytes,
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-        ) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(Errno::EAGAIN) => guard.clear_ready(),
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
 
 /// A kept connection back to a worker of `pool` (any one: the first whose front reads the
 /// link). Closed when the link stays full for [`GIVE_BACK_PATIENCE`].
-async fn give_back(pool: &Pool, fd: OwnedFd, pending: Vec<u8>) {
+pub(super) async fn give_back(pool: &Pool, fd: OwnedFd, pending: Vec<u8>) {
     let mut bytes = Vec::with_capacity(pending.len() + 8);
     wire::encode_back(&Back { pending }, &mut bytes);
     let deadline = tokio::time::Instant::now() + GIVE_BACK_PATIENCE;
@@ -496,3 +350,4 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     Ok(())
 }
+

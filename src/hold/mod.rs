@@ -27,13 +27,16 @@
 //! - [`channels`]: the instance's waiting subscribers per channel (local delivery).
 //! - [`broker`]: ids, history and fan-out across instances: memory or Redis.
 //! - [`wire`]: the worker → master and master → worker datagrams.
-//! - [`holder`]: the master's tasks that hold, answer and give back connections.
+//! - [`holder`]: the master's side of the pools' links: starts held requests, gives back kept
+//!   connections, owns the broker and the graceful stop.
+//! - [`held`]: one held request's task, from subscribe to answer.
 //! - [`publisher`]: the master's `POST /publish/` (EPCP) through the holder.
 
 pub mod broker;
 pub mod channels;
 pub mod epcp;
 pub mod grip;
+pub mod held;
 pub mod holder;
 pub mod longpoll;
 pub mod memory;
