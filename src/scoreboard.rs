@@ -34,6 +34,13 @@ pub struct PoolBoard {
     /// Connections taken off the accept queue; the k-th accept takes sequence number k. Feeds the
     /// queue-wait accounting (arrivals = accepted + queued).
     pub accept_seq: AtomicU64,
+    /// Requests the app ran to the end (not shed, not abandoned, not status or ping): the count
+    /// of the service time below (`fastpm_request_duration_seconds`).
+    pub served_requests: AtomicU64,
+    /// Microseconds a worker spent on those requests: with `served_requests`, the pool's mean
+    /// service time, from which the backlog advice estimates the service rate. Both beside
+    /// `accepted_conn`, whose cache line every request writes already.
+    pub service_time_us: AtomicU64,
     /// Last sampled accept queue depth (`listen queue`).
     pub listen_queue: AtomicU64,
     /// Highest sampled depth since start (`max listen queue`).
@@ -91,12 +98,6 @@ pub struct PoolBoard {
     /// Requests refused because `max_held` requests were already held (503 + Retry-After).
     /// Not a key of its own: it is part of `rejected conn`.
     pub held_refused: AtomicU64,
-    /// Requests the app ran to the end (not shed, not abandoned, not status or ping): the count
-    /// of the service time below (`fastpm_request_duration_seconds`).
-    pub served_requests: AtomicU64,
-    /// Microseconds the app took over those requests: with `served_requests`, the pool's mean
-    /// service time, from which the backlog advice estimates the service rate.
-    pub service_time_us: AtomicU64,
     /// Time spent in the kernel accept queue by each accepted connection (`queue wait p50 ms`
     /// …, and the `/metrics` histogram). Workers record; readers copy.
     pub queue_wait: WaitHistogram,

@@ -83,7 +83,16 @@ kind = "hello"
     for _ in 0..5 {
         assert!(raw::get(&addr, "/s", "ms=1").body().contains("slept"));
     }
-    let (code, text) = http_get(server.status_port(), "/metrics");
+    // The backlog advice comes from the master's one-second history: once the second of these
+    // requests has closed, /metrics has it too.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (code, text) = loop {
+        let (code, text) = http_get(server.status_port(), "/metrics");
+        if text.contains("fastpm_advised_backlog{") || std::time::Instant::now() > deadline {
+            break (code, text);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert_eq!(code, 200, "{text}");
     let families = parse_openmetrics(&text);
     // Today's names (DESIGN §5) and php-fpm's, as exporters and dashboards know them.
@@ -95,6 +104,9 @@ kind = "hello"
         "fastpm_listen_backlog",
         "fastpm_held_requests",
         "fastpm_messages_delivered",
+        // Counted through the metrics facade's histogram; the master's backlog advice.
+        "fastpm_request_duration_seconds",
+        "fastpm_advised_backlog",
     ] {
         assert!(
             families.iter().any(|f| f == name),

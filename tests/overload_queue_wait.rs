@@ -98,11 +98,11 @@ fn unix_queue_wait_p50_matches_the_true_wait() {
         .expect("a _count sample");
     let count: u64 = count_line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(count >= u64::from(done), "{count_line} for {done} requests");
-    let inf = format!("fastpm_queue_wait_seconds_bucket{{pool=\"w\",le=\"+Inf\"}} {count}");
+    let inf = format!("fastpm_queue_wait_seconds_bucket{{le=\"+Inf\",pool=\"w\"}} {count}");
     assert!(metrics.contains(&inf), "{metrics}");
     // Most waits are between 0.2 s and 0.4096 s: the 0.2048 s bucket holds few, 0.4096 most.
     let bucket = |le: &str| -> u64 {
-        let prefix = format!("fastpm_queue_wait_seconds_bucket{{pool=\"w\",le=\"{le}\"}} ");
+        let prefix = format!("fastpm_queue_wait_seconds_bucket{{le=\"{le}\",pool=\"w\"}} ");
         let line = metrics
             .lines()
             .find(|l| l.starts_with(&prefix))

@@ -20,8 +20,9 @@
 //!    (at least [`MIN_SATURATED_SECONDS`]) is `μ`; the median, because a second the machine
 //!    stalled in should not move it.
 //! 2. **From the service time** (before the pool has ever been saturated): `concurrency / S̄`,
-//!    `S̄` the mean time the app took per request over the window. An upper bound — it assumes
-//!    no time between requests — so it is used only when (1) has too few seconds.
+//!    `S̄` the mean time a worker spent per request the app ran, over the window. An upper
+//!    bound — it assumes no time between requests — so it is used only when (1) has too few
+//!    seconds.
 //!
 //! Everything here is pure: the history and the pool's facts go in, the advice comes out.
 
@@ -96,7 +97,7 @@ pub enum Verdict {
 #[derive(Clone, Debug, PartialEq)]
 pub struct BacklogAdvice {
     pub rate: Option<ServiceRate>,
-    /// Mean time the app took per request over the window, milliseconds.
+    /// Mean time a worker spent per request the app ran, over the window, milliseconds.
     pub mean_service_ms: Option<f64>,
     /// The queue length beyond which a queued request cannot be answered in time.
     pub advised: Option<u64>,

@@ -60,7 +60,7 @@ pub struct Second {
     pub abandoned_requests: u32,
     /// Requests the app ran to the end within the second (the pool's completions).
     pub app_runs: u32,
-    /// Microseconds the app took over them.
+    /// Microseconds the workers spent on them.
     pub app_time_us: u64,
 }
 

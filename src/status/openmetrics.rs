@@ -444,7 +444,7 @@ fn encode_queue_wait(
     )
 }
 
-/// `fastpm_request_duration_seconds`: the time the app took per request it ran, as a count
+/// `fastpm_request_duration_seconds`: the time a worker spent per request the app ran, as a count
 /// and a sum (the scoreboard keeps no buckets for it: one `+Inf` bucket). `rate(_sum) /
 /// rate(_count)` is the mean service time the backlog advice uses.
 fn encode_request_duration(
@@ -463,7 +463,7 @@ fn encode_request_duration(
     encode_histograms(
         encoder,
         "fastpm_request_duration",
-        "Time the app took per request it ran (not shed, abandoned, status or ping requests); count and sum only.",
+        "Time a worker spent per request the app ran, from taking it to answering it (not shed, abandoned, status or ping requests); count and sum only.",
         pools,
     )
 }

@@ -340,7 +340,8 @@ pub struct PoolMetrics {
     pub queue_wait_unknown: Counter,
     /// TCP: the same wait as the kernel reports it (`tcpi_last_data_recv`).
     pub queue_wait_tcp_info: Histogram,
-    /// Time the app took, per request it ran (the service time of the backlog advice).
+    /// Time a worker spent on each request the app ran, from taking it to answering it (the
+    /// service time of the backlog advice).
     pub request_duration: Histogram,
 }
 

@@ -223,6 +223,8 @@ impl RequestHandler<'_> {
             uri,
             request.params.get("SCRIPT_FILENAME").unwrap_or(b"-"),
         );
+        // Whether the app ran it: then its time is the pool's service time (status::advice).
+        let mut app_ran = false;
         let result = match route(
             script_name,
             config.status_path.as_deref(),
@@ -232,14 +234,8 @@ impl RequestHandler<'_> {
             Route::Ping => out.stdout(&self.ping).map(|_| 0),
             Route::App => match self.overload_check(socket, queue_wait) {
                 Verdict::Run => {
-                    let app_started = Instant::now();
-                    let ran = self.app.handle(request, out);
-                    // The service time of the backlog advice (status::advice).
-                    self.ctx
-                        .metrics
-                        .request_duration
-                        .record(app_started.elapsed());
-                    ran
+                    app_ran = true;
+                    self.app.handle(request, out)
                 }
                 // Nobody to answer: the END_REQUEST the driver writes fails quietly.
                 Verdict::Abandoned => Ok(0),
@@ -256,6 +252,9 @@ impl RequestHandler<'_> {
             queue_wait,
             took: started.elapsed(),
         };
+        if app_ran {
+            self.ctx.metrics.request_duration.record(done.took);
+        }
         if !config.slow_request.is_zero() && done.took > config.slow_request {
             self.ctx.metrics.slow_requests.increment(1);
             crate::logs::slow_request(&done);
