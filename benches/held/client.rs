@@ -107,9 +107,10 @@ impl Crowd {
             stream.write_all(request)?;
             stream.set_nonblocking(true)?;
             if to_watcher.send(stream).is_err() {
-                return Err(batch.stop_watcher().err().unwrap_or_else(|| {
-                    io::Error::other("the watcher thread ended early")
-                }));
+                return Err(batch
+                    .stop_watcher()
+                    .err()
+                    .unwrap_or_else(|| io::Error::other("the watcher thread ended early")));
             }
         }
         Ok(batch)
@@ -126,7 +127,11 @@ struct Watched {
 }
 
 /// The watcher thread: register each connection as it comes, read what arrives.
-fn watch(streams: mpsc::Receiver<UnixStream>, n: usize, counts: &Counts) -> io::Result<Vec<Answer>> {
+fn watch(
+    streams: mpsc::Receiver<UnixStream>,
+    n: usize,
+    counts: &Counts,
+) -> io::Result<Vec<Answer>> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     let mut conns: Vec<Watched> = Vec::with_capacity(n);
     let mut events = vec![EpollEvent::empty(); 1024];
@@ -278,9 +283,9 @@ pub fn check_answers(answers: &[Answer], body: &str, sent: Instant) -> Result<Du
             return Err(format!("connection {i}: body {:?}, not {body:?}", r.body()));
         }
         let at = a.answered_at.expect("an END_REQUEST was counted");
-        let after = at
-            .checked_duration_since(sent)
-            .ok_or(format!("connection {i}: answered before the publish was sent"))?;
+        let after = at.checked_duration_since(sent).ok_or(format!(
+            "connection {i}: answered before the publish was sent"
+        ))?;
         last = last.max(after);
     }
     Ok(last)

@@ -483,6 +483,9 @@ mod tests {
         let task = future_size(run);
         println!("HeldTask {held} bytes, its task's future {task} bytes");
         assert!(held <= 200, "HeldTask is {held} bytes");
-        assert!(task <= held + 32, "run()'s future is {task} bytes for a {held}-byte HeldTask");
+        assert!(
+            task <= held + 32,
+            "run()'s future is {task} bytes for a {held}-byte HeldTask"
+        );
     }
 }

@@ -191,7 +191,10 @@ impl Holder {
             let counts = self.broker.hub().channels_per_pool();
             for pool in &self.pools {
                 let n = counts.get(pool.index).copied().unwrap_or(0);
-                self.scoreboard.pool(pool.index).held_channels.store(n as u64, Relaxed);
+                self.scoreboard
+                    .pool(pool.index)
+                    .held_channels
+                    .store(n as u64, Relaxed);
             }
         }
     }
@@ -298,7 +301,6 @@ impl Holder {
             Err(error) => longpoll::error_answer(400, &error.to_string()),
         }
     }
-
 }
 
 /// A kept connection back to a worker of `pool` (any one: the first whose front reads the
@@ -308,7 +310,12 @@ pub(super) async fn give_back(pool: &Pool, fd: OwnedFd, pending: Vec<u8>) {
     wire::encode_back(&Back { pending }, &mut bytes);
     let deadline = tokio::time::Instant::now() + GIVE_BACK_PATIENCE;
     loop {
-        match send_with_fd(pool.link.get_ref().as_fd(), &bytes, fd.as_fd(), Duration::ZERO) {
+        match send_with_fd(
+            pool.link.get_ref().as_fd(),
+            &bytes,
+            fd.as_fd(),
+            Duration::ZERO,
+        ) {
             Ok(()) => return,
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 let wait = tokio::time::timeout_at(deadline, pool.link.writable()).await;
@@ -334,4 +341,3 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     Ok(())
 }
-

@@ -1,0 +1,473 @@
+//! `cargo bench --bench held`: held requests at scale (issue 10, item 8 a–c), client and server
+//! on this box over unix sockets, loopback only, bounded (every phase has a size and a
+//! deadline). One fastpm per size and round: a `longpoll` pool of 2 worker processes (with
+//! `ping_path`) and a `hello` pool of 2 worker processes.
+//!
+//! - (a) held requests per instance and PSS per held request: after a warm-up of 100 held and
+//!   answered, PSS of the master and all its workers at 0 held and at N held (N from
+//!   `HELD_SIZES`, default 1,000, 10,000, 50,000). A size the descriptor limits cannot reach
+//!   (both this process and the master need N descriptors) is reported as not run, with the
+//!   limit, and the largest size that fits is run instead.
+//! - (b) a normal request's latency with nothing held and with N held: `NORMAL_REQUESTS` pings
+//!   (`/ping` of the longpoll pool, answered by its workers) and as many `hello` answers of the
+//!   second pool, one at a time, alternated, a fresh connection each, body checked; p50/p99 and
+//!   the held ÷ empty ratio of p99.
+//! - (c) publish → last subscriber answered, for `FANOUT_SIZES` (1, 1,000, 10,000) subscribers
+//!   of one channel, `FANOUT_ROUNDS` (5) rounds, against a floor: this program holding the same
+//!   connections itself and answering them from one thread with a canned response (`write` +
+//!   `close` each, nothing else) — what the kernel costs for the same answers.
+//!
+//! Every answer is checked (one response, the published body, then the connection closed); a
+//! failure is printed and makes the exit status 1. The table is printed and written to
+//! `target/bench-held.md`. Method and results: docs/BENCHMARKS.md.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+mod client;
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use client::{
+    check_answers, load_average, percentile, publish, raise_nofile, subscribe_request,
+    tree_pss_kib, wait_for, Crowd,
+};
+use common::raw;
+use common::Server;
+
+/// Held and answered before "0 held" is measured, so one-off growth (the runtime's first
+/// tasks, the status listener's buffers) is not counted. Small on purpose: memory freed by the
+/// warm-up is reused by the first requests measured, so a warm-up of W makes the figure about
+/// (N − W) / N of the true cost (tests/held_scale.rs warms up with 1,000 for 10,000).
+const WARM_UP: usize = 100;
+/// Descriptors a process needs beside its held connections (listeners, logs, status, pings).
+const SPARE_FDS: usize = 600;
+
+struct Settings {
+    sizes: Vec<usize>,
+    rounds: usize,
+    fanout_sizes: Vec<usize>,
+    fanout_rounds: usize,
+    normal_requests: usize,
+}
+
+fn knob(name: &str, default: &str) -> Vec<usize> {
+    let text = std::env::var(name).unwrap_or_else(|_| default.to_string());
+    text.split(',')
+        .map(|v| {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}={text:?}: a number or a comma-separated list"))
+        })
+        .collect()
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        Settings {
+            sizes: knob("HELD_SIZES", "1000,10000,50000"),
+            rounds: knob("HELD_ROUNDS", "3")[0].max(1),
+            fanout_sizes: knob("FANOUT_SIZES", "1,1000,10000"),
+            fanout_rounds: knob("FANOUT_ROUNDS", "5")[0].max(1),
+            normal_requests: knob("NORMAL_REQUESTS", "1000")[0].max(10),
+        }
+    }
+}
+
+fn config(max_held: usize) -> String {
+    format!(
+        r#"
+[global]
+status_listen = "127.0.0.1:0"
+runtime_dir = "{{dir}}/run"
+
+[pool.lp]
+workers = "process"
+pm = "static"
+max_children = 2
+ping_path = "/ping"
+
+[pool.lp.listen]
+address = "unix:{{dir}}/lp.sock"
+
+[pool.lp.app]
+kind = "longpoll"
+hold_timeout = "3600s"
+max_held = {max_held}
+
+[pool.hello]
+workers = "process"
+pm = "static"
+max_children = 2
+
+[pool.hello.listen]
+address = "unix:{{dir}}/hello.sock"
+
+[pool.hello.app]
+kind = "hello"
+"#
+    )
+}
+
+/// Held requests of pool `lp`, as the master's status says.
+fn held(server: &Server) -> u64 {
+    let all = common::master_status(server.status_port());
+    all["pools"]
+        .as_array()
+        .and_then(|pools| pools.iter().find(|p| p["pool"] == "lp"))
+        .and_then(|p| p["held requests"].as_u64())
+        .unwrap_or(u64::MAX)
+}
+
+/// Hold `n` on `channel`, publish once, check every answer; publish → last answer.
+fn fan_out(crowd: &Crowd, server: &Server, channel: &str, n: usize) -> Result<Duration, String> {
+    let socket = server.path("lp.sock");
+    let batch = crowd
+        .open(&socket, &subscribe_request(channel), n)
+        .map_err(|e| format!("connect: {e}"))?;
+    wait_for(&format!("{n} held"), Duration::from_secs(120), || {
+        held(server) == n as u64
+    })?;
+    if batch.answered() > 0 {
+        return Err(format!("{} answered before the publish", batch.answered()));
+    }
+    let body = format!("to the {n} on {channel}");
+    let (sent, answer) = publish(&socket, channel, &body);
+    let expected = format!(r#"{{"id":1,"subscribers":{n}}}"#);
+    if answer.body() != expected {
+        return Err(format!("publish answered {:?}", answer.text()));
+    }
+    let answers = batch.finish(Duration::from_secs(60))?;
+    check_answers(&answers, &body, sent)
+}
+
+/// `n` pings and `n` hellos, alternated, one at a time, a fresh connection each, bodies checked.
+fn normal_requests(server: &Server, n: usize) -> Result<(Vec<Duration>, Vec<Duration>), String> {
+    let ping = raw::request("/ping", "", b"", false);
+    let hello = raw::request("/hello", "", b"", false);
+    let (lp, hp) = (server.path("lp.sock"), server.path("hello.sock"));
+    let (mut pings, mut hellos) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        for (socket, request, expect, times) in [
+            (&lp, &ping, "pong", &mut pings),
+            (&hp, &hello, "Hello from fastpm", &mut hellos),
+        ] {
+            let start = Instant::now();
+            let mut s = raw::connect_unix(socket);
+            s.write_all(request).map_err(|e| format!("send: {e}"))?;
+            let r = raw::read_response(&mut s).ok_or("closed unanswered")?;
+            times.push(start.elapsed());
+            if !r.body().starts_with(expect) {
+                return Err(format!("expected {expect:?}, got {:?}", r.text()));
+            }
+        }
+    }
+    Ok((pings, hellos))
+}
+
+/// One round of (a) and (b) at `size` held.
+struct HoldRound {
+    pss_empty_kib: u64,
+    pss_held_kib: u64,
+    /// From the first connect to the status saying all are held.
+    hold_time: Duration,
+    empty: (Vec<Duration>, Vec<Duration>),
+    loaded: (Vec<Duration>, Vec<Duration>),
+    fan_out: Duration,
+}
+
+impl HoldRound {
+    fn bytes_per_held(&self, size: usize) -> f64 {
+        (self.pss_held_kib as f64 - self.pss_empty_kib as f64) * 1024.0 / size as f64
+    }
+}
+
+fn hold_round(size: usize, normal: usize) -> Result<HoldRound, String> {
+    let server = Server::start(&config(size.max(WARM_UP)));
+    let crowd = Crowd::new();
+    fan_out(&crowd, &server, "warm-up", WARM_UP)?;
+    wait_for("0 held", Duration::from_secs(10), || held(&server) == 0)?;
+    let empty = normal_requests(&server, normal)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let pss_empty_kib = tree_pss_kib(server.pid()).map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let batch = crowd
+        .open(&server.path("lp.sock"), &subscribe_request("room"), size)
+        .map_err(|e| format!("connect: {e}"))?;
+    wait_for("all held", Duration::from_secs(120), || {
+        held(&server) == size as u64
+    })?;
+    let hold_time = start.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    let pss_held_kib = tree_pss_kib(server.pid()).map_err(|e| e.to_string())?;
+    let loaded = normal_requests(&server, normal)?;
+    if batch.answered() > 0 {
+        return Err(format!("{} answered before the publish", batch.answered()));
+    }
+    let (sent, answer) = publish(&server.path("lp.sock"), "room", "to the room");
+    if answer.body() != format!(r#"{{"id":1,"subscribers":{size}}}"#) {
+        return Err(format!("publish answered {:?}", answer.text()));
+    }
+    let fan_out = check_answers(&batch.finish(Duration::from_secs(60))?, "to the room", sent)?;
+    Ok(HoldRound {
+        pss_empty_kib,
+        pss_held_kib,
+        hold_time,
+        empty,
+        loaded,
+        fan_out,
+    })
+}
+
+/// The floor for (c): `n` connections held by one thread of this process, answered with a
+/// canned response and closed, one after the other, when told. Returns command → last answer.
+fn floor_fan_out(crowd: &Crowd, dir: &Path, round: usize, n: usize) -> Result<Duration, String> {
+    let path = dir.join(format!("floor-{round}-{n}.sock"));
+    let listener = UnixListener::bind(&path).map_err(|e| format!("bind: {e}"))?;
+    let body = format!("floor {n}");
+    let mut canned = raw::record(
+        raw::STDOUT,
+        1,
+        format!("Content-Type: text/plain\r\n\r\n{body}").as_bytes(),
+    );
+    canned.extend(raw::record(raw::STDOUT, 1, b""));
+    canned.extend(raw::record(raw::END_REQUEST, 1, &[0; 8]));
+    let (held_tx, held_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let floor = std::thread::spawn(move || -> Result<(), String> {
+        let end_of_request = raw::record(raw::STDIN, 1, b"");
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (mut s, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.ends_with(&end_of_request) {
+                let got = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+                if got == 0 {
+                    return Err("a client left before its request".into());
+                }
+                request.extend_from_slice(&buf[..got]);
+            }
+            conns.push(s);
+        }
+        let _ = held_tx.send(());
+        go_rx.recv().map_err(|e| e.to_string())?;
+        for mut s in conns {
+            s.write_all(&canned).map_err(|e| format!("write: {e}"))?;
+        }
+        Ok(())
+    });
+    let batch = crowd
+        .open(&path, &subscribe_request("floor"), n)
+        .map_err(|e| format!("connect: {e}"))?;
+    held_rx
+        .recv_timeout(Duration::from_secs(60))
+        .map_err(|_| "the floor did not hold them all".to_string())?;
+    let sent = Instant::now();
+    go_tx.send(()).map_err(|e| e.to_string())?;
+    floor
+        .join()
+        .map_err(|_| "the floor panicked".to_string())??;
+    let answers = batch.finish(Duration::from_secs(60))?;
+    let _ = std::fs::remove_file(&path);
+    check_answers(&answers, &body, sent)
+}
+
+/// (min, median, max) of `values` (median: the middle one, the upper of two).
+fn spread(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    (v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let settings = Settings::from_env();
+    let needed = settings
+        .sizes
+        .iter()
+        .chain(&settings.fanout_sizes)
+        .max()
+        .copied()
+        .unwrap_or(0)
+        + SPARE_FDS;
+    let nofile = raise_nofile(needed as u64) as usize;
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open").unwrap_or_default();
+    let fits = |size: usize| size + SPARE_FDS <= nofile;
+    let largest = (nofile.saturating_sub(SPARE_FDS) / 1000) * 1000;
+    let mut sizes: Vec<usize> = settings
+        .sizes
+        .iter()
+        .copied()
+        .filter(|s| fits(*s))
+        .collect();
+    let skipped: Vec<usize> = settings
+        .sizes
+        .iter()
+        .copied()
+        .filter(|s| !fits(*s))
+        .collect();
+    if !skipped.is_empty() && !sizes.contains(&largest) && largest > 0 {
+        sizes.push(largest);
+    }
+    let mut failed = false;
+    let mut out = String::new();
+    let load_before = load_average();
+    let _ = writeln!(
+        out,
+        "held-requests bench: {} CPUs, RLIMIT_NOFILE {nofile} (fs.nr_open {}), load average {load_before} at start\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        nr_open.trim()
+    );
+    for size in &skipped {
+        let _ = writeln!(
+            out,
+            "not run: {size} held (needs {} descriptors in this process and in fastpm's master; the hard limit is {nofile} and this process cannot raise it); ran {largest} instead\n",
+            size + SPARE_FDS
+        );
+    }
+
+    // (a) and (b).
+    let _ = writeln!(out, "| held | rounds | bytes per held request (PSS, master + 4 workers), median (min–max) | all held after | ping p50 / p99, 0 held → N held | hello p50 / p99, 0 held → N held | p99 ratio held ÷ empty: ping, hello | publish → last answered |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    for &size in &sizes {
+        let mut rounds = Vec::new();
+        for round in 0..settings.rounds {
+            match hold_round(size, settings.normal_requests) {
+                Ok(r) => {
+                    eprintln!(
+                        "held {size} round {round}: {:.0} B/held, all held after {:.0} ms, ping p99 {:.2} → {:.2} ms, hello p99 {:.2} → {:.2} ms, publish → last {:.1} ms",
+                        r.bytes_per_held(size),
+                        ms(r.hold_time),
+                        ms(percentile(&r.empty.0, 99.0)),
+                        ms(percentile(&r.loaded.0, 99.0)),
+                        ms(percentile(&r.empty.1, 99.0)),
+                        ms(percentile(&r.loaded.1, 99.0)),
+                        ms(r.fan_out)
+                    );
+                    rounds.push(r);
+                }
+                Err(e) => {
+                    eprintln!("held {size} round {round}: FAILED: {e}");
+                    failed = true;
+                }
+            }
+        }
+        if rounds.is_empty() {
+            let _ = writeln!(out, "| {size} | 0 | failed | | | | | |");
+            continue;
+        }
+        let per: Vec<f64> = rounds.iter().map(|r| r.bytes_per_held(size)).collect();
+        let (lo, mid, hi) = spread(&per);
+        let hold: Vec<f64> = rounds.iter().map(|r| ms(r.hold_time)).collect();
+        let stat =
+            |f: &dyn Fn(&HoldRound) -> f64| spread(&rounds.iter().map(f).collect::<Vec<_>>()).1;
+        let p = |v: &Vec<Duration>, q| ms(percentile(v, q));
+        let ping = (
+            stat(&|r| p(&r.empty.0, 50.0)),
+            stat(&|r| p(&r.empty.0, 99.0)),
+            stat(&|r| p(&r.loaded.0, 50.0)),
+            stat(&|r| p(&r.loaded.0, 99.0)),
+        );
+        let hello = (
+            stat(&|r| p(&r.empty.1, 50.0)),
+            stat(&|r| p(&r.empty.1, 99.0)),
+            stat(&|r| p(&r.loaded.1, 50.0)),
+            stat(&|r| p(&r.loaded.1, 99.0)),
+        );
+        let ratio_ping = spread(
+            &rounds
+                .iter()
+                .map(|r| p(&r.loaded.0, 99.0) / p(&r.empty.0, 99.0))
+                .collect::<Vec<_>>(),
+        );
+        let ratio_hello = spread(
+            &rounds
+                .iter()
+                .map(|r| p(&r.loaded.1, 99.0) / p(&r.empty.1, 99.0))
+                .collect::<Vec<_>>(),
+        );
+        let fan = spread(&rounds.iter().map(|r| ms(r.fan_out)).collect::<Vec<_>>());
+        let _ = writeln!(
+            out,
+            "| {size} | {} | **{mid:.0}** ({lo:.0}–{hi:.0}) | {:.0} ms | {:.2} / {:.2} → {:.2} / {:.2} ms | {:.2} / {:.2} → {:.2} / {:.2} ms | {:.2}× ({:.2}–{:.2}), {:.2}× ({:.2}–{:.2}) | {:.1} ms ({:.1}–{:.1}) |",
+            rounds.len(),
+            spread(&hold).1,
+            ping.0, ping.1, ping.2, ping.3,
+            hello.0, hello.1, hello.2, hello.3,
+            ratio_ping.1, ratio_ping.0, ratio_ping.2,
+            ratio_hello.1, ratio_hello.0, ratio_hello.2,
+            fan.1, fan.0, fan.2,
+        );
+    }
+
+    // (c): one fastpm for every round and size; the floor in this process.
+    let _ = writeln!(out, "\n| subscribers | rounds | fastpm: publish → last answered, median (min–max) | floor: one thread, write + close each, median (min–max) | fastpm ÷ floor (median of rounds) |");
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    let fan_max = settings
+        .fanout_sizes
+        .iter()
+        .copied()
+        .filter(|s| fits(*s))
+        .max()
+        .unwrap_or(1);
+    let server = Server::start(&config(fan_max));
+    let floor_dir = tempfile::tempdir().expect("a directory for the floor's sockets");
+    let crowd = Crowd::new();
+    for &n in &settings.fanout_sizes {
+        if !fits(n) {
+            let _ = writeln!(out, "| {n} | 0 | not run: descriptor limit {nofile} | | |");
+            continue;
+        }
+        let (mut fastpm, mut floor, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..settings.fanout_rounds {
+            let ours = fan_out(&crowd, &server, &format!("c{round}-{n}"), n);
+            let base = floor_fan_out(&crowd, floor_dir.path(), round, n);
+            match (ours, base) {
+                (Ok(a), Ok(b)) => {
+                    eprintln!(
+                        "fan-out {n} round {round}: fastpm {:.2} ms, floor {:.2} ms",
+                        ms(a),
+                        ms(b)
+                    );
+                    fastpm.push(ms(a));
+                    floor.push(ms(b));
+                    ratios.push(ms(a) / ms(b));
+                }
+                (a, b) => {
+                    eprintln!("fan-out {n} round {round}: FAILED: fastpm {a:?}, floor {b:?}");
+                    failed = true;
+                }
+            }
+        }
+        if fastpm.is_empty() {
+            let _ = writeln!(out, "| {n} | 0 | failed | | |");
+            continue;
+        }
+        let (a, b, r) = (spread(&fastpm), spread(&floor), spread(&ratios));
+        let _ = writeln!(
+            out,
+            "| {n} | {} | **{:.2} ms** ({:.2}–{:.2}) | {:.2} ms ({:.2}–{:.2}) | {:.1}× ({:.1}–{:.1}) |",
+            fastpm.len(), a.1, a.0, a.2, b.1, b.0, b.2, r.1, r.0, r.2
+        );
+    }
+    drop(server);
+    let _ = writeln!(out, "\nload average {} at the end", load_average());
+    print!("{out}");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-held.md");
+    if let Err(e) = std::fs::write(&path, &out) {
+        eprintln!("cannot write {}: {e}", path.display());
+    }
+    if failed {
+        eprintln!("some rounds failed (above)");
+        std::process::exit(1);
+    }
+}
