@@ -13,9 +13,10 @@
 //!   second pool, one at a time, alternated, a fresh connection each, body checked; p50/p99 and
 //!   the held ÷ empty ratio of p99.
 //! - (c) publish → last subscriber answered, for `FANOUT_SIZES` (1, 1,000, 10,000) subscribers
-//!   of one channel, `FANOUT_ROUNDS` (5) rounds, against a floor: this program holding the same
-//!   connections itself and answering them from one thread with a canned response (`write` +
-//!   `close` each, nothing else) — what the kernel costs for the same answers.
+//!   of one channel, `FANOUT_ROUNDS` (5) rounds, against a floor: this program (as another
+//!   process) holding the same connections and answering them from one thread with a canned
+//!   response, one `write` each, closing them only after the last — the least the kernel costs
+//!   for the same answers.
 //!
 //! Every answer is checked (one response, the published body, then the connection closed); a
 //! failure is printed and makes the exit status 1. The table is printed and written to
@@ -30,7 +31,6 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use client::{
@@ -59,6 +59,7 @@ struct Settings {
 fn knob(name: &str, default: &str) -> Vec<usize> {
     let text = std::env::var(name).unwrap_or_else(|_| default.to_string());
     text.split(',')
+        .filter(|v| !v.trim().is_empty())
         .map(|v| {
             v.trim()
                 .parse()
@@ -224,12 +225,58 @@ fn hold_round(size: usize, normal: usize) -> Result<HoldRound, String> {
     })
 }
 
-/// The floor for (c): `n` connections held by one thread of this process, answered with a
-/// canned response and closed, one after the other, when told. Returns command → last answer.
+/// The floor for (c): `n` connections held by another process running this program
+/// ([`floor_child`]: a process of its own, like fastpm's master, so that neither side's
+/// descriptors count against the other's limit), answered with a canned response and closed
+/// from one thread when told (every answer written, then every connection closed). Returns
+/// command → last answer.
 fn floor_fan_out(crowd: &Crowd, dir: &Path, round: usize, n: usize) -> Result<Duration, String> {
     let path = dir.join(format!("floor-{round}-{n}.sock"));
-    let listener = UnixListener::bind(&path).map_err(|e| format!("bind: {e}"))?;
-    let body = format!("floor {n}");
+    let body = format!("floor-{n}"); // one word: the spec is split on spaces
+    let mut child = std::process::Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+        .env(FLOOR_CHILD, format!("{n} {body} {}", path.display()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("start the floor: {e}"))?;
+    let mut said = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut expect = |word: &str| -> Result<(), String> {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut said, &mut line).map_err(|e| e.to_string())?;
+        match line.trim() == word {
+            true => Ok(()),
+            false => Err(format!("the floor said {line:?}, not {word:?}")),
+        }
+    };
+    expect("listening")?;
+    let batch = crowd
+        .open(&path, &subscribe_request("floor"), n)
+        .map_err(|e| format!("connect: {e}"))?;
+    expect("held")?;
+    let mut go = child.stdin.take().expect("piped");
+    let sent = Instant::now();
+    go.write_all(b"go\n").map_err(|e| e.to_string())?;
+    let answers = batch.finish(Duration::from_secs(60))?;
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("the floor exited {status}"));
+    }
+    check_answers(&answers, &body, sent)
+}
+
+/// The environment variable that makes this program the floor server: `N BODY PATH`.
+const FLOOR_CHILD: &str = "HELD_FLOOR_CHILD";
+
+/// The floor server: bind `PATH`, say `listening`; accept `N` connections and read each one's
+/// request, say `held`; on a line from stdin, answer each with `BODY`, then close them all.
+fn floor_child(spec: &str) -> Result<(), String> {
+    let mut words = spec.splitn(3, ' ');
+    let (Some(n), Some(body), Some(path)) = (words.next(), words.next(), words.next()) else {
+        return Err(format!("{FLOOR_CHILD}={spec:?}: N BODY PATH"));
+    };
+    let n: usize = n.parse().map_err(|_| format!("{FLOOR_CHILD}: N {n:?}"))?;
+    raise_nofile((n + SPARE_FDS) as u64);
+    let listener = UnixListener::bind(path).map_err(|e| format!("bind {path}: {e}"))?;
     let mut canned = raw::record(
         raw::STDOUT,
         1,
@@ -237,45 +284,34 @@ fn floor_fan_out(crowd: &Crowd, dir: &Path, round: usize, n: usize) -> Result<Du
     );
     canned.extend(raw::record(raw::STDOUT, 1, b""));
     canned.extend(raw::record(raw::END_REQUEST, 1, &[0; 8]));
-    let (held_tx, held_rx) = mpsc::channel();
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    let floor = std::thread::spawn(move || -> Result<(), String> {
-        let end_of_request = raw::record(raw::STDIN, 1, b"");
-        let mut conns = Vec::with_capacity(n);
-        for _ in 0..n {
-            let (mut s, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !request.ends_with(&end_of_request) {
-                let got = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
-                if got == 0 {
-                    return Err("a client left before its request".into());
-                }
-                request.extend_from_slice(&buf[..got]);
+    let end_of_request = raw::record(raw::STDIN, 1, b"");
+    println!("listening");
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (mut s, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !request.ends_with(&end_of_request) {
+            let got = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+            if got == 0 {
+                return Err("a client left before its request".into());
             }
-            conns.push(s);
+            request.extend_from_slice(&buf[..got]);
         }
-        let _ = held_tx.send(());
-        go_rx.recv().map_err(|e| e.to_string())?;
-        for mut s in conns {
-            s.write_all(&canned).map_err(|e| format!("write: {e}"))?;
-        }
-        Ok(())
-    });
-    let batch = crowd
-        .open(&path, &subscribe_request("floor"), n)
-        .map_err(|e| format!("connect: {e}"))?;
-    held_rx
-        .recv_timeout(Duration::from_secs(60))
-        .map_err(|_| "the floor did not hold them all".to_string())?;
-    let sent = Instant::now();
-    go_tx.send(()).map_err(|e| e.to_string())?;
-    floor
-        .join()
-        .map_err(|_| "the floor panicked".to_string())??;
-    let answers = batch.finish(Duration::from_secs(60))?;
-    let _ = std::fs::remove_file(&path);
-    check_answers(&answers, &body, sent)
+        conns.push(s);
+    }
+    println!("held");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    // Every answer first, then the closes: the last answer waits for no close.
+    for s in conns.iter_mut() {
+        s.write_all(&canned).map_err(|e| format!("write: {e}"))?;
+    }
+    drop(conns);
+    let _ = std::fs::remove_file(path);
+    Ok(())
 }
 
 /// (min, median, max) of `values` (median: the middle one, the upper of two).
@@ -290,6 +326,13 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
+    if let Ok(spec) = std::env::var(FLOOR_CHILD) {
+        if let Err(e) = floor_child(&spec) {
+            eprintln!("floor: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let settings = Settings::from_env();
     let needed = settings
         .sizes
@@ -410,7 +453,7 @@ fn main() {
     }
 
     // (c): one fastpm for every round and size; the floor in this process.
-    let _ = writeln!(out, "\n| subscribers | rounds | fastpm: publish → last answered, median (min–max) | floor: one thread, write + close each, median (min–max) | fastpm ÷ floor (median of rounds) |");
+    let _ = writeln!(out, "\n| subscribers | rounds | fastpm: publish → last answered, median (min–max) | floor: one thread, one write each (closes after the last), median (min–max) | fastpm ÷ floor (median of rounds) |");
     let _ = writeln!(out, "|---|---|---|---|---|");
     let fan_max = settings
         .fanout_sizes

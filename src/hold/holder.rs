@@ -18,7 +18,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
 use super::broker::{Broker, BrokerError, Want};
-use super::held::{run, Answers, HeldTask, Live, Reply};
+use super::held::{run, Answers, Closer, HeldTask, Live, Reply};
 use super::longpoll;
 use super::message::{valid_channel, HttpResponse, Publication};
 use super::wire::{self, Ask, Back, HoldMsg, ToMaster, MAX_DATAGRAM};
@@ -71,6 +71,8 @@ pub struct Holder {
     pub(super) stopping: watch::Sender<bool>,
     /// Held requests (tasks) alive, for the stop to wait on ([`Live`] counts them).
     pub(super) live: AtomicU64,
+    /// Where answered connections go to be closed.
+    pub(super) closer: Closer,
 }
 
 impl Holder {
@@ -101,6 +103,7 @@ impl Holder {
             pools,
             stopping,
             live: AtomicU64::new(0),
+            closer: Closer::start(),
         });
         for pool in &holder.pools {
             tokio::spawn(Arc::clone(&holder).read_pool(Arc::clone(pool)));
