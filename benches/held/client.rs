@@ -343,6 +343,23 @@ pub fn pss_kib(pid: i32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::other(format!("no Pss line for {pid}")))
 }
 
+/// CPU time process `pid` has used, all its threads together, in nanoseconds
+/// (`/proc/PID/task/*/schedstat`: exact, where `stat`'s ticks are 10 ms).
+pub fn cpu_ns(pid: i32) -> io::Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(text) = std::fs::read_to_string(task?.path().join("schedstat")) else {
+            continue; // a thread that ended meanwhile
+        };
+        total += text
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
+}
+
 /// PSS of a master and its worker processes together, in KiB.
 pub fn tree_pss_kib(master: i32) -> io::Result<u64> {
     let mut total = pss_kib(master)?;

@@ -34,7 +34,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use client::{
-    check_answers, load_average, percentile, publish, raise_nofile, subscribe_request,
+    check_answers, cpu_ns, load_average, percentile, publish, raise_nofile, subscribe_request,
     tree_pss_kib, wait_for, Crowd,
 };
 use common::raw;
@@ -125,8 +125,17 @@ fn held(server: &Server) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// Hold `n` on `channel`, publish once, check every answer; publish → last answer.
-fn fan_out(crowd: &Crowd, server: &Server, channel: &str, n: usize) -> Result<Duration, String> {
+/// One publish to `n` held requests, as measured.
+struct Fanned {
+    /// From sending the publish to the last answer's arrival.
+    last: Duration,
+    /// CPU the server used from the publish until every connection was closed: load on the
+    /// box stretches `last`, much less this.
+    cpu: Duration,
+}
+
+/// Hold `n` on `channel`, publish once, check every answer.
+fn fan_out(crowd: &Crowd, server: &Server, channel: &str, n: usize) -> Result<Fanned, String> {
     let socket = server.path("lp.sock");
     let batch = crowd
         .open(&socket, &subscribe_request(channel), n)
@@ -138,13 +147,18 @@ fn fan_out(crowd: &Crowd, server: &Server, channel: &str, n: usize) -> Result<Du
         return Err(format!("{} answered before the publish", batch.answered()));
     }
     let body = format!("to the {n} on {channel}");
+    let cpu_before = cpu_ns(server.pid()).map_err(|e| e.to_string())?;
     let (sent, answer) = publish(&socket, channel, &body);
     let expected = format!(r#"{{"id":1,"subscribers":{n}}}"#);
     if answer.body() != expected {
         return Err(format!("publish answered {:?}", answer.text()));
     }
     let answers = batch.finish(Duration::from_secs(60))?;
-    check_answers(&answers, &body, sent)
+    let cpu_after = cpu_ns(server.pid()).map_err(|e| e.to_string())?;
+    Ok(Fanned {
+        last: check_answers(&answers, &body, sent)?,
+        cpu: Duration::from_nanos(cpu_after - cpu_before),
+    })
 }
 
 /// `n` pings and `n` hellos, alternated, one at a time, a fresh connection each, bodies checked.
@@ -230,7 +244,7 @@ fn hold_round(size: usize, normal: usize) -> Result<HoldRound, String> {
 /// descriptors count against the other's limit), answered with a canned response and closed
 /// from one thread when told (every answer written, then every connection closed). Returns
 /// command → last answer.
-fn floor_fan_out(crowd: &Crowd, dir: &Path, round: usize, n: usize) -> Result<Duration, String> {
+fn floor_fan_out(crowd: &Crowd, dir: &Path, round: usize, n: usize) -> Result<Fanned, String> {
     let path = dir.join(format!("floor-{round}-{n}.sock"));
     let body = format!("floor-{n}"); // one word: the spec is split on spaces
     let mut child = std::process::Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
@@ -240,12 +254,13 @@ fn floor_fan_out(crowd: &Crowd, dir: &Path, round: usize, n: usize) -> Result<Du
         .spawn()
         .map_err(|e| format!("start the floor: {e}"))?;
     let mut said = std::io::BufReader::new(child.stdout.take().expect("piped"));
-    let mut expect = |word: &str| -> Result<(), String> {
+    // The floor's next line, which must start with `word`; the rest of it.
+    let mut expect = |word: &str| -> Result<String, String> {
         let mut line = String::new();
         std::io::BufRead::read_line(&mut said, &mut line).map_err(|e| e.to_string())?;
-        match line.trim() == word {
-            true => Ok(()),
-            false => Err(format!("the floor said {line:?}, not {word:?}")),
+        match line.trim().strip_prefix(word) {
+            Some(rest) => Ok(rest.trim().to_string()),
+            None => Err(format!("the floor said {line:?}, not {word:?}")),
         }
     };
     expect("listening")?;
@@ -257,11 +272,15 @@ fn floor_fan_out(crowd: &Crowd, dir: &Path, round: usize, n: usize) -> Result<Du
     let sent = Instant::now();
     go.write_all(b"go\n").map_err(|e| e.to_string())?;
     let answers = batch.finish(Duration::from_secs(60))?;
+    let cpu = expect("cpu")?;
     let status = child.wait().map_err(|e| e.to_string())?;
     if !status.success() {
         return Err(format!("the floor exited {status}"));
     }
-    check_answers(&answers, &body, sent)
+    Ok(Fanned {
+        last: check_answers(&answers, &body, sent)?,
+        cpu: Duration::from_nanos(cpu.parse().map_err(|_| format!("floor cpu {cpu:?}"))?),
+    })
 }
 
 /// The environment variable that makes this program the floor server: `N BODY PATH`.
@@ -305,11 +324,17 @@ fn floor_child(spec: &str) -> Result<(), String> {
     std::io::stdin()
         .read_line(&mut line)
         .map_err(|e| e.to_string())?;
+    let me = std::process::id() as i32;
+    let cpu_before = cpu_ns(me).map_err(|e| e.to_string())?;
     // Every answer first, then the closes: the last answer waits for no close.
     for s in conns.iter_mut() {
         s.write_all(&canned).map_err(|e| format!("write: {e}"))?;
     }
     drop(conns);
+    println!(
+        "cpu {}",
+        cpu_ns(me).map_err(|e| e.to_string())? - cpu_before
+    );
     let _ = std::fs::remove_file(path);
     Ok(())
 }
@@ -452,9 +477,9 @@ fn main() {
         );
     }
 
-    // (c): one fastpm for every round and size; the floor in this process.
-    let _ = writeln!(out, "\n| subscribers | rounds | fastpm: publish → last answered, median (min–max) | floor: one thread, one write each (closes after the last), median (min–max) | fastpm ÷ floor (median of rounds) |");
-    let _ = writeln!(out, "|---|---|---|---|---|");
+    // (c): one fastpm for every round and size; the floor in a process of its own.
+    let _ = writeln!(out, "\n| subscribers | rounds | fastpm: publish → last answered, median (min–max) | floor: one thread, one write each (closes after the last) | fastpm ÷ floor, time (median of rounds) | CPU per answer: fastpm's master (all threads), median (min–max) | CPU per answer: floor | fastpm ÷ floor, CPU |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     let fan_max = settings
         .fanout_sizes
         .iter()
@@ -470,36 +495,54 @@ fn main() {
             let _ = writeln!(out, "| {n} | 0 | not run: descriptor limit {nofile} | | |");
             continue;
         }
-        let (mut fastpm, mut floor, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rounds: Vec<(Fanned, Fanned)> = Vec::new();
         for round in 0..settings.fanout_rounds {
             let ours = fan_out(&crowd, &server, &format!("c{round}-{n}"), n);
             let base = floor_fan_out(&crowd, floor_dir.path(), round, n);
             match (ours, base) {
                 (Ok(a), Ok(b)) => {
                     eprintln!(
-                        "fan-out {n} round {round}: fastpm {:.2} ms, floor {:.2} ms",
-                        ms(a),
-                        ms(b)
+                        "fan-out {n} round {round}: fastpm {:.2} ms ({:.1} ms CPU), floor {:.2} ms ({:.1} ms CPU)",
+                        ms(a.last),
+                        ms(a.cpu),
+                        ms(b.last),
+                        ms(b.cpu)
                     );
-                    fastpm.push(ms(a));
-                    floor.push(ms(b));
-                    ratios.push(ms(a) / ms(b));
+                    rounds.push((a, b));
                 }
                 (a, b) => {
-                    eprintln!("fan-out {n} round {round}: FAILED: fastpm {a:?}, floor {b:?}");
+                    eprintln!(
+                        "fan-out {n} round {round}: FAILED: fastpm {:?}, floor {:?}",
+                        a.err(),
+                        b.err()
+                    );
                     failed = true;
                 }
             }
         }
-        if fastpm.is_empty() {
-            let _ = writeln!(out, "| {n} | 0 | failed | | |");
+        if rounds.is_empty() {
+            let _ = writeln!(out, "| {n} | 0 | failed | | | | | |");
             continue;
         }
-        let (a, b, r) = (spread(&fastpm), spread(&floor), spread(&ratios));
+        let of = |f: &dyn Fn(&(Fanned, Fanned)) -> f64| {
+            spread(&rounds.iter().map(f).collect::<Vec<_>>())
+        };
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+        let (a, b, r) = (
+            of(&|x| ms(x.0.last)),
+            of(&|x| ms(x.1.last)),
+            of(&|x| ms(x.0.last) / ms(x.1.last)),
+        );
+        let (ca, cb, cr) = (
+            of(&|x| per(x.0.cpu)),
+            of(&|x| per(x.1.cpu)),
+            of(&|x| x.0.cpu.as_secs_f64() / x.1.cpu.as_secs_f64()),
+        );
         let _ = writeln!(
             out,
-            "| {n} | {} | **{:.2} ms** ({:.2}–{:.2}) | {:.2} ms ({:.2}–{:.2}) | {:.1}× ({:.1}–{:.1}) |",
-            fastpm.len(), a.1, a.0, a.2, b.1, b.0, b.2, r.1, r.0, r.2
+            "| {n} | {} | **{:.2} ms** ({:.2}–{:.2}) | {:.2} ms ({:.2}–{:.2}) | {:.1}× ({:.1}–{:.1}) | **{:.1} µs** ({:.1}–{:.1}) | {:.1} µs ({:.1}–{:.1}) | {:.1}× ({:.1}–{:.1}) |",
+            rounds.len(), a.1, a.0, a.2, b.1, b.0, b.2, r.1, r.0, r.2,
+            ca.1, ca.0, ca.2, cb.1, cb.0, cb.2, cr.1, cr.0, cr.2
         );
     }
     drop(server);
