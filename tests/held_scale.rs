@@ -76,10 +76,20 @@ fn ten_thousand_held_cost_under_2kb_each_ping_stays_fast_one_publish_answers_all
     let crowd = Crowd::new();
 
     // Warm-up: 1,000 held and answered, so the allocators' one-off growth is behind us.
-    let warm = crowd.open(&socket, &subscribe_request("warm"), WARM_UP).unwrap();
-    wait_for("1,000 held", Duration::from_secs(30), || held(&server) == WARM_UP as u64).unwrap();
+    let warm = crowd
+        .open(&socket, &subscribe_request("warm"), WARM_UP)
+        .unwrap();
+    wait_for("1,000 held", Duration::from_secs(30), || {
+        held(&server) == WARM_UP as u64
+    })
+    .unwrap();
     let (sent, answer) = publish(&socket, "warm", "warm");
-    assert_eq!(answer.body(), r#"{"id":1,"subscribers":1000}"#, "{}", answer.text());
+    assert_eq!(
+        answer.body(),
+        r#"{"id":1,"subscribers":1000}"#,
+        "{}",
+        answer.text()
+    );
     let answers = warm.finish(Duration::from_secs(10)).unwrap();
     check_answers(&answers, "warm", sent).unwrap();
     wait_for("0 held", Duration::from_secs(5), || held(&server) == 0).unwrap();
@@ -90,9 +100,14 @@ fn ten_thousand_held_cost_under_2kb_each_ping_stays_fast_one_publish_answers_all
 
     // 10,000 held on one channel.
     let start = std::time::Instant::now();
-    let room = crowd.open(&socket, &subscribe_request("room"), HELD).unwrap();
+    let room = crowd
+        .open(&socket, &subscribe_request("room"), HELD)
+        .unwrap();
     let connected = start.elapsed();
-    wait_for("10,000 held", Duration::from_secs(60), || held(&server) == HELD as u64).unwrap();
+    wait_for("10,000 held", Duration::from_secs(60), || {
+        held(&server) == HELD as u64
+    })
+    .unwrap();
     let all_held = start.elapsed();
     std::thread::sleep(Duration::from_millis(200));
     let pss_held = tree_pss_kib(master).unwrap();
@@ -101,7 +116,11 @@ fn ten_thousand_held_cost_under_2kb_each_ping_stays_fast_one_publish_answers_all
         "held: {HELD} connected in {connected:.2?}, all held after {all_held:.2?}; \
          PSS master+workers {pss_empty} KiB → {pss_held} KiB: {per_held:.0} bytes per held request"
     );
-    assert_eq!(common::child_pids(master), workers, "the workers were replaced");
+    assert_eq!(
+        common::child_pids(master),
+        workers,
+        "the workers were replaced"
+    );
 
     // The pool's ping while they wait.
     let times = pings(&socket, 200, Duration::from_millis(10)).unwrap();
@@ -127,13 +146,19 @@ fn ten_thousand_held_cost_under_2kb_each_ping_stays_fast_one_publish_answers_all
     let last = check_answers(&answers, "to everyone in the room", sent).unwrap();
     println!("publish → last of {HELD} answered: {last:.2?}");
     wait_for("0 held", Duration::from_secs(5), || held(&server) == 0).unwrap();
-    println!("load average: {load_before} before, {} after", load_average());
+    println!(
+        "load average: {load_before} before, {} after",
+        load_average()
+    );
 
     assert!(
         per_held <= MAX_BYTES_PER_HELD,
         "{per_held:.0} bytes per held request (> {MAX_BYTES_PER_HELD})"
     );
-    assert!(p99 <= MAX_PING_P99, "ping p99 {p99:?} while held (> {MAX_PING_P99:?})");
+    assert!(
+        p99 <= MAX_PING_P99,
+        "ping p99 {p99:?} while held (> {MAX_PING_P99:?})"
+    );
     assert!(
         last <= MAX_PUBLISH_TO_LAST,
         "publish → last answer {last:?} (> {MAX_PUBLISH_TO_LAST:?})"

@@ -107,9 +107,10 @@ impl Crowd {
             stream.write_all(request)?;
             stream.set_nonblocking(true)?;
             if to_watcher.send(stream).is_err() {
-                return Err(batch.stop_watcher().err().unwrap_or_else(|| {
-                    io::Error::other("the watcher thread ended early")
-                }));
+                return Err(batch
+                    .stop_watcher()
+                    .err()
+                    .unwrap_or_else(|| io::Error::other("the watcher thread ended early")));
             }
         }
         Ok(batch)
@@ -126,7 +127,11 @@ struct Watched {
 }
 
 /// The watcher thread: register each connection as it comes, read what arrives.
-fn watch(streams: mpsc::Receiver<UnixStream>, n: usize, counts: &Counts) -> io::Result<Vec<Answer>> {
+fn watch(
+    streams: mpsc::Receiver<UnixStream>,
+    n: usize,
+    counts: &Counts,
+) -> io::Result<Vec<Answer>> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     let mut conns: Vec<Watched> = Vec::with_capacity(n);
     let mut events = vec![EpollEvent::empty(); 1024];
@@ -278,9 +283,9 @@ pub fn check_answers(answers: &[Answer], body: &str, sent: Instant) -> Result<Du
             return Err(format!("connection {i}: body {:?}, not {body:?}", r.body()));
         }
         let at = a.answered_at.expect("an END_REQUEST was counted");
-        let after = at
-            .checked_duration_since(sent)
-            .ok_or(format!("connection {i}: answered before the publish was sent"))?;
+        let after = at.checked_duration_since(sent).ok_or(format!(
+            "connection {i}: answered before the publish was sent"
+        ))?;
         last = last.max(after);
     }
     Ok(last)
@@ -336,6 +341,23 @@ pub fn pss_kib(pid: i32) -> io::Result<u64> {
         .find_map(|l| l.strip_prefix("Pss:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| io::Error::other(format!("no Pss line for {pid}")))
+}
+
+/// CPU time process `pid` has used, all its threads together, in nanoseconds
+/// (`/proc/PID/task/*/schedstat`: exact, where `stat`'s ticks are 10 ms).
+pub fn cpu_ns(pid: i32) -> io::Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(text) = std::fs::read_to_string(task?.path().join("schedstat")) else {
+            continue; // a thread that ended meanwhile
+        };
+        total += text
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
 }
 
 /// PSS of a master and its worker processes together, in KiB.

@@ -18,7 +18,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
 use super::broker::{Broker, BrokerError, Want};
-use super::held::{run, Answers, HeldTask, Live, Reply};
+use super::held::{run, Answers, Closer, HeldTask, Live, Reply};
 use super::longpoll;
 use super::message::{valid_channel, HttpResponse, Publication};
 use super::wire::{self, Ask, Back, HoldMsg, ToMaster, MAX_DATAGRAM};
@@ -77,6 +77,8 @@ pub struct Holder {
     pub(super) stopping: watch::Sender<bool>,
     /// Held requests (tasks) alive, for the stop to wait on ([`Live`] counts them).
     pub(super) live: AtomicU64,
+    /// Where answered connections go to be closed.
+    pub(super) closer: Closer,
 }
 
 impl Holder {
@@ -107,6 +109,7 @@ impl Holder {
             pools,
             stopping,
             live: AtomicU64::new(0),
+            closer: Closer::start(),
         });
         for pool in &holder.pools {
             tokio::spawn(Arc::clone(&holder).read_pool(Arc::clone(pool)));
@@ -207,7 +210,10 @@ impl Holder {
             let counts = self.broker.hub().channels_per_pool();
             for pool in &self.pools {
                 let n = counts.get(pool.index).copied().unwrap_or(0);
-                self.scoreboard.pool(pool.index).held_channels.store(n as u64, Relaxed);
+                self.scoreboard
+                    .pool(pool.index)
+                    .held_channels
+                    .store(n as u64, Relaxed);
             }
         }
     }
@@ -314,7 +320,6 @@ impl Holder {
             Err(error) => longpoll::error_answer(400, &error.to_string()),
         }
     }
-
 }
 
 /// A kept connection back to a worker of `pool` (any one: the first whose front reads the
@@ -324,7 +329,12 @@ pub(super) async fn give_back(pool: &Pool, fd: OwnedFd, pending: Vec<u8>) {
     wire::encode_back(&Back { pending }, &mut bytes);
     let deadline = tokio::time::Instant::now() + GIVE_BACK_PATIENCE;
     loop {
-        match send_with_fd(pool.link.get_ref().as_fd(), &bytes, fd.as_fd(), Duration::ZERO) {
+        match send_with_fd(
+            pool.link.get_ref().as_fd(),
+            &bytes,
+            fd.as_fd(),
+            Duration::ZERO,
+        ) {
             Ok(()) => return,
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 let wait = tokio::time::timeout_at(deadline, pool.link.writable()).await;
@@ -350,4 +360,3 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     Ok(())
 }
-

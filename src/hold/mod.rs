@@ -1,5 +1,6 @@
 //! Held requests (DESIGN.md §8): FastCGI requests whose answer waits for a message on a
-//! channel — long-polling and COMET — at a few hundred bytes each and no worker.
+//! channel — long-polling and COMET — at about a kilobyte of the master's memory each (PSS,
+//! measured by tests/held_scale.rs and benches/held) and no worker.
 //!
 //! Where a held request lives, and why: **in the master**, on its tokio runtime. A worker
 //! (process or thread) that finds a request is to be held — a relayed app answered with
