@@ -291,15 +291,36 @@ pub fn check_answers(answers: &[Answer], body: &str, sent: Instant) -> Result<Du
     Ok(last)
 }
 
-/// Publish `body` on `channel` through the pool's `…/pub/` path; when it was sent, and the
-/// answer (`{"id":N,"subscribers":K}`).
-pub fn publish(socket: &Path, channel: &str, body: &str) -> (Instant, raw::Response) {
+/// Publish `body` as the first message of `channel` through the pool's `…/pub/` path, which
+/// must answer that it reached `subscribers` held requests (`{"id":1,"subscribers":K}`); when
+/// it was sent.
+pub fn publish(
+    socket: &Path,
+    channel: &str,
+    body: &str,
+    subscribers: usize,
+) -> Result<Instant, String> {
     let request = raw::request(&format!("/pub/{channel}"), "", body.as_bytes(), false);
     let mut s = raw::connect_unix(socket);
     let sent = Instant::now();
-    s.write_all(&request).expect("send the publish");
-    let answer = raw::read_response(&mut s).expect("the publish answered");
-    (sent, answer)
+    s.write_all(&request)
+        .map_err(|e| format!("send the publish: {e}"))?;
+    let answer = raw::read_response(&mut s).ok_or("the publish was not answered")?;
+    match answer.body() == format!(r#"{{"id":1,"subscribers":{subscribers}}}"#) {
+        true => Ok(sent),
+        false => Err(format!("the publish answered {:?}", answer.text())),
+    }
+}
+
+/// Held requests of pool `pool`, as the master's `/status?json` says (`u64::MAX` when it does
+/// not say).
+pub fn held_requests(server: &crate::common::Server, pool: &str) -> u64 {
+    let all = crate::common::master_status(server.status_port());
+    all["pools"]
+        .as_array()
+        .and_then(|pools| pools.iter().find(|p| p["pool"] == pool))
+        .and_then(|p| p["held requests"].as_u64())
+        .unwrap_or(u64::MAX)
 }
 
 /// The request that holds a subscriber on `channel`.

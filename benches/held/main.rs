@@ -34,8 +34,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use client::{
-    check_answers, cpu_ns, load_average, percentile, publish, raise_nofile, subscribe_request,
-    tree_pss_kib, wait_for, Crowd,
+    check_answers, cpu_ns, held_requests, load_average, percentile, publish, raise_nofile,
+    subscribe_request, tree_pss_kib, wait_for, Crowd,
 };
 use common::raw;
 use common::Server;
@@ -119,12 +119,7 @@ kind = "hello"
 
 /// Held requests of pool `lp`, as the master's status says.
 fn held(server: &Server) -> u64 {
-    let all = common::master_status(server.status_port());
-    all["pools"]
-        .as_array()
-        .and_then(|pools| pools.iter().find(|p| p["pool"] == "lp"))
-        .and_then(|p| p["held requests"].as_u64())
-        .unwrap_or(u64::MAX)
+    held_requests(server, "lp")
 }
 
 /// One publish to `n` held requests, as measured.
@@ -150,11 +145,7 @@ fn fan_out(crowd: &Crowd, server: &Server, channel: &str, n: usize) -> Result<Fa
     }
     let body = format!("to the {n} on {channel}");
     let cpu_before = cpu_ns(server.pid()).map_err(|e| e.to_string())?;
-    let (sent, answer) = publish(&socket, channel, &body);
-    let expected = format!(r#"{{"id":1,"subscribers":{n}}}"#);
-    if answer.body() != expected {
-        return Err(format!("publish answered {:?}", answer.text()));
-    }
+    let sent = publish(&socket, channel, &body, n)?;
     let answers = batch.finish(Duration::from_secs(60))?;
     let cpu_after = cpu_ns(server.pid()).map_err(|e| e.to_string())?;
     Ok(Fanned {
@@ -226,10 +217,7 @@ fn hold_round(size: usize, normal: usize) -> Result<HoldRound, String> {
     if batch.answered() > 0 {
         return Err(format!("{} answered before the publish", batch.answered()));
     }
-    let (sent, answer) = publish(&server.path("lp.sock"), "room", "to the room");
-    if answer.body() != format!(r#"{{"id":1,"subscribers":{size}}}"#) {
-        return Err(format!("publish answered {:?}", answer.text()));
-    }
+    let sent = publish(&server.path("lp.sock"), "room", "to the room", size)?;
     let fan_out = check_answers(&batch.finish(Duration::from_secs(60))?, "to the room", sent)?;
     Ok(HoldRound {
         pss_empty_kib,

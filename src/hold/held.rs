@@ -352,27 +352,30 @@ pub(super) fn run(task: HeldTask) -> impl Future<Output = ()> + Send {
             Box::pin(async move { give_back(&pool, fd, pending).await }).await;
         } else {
             let Reply { holder, conn, .. } = task.reply;
-            holder.closer.close(conn);
+            // Deregistered here, on the runtime's thread; closed on the closer's.
+            holder.closer.close(conn.into_inner());
         }
     }
 }
 
 /// Closes answered (and abandoned) connections on a thread of its own, off the path of the
-/// answers. Closing a held connection is the larger part of answering it — the epoll
-/// deregistration, `close(2)` tearing down the socket, its inode and dentry: about two thirds of
-/// the master's CPU in a 10,000-subscriber publish, profiled with `perf`. Done in each task
-/// after its `send`, the last subscriber's answer waited for 9,999 closes; handed here, the
-/// answers go out back to back while the closes run beside them (on another core when there
-/// is one). The client needs only the END_REQUEST record (nginx ends the upstream request on
-/// it), so nothing waits for the close.
+/// answers. Closing a held connection is the larger part of answering it — `close(2)` tearing
+/// down the socket, its inode and dentry: with the epoll deregistration, about two thirds of the
+/// master's CPU in a 10,000-subscriber publish, profiled with `perf`. Done in each task after
+/// its `send`, the last subscriber's answer waited for 9,999 closes; handed here, the answers go
+/// out back to back while the closes run beside them (on another core when there is one). The
+/// deregistration stays on the runtime's thread (`AsyncFd::into_inner`): done here it would
+/// take the epoll instance's mutex against the runtime's own `epoll_wait`, and a closer
+/// preempted while holding it stalls the runtime. The client needs only the END_REQUEST record
+/// (nginx ends the upstream request on it), so nothing waits for the close.
 pub(super) struct Closer {
     /// `None` when the thread could not be started: connections are then closed in place.
-    to_thread: Option<mpsc::Sender<AsyncFd<OwnedFd>>>,
+    to_thread: Option<mpsc::Sender<OwnedFd>>,
 }
 
 impl Closer {
     pub(super) fn start() -> Closer {
-        let (to_thread, closing) = mpsc::channel::<AsyncFd<OwnedFd>>();
+        let (to_thread, closing) = mpsc::channel::<OwnedFd>();
         let thread = std::thread::Builder::new()
             .name("fastpm-closer".into())
             .spawn(move || closing.into_iter().for_each(drop));
@@ -387,8 +390,8 @@ impl Closer {
         }
     }
 
-    /// Close `conn` (deregister it from the runtime's reactor, then `close(2)`) soon.
-    pub(super) fn close(&self, conn: AsyncFd<OwnedFd>) {
+    /// Close `conn` soon.
+    pub(super) fn close(&self, conn: OwnedFd) {
         if let Some(to_thread) = &self.to_thread {
             // A send fails only once the thread is gone: then the connection drops here.
             let _ = to_thread.send(conn);
