@@ -5,26 +5,32 @@
 # Debian's DokuWiki package (a flat-file wiki: no database) is installed with apt-get when
 # missing, and its `wiki:syntax` page (≈ 58 KB of HTML, DokuWiki's own manual) is served through
 # nginx, configured the Debian way (`include snippets/fastcgi-php.conf`, nginx workers running as
-# www-data), by four backends, all with PHP's Debian php.ini (opcache on) and every PHP process
-# running as www-data, 4 workers each:
+# www-data), by each backend (ALL_BACKENDS; short names for ONLY), all with PHP's Debian php.ini
+# (opcache on) and every PHP process running as www-data, 4 workers each:
 #
-#   php-fpm                      php-fpm8.2, pool `user = www-data`, pm = static
-#   fastpm php, thread workers   kind = "php", workers = "thread", user = "www-data"
-#   fastpm php, process workers  kind = "php", workers = "process", user = "www-data"
-#   fastpm exec                  kind = "exec", php-cgi accepting on the pool socket itself
+#   php-fpm          php-fpm8.2, pool `user = www-data`, pm = static
+#   thread-shared    kind = "php", workers = "thread", php_children = "shared", user = "www-data"
+#   process-shared   the same with workers = "process"
+#   thread           kind = "php", workers = "thread", php_children = "per-worker"
+#   process          the same with workers = "process"
+#   exec             kind = "exec", 4 php-cgi accepting on the pool socket themselves
+#   exec-children    kind = "exec", max_children = 1: one php-cgi with PHP_FCGI_CHILDREN=4
+#                    (not run unless named in ONLY)
 #
 # each once with `fastcgi_keep_conn off` (a FastCGI connection per request) and once with
 # upstream `keepalive 4` + `fastcgi_keep_conn on` (a separate instance of each backend per
 # keep_conn layout: nginx's idle kept connections would hold the workers of a backend shared by
-# both layouts, and the other layout would measure an empty pool): eight scenarios, measured in rounds (order
+# both layouts, and the other layout would measure an empty pool), measured in rounds (order
 # rotated, reversed every other round). Per scenario and round: wrk's requests/s and p99, the PSS
 # of the backend's whole process tree (sum of `Pss:` in /proc/PID/smaps_rollup over the master
 # and every descendant, sampled in the middle of the measured window), and every body compared
 # with php-fpm's after normalising the one thing that changes between requests (see NORMALISE).
 #
 # Knobs (environment): ROUNDS (3) SECS (8) WARMUP_SECS (2) CONNECTIONS (16) PAGE
-# (/doku.php?id=wiki:syntax) FASTPM (path of the fastpm binary; default: cargo build --release)
-# OUT (target/bench-realapp.md). With the defaults a run takes 8 × 10 s × 3 ≈ 4.5 min.
+# (/doku.php?id=wiki:syntax) ONLY (backends besides php-fpm, comma-separated short names; default
+# all but exec-children) KEEP (keep_conn layouts: off,on) FASTPM (path of the fastpm binary;
+# default: cargo build --release) OUT (target/bench-realapp.md) KEEP_DIR. With the defaults a run
+# takes 12 scenarios × 10 s × 3 ≈ 6.5 min.
 # Exit status 0 when every scenario ran with right bodies and no errors, 1 otherwise (the table is
 # still written, with NOT RUN and the reason where a backend could not serve).
 
@@ -54,16 +60,28 @@ DOCROOT = "/usr/share/dokuwiki"
 # Every request carries this Host header, so the page's absolute URLs name the same host
 # whichever nginx port served it (DokuWiki keys its render cache on HTTP_HOST and SERVER_PORT).
 HOST = "dokuwiki.bench"
-BACKENDS = [
-    "php-fpm",
-    "fastpm php, thread workers",
-    "fastpm php, process workers",
-    "fastpm exec",
+# Every backend the script knows, in report order: (short name for KEEP/ONLY, name in the report).
+ALL_BACKENDS = [
+    ("php-fpm", "php-fpm"),
+    ("thread-shared", "fastpm php, thread workers, shared php-cgi"),
+    ("process-shared", "fastpm php, process workers, shared php-cgi"),
+    ("thread", "fastpm php, thread workers, php-cgi per worker"),
+    ("process", "fastpm php, process workers, php-cgi per worker"),
+    ("exec", "fastpm exec"),
+    ("exec-children", "fastpm exec, 1 php-cgi with PHP_FCGI_CHILDREN=4"),
 ]
+# ONLY: the short names to run (comma-separated; php-fpm always runs, it is the reference).
+# Default: every backend but exec-children (php-cgi's own manager without fastpm's workers,
+# a reference for the shared layout's memory).
+ONLY = [s for s in os.environ.get(
+    "ONLY", ",".join(s for s, _ in ALL_BACKENDS if s != "exec-children")).split(",") if s]
+SELECTED = [(s, n) for s, n in ALL_BACKENDS if s == "php-fpm" or s in ONLY]
+BACKENDS = [n for _, n in SELECTED]
+SLUGS = [s for s, _ in SELECTED]
+# KEEP: the keep_conn layouts to run ("off,on").
+KEEPS = [k for k in os.environ.get("KEEP", "off,on").split(",") if k]
 # The socket file of each scenario's backend, in the work directory (see start_backends).
-SOCKET_NAMES = {(b, keep): f"{name}-{keep}" for b, name in
-                enumerate(["php-fpm", "fastpm-thread", "fastpm-process", "fastpm-exec"])
-                for keep in ("off", "on")}
+SOCKET_NAMES = {(b, keep): f"{slug}-{keep}" for b, slug in enumerate(SLUGS) for keep in KEEPS}
 # What differs between two correct answers of the same page: DokuWiki's task-runner image URL
 # ends with the current Unix time (`lib/exe/taskrunner.php?id=wiki%3Asyntax&amp;1796164997`).
 # Both this script and wrk's Lua check replace that number with "T"; nothing else is touched.
@@ -261,21 +279,26 @@ def wrk(port, secs, lua, sample_pid=None):
 
 
 def start_backends(work, keep, sessions, php_fpm, fastpm):
-    """The four backends for one keep_conn layout: (servers, sockets), in BACKENDS order. Each
-    layout has its own: a backend whose workers sit on nginx's idle kept connections (php-fpm's
-    children and exec's php-cgi serve one connection at a time) would starve the other layout."""
+    """The selected backends for one keep_conn layout: (servers, sockets), in BACKENDS order.
+    Each layout has its own: a backend whose workers sit on nginx's idle kept connections
+    (php-fpm's children and exec's php-cgi serve one connection at a time) would starve the
+    other layout. Socket names: SOCKET_NAMES."""
     servers, sockets = [], []
-    fpm_sock = os.path.join(work, f"php-fpm-{keep}.sock")
-    with open(os.path.join(work, f"php-fpm-{keep}.conf"), "w") as f:
-        f.write(f"""[global]
-pid = {work}/php-fpm-{keep}.pid
-error_log = {work}/php-fpm-{keep}.log
+    for slug in SLUGS:
+        name = f"{slug}-{keep}"
+        sock = os.path.join(work, f"{name}.sock")
+        if slug == "php-fpm":
+            conf = os.path.join(work, f"{name}.conf")
+            with open(conf, "w") as f:
+                f.write(f"""[global]
+pid = {work}/{name}.pid
+error_log = {work}/{name}.log
 daemonize = no
 
 [dokuwiki]
 user = www-data
 group = www-data
-listen = {fpm_sock}
+listen = {sock}
 listen.owner = www-data
 listen.group = www-data
 listen.mode = 0660
@@ -285,21 +308,44 @@ pm.max_children = {WORKERS}
 pm.max_requests = 0
 php_admin_value[session.save_path] = {sessions}
 """)
-    servers.append(Server("php-fpm", [php_fpm, "-F", "-y", f"{work}/php-fpm-{keep}.conf"],
-                          f"{work}/php-fpm-{keep}.stderr"))
-    sockets.append(fpm_sock)
+            servers.append(Server(name, [php_fpm, "-F", "-y", conf], f"{work}/{name}.stderr"))
+        else:
+            conf = os.path.join(work, f"{name}.toml")
+            with open(conf, "w") as f:
+                f.write(fastpm_conf(slug, work, name, sock, sessions))
+            servers.append(Server(name, [fastpm, "run", "-c", conf], f"{work}/{name}.log"))
+        sockets.append(sock)
+    return servers, sockets
 
-    def fastpm_conf(name, workers_line, app):
-        name = f"{name}-{keep}"
-        sock = os.path.join(work, f"{name}.sock")
-        conf = os.path.join(work, f"{name}.toml")
-        with open(conf, "w") as f:
-            f.write(f"""[global]
+
+def fastpm_conf(slug, work, name, sock, sessions):
+    """The fastpm config of backend `slug`: 4 workers as www-data on unix socket `sock`."""
+    php_app = (f'kind = "php"\ndocument_root = "{DOCROOT}"\n'
+               f'ini = {{ "session.save_path" = "{sessions}" }}\n')
+    max_children = WORKERS
+    workers_line = ""
+    if slug in ("thread", "process", "thread-shared", "process-shared"):
+        kind, _, layout = slug.partition("-")
+        workers_line = f'workers = "{kind}"\n'
+        app = php_app + f'php_children = "{layout or "per-worker"}"\n'
+    elif slug == "exec":
+        # php-cgi's own FastCGI loop on the pool socket; PHP_FCGI_MAX_REQUESTS=0 as php-fpm's
+        # pm.max_requests = 0 and fastpm php's default (php-cgi alone would restart every 500).
+        app = (f'kind = "exec"\ncommand = ["/usr/bin/php-cgi", "-d", "session.save_path={sessions}"]\n'
+               'env = { PHP_FCGI_MAX_REQUESTS = "0" }\n')
+    elif slug == "exec-children":
+        # One php-cgi whose parent forks the 4 children after PHP (and opcache) is set up.
+        max_children = 1
+        app = (f'kind = "exec"\ncommand = ["/usr/bin/php-cgi", "-d", "session.save_path={sessions}"]\n'
+               f'env = {{ PHP_FCGI_MAX_REQUESTS = "0", PHP_FCGI_CHILDREN = "{WORKERS}" }}\n')
+    else:
+        raise SystemExit(f"unknown backend {slug}")
+    return f"""[global]
 status_listen = ""
 runtime_dir = "{work}/rt-{name}"
 
 [pool.dokuwiki]
-{workers_line}max_children = {WORKERS}
+{workers_line}max_children = {max_children}
 user = "www-data"
 group = "www-data"
 
@@ -311,20 +357,7 @@ group = "www-data"
 mode = "0660"
 
 [pool.dokuwiki.app]
-{app}""")
-        servers.append(Server(name, [fastpm, "run", "-c", conf], f"{work}/{name}.log"))
-        sockets.append(sock)
-
-    php_app = f'kind = "php"\ndocument_root = "{DOCROOT}"\nini = {{ "session.save_path" = "{sessions}" }}\n'
-    fastpm_conf("fastpm-thread", 'workers = "thread"\n', php_app)
-    fastpm_conf("fastpm-process", 'workers = "process"\n', php_app)
-    # exec: php-cgi's own FastCGI loop on the pool socket; PHP_FCGI_MAX_REQUESTS=0 as php-fpm's
-    # pm.max_requests = 0 and fastpm php's default (php-cgi alone would restart every 500).
-    fastpm_conf("fastpm-exec", "",
-                f'kind = "exec"\ncommand = ["/usr/bin/php-cgi", "-d", "session.save_path={sessions}"]\n'
-                'env = { PHP_FCGI_MAX_REQUESTS = "0" }\n')
-
-    return servers, sockets
+{app}"""
 
 
 def start_all(work, php_fpm, fastpm):
@@ -333,7 +366,7 @@ def start_all(work, php_fpm, fastpm):
     shutil.chown(sessions, "www-data", "www-data")
     os.chmod(sessions, 0o700)
     backends, sockets = {}, {}
-    for keep in ("off", "on"):
+    for keep in KEEPS:
         servers, socks = start_backends(work, keep, sessions, php_fpm, fastpm)
         for i, (server, sock) in enumerate(zip(servers, socks)):
             backends[(i, keep)], sockets[(i, keep)] = server, sock
@@ -424,11 +457,11 @@ def main():
 
 
 def run(work, servers, ports, commit, load_start, started):
-    scenarios = [(b, keep) for keep in ("off", "on") for b in range(len(BACKENDS))]
+    scenarios = [(b, keep) for keep in KEEPS for b in range(len(BACKENDS))]
     first = {}
     for key in scenarios:
         first[key] = wait_ready(ports[key], f"{BACKENDS[key[0]]} (keep_conn {key[1]})")
-    reference = first[(0, "off")]
+    reference = first[(0, KEEPS[0])]
     if isinstance(reference, Exception):
         raise SystemExit(f"php-fpm does not serve the page: {reference}")
     reference = normalise(reference)
@@ -447,7 +480,7 @@ def run(work, servers, ports, commit, load_start, started):
             status, body = fetch(ports[key], PAGE)
             digests.add((status, hashlib.sha256(normalise(body)).hexdigest()[:12], len(body)))
         samples[key] = digests
-        if digests != {(200, hashlib.sha256(reference).hexdigest()[:12], len(first[(0, 'off')]))}:
+        if digests != {(200, hashlib.sha256(reference).hexdigest()[:12], len(first[(0, KEEPS[0])]))}:
             flags[key].append(f"curl samples differ from php-fpm's: {sorted(digests)}")
 
     results = {key: [] for key in scenarios}
@@ -482,7 +515,7 @@ def run(work, servers, ports, commit, load_start, started):
 
     # Where each tree's PSS is, by mapping, after the last round (servers idle, caches warm).
     by_mapping = {key[0]: pss_by_mapping(pid) for key, pid in pids.items()
-                  if key[1] == "off" and key not in not_run}
+                  if key[1] == KEEPS[0] and key not in not_run}
 
     ok = not not_run and not any(flags.values())
     out = []
@@ -493,7 +526,7 @@ def run(work, servers, ports, commit, load_start, started):
                f"run took {(time.time() - started) / 60:.1f} min\n")
     out.append(f"- load average (1, 5, 15 min): {load_start} at start, {loadavg()} at the end; "
                f"per round: {' / '.join(round_loads)}")
-    out.append(f"- page: {len(first[(0, 'off')])} bytes from php-fpm; bodies compared after replacing "
+    out.append(f"- page: {len(first[(0, KEEPS[0])])} bytes from php-fpm; bodies compared after replacing "
                "the Unix time at the end of the task-runner URL (`taskrunner.php?…&amp;NNN`) with "
                "`T`: every response by wrk's Lua script, and 3 curl samples per scenario (sha256)\n")
     out.append("| keep_conn | backend | req/s median | req/s per round | ÷ php-fpm median | ÷ php-fpm min–max | "

@@ -16,6 +16,11 @@ pub(crate) fn build_app(raw: &RawApp, b: &Builder, keys: &Keys) -> Result<AppCon
     let kind = b.word(&raw.kind, keys.key("kind"), AppKind::Php)?;
     let document_root = Builder::text(&raw.document_root, defaults::DOCUMENT_ROOT);
     let php_cgi = Builder::text(&raw.php_cgi, defaults::PHP_CGI);
+    let php_children = b.word(
+        &raw.php_children,
+        keys.key("php_children"),
+        defaults::PHP_CHILDREN,
+    )?;
     let limit_extensions = b.strings(&raw.limit_extensions, defaults::LIMIT_EXTENSIONS);
     if let Some(list) = &raw.limit_extensions {
         for (i, ext) in list.get_ref().iter().enumerate() {
@@ -36,6 +41,7 @@ pub(crate) fn build_app(raw: &RawApp, b: &Builder, keys: &Keys) -> Result<AppCon
         kind,
         document_root: b.resolve(&document_root),
         php_cgi,
+        php_children,
         limit_extensions,
         ini: string_map(raw.ini.as_ref(), b, keys, "ini")?,
         env: string_map(raw.env.as_ref(), b, keys, "env")?,

@@ -27,6 +27,8 @@ pub const PING_RESPONSE: &str = "pong";
 pub const MODE: u32 = 0o660;
 pub const DOCUMENT_ROOT: &str = "php-examples";
 pub const PHP_CGI: &str = "php-cgi";
+/// `php_children`: see docs/BENCHMARKS.md ("Sharing opcache") for the measurements behind it.
+pub const PHP_CHILDREN: super::enums::PhpChildren = super::enums::PhpChildren::Shared;
 pub const LIMIT_EXTENSIONS: &[&str] = &[".php"];
 pub const HISTORY: u32 = 100;
 pub const HOLD_TIMEOUT: Duration = Duration::from_secs(55);

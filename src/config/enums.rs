@@ -115,6 +115,18 @@ config_word! {
 }
 
 config_word! {
+    /// php: how a pool's php-cgi processes are arranged (`php_children`).
+    pub enum PhpChildren {
+        /// One php-cgi parent per pool forks `max_children` children after PHP (and opcache)
+        /// is set up, so they share one opcache, as php-fpm's children do; fastpm's workers each
+        /// keep a connection to one of them.
+        Shared => "shared",
+        /// Each worker starts its own php-cgi (its own opcache, its own cold start).
+        PerWorker => "per-worker",
+    }
+}
+
+config_word! {
     /// Overload policy: which requests to shed before they reach the app.
     pub enum OverloadPolicy {
         /// Never shed.

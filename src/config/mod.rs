@@ -36,7 +36,8 @@ pub use defaults::{
     STATUS_LISTEN as DEFAULT_STATUS_LISTEN,
 };
 pub use enums::{
-    AcceptLock, AppKind, ConfigWord, LogFormat, LogLevel, OverloadPolicy, PmKind, WorkerKind,
+    AcceptLock, AppKind, ConfigWord, LogFormat, LogLevel, OverloadPolicy, PhpChildren, PmKind,
+    WorkerKind,
 };
 pub use error::{line_column, ConfigError, ConfigErrorKind};
 pub use load::{

@@ -317,6 +317,7 @@ fn render_pool(
     t.line("kind", quote(app.kind.as_str()), "")
         .line("document_root", quote_path(&app.document_root), "")
         .line("php_cgi", quote(&app.php_cgi), "")
+        .line("php_children", quote(app.php_children.as_str()), "")
         .line(
             "limit_extensions",
             list(&app.limit_extensions),

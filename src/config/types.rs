@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::broker::BrokerUrl;
-use super::enums::{AcceptLock, AppKind, LogFormat, LogLevel, OverloadPolicy, PmKind, WorkerKind};
+use super::enums::{
+    AcceptLock, AppKind, LogFormat, LogLevel, OverloadPolicy, PhpChildren, PmKind, WorkerKind,
+};
 use super::logs::{GlobalLogs, PoolLogs};
 use super::runtime_dir::RuntimeDirSource;
 use crate::listen::ListenAddress;
@@ -158,6 +160,8 @@ pub struct AppConfig {
     pub document_root: PathBuf,
     /// php: the php-cgi binary (a name looked up on PATH, or a path).
     pub php_cgi: String,
+    /// php: one php-cgi parent whose children share opcache, or a php-cgi per worker.
+    pub php_children: PhpChildren,
     /// php: scripts with other extensions get 403 (php-fpm's `security.limit_extensions`);
     /// empty = any.
     pub limit_extensions: Vec<String>,

@@ -1,5 +1,6 @@
 //! Which app a pool runs, decided once at start: a pure choice plus the factory that builds one
-//! app value per worker.
+//! app value per worker, and the master's share of a php pool (`PoolPhp`: the shared php-cgi
+//! parent of `php_children = "shared"`, kept across reloads while old workers still use it).
 //!
 //! A pool's `user`/`group` reach the apps of worker *threads* here: the php-cgi and CGI
 //! processes they start drop to those ids. The built-in apps (hello, echo, sleep, longpoll) of
@@ -8,8 +9,9 @@
 
 use std::path::Path;
 
+use crate::app::php::{shared, SharedPhp};
 use crate::app::{App, Cgi, CgiSettings, Echo, Hello, Php, PhpSettings, Sleep};
-use crate::config::{AppKind, PoolConfig};
+use crate::config::{AppKind, PhpChildren, PoolConfig};
 use crate::sys::privileges::Credentials;
 
 /// The app a pool's workers will run.
@@ -110,6 +112,85 @@ pub fn build(
         Choice::Longpoll => crate::app::longpoll_app(pool),
         Choice::Exec => unreachable!("an exec pool runs its command, never fastpm workers"),
     }
+}
+
+/// Whether `choice` for `pool` runs one php-cgi parent for the whole pool, started by the master.
+pub fn runs_shared_php(choice: &Choice, pool: &PoolConfig) -> bool {
+    *choice == Choice::Php && pool.app.php_children == PhpChildren::Shared
+}
+
+/// A pool's shared php-cgi parents (`php_children = "shared"`; empty otherwise): the one its
+/// current workers use and those that workers of an earlier generation still use after a
+/// reload changed what shapes php-cgi (`shared::key`). Dropped after the pool's workers.
+#[derive(Default)]
+pub struct PoolPhp {
+    current: Option<SharedPhp>,
+    retired: Vec<SharedPhp>,
+}
+
+impl PoolPhp {
+    /// Start the pool's php-cgi parent when it runs one, as `credentials` (the pool's
+    /// `user`/`group`), on its socket under `runtime_dir` (the pool's directory exists).
+    pub fn start(
+        choice: &Choice,
+        pool: &PoolConfig,
+        runtime_dir: &Path,
+        credentials: Option<&Credentials>,
+    ) -> std::io::Result<PoolPhp> {
+        let mut php = PoolPhp::default();
+        if runs_shared_php(choice, pool) {
+            php.current = Some(start_shared(pool, runtime_dir, credentials)?);
+        }
+        Ok(php)
+    }
+
+    /// After a reload: a pool whose php-cgi settings changed gets a new parent for its new
+    /// workers; the old one stays until the old workers have left (`forget_retired`).
+    pub fn reload(
+        &mut self,
+        choice: &Choice,
+        pool: &PoolConfig,
+        runtime_dir: &Path,
+        credentials: Option<&Credentials>,
+    ) -> std::io::Result<()> {
+        let wanted =
+            runs_shared_php(choice, pool).then(|| shared::socket_path(pool, runtime_dir));
+        let current = self.current.as_ref().map(|s| s.socket().to_path_buf());
+        if wanted == current {
+            return Ok(());
+        }
+        let next = match wanted {
+            Some(_) => Some(start_shared(pool, runtime_dir, credentials)?),
+            None => None,
+        };
+        if let Some(old) = std::mem::replace(&mut self.current, next) {
+            tracing::info!(pool = %pool.name, "php-cgi settings changed: a new shared php-cgi serves the new workers; the old one stays until the old workers have left");
+            self.retired.push(old);
+        }
+        Ok(())
+    }
+
+    /// Stop the parents only earlier workers used, once none of them runs any more.
+    pub fn forget_retired(&mut self, earlier_workers_running: bool) {
+        if !earlier_workers_running {
+            self.retired.clear();
+        }
+    }
+
+    /// The parent the current workers use.
+    pub fn current(&self) -> Option<&SharedPhp> {
+        self.current.as_ref()
+    }
+}
+
+fn start_shared(
+    pool: &PoolConfig,
+    runtime_dir: &Path,
+    credentials: Option<&Credentials>,
+) -> std::io::Result<SharedPhp> {
+    let (_, mut spec) = crate::app::php::php_cgi_for(pool, runtime_dir, 0);
+    spec.credentials = credentials.cloned();
+    SharedPhp::start(spec)
 }
 
 #[cfg(test)]

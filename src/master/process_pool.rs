@@ -329,6 +329,12 @@ impl ProcessPool {
         }
     }
 
+    /// Whether a worker of an earlier generation still runs (until it is reaped): what it
+    /// connects to (a shared php-cgi of its config) must stay.
+    pub fn earlier_generation_running(&self) -> bool {
+        self.workers.iter().any(|w| w.generation != self.generation)
+    }
+
     pub fn signal_all(&mut self, signal: Signal) {
         for worker in &mut self.workers {
             worker.signal(signal);

@@ -41,6 +41,9 @@ struct PoolHandle {
     workers: Workers,
     /// The accept lock every worker of the pool takes (worker processes get a descriptor).
     lock: Arc<LockShared>,
+    /// The pool's shared php-cgi (`php_children = "shared"`): declared after `workers`, so it
+    /// outlives them.
+    php: apps::PoolPhp,
 }
 
 /// A pool's workers: threads of the master, or supervised processes.
@@ -177,6 +180,13 @@ impl Running {
         let mut pools = Vec::new();
         for (ctx, choice, lock) in contexts {
             let pool_name = ctx.config.name.clone();
+            let php = apps::PoolPhp::start(
+                &choice,
+                &ctx.config,
+                &config.global.runtime_dir,
+                pool_credentials(&ctx.config)?.as_ref(),
+            )
+            .map_err(io_error(format!("pool {pool_name}: cannot start php-cgi")))?;
             if runs_processes(&ctx.config) {
                 let spec = spawn_spec(&config, &ctx, &lock, &slot_counts, &options)?;
                 let mut processes = ProcessPool::new(pool_name, spec, pm_settings(&ctx.config));
@@ -185,6 +195,7 @@ impl Running {
                     ctx,
                     workers: Workers::Processes(Box::new(processes)),
                     lock,
+                    php,
                 });
                 continue;
             }
@@ -211,6 +222,7 @@ impl Running {
                 ctx,
                 workers: Workers::Threads(threads),
                 lock,
+                php,
             });
         }
 
@@ -287,6 +299,8 @@ impl Running {
                 processes.sample_exec_states(slots);
                 processes.kill_hung(slots);
                 processes.maintain(p.ctx.board(), slots);
+                p.php
+                    .forget_retired(processes.earlier_generation_running());
             }
         }
         let Some(upgrade) = &mut self.upgrade else {
@@ -417,6 +431,21 @@ impl Running {
                         spec.backlog = current;
                     }
                 }
+            }
+            // Before the new workers connect to it: a changed php-cgi gets a new shared parent.
+            match apps::choose_for(&new, pool).map(|(choice, _)| choice) {
+                Ok(choice) => {
+                    let credentials = pool_credentials(pool).ok().flatten();
+                    if let Err(e) = p.php.reload(
+                        &choice,
+                        pool,
+                        &self.config.global.runtime_dir,
+                        credentials.as_ref(),
+                    ) {
+                        tracing::error!(pool = %pool.name, error = %e, "cannot start the new shared php-cgi");
+                    }
+                }
+                Err(e) => tracing::error!(pool = %pool.name, error = %e, "reload"),
             }
             processes.replace(spec, pm, self.scoreboard.slots(p.ctx.index));
         }

@@ -10,8 +10,8 @@
 //! 2. Drop privileges (optional): setgroups/setgid/setuid to the pool's `user`/`group`, skipped
 //!    when the process already runs as exactly those ids (a worker process that dropped them
 //!    already starting its php-cgi).
-//! 3. `PR_SET_PDEATHSIG(SIGKILL)`: *after* the drop, because the kernel clears the parent-death
-//!    signal whenever credentials change (prctl(2)); set before it, a `user = "nobody"` worker
+//! 3. `PR_SET_PDEATHSIG` (SIGKILL, or SIGTERM when asked): *after* the drop, because the
+//!    kernel clears the parent-death signal whenever credentials change (prctl(2)); set before it, a `user = "nobody"` worker
 //!    would outlive a SIGKILLed master. The signal fires when the *thread* that forked exits,
 //!    not the process: worker threads start their own php-cgi and CGI children, so a child dies
 //!    with its worker thread and with fastpm; the master starts worker processes from its
@@ -50,6 +50,9 @@ pub struct ChildSetup {
     own_session: bool,
     credentials: Option<Credentials>,
     die_with_parent: bool,
+    /// The parent-death signal: SIGKILL, or SIGTERM for a program that cleans up after itself
+    /// on it (a php-cgi parent kills its children on SIGTERM; SIGKILL would orphan them).
+    death_signal: libc::c_int,
     inherit: Vec<RawFd>,
     keep_systemd_env: bool,
     /// Signals the child starts with blocked (a fastpm worker: those it handles, so one sent
@@ -71,6 +74,7 @@ impl ChildSetup {
             own_session: false,
             credentials: None,
             die_with_parent: true,
+            death_signal: libc::SIGKILL,
             inherit: Vec::new(),
             keep_systemd_env: false,
             block: None,
@@ -87,6 +91,12 @@ impl ChildSetup {
     /// Make the child a session leader (its pid is its process-group id).
     pub fn own_session(mut self) -> Self {
         self.own_session = true;
+        self
+    }
+
+    /// Send `signal` instead of SIGKILL when the starting thread dies.
+    pub fn death_signal(mut self, signal: nix::sys::signal::Signal) -> Self {
+        self.death_signal = signal as libc::c_int;
         self
     }
 
@@ -145,7 +155,7 @@ impl ChildSetup {
             let set = unsafe {
                 libc::prctl(
                     libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
+                    self.death_signal as libc::c_ulong,
                     0,
                     0,
                     0,

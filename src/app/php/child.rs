@@ -1,6 +1,8 @@
-//! One worker's php-cgi process: started in FastCGI mode on a private unix socket (the
-//! listening socket is its fd 0, as php-cgi expects), in its own process group, killed with
-//! its worker; its own stderr is copied into fastpm's log with pool and pid.
+//! A php-cgi process: started in FastCGI mode on a private unix socket (the listening socket is
+//! its fd 0, as php-cgi expects), in its own process group, killed with the thread that started
+//! it; its own stderr is copied into fastpm's log with pool and pid. Either one worker's own
+//! php-cgi (`children = 0`, one connection at a time) or a pool's shared parent, which forks
+//! `children` processes that accept on the same socket (see `shared`).
 
 use std::io::{self, BufRead, BufReader};
 use std::os::fd::OwnedFd;
@@ -14,17 +16,20 @@ use nix::unistd::Pid;
 use crate::sys::child::ChildSetup;
 use crate::sys::privileges::Credentials;
 
-/// How to start one worker's php-cgi.
+/// How to start a php-cgi.
 #[derive(Debug, Clone)]
 pub struct ChildSpec {
     /// Pool name, for log lines.
     pub pool: String,
     /// The php-cgi binary (a name looked up on PATH, or a path).
     pub php_cgi: String,
-    /// `<runtime_dir>/<pool>/php-<worker>.sock`: private because the master made that directory
-    /// 0700 for the pool's user (`master::runtime_dir::pool_dir`; anyone who can reach php-cgi can
-    /// make it run any file as PHP, so never an abstract socket).
+    /// `<runtime_dir>/<pool>/php-<worker>.sock` (or `shared::socket_path`): private because the
+    /// master made that directory 0700 for the pool's user (`master::runtime_dir::pool_dir`;
+    /// anyone who can reach php-cgi can make it run any file as PHP, so never an abstract socket).
     pub socket_path: PathBuf,
+    /// `PHP_FCGI_CHILDREN`: 0 for a worker's own php-cgi (it serves one connection at a time
+    /// itself); N for a pool's shared parent, which forks N children once PHP is set up.
+    pub children: u32,
     /// `-d NAME=VALUE` arguments, in order.
     pub ini: Vec<(String, String)>,
     /// Extra environment.
@@ -47,8 +52,9 @@ impl ChildSpec {
             cmd.env_clear();
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        // One process serving one connection at a time; fastpm recycles by max_requests.
-        cmd.env("PHP_FCGI_CHILDREN", "0")
+        // fastpm recycles by max_requests itself: php-cgi closing a kept connection on its own
+        // after its last request would race with the worker's next request (see `shared`).
+        cmd.env("PHP_FCGI_CHILDREN", self.children.to_string())
             .env("PHP_FCGI_MAX_REQUESTS", "0");
         cmd
     }
@@ -66,23 +72,34 @@ pub struct PhpChild {
 impl PhpChild {
     /// Bind the private socket (replacing a stale one) and start php-cgi on it. The socket is
     /// listening before php-cgi starts, so a later `connect` is queued at once and php-cgi
-    /// accepts it when it is ready: no polling for readiness.
+    /// accepts it when it is ready: no polling for readiness. A shared parent's socket
+    /// (`children > 0`) stays for every worker to connect to: it is handed to the pool's user
+    /// (worker processes run as them).
     pub fn spawn(spec: &ChildSpec) -> io::Result<PhpChild> {
         let _ = std::fs::remove_file(&spec.socket_path);
-        let listener = UnixListener::bind(&spec.socket_path).map_err(|e| {
+        let cannot_bind = |e: io::Error| {
             io::Error::new(
                 e.kind(),
                 format!("cannot bind {}: {e}", spec.socket_path.display()),
             )
-        })?;
+        };
+        let listener = UnixListener::bind(&spec.socket_path).map_err(cannot_bind)?;
+        if spec.children > 0 {
+            share_socket(spec).map_err(cannot_bind)?;
+        }
         let mut cmd = spec.command();
         cmd.stdin(Stdio::from(OwnedFd::from(listener)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        ChildSetup::new()
+        let mut setup = ChildSetup::new()
             .own_session()
-            .run_as(spec.credentials.clone())
-            .apply(&mut cmd);
+            .run_as(spec.credentials.clone());
+        if spec.children > 0 {
+            // On SIGTERM a php-cgi parent kills its children and leaves; SIGKILL would leave
+            // them orphaned, accepting on a socket nobody reaches.
+            setup = setup.death_signal(Signal::SIGTERM);
+        }
+        setup.apply(&mut cmd);
         let spawned = cmd.spawn();
         // `cmd` held our copy of the listener; with it gone only php-cgi holds the socket,
         // so connecting to a dead child fails instead of hanging.
@@ -101,7 +118,8 @@ impl PhpChild {
         Ok(PhpChild {
             child,
             reaped: None,
-            socket_path: Some(spec.socket_path.clone()),
+            // A shared socket is not this child's to use up or remove (see `shared`).
+            socket_path: (spec.children == 0).then(|| spec.socket_path.clone()),
         })
     }
 
@@ -148,6 +166,18 @@ impl Drop for PhpChild {
     }
 }
 
+/// A shared parent's socket: owned by the pool's user, who runs the worker processes that
+/// connect to it (connecting takes write permission on the socket file: the owner has it under
+/// any sane umask). Who else may connect is settled by the pool's directory, 0700 and the pool
+/// user's. `lchown`, never `chown`: the master is root and the directory is the pool user's,
+/// who could have put a symlink in the socket's place; a chmod would follow it, so none is made.
+fn share_socket(spec: &ChildSpec) -> io::Result<()> {
+    if let Some(creds) = &spec.credentials {
+        std::os::unix::fs::lchown(&spec.socket_path, Some(creds.uid), Some(creds.gid))?;
+    }
+    Ok(())
+}
+
 /// Copy php-cgi's own stderr (startup warnings, crashes) into the log, line by line.
 fn log_stderr(pool: &str, pid: u32, stderr: impl io::Read) {
     for line in BufReader::new(stderr).split(b'\n') {
@@ -169,6 +199,7 @@ mod tests {
             pool: "p".into(),
             php_cgi: "php-cgi".into(),
             socket_path: PathBuf::from("/tmp/x.sock"),
+            children: 3,
             ini: vec![
                 ("memory_limit".into(), "64M".into()),
                 ("a.b".into(), "1".into()),
@@ -183,7 +214,7 @@ mod tests {
         let envs: Vec<(&OsStr, Option<&OsStr>)> = cmd.get_envs().collect();
         for (k, v) in [
             ("APP_ENV", "dev"),
-            ("PHP_FCGI_CHILDREN", "0"),
+            ("PHP_FCGI_CHILDREN", "3"),
             ("PHP_FCGI_MAX_REQUESTS", "0"),
         ] {
             assert!(

@@ -1,17 +1,26 @@
-//! `kind = "php"`: each worker owns one php-cgi child in FastCGI mode on a private socket and
-//! relays requests to it over one kept connection. fastpm decides which file runs (see
-//! `script`), restarts the child when it exits, and kills its process group when a request
+//! `kind = "php"`: each worker relays requests to one php-cgi in FastCGI mode over one kept
+//! connection on a private socket — its own php-cgi (`php_children = "per-worker"`), or a child
+//! of the pool's one php-cgi parent, whose children share opcache (`"shared"`, see `shared`;
+//! `backend` holds the difference). fastpm decides which file runs (see `script`), starts
+//! php-cgi again (or reconnects) when it exits, and kills the php-cgi serving a request that
 //! outlives `request_timeout` (504 for that request only).
 
 mod affinity;
+mod backend;
 mod cache;
 mod child;
+mod peer;
 mod script;
+pub mod shared;
 mod upstream;
+
+use backend::{Backend, GiveUp};
 
 use affinity::Follower;
 pub use cache::{ScriptCache, SCRIPT_CACHE_TTL};
+pub use backend::Layout;
 pub use child::{ChildSpec, PhpChild};
+pub use shared::SharedPhp;
 pub use script::{
     apache_proxy_path, extension_allowed, requested_path, resolve, resolve_script, sent_filename,
     ApacheProxyPath, Refusal, Resolved,
@@ -25,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{plain_response, App};
-use crate::config::PoolConfig;
+use crate::config::{PhpChildren, PoolConfig};
 use crate::fastcgi::{
     encode_begin_request, encode_pair, encode_stream, RecordType, Request, ResponseWriter, Role,
 };
@@ -69,7 +78,13 @@ pub struct PhpSettings {
     pub limit_extensions: Vec<String>,
     /// `request_timeout`; zero = off.
     pub request_timeout: Duration,
-    /// How to start php-cgi (the socket path is per worker).
+    /// `max_requests` (shared layout: the worker recycles the child serving it after this many
+    /// answers; per-worker, worker processes recycle themselves and their php-cgi); 0 = never.
+    pub max_requests: u64,
+    /// Own php-cgi, or the pool's shared one.
+    pub layout: Layout,
+    /// How to start php-cgi: this worker's own (per-worker: the socket path is the worker's),
+    /// or the pool's shared parent (what the master starts, see `shared`).
     pub child: ChildSpec,
 }
 
@@ -77,6 +92,7 @@ impl PhpSettings {
     /// Settings for worker `worker` of `pool`, with private sockets under `runtime_dir`.
     pub fn for_worker(pool: &PoolConfig, runtime_dir: &Path, worker: usize) -> Self {
         let app = &pool.app;
+        let (layout, child) = php_cgi_for(pool, runtime_dir, worker);
         let document_root = std::fs::canonicalize(&app.document_root).unwrap_or_else(|e| {
             tracing::error!(pool = %pool.name, "document_root {}: {e}; every request will get 404", app.document_root.display());
             app.document_root.clone()
@@ -85,32 +101,59 @@ impl PhpSettings {
             document_root,
             limit_extensions: app.limit_extensions.clone(),
             request_timeout: pool.request_timeout,
-            child: ChildSpec {
-                pool: pool.name.clone(),
-                php_cgi: app.php_cgi.clone(),
-                socket_path: crate::config::runtime_dir::pool_dir(runtime_dir, &pool.name)
-                    .join(format!("php-{worker}.sock")),
-                ini: app
-                    .ini
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                env: app
-                    .env
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                clear_env: app.clear_env,
-                credentials: None,
-            },
+            max_requests: pool.max_requests,
+            layout,
+            child,
         }
     }
 }
 
-/// The live child and the connection to it.
+/// Where worker `worker` of `pool` gets its php-cgi, and how that php-cgi is started: its own
+/// on `php-<worker>.sock`, or the pool's shared parent (what the master starts, the same for
+/// every worker) with `max_children` children. `credentials` are left for the caller to set.
+pub fn php_cgi_for(pool: &PoolConfig, runtime_dir: &Path, worker: usize) -> (Layout, ChildSpec) {
+    let app = &pool.app;
+    let (layout, socket_path, children) = match app.php_children {
+        PhpChildren::PerWorker => (
+            Layout::PerWorker,
+            crate::config::runtime_dir::pool_dir(runtime_dir, &pool.name)
+                .join(format!("php-{worker}.sock")),
+            0,
+        ),
+        PhpChildren::Shared => {
+            let socket = shared::socket_path(pool, runtime_dir);
+            let layout = Layout::Shared {
+                pid_file: shared::pid_path(&socket),
+                socket: socket.clone(),
+            };
+            (layout, socket, pool.max_children)
+        }
+    };
+    let spec = ChildSpec {
+        pool: pool.name.clone(),
+        php_cgi: app.php_cgi.clone(),
+        socket_path,
+        children,
+        ini: app
+            .ini
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        env: app
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        clear_env: app.clear_env,
+        credentials: None,
+    };
+    (layout, spec)
+}
+
+/// The php-cgi serving this worker and the connection to it.
 struct Upstream {
-    child: PhpChild,
-    /// Made on the first request (see `PhpChild::connect`), then kept.
+    backend: Backend,
+    /// Made on the first request (see `Backend::connect`), then kept.
     conn: Option<UnixStream>,
 }
 
@@ -148,17 +191,22 @@ impl Php {
         php
     }
 
-    /// The running child's pid, if any.
+    /// The pid of the php-cgi serving this worker, if known (shared: after the first answer).
     pub fn child_pid(&self) -> Option<u32> {
-        self.upstream.as_ref().map(|u| u.child.pid())
+        self.upstream.as_ref().and_then(|u| u.backend.pid())
     }
 
     fn start_child(&mut self) -> bool {
-        match PhpChild::spawn(&self.settings.child) {
-            Ok(child) => {
-                tracing::debug!(pool = %self.settings.child.pool, pid = child.pid(), "php-cgi started");
+        match Backend::start(&self.settings.layout, &self.settings.child) {
+            Ok(backend) => {
+                if let Some(pid) = backend.pid() {
+                    tracing::debug!(pool = %self.settings.child.pool, pid, "php-cgi started");
+                }
                 self.follower.child_restarted();
-                self.upstream = Some(Upstream { child, conn: None });
+                self.upstream = Some(Upstream {
+                    backend,
+                    conn: None,
+                });
                 true
             }
             Err(e) => {
@@ -168,12 +216,28 @@ impl Php {
         }
     }
 
-    /// Kill the current child (if any), log how it ended, start a fresh one.
-    fn restart_child(&mut self, why: &str) {
-        if let Some(mut up) = self.upstream.take() {
-            let pid = up.child.pid();
-            let status = up.child.kill();
-            tracing::warn!(pool = %self.settings.child.pool, pid, status = ?status, "php-cgi {why}; restarting it");
+    /// Give the current php-cgi up (per-worker: kill it; shared: drop the connection, and kill
+    /// the child when `why` asks for it), log how it ended, and get a fresh one (per-worker:
+    /// start it; shared: the next request connects again).
+    fn restart_child(&mut self, why: GiveUp) {
+        if let Some(up) = self.upstream.take() {
+            let shared = matches!(up.backend, Backend::Shared(_));
+            let (pid, status, problem) = up.backend.end(up.conn.as_ref(), why);
+            let pool = &self.settings.child.pool;
+            let next = match (shared, why.kills_shared_child()) {
+                (false, _) => "restarting it",
+                (true, true) => "killed it (its parent starts another); connecting again",
+                (true, false) => "connecting again",
+            };
+            let status = status.map(|s| s.to_string()).unwrap_or_default();
+            if why.is_routine() {
+                tracing::debug!(pool = %pool, pid, "php-cgi {}; {next}", why.text());
+            } else {
+                tracing::warn!(pool = %pool, pid, status, "php-cgi {}; {next}", why.text());
+            }
+            if let Some(problem) = problem {
+                tracing::error!(pool = %pool, "{problem}");
+            }
         }
         self.start_child();
     }
@@ -230,6 +294,14 @@ impl Php {
         Ok(())
     }
 
+    /// A whole answer came back on a connection that stays usable: the shared layout counts it
+    /// and says when the child is due for recycling (`max_requests`).
+    fn answered(&mut self) -> Option<GiveUp> {
+        let up = self.upstream.as_mut()?;
+        let conn = up.conn.as_ref()?;
+        up.backend.answered(conn, self.settings.max_requests)
+    }
+
     fn relay(&mut self, request: &Request, out: &mut ResponseWriter<'_>) -> io::Result<u32> {
         let deadline = (!self.settings.request_timeout.is_zero())
             .then(|| Instant::now() + self.settings.request_timeout);
@@ -242,12 +314,14 @@ impl Php {
             let Some(up) = self.upstream.as_mut() else {
                 continue;
             };
-            let pid = up.child.pid();
-            let Some(conn) = connection(up, &self.settings) else {
-                self.restart_child("could not be reached");
+            let pid = up.backend.pid();
+            let Some(conn) = connection(up, &self.settings, deadline) else {
+                self.restart_child(GiveUp::Unreachable);
                 continue;
             };
-            self.follower.follow(pid);
+            if let Some(pid) = pid {
+                self.follower.follow(pid);
+            }
             let follower = &mut self.follower;
             let pool = &self.settings.child.pool;
             // php's error messages: into fastpm's log, and on to the web server afterwards
@@ -276,7 +350,11 @@ impl Php {
                 },
                 out,
                 &mut log_stderr,
-                &mut || follower.release(pid),
+                &mut || {
+                    if let Some(pid) = pid {
+                        follower.release(pid)
+                    }
+                },
                 &mut client_error,
             );
             if !php_stderr.is_empty() && client_error.is_none() {
@@ -290,7 +368,9 @@ impl Php {
                     reusable,
                 } => {
                     if !reusable {
-                        self.restart_child("answered before reading the whole request");
+                        self.restart_child(GiveUp::AnsweredEarly);
+                    } else if let Some(recycle) = self.answered() {
+                        self.restart_child(recycle);
                     }
                     return match client_error {
                         Some(e) => Err(e),
@@ -298,10 +378,12 @@ impl Php {
                     };
                 }
                 Outcome::DeadBeforeRequest if attempt == 0 => {
-                    self.restart_child("had exited while idle");
+                    self.restart_child(GiveUp::ExitedIdle);
                 }
                 Outcome::DeadBeforeRequest | Outcome::Died { forwarded: false } => {
-                    self.restart_child("exited during a request");
+                    self.restart_child(GiveUp::ExitedDuring {
+                        response_cut: false,
+                    });
                     plain_response(
                         out,
                         "502 Bad Gateway",
@@ -310,13 +392,12 @@ impl Php {
                     return Ok(FAILED_APP_STATUS);
                 }
                 Outcome::Died { forwarded: true } => {
-                    self.restart_child("exited during a request (response cut short)");
+                    self.restart_child(GiveUp::ExitedDuring { response_cut: true });
                     return client_error.map_or(Ok(FAILED_APP_STATUS), Err);
                 }
                 Outcome::TimedOut { forwarded } => {
-                    self.restart_child(&format!(
-                        "exceeded request_timeout ({} ms)",
-                        self.settings.request_timeout.as_millis()
+                    self.restart_child(GiveUp::TimedOut(
+                        self.settings.request_timeout.as_millis(),
                     ));
                     if !forwarded {
                         plain_response(out, "504 Gateway Timeout", "The request took too long.\n")?;
@@ -330,15 +411,20 @@ impl Php {
     }
 }
 
-/// The kept connection to `up`'s child, made now if this is its first request. `None` (logged)
-/// when the child cannot be reached: it must be restarted.
-fn connection<'a>(up: &'a mut Upstream, settings: &PhpSettings) -> Option<&'a UnixStream> {
+/// The kept connection to `up`'s php-cgi, made now if this is its first request. `None`
+/// (logged) when php-cgi cannot be reached: it must be restarted (per-worker) or is being
+/// restarted by the master (shared).
+fn connection<'a>(
+    up: &'a mut Upstream,
+    settings: &PhpSettings,
+    deadline: Option<Instant>,
+) -> Option<&'a UnixStream> {
     if up.conn.is_none() {
         let pool = &settings.child.pool;
-        let conn = match up.child.connect() {
+        let conn = match up.backend.connect(deadline) {
             Ok(conn) => conn,
             Err(e) => {
-                tracing::warn!(pool = %pool, pid = up.child.pid(), error = %e, "cannot connect to php-cgi");
+                tracing::warn!(pool = %pool, pid = up.backend.pid(), error = %e, "cannot connect to php-cgi");
                 return None;
             }
         };
