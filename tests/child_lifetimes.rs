@@ -6,6 +6,10 @@
 //! listening socket, and a receive timeout set on that socket for fastpm's own workers made
 //! their `accept()` fail with EAGAIN every 200 ms — php-cgi exits 0 on that, and the master
 //! restarted it, several times a second.
+//!
+//! Issue 12 asks for 60 s of idle without a restart: one exec test and one php test (the shared
+//! layout, the default) watch that long, each covering both worker kinds at once, so the suite
+//! — whose tests run in parallel — grows by one minute, not by minutes; the rest watch 5 s.
 
 mod common;
 
@@ -16,11 +20,13 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use common::procs::descendants;
+use common::procs::{children_named, descendants};
 use common::{raw, require, wait_for_upgrade, Server, StopOnDrop};
 
 /// How long an idle pool is watched. The broken exec pool restarted each child every 200 ms.
 const IDLE_WATCH: Duration = Duration::from_secs(5);
+/// What issue 12's done-when asks for (the exec test and the shared php test).
+const LONG_IDLE_WATCH: Duration = Duration::from_secs(60);
 
 /// The php-cgi processes below the master.
 fn php_cgi_pids(master: i32) -> BTreeSet<i32> {
@@ -55,12 +61,12 @@ fn wait_for_php_cgi_of(server: &Server, master: i32, n: usize) -> BTreeSet<i32> 
 
 /// Watch the processes below the master for `IDLE_WATCH`: none may end, none may appear.
 fn assert_no_restarts(server: &Server, what: &str) {
-    assert_no_restarts_of(server, server.pid(), what)
+    assert_no_restarts_of(server, server.pid(), what, IDLE_WATCH)
 }
 
-fn assert_no_restarts_of(server: &Server, master: i32, what: &str) {
+fn assert_no_restarts_of(server: &Server, master: i32, what: &str, watch: Duration) {
     let before = descendants(master);
-    let deadline = Instant::now() + IDLE_WATCH;
+    let deadline = Instant::now() + watch;
     while Instant::now() < deadline {
         let now = descendants(master);
         assert_eq!(
@@ -122,10 +128,16 @@ command = [{command}]
     )
 }
 
-/// The exec pool is whole and quiet: its php-cgi pids stand while idle and across a request.
-fn assert_exec_children_stand(server: &Server, master: i32, what: &str) -> BTreeSet<i32> {
+/// The exec pool is whole and quiet: its php-cgi pids stand while idle (`watch`) and across a
+/// request.
+fn assert_exec_children_stand(
+    server: &Server,
+    master: i32,
+    what: &str,
+    watch: Duration,
+) -> BTreeSet<i32> {
     let first = wait_for_php_cgi_of(server, master, 2);
-    assert_no_restarts_of(server, master, what);
+    assert_no_restarts_of(server, master, what, watch);
     assert_eq!(php_cgi_pids(master), first);
     let answer = hello(&server.path("x.sock"));
     assert!(answer.contains("Hello from PHP"), "{answer}");
@@ -143,13 +155,23 @@ fn assert_exec_children_stand(server: &Server, master: i32, what: &str) -> BTree
     first
 }
 
-/// `workers` does not matter to an exec pool (its programs are processes): both kinds alike.
+/// `workers` does not matter to an exec pool (its programs are processes): both kinds alike,
+/// watched at the same time for the full minute.
 #[test]
-fn idle_exec_pool_keeps_its_php_cgi_children() {
-    for workers in ["process", "thread"] {
-        let server = Server::start(&exec_config(workers, ""));
-        assert_exec_children_stand(&server, server.pid(), &format!("exec pool, {workers}"));
-    }
+fn idle_exec_pool_keeps_its_php_cgi_children_for_a_minute() {
+    std::thread::scope(|s| {
+        for workers in ["process", "thread"] {
+            s.spawn(move || {
+                let server = Server::start(&exec_config(workers, ""));
+                assert_exec_children_stand(
+                    &server,
+                    server.pid(),
+                    &format!("exec pool, {workers}"),
+                    LONG_IDLE_WATCH,
+                );
+            });
+        }
+    });
 }
 
 /// A reload with a new backlog calls listen() again on the shared socket and starts a new
@@ -183,7 +205,12 @@ fn exec_children_stand_after_a_reload() {
         common::ss_listen(sock.to_str().unwrap(), true).map(|s| s.send_q),
         Some(77)
     );
-    assert_exec_children_stand(&server, server.pid(), "exec pool after a reload");
+    assert_exec_children_stand(
+        &server,
+        server.pid(),
+        "exec pool after a reload",
+        IDLE_WATCH,
+    );
 }
 
 /// A binary upgrade hands the socket to a new master, which starts its own children on it.
@@ -197,7 +224,7 @@ fn exec_children_stand_after_a_binary_upgrade() {
     let new = wait_for_upgrade(&mut server, &pid_file);
     let _stop = StopOnDrop(new);
     assert_ne!(new, old);
-    assert_exec_children_stand(&server, new, "exec pool after a binary upgrade");
+    assert_exec_children_stand(&server, new, "exec pool after a binary upgrade", IDLE_WATCH);
 }
 
 /// Restarts are never silent: a program that exits 0 right after its start is logged each time.
@@ -222,10 +249,10 @@ fn an_exec_child_that_leaves_at_once_is_logged() {
     );
 }
 
-/// Both worker kinds: the worker's own php-cgi outlives idle time and requests.
-fn php_pool_keeps_its_php_cgi(workers: &str) {
+/// A php pool `p` with `max_children` workers of kind `workers`, php-cgi in `layout`.
+fn php_config(workers: &str, layout: &str, max_children: u32) -> String {
     let php_cgi = require("php-cgi");
-    let server = Server::start(&format!(
+    format!(
         r#"
 [global]
 status_listen = ""
@@ -233,7 +260,7 @@ runtime_dir = "{{dir}}/rt"
 
 [pool.p]
 workers = "{workers}"
-max_children = 1
+max_children = {max_children}
 
 [pool.p.listen]
 address = "unix:{{dir}}/p.sock"
@@ -241,11 +268,18 @@ address = "unix:{{dir}}/p.sock"
 [pool.p.app]
 kind = "php"
 php_cgi = "{php_cgi}"
+php_children = "{layout}"
 document_root = "{root}/php-examples"
 "#,
         php_cgi = php_cgi.display(),
         root = env!("CARGO_MANIFEST_DIR"),
-    ));
+    )
+}
+
+/// Both worker kinds, per-worker layout: the worker's own php-cgi outlives idle time and
+/// requests.
+fn php_pool_keeps_its_php_cgi(workers: &str) {
+    let server = Server::start(&php_config(workers, "per-worker", 1));
     let socket = server.path("p.sock");
     let answer = hello(&socket);
     assert!(answer.contains("Hello from PHP"), "{answer}");
@@ -269,4 +303,55 @@ fn idle_php_pool_keeps_its_php_cgi_process_workers() {
 #[test]
 fn idle_php_pool_keeps_its_php_cgi_thread_workers() {
     php_pool_keeps_its_php_cgi("thread");
+}
+
+/// Poll until the master has one php-cgi child (the shared parent) with `n` php-cgi children;
+/// (parent, children).
+fn shared_tree(server: &Server, n: usize) -> (i32, BTreeSet<i32>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let [parent] = children_named(server.pid(), "php-cgi")[..] {
+            let children: BTreeSet<i32> = children_named(parent, "php-cgi").into_iter().collect();
+            if children.len() == n {
+                return (parent, children);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "one php-cgi parent with {n} children expected, found {:?}; log:\n{}",
+            descendants(server.pid()),
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The shared layout (the default), both worker kinds watched at the same time for the full
+/// minute: one php-cgi parent below the master with `max_children` php-cgi children, the same
+/// pids before and after the idle minute and across requests.
+#[test]
+fn idle_shared_php_pool_keeps_its_parent_and_children_for_a_minute() {
+    std::thread::scope(|s| {
+        for workers in ["process", "thread"] {
+            s.spawn(move || {
+                let server = Server::start(&php_config(workers, "shared", 3));
+                let socket = server.path("p.sock");
+                let answer = hello(&socket);
+                assert!(answer.contains("Hello from PHP"), "{answer}");
+                let (parent, children) = shared_tree(&server, 3);
+                let what = format!("idle shared php pool ({workers} workers)");
+                assert_no_restarts_of(&server, server.pid(), &what, LONG_IDLE_WATCH);
+                for _ in 0..3 {
+                    let answer = hello(&socket);
+                    assert!(answer.contains("Hello from PHP"), "{answer}");
+                }
+                assert_eq!(
+                    shared_tree(&server, 3),
+                    (parent, children),
+                    "{what}: the parent and its children; log:\n{}",
+                    server.log()
+                );
+            });
+        }
+    });
 }

@@ -153,8 +153,7 @@ impl PoolPhp {
         runtime_dir: &Path,
         credentials: Option<&Credentials>,
     ) -> std::io::Result<()> {
-        let wanted =
-            runs_shared_php(choice, pool).then(|| shared::socket_path(pool, runtime_dir));
+        let wanted = runs_shared_php(choice, pool).then(|| shared::socket_path(pool, runtime_dir));
         let current = self.current.as_ref().map(|s| s.socket().to_path_buf());
         if wanted == current {
             return Ok(());

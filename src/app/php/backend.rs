@@ -299,7 +299,11 @@ mod tests {
         let e = backend
             .connect(Some(Instant::now() + Duration::from_millis(100)))
             .unwrap_err();
-        assert!(t.elapsed() < Duration::from_millis(600), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            t.elapsed()
+        );
         assert!(e.to_string().contains("php-shared-x.sock"), "{e}");
         // A socket that appears while the worker waits is used.
         let listener_path = socket.clone();

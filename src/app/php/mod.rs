@@ -17,14 +17,14 @@ mod upstream;
 use backend::{Backend, GiveUp};
 
 use affinity::Follower;
-pub use cache::{ScriptCache, SCRIPT_CACHE_TTL};
 pub use backend::Layout;
+pub use cache::{ScriptCache, SCRIPT_CACHE_TTL};
 pub use child::{ChildSpec, PhpChild};
-pub use shared::SharedPhp;
 pub use script::{
     apache_proxy_path, extension_allowed, requested_path, resolve, resolve_script, sent_filename,
     ApacheProxyPath, Refusal, Resolved,
 };
+pub use shared::SharedPhp;
 pub use upstream::{Outcome, Outgoing, Relay, Wait, UPSTREAM_REQUEST_ID};
 
 use std::io;
@@ -396,9 +396,7 @@ impl Php {
                     return client_error.map_or(Ok(FAILED_APP_STATUS), Err);
                 }
                 Outcome::TimedOut { forwarded } => {
-                    self.restart_child(GiveUp::TimedOut(
-                        self.settings.request_timeout.as_millis(),
-                    ));
+                    self.restart_child(GiveUp::TimedOut(self.settings.request_timeout.as_millis()));
                     if !forwarded {
                         plain_response(out, "504 Gateway Timeout", "The request took too long.\n")?;
                     }

@@ -198,7 +198,12 @@ impl Drop for SharedPhp {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        if inode.is_some() && std::fs::symlink_metadata(&self.socket).ok().map(|m| m.ino()) == inode {
+        if inode.is_some()
+            && std::fs::symlink_metadata(&self.socket)
+                .ok()
+                .map(|m| m.ino())
+                == inode
+        {
             let _ = std::fs::remove_file(&self.socket);
         }
     }
