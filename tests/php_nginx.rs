@@ -68,6 +68,8 @@ address = "unix:{{dir}}/p.sock"
 [pool.p.app]
 kind = "php"
 php_cgi = "{php_cgi}"
+# These tests count and kill each worker's own php-cgi; tests/php_shared.rs covers "shared".
+php_children = "per-worker"
 document_root = "{root}"
 ini = {{ post_max_size = "64M", upload_max_filesize = "64M", memory_limit = "77M" }}
 env = {{ FASTPM_TEST = "from-config" }}
