@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 
 use common::nginx::{curl, Nginx};
 use common::procs::{all, children_named, Proc};
-use common::{raw, require, Server};
+use common::{raw, require, wait_for_upgrade, Server, StopOnDrop};
 
 /// tests/fixtures/opcache: report.php (pid and opcache's view) and warm.php.
 fn fixtures() -> PathBuf {
@@ -439,4 +439,51 @@ fn shared_layout_as_www_data_serves_php_examples_through_nginx() {
     assert_eq!(code, 500, "{}", String::from_utf8_lossy(&body));
     // Through all that, the tree stood: the same parent and children.
     assert_eq!(wait_for_tree(&server, 3), (parent, children));
+}
+
+/// A binary upgrade: the new master starts its own parent on the same socket path (the key is
+/// the same); the old master, leaving, kills only its own parent and removes neither the new
+/// socket nor the new pid file.
+#[test]
+fn a_binary_upgrade_hands_the_socket_path_to_the_new_parent() {
+    let text = config("process", "shared", 2, &fixtures(), "").replace(
+        "status_listen = \"\"",
+        "status_listen = \"\"\npid_file = \"{dir}/fastpm.pid\"",
+    );
+    let mut server = Server::start(&text);
+    let old_master = server.pid();
+    let (old_parent, old_children) = wait_for_tree(&server, 2);
+    kill(Pid::from_raw(old_master), Signal::SIGUSR2).unwrap();
+    let pid_path = server.path("fastpm.pid");
+    let new_master = wait_for_upgrade(&mut server, &pid_path);
+    let _stop = StopOnDrop(new_master);
+    let gone: BTreeSet<i32> = old_children.iter().copied().chain([old_parent]).collect();
+    wait_gone(&gone, "the old master's php-cgi");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let new_parent = loop {
+        if let [p] = children_named(new_master, "php-cgi")[..] {
+            if children_named(p, "php-cgi").len() == 2 {
+                break p;
+            }
+        }
+        assert!(Instant::now() < deadline, "{}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let pool_dir = server.path("rt").join("p");
+    let names: Vec<String> = std::fs::read_dir(&pool_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let pid_file = names
+        .iter()
+        .find(|n| n.ends_with(".pid"))
+        .unwrap_or_else(|| panic!("no pid file in {names:?}"));
+    assert!(names.iter().any(|n| n.ends_with(".sock")), "{names:?}");
+    let written = std::fs::read_to_string(pool_dir.join(pid_file)).unwrap();
+    assert_eq!(written.trim(), new_parent.to_string());
+    for _ in 0..3 {
+        let r = raw::get(&addr(&server), "/report.php", "");
+        assert!(r.body().contains("pid="), "{}", r.text());
+    }
 }
