@@ -247,15 +247,10 @@ fn supervise(spec: &ChildSpec, pid_file: &Path, shared: &Shared) {
         }
         tracing::info!(pool = %pool, pid, children = spec.children, "php-cgi started; its children share one opcache");
         // Wait without reaping: until the pid is cleared below, `Drop` may still signal its group.
-        loop {
-            match waitid(
-                Id::Pid(Pid::from_raw(pid as i32)),
-                WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
-            ) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                _ => break,
-            }
-        }
+        while let Err(nix::errno::Errno::EINTR) = waitid(
+            Id::Pid(Pid::from_raw(pid as i32)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        ) {}
         let mut state = shared.lock();
         state.pid = None;
         let stopping = state.stopping;
