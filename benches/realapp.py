@@ -23,8 +23,10 @@
 # both layouts, and the other layout would measure an empty pool), measured in rounds (order
 # rotated, reversed every other round). Per scenario and round: wrk's requests/s and p99, the PSS
 # of the backend's whole process tree (sum of `Pss:` in /proc/PID/smaps_rollup over the master
-# and every descendant, sampled in the middle of the measured window), and every body compared
-# with php-fpm's after normalising the one thing that changes between requests (see NORMALISE).
+# and every descendant, sampled in the middle of the measured window), the tree's CPU time per
+# request (utime + stime of every process of the tree over the window, divided by wrk's request
+# count), and every body compared with php-fpm's after normalising the one thing that changes
+# between requests (see NORMALISE).
 #
 # Knobs (environment): ROUNDS (3) SECS (8) WARMUP_SECS (2) CONNECTIONS (16) PAGE
 # (/doku.php?id=wiki:syntax) ONLY (backends besides php-fpm, comma-separated short names; default
@@ -247,8 +249,26 @@ def parse_ms(text):
     return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[m.group(2)]
 
 
+def cpu_seconds(pid):
+    """utime + stime (every thread) summed over the process tree rooted at pid, in seconds."""
+    ticks = 0
+    for p in descendants(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(port, secs, lua, sample_pid=None):
-    """One wrk run; when sample_pid is given, the tree's PSS is read halfway through."""
+    """One wrk run; when sample_pid is given, the tree's PSS is read halfway through, and the
+    CPU time the tree used over the run is divided by the requests wrk counted (a figure that
+    other load on the machine changes far less than requests/s: CPU a backend does not get
+    lowers its throughput, not its CPU per request)."""
+    cpu_before = cpu_seconds(sample_pid) if sample_pid is not None else None
     proc = subprocess.Popen(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{secs}s", "--latency",
                              "-H", f"Host: {HOST}", "-s", lua, f"http://127.0.0.1:{port}{PAGE}"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -257,6 +277,10 @@ def wrk(port, secs, lua, sample_pid=None):
         time.sleep(secs / 2)
         pss = pss_kib(sample_pid)
     text, _ = proc.communicate(timeout=secs + 30)
+    cpu_ms = None
+    requests = re.search(r"(\d+) requests in", text)
+    if cpu_before is not None and requests and int(requests.group(1)):
+        cpu_ms = (cpu_seconds(sample_pid) - cpu_before) * 1000 / int(requests.group(1))
     rps = re.search(r"Requests/sec:\s*([0-9.]+)", text)
     if not rps:
         raise RuntimeError(f"no Requests/sec in wrk output: {text[-300:]}")
@@ -275,6 +299,7 @@ def wrk(port, secs, lua, sample_pid=None):
         "bad": int(bad.group(1)) if bad else None,
         "p99": parse_ms(p99.group(1)) if p99 else float("nan"),
         "pss": pss,
+        "cpu_ms": cpu_ms,
     }
 
 
@@ -507,7 +532,9 @@ def run(work, servers, ports, commit, load_start, started):
                 flags[key].append(f"round {rnd}: wrk: {r['error_lines']}")
             if r["bad"] is None or r["bad"]:
                 flags[key].append(f"round {rnd}: {r['bad']} bodies differ from php-fpm's")
+            cpu = f"{r['cpu_ms']:.2f}" if r["cpu_ms"] is not None else "?"
             log(f"round {rnd}: {name}: {r['rps']:.1f} req/s, p99 {r['p99']:.1f} ms, "
+                f"CPU {cpu} ms/request, "
                 f"PSS {r['pss'][0] / 1024:.1f} MiB over {r['pss'][1]} processes, "
                 f"errors {r['errors']}, bad bodies {r['bad']}")
             results[key].append(r)
@@ -530,33 +557,43 @@ def run(work, servers, ports, commit, load_start, started):
                "the Unix time at the end of the task-runner URL (`taskrunner.php?…&amp;NNN`) with "
                "`T`: every response by wrk's Lua script, and 3 curl samples per scenario (sha256)\n")
     out.append("| keep_conn | backend | req/s median | req/s per round | ÷ php-fpm median | ÷ php-fpm min–max | "
-               "÷ php-fpm per round | p99 ms per round | PSS MiB per round (processes) | PSS ÷ php-fpm median (min–max) | body check |")
-    out.append("|---|---|---:|---|---:|---|---|---|---|---|---|")
+               "÷ php-fpm per round | p99 ms per round | p99 ÷ php-fpm median (min–max) | "
+               "CPU ms/request per round | CPU ÷ php-fpm median (min–max) | "
+               "PSS MiB per round (processes) | PSS ÷ php-fpm median (min–max) | body check |")
+    out.append("|---|---|---:|---|---:|---|---|---|---|---|---|---|---|---|")
     for key in sorted(scenarios, key=lambda k: (k[1], k[0])):
         b, keep = key
         if key in not_run:
             why = not_run[key].replace("|", "\\|").replace("\n", " ")
-            out.append(f"| {keep} | {BACKENDS[b]} | **NOT RUN** | {why} | | | | | | | |")
+            out.append(f"| {keep} | {BACKENDS[b]} | **NOT RUN** | {why} | | | | | | | | | | |")
             continue
         rs = results[key]
         fpm = results[(0, keep)]
         rates = [r["rps"] for r in rs if r]
         ratios = [r["rps"] / f["rps"] for r, f in zip(rs, fpm) if r and f]
         pss_ratios = [r["pss"][0] / f["pss"][0] for r, f in zip(rs, fpm) if r and f]
+        p99_ratios = [r["p99"] / f["p99"] for r, f in zip(rs, fpm) if r and f and f["p99"]]
+        cpu_ratios = [r["cpu_ms"] / f["cpu_ms"] for r, f in zip(rs, fpm)
+                      if r and f and r["cpu_ms"] and f["cpu_ms"]]
+        cpu = " / ".join(f"{r['cpu_ms']:.2f}" if r and r["cpu_ms"] is not None else "–" for r in rs)
         per_round = " / ".join(f"{r['rps']:.0f}" if r else "failed" for r in rs)
         p99 = " / ".join(f"{r['p99']:.1f}" if r else "–" for r in rs)
         pss = " / ".join(f"{r['pss'][0] / 1024:.1f} ({r['pss'][1]})" if r else "–" for r in rs)
         if b == 0:
-            rmed = rspread = rrounds = pss_cell = "–"
+            rmed = rspread = rrounds = pss_cell = p99_cell = cpu_cell = "–"
         else:
             rmed, rspread, rrounds = fmt_spread(ratios)
             rmed = f"**{rmed}×**"
-            pm, ps, _ = fmt_spread(pss_ratios)
-            pss_cell = f"{pm}× ({ps})"
+            cells = []
+            for values in (pss_ratios, p99_ratios, cpu_ratios):
+                median, spread, _ = fmt_spread(values)
+                cells.append(f"{median}× ({spread})")
+            pss_cell, p99_cell, cpu_cell = cells
         check = "all bodies same, 0 errors" if not flags[key] else \
             "**FLAGGED**: " + "; ".join(flags[key]).replace("|", "\\|")
         out.append(f"| {keep} | {BACKENDS[b]} | {statistics.median(rates) if rates else float('nan'):.0f} | "
-                   f"{per_round} | {rmed} | {rspread} | {rrounds} | {p99} | {pss} | {pss_cell} | {check} |")
+                   f"{per_round} | {rmed} | {rspread} | {rrounds} | {p99} | {p99_cell} | {cpu} | "
+                   f"{cpu_cell} | {pss} | {pss_cell} | {check} |")
     out.append("\nPSS by mapping after the last round (whole tree, `/proc/PID/smaps`; the keep_conn off "
                "instances), MiB; the six largest of each backend:\n")
     out.append("| backend | total | largest mappings |")
