@@ -7,6 +7,7 @@
 //!
 //! 1. `setsid()` (optional): the child leads its own session and process group, so `kill(-pid)`
 //!    reaches it and whatever it forks (php-cgi and CGI scripts; php-cgi calls setsid itself too).
+//!    Or `setpgid(0, 0)` (optional): a process group of its own inside fastpm's session.
 //! 2. Drop privileges (optional): setgroups/setgid/setuid to the pool's `user`/`group`, skipped
 //!    when the process already runs as exactly those ids (a worker process that dropped them
 //!    already starting its php-cgi).
