@@ -7,6 +7,7 @@
 //!
 //! 1. `setsid()` (optional): the child leads its own session and process group, so `kill(-pid)`
 //!    reaches it and whatever it forks (php-cgi and CGI scripts; php-cgi calls setsid itself too).
+//!    Or `setpgid(0, 0)` (optional): a process group of its own inside fastpm's session.
 //! 2. Drop privileges (optional): setgroups/setgid/setuid to the pool's `user`/`group`, skipped
 //!    when the process already runs as exactly those ids (a worker process that dropped them
 //!    already starting its php-cgi).
@@ -48,6 +49,8 @@ pub const SYSTEMD_ENV: [&str; 4] = [
 #[derive(Clone, Debug)]
 pub struct ChildSetup {
     own_session: bool,
+    /// A process group of its own but the parent's session (see `own_process_group`).
+    own_group: bool,
     credentials: Option<Credentials>,
     die_with_parent: bool,
     /// The parent-death signal: SIGKILL, or SIGTERM for a program that cleans up after itself
@@ -72,6 +75,7 @@ impl ChildSetup {
     pub fn new() -> Self {
         Self {
             own_session: false,
+            own_group: false,
             credentials: None,
             die_with_parent: true,
             death_signal: libc::SIGKILL,
@@ -97,6 +101,16 @@ impl ChildSetup {
     /// Send `signal` instead of SIGKILL when the starting thread dies.
     pub fn death_signal(mut self, signal: nix::sys::signal::Signal) -> Self {
         self.death_signal = signal as libc::c_int;
+        self
+    }
+
+    /// Make the child a process-group leader inside the parent's session: `kill(-pid)` reaches
+    /// it and what it forks, and it stays in fastpm's scheduling group (with
+    /// `kernel.sched_autogroup_enabled`, each session is one), as php-fpm's children stay in
+    /// php-fpm's. A program that calls `setsid` itself (php-cgi's parent does) then fails to,
+    /// being a group leader, and stays too.
+    pub fn own_process_group(mut self) -> Self {
+        self.own_group = true;
         self
     }
 
@@ -143,6 +157,10 @@ impl ChildSetup {
     fn in_child(&self, parent: libc::pid_t) -> io::Result<()> {
         // SAFETY: setsid takes no arguments and only changes this (child) process.
         if self.own_session && unsafe { libc::setsid() } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: setpgid with integer arguments only changes this (child) process.
+        if self.own_group && unsafe { libc::setpgid(0, 0) } == -1 {
             return Err(io::Error::last_os_error());
         }
         if let Some(creds) = &self.credentials {

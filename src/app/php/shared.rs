@@ -11,7 +11,12 @@
 //!   `<runtime_dir>/<pool>/php-shared-<key>.sock`, hands it to the pool's user, starts php-cgi on
 //!   it as that user with `PHP_FCGI_CHILDREN = max_children`, writes the parent's pid next to it
 //!   (`.pid`), and starts it again when it ends (its leftover children are killed first: they
-//!   hold the old socket). The key names the settings that shape the php-cgi command line
+//!   hold the old socket). The parent leads a process group (what a kill reaches) inside
+//!   fastpm's session, so the whole pool is one scheduling group with fastpm, as php-fpm's
+//!   children are with php-fpm (`kernel.sched_autogroup_enabled` makes each session one: a
+//!   session of its own would give the pool's PHP a share of the CPU beside fastpm's, which
+//!   php-fpm does not get; docs/BENCHMARKS.md). Its parent-death signal is TERM, on which
+//!   php-cgi kills its children before leaving. The key names the settings that shape the php-cgi command line
 //!   (`php_cgi`, `ini`, `env`, `clear_env`, `user`, `group`, `max_children`): a reload that
 //!   changes one starts a new parent on a new socket while the old generation of workers still
 //!   uses the old one (`crate::master::apps::PoolPhp`).
