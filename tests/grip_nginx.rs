@@ -108,11 +108,14 @@ fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// php-cgi processes anywhere below the master.
+/// The php-cgi processes that serve requests, anywhere below the master: with the default
+/// `php_children = "shared"` the pool's php-cgi parent (a child of the master) only forks and
+/// supervises, so it is not counted; with "per-worker" each worker's php-cgi is a child of its
+/// worker process. Either way, one per worker.
 fn php_cgi_pids(master: i32) -> Vec<i32> {
     descendants(master)
         .into_iter()
-        .filter(|p| p.name == "php-cgi")
+        .filter(|p| p.name == "php-cgi" && p.ppid != master)
         .map(|p| p.pid)
         .collect()
 }
