@@ -32,9 +32,12 @@ impl Drop for Chat {
     /// A failed test shows what nginx and fastpm logged (a 502 says nothing by itself).
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let nginx = std::fs::read_to_string(self.server.path("nginx-error.log"))
-                .unwrap_or_default();
-            eprintln!("nginx error log:\n{nginx}\nfastpm log:\n{}", self.server.log());
+            let nginx =
+                std::fs::read_to_string(self.server.path("nginx-error.log")).unwrap_or_default();
+            eprintln!(
+                "nginx error log:\n{nginx}\nfastpm log:\n{}",
+                self.server.log()
+            );
         }
     }
 }
@@ -43,7 +46,9 @@ impl Drop for Chat {
 /// relative to nginx's `-p` prefix).
 fn site() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let root = std::fs::canonicalize(dir.path()).unwrap().join("php-examples");
+    let root = std::fs::canonicalize(dir.path())
+        .unwrap()
+        .join("php-examples");
     std::fs::create_dir(&root).unwrap();
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("php-examples");
     for entry in std::fs::read_dir(&examples).unwrap() {
@@ -56,7 +61,10 @@ fn site() -> (tempfile::TempDir, PathBuf) {
 /// `text` with `from` replaced by `to`; panics when `from` is not there (the shipped config
 /// changed shape and the test must be told, not silently test something else).
 fn replace_once(text: &str, from: &str, to: &str) -> String {
-    assert!(text.contains(from), "conf/nginx.conf no longer has {from:?}");
+    assert!(
+        text.contains(from),
+        "conf/nginx.conf no longer has {from:?}"
+    );
     text.replace(from, to)
 }
 
@@ -95,13 +103,19 @@ env = {{ FASTPM_PUBLISH_URL = "http://127.0.0.1:{status}/publish/", CHAT_HOLD_SE
     let d = dir.display();
     let mut conf = shipped;
     for (from, to) in [
-        ("listen 127.0.0.1:8080;", format!("listen 127.0.0.1:{port};")),
+        (
+            "listen 127.0.0.1:8080;",
+            format!("listen 127.0.0.1:{port};"),
+        ),
         (
             "server 127.0.0.1:9000;",
             format!("server 127.0.0.1:{};", server.pool_port("www")),
         ),
         ("pid /tmp/fastpm-nginx.pid;", format!("pid {d}/nginx.pid;")),
-        ("error_log stderr warn;", format!("error_log {d}/nginx-error.log warn;")),
+        (
+            "error_log stderr warn;",
+            format!("error_log {d}/nginx-error.log warn;"),
+        ),
         ("/tmp/fastpm-nginx-", format!("{d}/nginx-")),
     ] {
         conf = replace_once(&conf, from, &to);
@@ -196,10 +210,19 @@ fn two_loops_and_a_poster_through_the_shipped_nginx_conf() {
     // The page itself: static, from nginx, nothing loaded from elsewhere.
     let page = http1::request(port, "GET", "/chat.html", &[], b"");
     assert_eq!(page.status, 200);
-    assert!(page.header("Content-Type").unwrap().starts_with("text/html"));
+    assert!(page
+        .header("Content-Type")
+        .unwrap()
+        .starts_with("text/html"));
     let html = page.text();
-    assert!(html.contains("chat.php") && html.contains("<script>"), "{html}");
-    assert!(!html.contains("http://") && !html.contains("https://"), "an outside URL: {html}");
+    assert!(
+        html.contains("chat.php") && html.contains("<script>"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "an outside URL: {html}"
+    );
 
     // Two loops wait (both held before the first message: it arrives live); the poster sends
     // with short, uneven gaps, so the loops are often between two polls when a message comes
@@ -222,8 +245,18 @@ fn two_loops_and_a_poster_through_the_shipped_nginx_conf() {
 
     // A quiet hold ends with chat.php's own answer: 204, not cached; no Grip- header.
     let t = Instant::now();
-    let r = http1::request(port, "GET", &format!("/chat.php?last_id={MESSAGES}"), &[], b"");
-    assert!(t.elapsed() >= Duration::from_millis(1900), "{:?}", t.elapsed());
+    let r = http1::request(
+        port,
+        "GET",
+        &format!("/chat.php?last_id={MESSAGES}"),
+        &[],
+        b"",
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(r.status, 204, "{r:?}");
     assert_eq!(r.header("Cache-Control"), Some("no-store"), "{r:?}");
     no_grip_headers(&r);
@@ -234,7 +267,11 @@ fn two_loops_and_a_poster_through_the_shipped_nginx_conf() {
     let r = http1::request(port, "GET", "/chat.php?last_id=abc", &[], b"");
     assert_eq!(r.status, 400, "{r:?}");
     let r = http1::request(port, "DELETE", "/chat.php", &[], b"");
-    assert_eq!((r.status, r.header("Allow")), (405, Some("GET, HEAD, POST")), "{r:?}");
+    assert_eq!(
+        (r.status, r.header("Allow")),
+        (405, Some("GET, HEAD, POST")),
+        "{r:?}"
+    );
     let all = master_status(chat.server.status_port());
     assert_eq!(all["pools"][0]["messages delivered"], 2 * MESSAGES, "{all}");
 }
@@ -356,7 +393,10 @@ impl Browser {
             if &got == want {
                 return;
             }
-            assert!(Instant::now() < deadline, "{expression}: {got}, want {want}");
+            assert!(
+                Instant::now() < deadline,
+                "{expression}: {got}, want {want}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -199,12 +199,23 @@ fn three_hundred_held_by_php_one_publish_answers_all_and_php_cgi_stays_four() {
 
     let t = Instant::now();
     let mut clients: Vec<TcpStream> = (0..HELD)
-        .map(|_| http1::send(nginx.port, "GET", "/grip.php?channel=room&timeout=60", &[], b""))
+        .map(|_| {
+            http1::send(
+                nginx.port,
+                "GET",
+                "/grip.php?channel=room&timeout=60",
+                &[],
+                b"",
+            )
+        })
         .collect();
     wait_until("300 held", Duration::from_secs(30), || {
         pool_status(&server)["held requests"] == HELD
     });
-    eprintln!("{HELD} requests held {:?} after the first was sent", t.elapsed());
+    eprintln!(
+        "{HELD} requests held {:?} after the first was sent",
+        t.elapsed()
+    );
 
     // A normal page while they wait: under 100 ms (the median of 20 tries, so that a busy
     // shared machine does not fail it; every try under 1 s — a page that waits for a worker
@@ -220,8 +231,14 @@ fn three_hundred_held_by_php_one_publish_answers_all_and_php_cgi_stays_four() {
     let mut sorted = page_ms.clone();
     sorted.sort_by(f64::total_cmp);
     let (median, slowest) = (sorted[sorted.len() / 2], sorted[sorted.len() - 1]);
-    assert!(median < 100.0, "a normal page took {median:.1} ms (median): {page_ms:.1?}");
-    assert!(slowest < 1000.0, "a normal page took {slowest:.1} ms: {page_ms:.1?}");
+    assert!(
+        median < 100.0,
+        "a normal page took {median:.1} ms (median): {page_ms:.1?}"
+    );
+    assert!(
+        slowest < 1000.0,
+        "a normal page took {slowest:.1} ms: {page_ms:.1?}"
+    );
     for (i, c) in clients.iter().enumerate() {
         assert!(unanswered(c), "client {i} answered before any publish");
     }
@@ -297,7 +314,11 @@ fn php_timeout_answer_is_the_scripts_own_and_prev_id_resumes() {
     assert_eq!(r.text(), "no message on quiet within 1 s\n");
     assert_eq!(r.header("X-Grip-Example"), Some("timeout"), "{r:?}");
     assert_eq!(r.header("Cache-Control"), Some("no-store"), "{r:?}");
-    assert_eq!(r.header("Content-Type"), Some("text/plain; charset=utf-8"), "{r:?}");
+    assert_eq!(
+        r.header("Content-Type"),
+        Some("text/plain; charset=utf-8"),
+        "{r:?}"
+    );
     assert_eq!(grip_headers(&r), Vec::<String>::new(), "{r:?}");
     assert_eq!(r.header("Message-Id"), None, "{r:?}");
     let st = pool_status(&server);
@@ -309,7 +330,13 @@ fn php_timeout_answer_is_the_scripts_own_and_prev_id_resumes() {
         assert!(answer.contains(r#""subscribers":0"#), "{answer}");
     }
     let t = Instant::now();
-    let r = http1::request(nginx.port, "GET", "/grip.php?channel=later&prev_id=1", &[], b"");
+    let r = http1::request(
+        nginx.port,
+        "GET",
+        "/grip.php?channel=later&prev_id=1",
+        &[],
+        b"",
+    );
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert_eq!((r.status, r.text().as_str()), (200, "second"), "{r:?}");
     assert_eq!(r.header("Message-Id"), Some("2"), "{r:?}");
@@ -337,12 +364,20 @@ fn cgi_script_holds_too() {
     let answer = publish(&server, "cgichan", "from the publisher");
     assert!(answer.contains(r#""subscribers":1"#), "{answer}");
     let r = http1::read(&mut held).expect("answered");
-    assert_eq!((r.status, r.text().as_str()), (200, "from the publisher"), "{r:?}");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "from the publisher"),
+        "{r:?}"
+    );
     assert_eq!(grip_headers(&r), Vec::<String>::new(), "{r:?}");
     assert_eq!(r.header("X-Cgi"), None, "{r:?}");
 
     let r = http1::request(nginx.port, "GET", "/grip.sh?other", &[], b"");
-    assert_eq!((r.status, r.text().as_str()), (202, "nothing on other\n"), "{r:?}");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (202, "nothing on other\n"),
+        "{r:?}"
+    );
     assert_eq!(r.header("X-Cgi"), Some("grip"), "{r:?}");
     assert_eq!(grip_headers(&r), Vec::<String>::new(), "{r:?}");
 }

@@ -49,17 +49,27 @@ kind = "longpoll"
 #[test]
 fn a_publish_answers_every_subscriber_once_and_the_workers_stay_free() {
     let server = Server::start(&config(""));
-    let mut subs: Vec<UnixStream> = (0..50).map(|_| subscribe(&server, "room", "", &[])).collect();
+    let mut subs: Vec<UnixStream> = (0..50)
+        .map(|_| subscribe(&server, "room", "", &[]))
+        .collect();
     wait_until("50 held", Duration::from_secs(5), || held(&server) == 50);
     // Two workers, fifty held requests: the workers still answer at once.
     let mut ping = connect(&server);
     let t = Instant::now();
-    ping.write_all(&common::raw::request("/ping", "", b"", false)).unwrap();
+    ping.write_all(&common::raw::request("/ping", "", b"", false))
+        .unwrap();
     let pong = read_response(&mut ping).expect("ping");
     assert!(pong.body().contains("pong"), "{}", pong.text());
-    assert!(t.elapsed() < Duration::from_millis(500), "ping took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "ping took {:?}",
+        t.elapsed()
+    );
     for s in subs.iter_mut() {
-        assert!(still_held(s, Duration::from_millis(1)), "answered before any publish");
+        assert!(
+            still_held(s, Duration::from_millis(1)),
+            "answered before any publish"
+        );
     }
 
     let answer = publish(&server, "room", "hello, room");
@@ -100,16 +110,20 @@ fn thread_workers_hand_held_requests_to_the_master_too() {
     // in under the same descriptor number (the same socket, so the same epoll entry): it must
     // be re-armed, not refused with EEXIST.
     let mut s = connect(&server);
-    s.write_all(&common::raw::request_with_id(2, "/ping", "", b"", true)).unwrap();
+    s.write_all(&common::raw::request_with_id(2, "/ping", "", b"", true))
+        .unwrap();
     assert!(read_response(&mut s).expect("ping").body().contains("pong"));
-    s.write_all(&lp_request(3, "GET", "/sub/t", "", &[], b"", true)).unwrap();
+    s.write_all(&lp_request(3, "GET", "/sub/t", "", &[], b"", true))
+        .unwrap();
     wait_until("held", Duration::from_secs(5), || held(&server) == 1);
     publish(&server, "t", "kept");
     assert_eq!(read_response(&mut s).expect("held answer").body(), "kept");
     for id in 4..8 {
-        s.write_all(&common::raw::request_with_id(id, "/ping", "", b"", true)).unwrap();
+        s.write_all(&common::raw::request_with_id(id, "/ping", "", b"", true))
+            .unwrap();
         assert!(read_response(&mut s).expect("ping").body().contains("pong"));
-        s.write_all(&lp_request(id, "GET", "/sub/t", "", &[], b"", true)).unwrap();
+        s.write_all(&lp_request(id, "GET", "/sub/t", "", &[], b"", true))
+            .unwrap();
         wait_until("held", Duration::from_secs(5), || held(&server) == 1);
         publish(&server, "t", "again");
         assert_eq!(read_response(&mut s).expect("held answer").body(), "again");
@@ -157,12 +171,18 @@ fn timeouts_clients_that_leave_and_max_held() {
     let t = Instant::now();
     let mut s = subscribe(&server, "quiet", "", &[]);
     let r = read_response(&mut s).expect("timeout answer");
-    assert!(t.elapsed() >= Duration::from_millis(900), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(status_line(&r), "204 No Content", "{}", r.text());
     assert_eq!(pool_status(&server)["held timeouts"], 1);
 
     // Clients that leave: the subscription is dropped at once and counted.
-    let gone: Vec<UnixStream> = (0..3).map(|_| subscribe(&server, "quiet", "", &[])).collect();
+    let gone: Vec<UnixStream> = (0..3)
+        .map(|_| subscribe(&server, "quiet", "", &[]))
+        .collect();
     wait_until("3 held", Duration::from_secs(5), || held(&server) == 3);
     // The fourth is over max_held: 503 with Retry-After, at once.
     let mut over = subscribe(&server, "quiet", "", &[]);
@@ -170,7 +190,9 @@ fn timeouts_clients_that_leave_and_max_held() {
     assert_eq!(status_line(&r)[..3], *"503", "{}", r.text());
     assert!(header(&r, "Retry-After").is_some(), "{}", r.text());
     drop(gone);
-    wait_until("subscriptions dropped", Duration::from_millis(500), || held(&server) == 0);
+    wait_until("subscriptions dropped", Duration::from_millis(500), || {
+        held(&server) == 0
+    });
     let st = pool_status(&server);
     assert_eq!(st["held clients gone"], 3, "{st}");
     // `channels` is counted once a second.
@@ -183,17 +205,20 @@ fn timeouts_clients_that_leave_and_max_held() {
 fn a_kept_connection_serves_again_after_its_held_answer() {
     let server = Server::start(&config(""));
     let mut s = connect(&server);
-    s.write_all(&lp_request(7, "GET", "/sub/k", "", &[], b"", true)).unwrap();
+    s.write_all(&lp_request(7, "GET", "/sub/k", "", &[], b"", true))
+        .unwrap();
     wait_until("held", Duration::from_secs(5), || held(&server) == 1);
     publish(&server, "k", "first");
     let r = read_response(&mut s).expect("held answer");
     assert_eq!((r.id, r.body().as_str()), (7, "first"));
     // The same connection, back with a worker: a normal request, then another hold.
-    s.write_all(&common::raw::request_with_id(8, "/ping", "", b"", true)).unwrap();
+    s.write_all(&common::raw::request_with_id(8, "/ping", "", b"", true))
+        .unwrap();
     let r = read_response(&mut s).expect("ping on the kept connection");
     assert_eq!(r.id, 8);
     assert!(r.body().contains("pong"));
-    s.write_all(&lp_request(9, "GET", "/sub/k", "", &[], b"", true)).unwrap();
+    s.write_all(&lp_request(9, "GET", "/sub/k", "", &[], b"", true))
+        .unwrap();
     wait_until("held again", Duration::from_secs(5), || held(&server) == 1);
     publish(&server, "k", "second");
     let r = read_response(&mut s).expect("second held answer");
@@ -238,8 +263,15 @@ fn the_master_publishes_pushpin_json_and_refuses_bad_input_whole() {
         .arg(format!("http://127.0.0.1:{port}/publish/"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(read_response(&mut sub).expect("answered").body(), "from the cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        read_response(&mut sub).expect("answered").body(),
+        "from the cli"
+    );
 }
 
 #[test]
@@ -250,13 +282,18 @@ fn hup_keeps_held_requests_and_term_answers_them() {
     wait_until("5 held", Duration::from_secs(5), || held(&server) == 5);
     let workers_before = common::child_pids(server.pid());
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), Signal::SIGHUP).unwrap();
-    wait_until("reloaded", Duration::from_secs(5), || server.log().contains("reloaded"));
+    wait_until("reloaded", Duration::from_secs(5), || {
+        server.log().contains("reloaded")
+    });
     wait_until("old workers replaced", Duration::from_secs(10), || {
         let now = common::child_pids(server.pid());
         !now.is_empty() && now.iter().all(|p| !workers_before.contains(p))
     });
     for s in subs.iter_mut() {
-        assert!(still_held(s, Duration::from_millis(1)), "a held request ended at HUP");
+        assert!(
+            still_held(s, Duration::from_millis(1)),
+            "a held request ended at HUP"
+        );
     }
     assert_eq!(held(&server), 5);
     let r = publish(&server, "r", "after reload");
@@ -291,7 +328,9 @@ fn a_reload_applies_a_new_hold_timeout_and_max_held() {
         .replace("max_held = 1", "max_held = 5");
     std::fs::write(&path, text).unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), Signal::SIGHUP).unwrap();
-    wait_until("reloaded", Duration::from_secs(5), || server.log().contains("reloaded"));
+    wait_until("reloaded", Duration::from_secs(5), || {
+        server.log().contains("reloaded")
+    });
     // New holds get the new settings; the one already held keeps its own deadline.
     let t = Instant::now();
     let mut second = subscribe(&server, "r", "", &[]);

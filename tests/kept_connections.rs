@@ -99,11 +99,17 @@ fn max_requests_recycles_a_worker_and_passes_its_kept_connection_on() {
         if now.len() == 2 && first.iter().filter(|p| !now.contains(p)).count() == 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "no worker recycled: {first:?} → {now:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no worker recycled: {first:?} → {now:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     for _ in 0..3 {
-        assert!(ask(&mut *conn).contains("Hello"), "the kept connection was lost");
+        assert!(
+            ask(&mut *conn).contains("Hello"),
+            "the kept connection was lost"
+        );
     }
 }
 
@@ -141,7 +147,10 @@ fn hup_retires_workers_held_by_idle_kept_connections() {
     }
     // The idle kept connections were passed on to the new workers, not closed.
     for conn in &mut conns {
-        assert!(ask(&mut **conn).contains("Hello"), "a kept connection was lost at HUP");
+        assert!(
+            ask(&mut **conn).contains("Hello"),
+            "a kept connection was lost at HUP"
+        );
     }
 }
 

@@ -254,8 +254,18 @@ fn max_requests_under_keepalive_traffic_recycles_workers() {
         }
         eprintln!("nginx errors: {kinds:#?}");
         let mut ours = std::collections::BTreeMap::new();
-        for line in server.log().lines().filter(|l| l.contains("closed") || l.contains("cannot") || l.contains("lost") || l.contains("max_requests") || l.contains("DEBUG")) {
-            let kind: String = line.chars().skip(28).filter(|c| !c.is_ascii_digit()).collect();
+        for line in server.log().lines().filter(|l| {
+            l.contains("closed")
+                || l.contains("cannot")
+                || l.contains("lost")
+                || l.contains("max_requests")
+                || l.contains("DEBUG")
+        }) {
+            let kind: String = line
+                .chars()
+                .skip(28)
+                .filter(|c| !c.is_ascii_digit())
+                .collect();
             *ours.entry(kind).or_insert(0) += 1;
         }
         eprintln!("fastpm: {ours:#?}");

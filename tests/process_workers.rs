@@ -450,12 +450,18 @@ fn a_hung_lock_holder_is_replaced() {
     // Once it has served a request and is idle again it waits for the next one, holding the
     // accept turn (a worker frozen while it starts or finishes a response holds nothing and is
     // rightly not taken for a hung lock holder; under load those windows are wide).
-    assert!(one_request(&addr, 1), "the worker serves before it is frozen");
+    assert!(
+        one_request(&addr, 1),
+        "the worker serves before it is frozen"
+    );
     // …and back to idle (a worker frozen while it finishes a response is not a lock holder).
     let port = server.status_port();
     let deadline = Instant::now() + Duration::from_secs(5);
     while common::master_status(port)["pools"][0]["idle processes"] != 1 {
-        assert!(Instant::now() < deadline, "the worker did not come back to idle");
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not come back to idle"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     // Frozen while it holds the accept lock (it waits in accept()): no more heartbeats.

@@ -48,6 +48,6 @@ pub use record::{
 };
 pub use response::{
     encode_get_values_result, encode_limit_response, encode_whole_response, limit_response_body,
-    ResponseWriter,
-    ABORTED_APP_STATUS, FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS, LIMIT_APP_STATUS,
+    ResponseWriter, ABORTED_APP_STATUS, FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS,
+    LIMIT_APP_STATUS,
 };

@@ -5,14 +5,14 @@
 use std::io::{self, Write};
 
 use super::error::{LimitExceeded, LimitKind};
-use crate::hold::grip::GripFilter;
-use crate::hold::wire::{Ask, WireChannel, MAX_CHANNELS};
 use super::limits::Limits;
 use super::params::{encode_pair, Params};
 use super::record::{
     encode_end_request, encode_record, encode_stream, ProtocolStatus, RecordType, MAX_CONTENT_LEN,
     NULL_REQUEST_ID,
 };
+use crate::hold::grip::GripFilter;
+use crate::hold::wire::{Ask, WireChannel, MAX_CHANNELS};
 
 /// app_status of the END_REQUEST that answers ABORT_REQUEST. The spec asks for
 /// `{FCGI_REQUEST_COMPLETE, appStatus}` "as soon as possible"; the app never ran, nothing
@@ -167,7 +167,10 @@ impl<'a> ResponseWriter<'a> {
             match grip.finish(&mut |b| self.stream(RecordType::Stdout, b)) {
                 Ok(None) => {}
                 Ok(Some(held)) if held.hold.channels.len() > MAX_CHANNELS => {
-                    tracing::warn!(request_id, "GRIP: over {MAX_CHANNELS} channels; answered 502");
+                    tracing::warn!(
+                        request_id,
+                        "GRIP: over {MAX_CHANNELS} channels; answered 502"
+                    );
                     let text = format!(
                         "Status: 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGRIP: over {MAX_CHANNELS} channels in one hold\n"
                     );

@@ -191,7 +191,11 @@ mod tests {
             (Ending::Now, idle, false, false),
             (Ending::No, idle, false, false),
         ] {
-            assert_eq!(pass_on_stop(ending, phase, seen), want, "{ending:?} {phase:?} {seen}");
+            assert_eq!(
+                pass_on_stop(ending, phase, seen),
+                want,
+                "{ending:?} {phase:?} {seen}"
+            );
         }
     }
 

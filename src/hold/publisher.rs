@@ -11,7 +11,7 @@ use hyper::body::Bytes;
 use super::broker::BrokerError;
 use super::epcp;
 use super::holder::Holder;
-use crate::status::http::{Publisher, PublishOutcome};
+use crate::status::http::{PublishOutcome, Publisher};
 
 /// The holder, as the status listener's publisher.
 pub struct HoldPublisher(pub Arc<Holder>);

@@ -644,10 +644,22 @@ mod tests {
         use crate::config::parse_broker;
         let resolve = |p: &str| std::path::Path::new("/etc/fastpm").join(p);
         for (setting, addr) in [
-            ("redis://10.0.0.5/2", ConnectionAddr::Tcp("10.0.0.5".into(), 6379)),
-            ("redis://[::1]:6380", ConnectionAddr::Tcp("::1".into(), 6380)),
-            ("unix:/run/redis.sock", ConnectionAddr::Unix("/run/redis.sock".into())),
-            ("unix:redis.sock", ConnectionAddr::Unix("/etc/fastpm/redis.sock".into())),
+            (
+                "redis://10.0.0.5/2",
+                ConnectionAddr::Tcp("10.0.0.5".into(), 6379),
+            ),
+            (
+                "redis://[::1]:6380",
+                ConnectionAddr::Tcp("::1".into(), 6380),
+            ),
+            (
+                "unix:/run/redis.sock",
+                ConnectionAddr::Unix("/run/redis.sock".into()),
+            ),
+            (
+                "unix:redis.sock",
+                ConnectionAddr::Unix("/etc/fastpm/redis.sock".into()),
+            ),
         ] {
             let config = parse_broker(setting, resolve).unwrap();
             let url = config.client_url().expect("a redis broker");

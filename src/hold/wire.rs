@@ -73,7 +73,9 @@ pub struct HoldMsg {
 pub enum ToMaster {
     Hold(HoldMsg),
     /// An idle kept connection for another worker of the pool.
-    Pass { pending: Vec<u8> },
+    Pass {
+        pending: Vec<u8>,
+    },
 }
 
 /// Master → worker: a kept connection to park idle.
@@ -356,7 +358,9 @@ mod tests {
                     body: vec![],
                 },
             }),
-            ToMaster::Pass { pending: vec![9; 10] },
+            ToMaster::Pass {
+                pending: vec![9; 10],
+            },
         ]
     }
 
@@ -381,7 +385,10 @@ mod tests {
         for msg in samples() {
             encode_to_master(&msg, &mut out);
             for cut in 0..out.len() {
-                assert!(decode_to_master(&out[..cut]).is_err(), "{msg:?} cut at {cut}");
+                assert!(
+                    decode_to_master(&out[..cut]).is_err(),
+                    "{msg:?} cut at {cut}"
+                );
             }
             out.push(0);
             assert_eq!(decode_to_master(&out), Err(WireError::Trailing(1)));
@@ -400,6 +407,9 @@ mod tests {
             decode_to_master(&[7]),
             Err(WireError::UnknownTag(7, "message"))
         );
-        assert_eq!(decode_back(&[TAG_HOLD]), Err(WireError::UnknownTag(1, "message")));
+        assert_eq!(
+            decode_back(&[TAG_HOLD]),
+            Err(WireError::UnknownTag(1, "message"))
+        );
     }
 }

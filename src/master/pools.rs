@@ -170,10 +170,10 @@ pub(super) fn open_pool(
     let holder_end = if pool.app.kind == AppKind::Exec {
         None
     } else {
-        let (master_end, workers_end) = crate::sys::fdpass::seqpacket_pair(
-            crate::hold::wire::MAX_DATAGRAM,
-        )
-        .map_err(io_error(format!("pool {}: cannot make the holder link", pool.name)))?;
+        let (master_end, workers_end) =
+            crate::sys::fdpass::seqpacket_pair(crate::hold::wire::MAX_DATAGRAM).map_err(
+                io_error(format!("pool {}: cannot make the holder link", pool.name)),
+            )?;
         ctx.hold_link = Some(workers_end);
         Some(master_end)
     };

@@ -23,13 +23,13 @@ use super::runtime_dir;
 use super::signals::{self, Event};
 use super::status_source::Pools;
 use super::upgrade::{self, Inherited, Upgrade, UpgradeState, STATUS_NAME};
+use crate::config::BrokerUrl;
 use crate::config::{self, Config, ConfigSource};
+use crate::hold::broker::Broker;
+use crate::hold::holder::{Holder, PoolHold};
 use crate::listen::{self, ListenAddress};
 use crate::probe::{spawn_sampler_with_history, SamplerHandle};
 use crate::scoreboard::Scoreboard;
-use crate::config::BrokerUrl;
-use crate::hold::broker::Broker;
-use crate::hold::holder::{Holder, PoolHold};
 use crate::status::history::History;
 use crate::sys::inherit::close_inherited_on_exec;
 use crate::worker::lock::LockShared;
@@ -156,18 +156,15 @@ impl Running {
                 .map(|p| p.app.history as usize)
                 .max()
                 .unwrap_or(0);
-            let broker = match &config.global.broker {
-                BrokerUrl::Memory => Broker::memory(config.pools.len(), history),
-                BrokerUrl::Redis(url) => Broker::redis(
-                    url,
-                    config.pools.len(),
-                    history,
-                )
-                .map_err(|e| MasterError::Io {
-                    what: format!("broker {}", config.global.broker),
-                    source: std::io::Error::other(e.to_string()),
-                })?,
-            };
+            let broker =
+                match &config.global.broker {
+                    BrokerUrl::Memory => Broker::memory(config.pools.len(), history),
+                    BrokerUrl::Redis(url) => Broker::redis(url, config.pools.len(), history)
+                        .map_err(|e| MasterError::Io {
+                            what: format!("broker {}", config.global.broker),
+                            source: std::io::Error::other(e.to_string()),
+                        })?,
+                };
             Holder::start(broker, Arc::clone(&scoreboard), holder_pools)
                 .map_err(io_error("cannot start the holder"))?
         };
@@ -299,8 +296,7 @@ impl Running {
                 processes.sample_exec_states(slots);
                 processes.kill_hung(slots);
                 processes.maintain(p.ctx.board(), slots);
-                p.php
-                    .forget_retired(processes.earlier_generation_running());
+                p.php.forget_retired(processes.earlier_generation_running());
             }
         }
         let Some(upgrade) = &mut self.upgrade else {
@@ -409,11 +405,8 @@ impl Running {
         // workers are replaced all the same.
         self.options.config_text = Arc::new(text);
         for (index, pool) in new.pools.iter().enumerate() {
-            self.holder.reconfigure(
-                index,
-                pool.app.max_held as usize,
-                pool.app.hold_timeout,
-            );
+            self.holder
+                .reconfigure(index, pool.app.max_held as usize, pool.app.hold_timeout);
         }
         for ((p, pool), plan) in self.pools.iter_mut().zip(&new.pools).zip(plans) {
             let Workers::Processes(processes) = &mut p.workers else {

@@ -177,8 +177,7 @@ mod tests {
         let big = vec![7u8; 1 << 20];
         send_with_fd(workers.as_fd(), &big, b.as_fd(), Duration::from_secs(1)).unwrap();
         let mut buf = vec![0; (1 << 20) + 1];
-        let Received::Datagram(n, Some(_)) = recv_with_fd(master.as_fd(), &mut buf).unwrap()
-        else {
+        let Received::Datagram(n, Some(_)) = recv_with_fd(master.as_fd(), &mut buf).unwrap() else {
             panic!("no datagram");
         };
         assert_eq!(n, 1 << 20);

@@ -38,12 +38,12 @@ use super::io::TimedIo;
 use super::request::{Connection, RequestHandler};
 use super::serve::{after_accept_error, recycle, AfterAcceptError};
 use crate::app::App;
+use crate::config::AppKind;
+use crate::fastcgi::encode_whole_response;
 use crate::fastcgi::{respond, ConnectionError, Request};
 use crate::front::intake::{admit, look, Look, SCRATCH};
 use crate::front::policy::{self, AcceptView, ACCEPT_GRACE, TICK};
 use crate::front::{FrontConn, Handoff};
-use crate::config::AppKind;
-use crate::fastcgi::encode_whole_response;
 use crate::hold::grip::GripFilter;
 use crate::hold::longpoll::unavailable_answer;
 use crate::hold::wire::{encode_to_master, Ask, HoldMsg, ToMaster};
@@ -371,12 +371,9 @@ impl Executor<'_> {
         });
         encode_to_master(&msg, &mut self.wire);
         let sent = match &self.ctx.hold_link {
-            Some(link) => send_with_fd(
-                link.as_fd(),
-                &self.wire,
-                conn.stream.as_fd(),
-                HOLD_PATIENCE,
-            ),
+            Some(link) => {
+                send_with_fd(link.as_fd(), &self.wire, conn.stream.as_fd(), HOLD_PATIENCE)
+            }
             None => Err(std::io::Error::other("no holder in this process")),
         };
         if let Err(error) = sent {

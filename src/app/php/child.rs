@@ -97,9 +97,7 @@ impl PhpChild {
             // them orphaned, accepting on a socket nobody reaches. A process group, not a
             // session: the pool's php-cgi stay in fastpm's scheduling group, as php-fpm's
             // children stay in php-fpm's (see `shared`).
-            setup = setup
-                .own_process_group()
-                .death_signal(Signal::SIGTERM);
+            setup = setup.own_process_group().death_signal(Signal::SIGTERM);
         } else {
             setup = setup.own_session();
         }
