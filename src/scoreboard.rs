@@ -79,8 +79,8 @@ pub struct PoolBoard {
     /// queue is judged once, not per worker.
     pub codel_state: AtomicU64,
     /// Held requests of this pool now (`held requests`, a gauge; DESIGN.md §8). This field and
-    /// the six after it are written by the master's holder only, through [`PoolBoard::hold_started`]
-    /// and [`PoolBoard::hold_ended`] where they fit; workers never touch them.
+    /// the six after it are written by the master's holder only (`hold::held`); workers never
+    /// touch them.
     pub held_requests: AtomicU64,
     /// Highest `held_requests` since start (`max held requests`).
     pub max_held_requests: AtomicU64,
@@ -128,37 +128,6 @@ impl PoolBoard {
         self.served_requests.fetch_add(1, Relaxed);
         self.service_time_us.fetch_add(us, Relaxed);
     }
-
-    /// One more request held: the gauge and its high-water mark.
-    pub fn hold_started(&self) {
-        let now = self.held_requests.fetch_add(1, Relaxed).saturating_add(1);
-        raise_max(&self.max_held_requests, now);
-    }
-
-    /// A held request ended as `end`: the gauge goes down (never below zero, so a stray
-    /// second end cannot wrap it to 2^64) and the counter of that ending goes up.
-    pub fn hold_ended(&self, end: HoldEnd) {
-        let _ = self
-            .held_requests
-            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
-        let counter = match end {
-            HoldEnd::Delivered => &self.messages_delivered,
-            HoldEnd::TimedOut => &self.held_timeouts,
-            HoldEnd::ClientGone => &self.held_gone,
-        };
-        counter.fetch_add(1, Relaxed);
-    }
-}
-
-/// How a held request ended, for [`PoolBoard::hold_ended`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HoldEnd {
-    /// Answered with a published message (`messages delivered`).
-    Delivered,
-    /// Answered with its timeout response (`held timeouts`).
-    TimedOut,
-    /// The client left before an answer (`held clients gone`).
-    ClientGone,
 }
 
 /// What a worker is doing, as php-fpm names it on its status page.
@@ -513,33 +482,6 @@ mod tests {
         assert_eq!(board.slots(1).len(), 2);
         assert_eq!(board.pool(1).listen_drops.load(Relaxed), UNKNOWN);
         assert_eq!(board.idle_active(0), (0, 0));
-    }
-
-    #[test]
-    fn held_gauge_its_maximum_and_how_holds_ended() {
-        let board = Scoreboard::create(&[1, 1]).unwrap();
-        let pool = board.pool(1);
-        for _ in 0..3 {
-            pool.hold_started();
-        }
-        pool.hold_ended(HoldEnd::Delivered);
-        pool.hold_ended(HoldEnd::TimedOut);
-        pool.hold_started();
-        pool.hold_ended(HoldEnd::ClientGone);
-        pool.hold_ended(HoldEnd::ClientGone);
-        // One end too many: the gauge stays at zero instead of wrapping.
-        pool.hold_ended(HoldEnd::Delivered);
-        let read = |c: &AtomicU64| c.load(Relaxed);
-        assert_eq!(read(&pool.held_requests), 0);
-        assert_eq!(read(&pool.max_held_requests), 3);
-        assert_eq!(read(&pool.messages_delivered), 2);
-        assert_eq!(read(&pool.held_timeouts), 1);
-        assert_eq!(read(&pool.held_gone), 2);
-        assert_eq!(
-            read(&board.pool(0).max_held_requests),
-            0,
-            "other pool untouched"
-        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use fastpm::scoreboard::{HoldEnd, Scoreboard};
+use fastpm::scoreboard::Scoreboard;
 use fastpm::status::{render_pool, Format, PoolInfo, PoolSnapshot, Query};
 use serde_json::Value;
 
@@ -24,13 +24,11 @@ const HELD: [(&str, u64); 7] = [
 fn snapshot() -> PoolSnapshot {
     let board = Scoreboard::create(&[1]).unwrap();
     let pool = board.pool(0);
-    for _ in 0..5 {
-        pool.hold_started();
-    }
-    pool.hold_ended(HoldEnd::Delivered);
-    pool.hold_ended(HoldEnd::Delivered);
-    pool.hold_ended(HoldEnd::TimedOut);
-    pool.hold_ended(HoldEnd::ClientGone);
+    pool.held_requests.store(1, Relaxed);
+    pool.max_held_requests.store(5, Relaxed);
+    pool.messages_delivered.store(2, Relaxed);
+    pool.held_timeouts.store(1, Relaxed);
+    pool.held_gone.store(1, Relaxed);
     pool.held_channels.store(3, Relaxed);
     pool.messages_published.store(11, Relaxed);
     pool.held_refused.store(4, Relaxed);
