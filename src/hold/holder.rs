@@ -148,14 +148,6 @@ impl Holder {
         self.live.load(Relaxed)
     }
 
-    /// Publish through the broker (the master's `/publish/`, `fastpm publish`).
-    pub async fn publish(
-        &self,
-        items: Vec<Publication>,
-    ) -> Result<Vec<super::broker::Published>, BrokerError> {
-        self.broker.publish(items).await
-    }
-
     /// Take datagrams off a pool's link until it closes.
     async fn read_pool(self: Arc<Self>, pool: Arc<Pool>) {
         let mut buf = vec![0u8; MAX_DATAGRAM];

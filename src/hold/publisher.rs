@@ -24,7 +24,7 @@ impl Publisher for HoldPublisher {
                 Ok(items) => items,
                 Err(e) => return PublishOutcome::text(400, format!("{e}\n")),
             };
-            match holder.publish(items).await {
+            match holder.broker().publish(items).await {
                 Ok(published) => {
                     let items: Vec<serde_json::Value> = published
                         .iter()
