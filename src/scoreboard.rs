@@ -235,6 +235,9 @@ pub struct WorkerSlot {
     pub front_reading: AtomicU32,
     /// The same front's kept connections idle between requests (`idle kept connections`).
     pub front_idle: AtomicU32,
+    /// Complete requests the same front read, waiting for an executor (`queued requests`):
+    /// fastpm's own queue, after the kernel's `listen queue`. Written on every push and take.
+    pub front_queued: AtomicU32,
     /// Sequence lock for the texts below: odd while the worker writes them.
     text_seq: AtomicU64,
     method: AtomicText<2>,
@@ -330,6 +333,7 @@ impl WorkerSlot {
         self.holds_lock.store(0, Relaxed);
         self.front_reading.store(0, Relaxed);
         self.front_idle.store(0, Relaxed);
+        self.front_queued.store(0, Relaxed);
         self.requests.store(0, Relaxed);
         self.request_start_us.store(0, Relaxed);
         self.last_duration_us.store(0, Relaxed);
@@ -340,6 +344,7 @@ impl WorkerSlot {
     pub fn release(&self) {
         self.front_reading.store(0, Relaxed);
         self.front_idle.store(0, Relaxed);
+        self.front_queued.store(0, Relaxed);
         self.set_state(WorkerState::Free);
         self.pid.store(0, Relaxed);
     }

@@ -32,7 +32,7 @@ pub struct FrontConn {
     /// How long the connection waited in the kernel queue; its first request's (the executor
     /// takes it: later requests on a kept connection did not wait there).
     pub queue_wait_us: Option<u64>,
-    /// Its first request is still to run: the executor that runs it records the queue wait.
+    /// Its first request is still to run: that request's queue wait includes the kernel's.
     pub first_request: bool,
     pub(super) phase: Phase,
     /// Bytes of the current phase's request have arrived (a silent connection has none).

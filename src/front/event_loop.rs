@@ -100,6 +100,7 @@ pub fn run_front(
         )?;
         front.back_watched = true;
     }
+    handoff.publish_queue_in(front.gauges.queued.clone());
     let result = front.run();
     front.gauges.reading.set(0.0);
     front.gauges.idle.set(0.0);

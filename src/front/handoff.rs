@@ -9,9 +9,10 @@
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
+use metrics::Gauge;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::conn::FrontConn;
@@ -35,6 +36,9 @@ struct ToFront {
 /// One front and its executors.
 pub struct Handoff {
     jobs: Mutex<VecDeque<Job>>,
+    /// `queued requests`: the queue's length, set under the queue's lock on every push and
+    /// take (so it is exact, not sampled). Set once by the front, which owns the slot it is in.
+    queued: OnceLock<Gauge>,
     /// Written for each job (and when the front leaves): wakes the executors.
     jobs_ready: EventFd,
     to_front: Mutex<ToFront>,
@@ -64,6 +68,7 @@ impl Handoff {
     pub fn new() -> std::io::Result<Self> {
         Ok(Self {
             jobs: Mutex::new(VecDeque::new()),
+            queued: OnceLock::new(),
             jobs_ready: eventfd()?,
             to_front: Mutex::new(ToFront {
                 conns: Vec::new(),
@@ -79,9 +84,25 @@ impl Handoff {
 
     // --- complete requests, front → executors ---
 
+    /// Where the queue's length is published (`queued requests`); the first call wins.
+    pub fn publish_queue_in(&self, gauge: Gauge) {
+        let _ = self.queued.set(gauge);
+    }
+
+    /// Publish the length of `jobs` (its lock held by the caller).
+    fn publish_len(&self, jobs: &VecDeque<Job>) {
+        if let Some(gauge) = self.queued.get() {
+            gauge.set(jobs.len() as f64);
+        }
+    }
+
     /// Queue a complete request for the next free executor.
     pub fn push(&self, job: Job) {
-        lock(&self.jobs).push_back(job);
+        {
+            let mut jobs = lock(&self.jobs);
+            jobs.push_back(job);
+            self.publish_len(&jobs);
+        }
         let _ = self.jobs_ready.write(1);
     }
 
@@ -90,8 +111,11 @@ impl Handoff {
     pub fn try_job(&self) -> Option<Job> {
         let mut jobs = lock(&self.jobs);
         let job = jobs.pop_front();
-        if job.is_some() && !jobs.is_empty() {
-            let _ = self.jobs_ready.write(1);
+        if job.is_some() {
+            self.publish_len(&jobs);
+            if !jobs.is_empty() {
+                let _ = self.jobs_ready.write(1);
+            }
         }
         job
     }
@@ -232,6 +256,30 @@ mod tests {
         assert!(h.try_job().is_some());
         assert!(!jobs_ready(&h), "nothing queued");
         assert!(h.try_job().is_none());
+    }
+
+    #[test]
+    fn queued_requests_follow_every_push_and_take() {
+        use crate::scoreboard::Scoreboard;
+        use crate::status::recorder::FrontGauges;
+        use std::sync::Arc;
+        let scoreboard = Arc::new(Scoreboard::create(&[3]).unwrap());
+        let h = Handoff::new().unwrap();
+        h.publish_queue_in(FrontGauges::register(&scoreboard, 0, 2).queued);
+        let queued = || scoreboard.slots(0)[2].front_queued.load(SeqCst);
+        h.push(job());
+        h.push(job());
+        assert_eq!(queued(), 2);
+        assert!(h.try_job().is_some());
+        assert_eq!(queued(), 1);
+        assert!(h.try_job().is_some());
+        assert!(h.try_job().is_none());
+        assert_eq!(queued(), 0);
+        assert_eq!(
+            scoreboard.slots(0)[1].front_queued.load(SeqCst),
+            0,
+            "own slot only"
+        );
     }
 
     #[test]

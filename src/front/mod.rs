@@ -36,7 +36,9 @@
 //!    QUIT) and `max_requests` close what the front holds at once
 //!    ([`policy::close_on_stop`]). Requests already complete are served either way.
 //! 7. The front publishes `reading connections` and `idle kept connections` in its scoreboard
-//!    slot (a thread pool's: slot 0); the status snapshot sums them per pool.
+//!    slot (a thread pool's: slot 0); the handoff publishes `queued requests` (complete requests
+//!    waiting for an executor) in the same slot on every push and take. The status snapshot
+//!    sums them per pool. Queue wait covers fastpm's queue too, for every request.
 //!
 //! Why epoll (through nix's safe wrappers) and not a tokio runtime: executors are blocking
 //! threads that must also wait for the listener; the front needs a handful of descriptors in

@@ -219,6 +219,13 @@ const FAMILIES: &[Family] = &[
         value: |s| int(s.reading_connections),
     },
     Family {
+        name: names::QUEUED_REQUESTS,
+        kind: MetricType::Gauge,
+        unit: None,
+        help: "Complete requests the pool's fronts read, waiting for a free worker: fastpm's own queue, after the kernel's listen queue.",
+        value: |s| int(s.queued_requests),
+    },
+    Family {
         name: names::IDLE_KEPT_CONNECTIONS,
         kind: MetricType::Gauge,
         unit: None,

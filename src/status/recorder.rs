@@ -54,6 +54,7 @@ pub mod names {
     pub const REQUEST_DURATION: &str = "fastpm_request_duration_seconds";
     pub const READING_CONNECTIONS: &str = "fastpm_reading_connections";
     pub const IDLE_KEPT_CONNECTIONS: &str = "fastpm_idle_kept_connections";
+    pub const QUEUED_REQUESTS: &str = "fastpm_queued_requests";
     /// The label that names a worker slot on the per-slot gauges.
     pub const SLOT_LABEL: &str = "slot";
 }
@@ -118,6 +119,7 @@ const CELLS: &[(&str, Cell)] = &[
         names::IDLE_KEPT_CONNECTIONS,
         Cell::SlotGauge(|s| &s.front_idle),
     ),
+    (names::QUEUED_REQUESTS, Cell::SlotGauge(|s| &s.front_queued)),
 ];
 
 fn cell(name: &str) -> Option<Cell> {
@@ -345,11 +347,14 @@ pub struct PoolMetrics {
     pub request_duration: Histogram,
 }
 
-/// A front's gauges (`reading connections`, `idle kept connections`), in the worker slot it
-/// publishes in.
+/// A front's gauges (`reading connections`, `idle kept connections`, `queued requests`), in
+/// the worker slot it publishes in.
 pub struct FrontGauges {
     pub reading: Gauge,
     pub idle: Gauge,
+    /// Set by the handoff on every push and take, not by the front's tick: a queue drains in
+    /// microseconds, a tick is 100 ms.
+    pub queued: Gauge,
 }
 
 impl FrontGauges {
@@ -360,7 +365,8 @@ impl FrontGauges {
         let slot = slot.to_string();
         let gauges = metrics::with_local_recorder(&recorder, || FrontGauges {
             reading: gauge!(names::READING_CONNECTIONS, names::SLOT_LABEL => slot.clone()),
-            idle: gauge!(names::IDLE_KEPT_CONNECTIONS, names::SLOT_LABEL => slot),
+            idle: gauge!(names::IDLE_KEPT_CONNECTIONS, names::SLOT_LABEL => slot.clone()),
+            queued: gauge!(names::QUEUED_REQUESTS, names::SLOT_LABEL => slot),
         });
         debug_assert_eq!(recorder.unknown_names(), 0, "no such slot");
         gauges

@@ -142,6 +142,9 @@ pub struct PoolSnapshot {
     pub service_time_us: u64,
     /// accept() failures a worker backed off from (EMFILE, ENFILE, ENOBUFS, ENOMEM).
     pub accept_errors: u64,
+    /// Complete requests the pool's fronts read, waiting for an executor, a gauge: fastpm's
+    /// own queue, after the kernel's (`listen queue`). Queue wait covers both.
+    pub queued_requests: u64,
     /// Connections the pool's fronts are reading a request from (DESIGN.md §8), a gauge.
     pub reading_connections: u64,
     /// Kept connections idle in the pool's fronts between requests, a gauge.
@@ -264,6 +267,10 @@ impl PoolSnapshot {
             served_requests: board.served_requests.load(Relaxed),
             service_time_us: board.service_time_us.load(Relaxed),
             accept_errors: board.accept_errors.load(Relaxed),
+            queued_requests: slots
+                .iter()
+                .map(|s| u64::from(s.front_queued.load(Relaxed)))
+                .sum(),
             reading_connections: slots
                 .iter()
                 .map(|s| u64::from(s.front_reading.load(Relaxed)))
@@ -326,6 +333,7 @@ impl PoolSnapshot {
             field("shed requests", Count(self.shed_requests)),
             field("abandoned requests", Count(self.abandoned_requests)),
             field("accept errors", Count(self.accept_errors)),
+            field("queued requests", Count(self.queued_requests)),
             field("reading connections", Count(self.reading_connections)),
             field("idle kept connections", Count(self.idle_kept_connections)),
             field("held requests", Count(self.held_requests)),

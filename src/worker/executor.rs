@@ -308,16 +308,17 @@ impl Executor<'_> {
     ) -> Option<FrontConn> {
         let ctx = self.ctx;
         let _armed = super::watchdog::arm(&conn.stream);
-        // A connection's first request: its queue wait is the kernel's queue plus fastpm's own
-        // (a complete request waiting for an executor), recorded once, and what the overload
-        // policy judges.
-        let queue_wait_us = conn
-            .queue_wait_us
-            .take()
-            .map(|us| us + in_front.as_micros() as u64);
-        if std::mem::take(&mut conn.first_request) {
-            ctx.metrics.record_queue_wait(queue_wait_us);
-        }
+        // Queue wait, recorded for every request and judged by the overload policy: a
+        // connection's first request waited in the kernel's queue and then in fastpm's own (a
+        // complete request waiting for an executor); a kept connection's later request only in
+        // fastpm's own.
+        let in_front_us = in_front.as_micros() as u64;
+        let queue_wait_us = if std::mem::take(&mut conn.first_request) {
+            conn.queue_wait_us.take().map(|us| us + in_front_us)
+        } else {
+            Some(in_front_us)
+        };
+        ctx.metrics.record_queue_wait(queue_wait_us);
         if let Some(grip) = &mut self.grip {
             grip.reset();
         }
