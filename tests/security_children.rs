@@ -85,6 +85,15 @@ fn pool(name: &str, settings: &str, app: &str) -> String {
     )
 }
 
+/// Pool `ex` (exec: `php_cgi`) and pool `hi` (hello, worker processes), both as nobody.
+fn exec_and_hello_as_nobody(php_cgi: &Path) -> String {
+    pool(
+        "ex",
+        NOBODY_USER,
+        &format!("kind = \"exec\"\ncommand = [\"{}\"]", php_cgi.display()),
+    ) + &pool("hi", &process_workers(NOBODY_USER), "kind = \"hello\"")
+}
+
 /// GET `script` (an absolute path, sent as SCRIPT_FILENAME) from the pool on unix socket `sock`.
 fn get_body(sock: &Path, script: &Path) -> String {
     let r = raw::get(
@@ -178,12 +187,7 @@ fn a_killed_master_takes_every_child_along_even_after_they_dropped_root() {
     let docroot = public_docroot(&[("id.php", ID_PHP, false)]);
     let config = [
         global("{dir}"),
-        pool(
-            "ex",
-            NOBODY_USER,
-            &format!("kind = \"exec\"\ncommand = [\"{}\"]", php_cgi.display()),
-        ),
-        pool("hi", &process_workers(NOBODY_USER), "kind = \"hello\""),
+        exec_and_hello_as_nobody(&php_cgi),
         pool(
             "tp",
             &thread_workers(NOBODY_USER),
@@ -380,4 +384,131 @@ fn systemd_variables_and_unclaimed_sockets_do_not_reach_children() {
     assert!(body.contains("uid=0"), "{body}");
     assert_eq!(leaked(&body), Vec::<String>::new(), "php: {body}");
     stop(master);
+}
+
+/// A CGI script: its session id and controlling terminal (fields 6 and 7 of its stat), and
+/// whether it can open `/dev/tty`.
+const TTY_CGI: &str = r#"#!/bin/sh
+echo "Content-Type: text/plain"
+echo
+set -- $(cat /proc/$$/stat)
+echo "sid=$6 tty_nr=$7"
+if (: </dev/tty) 2>/dev/null; then echo "dev_tty=open"; else echo "dev_tty=none"; fi
+"#;
+
+/// Session id and controlling terminal (`tty_nr`, 0 for none) of `pid`, from its stat.
+fn session_and_tty(pid: i32) -> (i64, i64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // "pid (comm) state ppid pgrp session tty_nr …": fields after the last ')'.
+    let rest: Vec<i64> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| {
+            r.split_whitespace()
+                .skip(1)
+                .filter_map(|f| f.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    (
+        rest.get(2).copied().unwrap_or(-1),
+        rest.get(3).copied().unwrap_or(-1),
+    )
+}
+
+#[test]
+fn children_stay_in_fastpms_session_and_cannot_reach_its_terminal() {
+    // fastpm in the foreground on a terminal (a pty `script` makes), as root: every child —
+    // worker processes, exec programs, php-cgi of both layouts, CGI scripts — runs as nobody,
+    // stays in the master's session (one scheduling group under sched_autogroup, as php-fpm's
+    // children) and has no controlling terminal (no TIOCSTI into root's shell).
+    let php_cgi = require("php-cgi");
+    let script = require("script");
+    let docroot = public_docroot(&[("id.php", ID_PHP, false), ("tty.cgi", TTY_CGI, true)]);
+    let dir = tempfile::tempdir().unwrap();
+    let php = |layout: &str| {
+        format!(
+            "{}\nphp_children = \"{layout}\"",
+            serving("php", docroot.path())
+        )
+    };
+    let config = [
+        global("{dir}"),
+        exec_and_hello_as_nobody(&php_cgi),
+        pool("pw", &thread_workers(NOBODY_USER), &php("per-worker")),
+        pool("sh", &process_workers(NOBODY_USER), &php("shared")),
+        pool(
+            "cg",
+            &thread_workers(NOBODY_USER),
+            &serving("cgi", docroot.path()),
+        ),
+    ]
+    .concat()
+    .replace("{dir}", dir.path().to_str().unwrap());
+    let conf = dir.path().join("fastpm.toml");
+    std::fs::write(&conf, config).unwrap();
+    let log = dir.path().join("script.log");
+    let term = Command::new(script)
+        .arg("-qefc")
+        .arg(format!("exec {FASTPM} run -c {}", conf.display()))
+        .arg("/dev/null")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = |name: &str| dir.path().join(format!("{name}.sock"));
+    let served = within(Duration::from_secs(15), || {
+        sock("cg").exists()
+            && std::os::unix::net::UnixStream::connect(sock("hi")).is_ok()
+            && get_body(&sock("hi"), Path::new("/")).contains("Hello")
+    });
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(served, "fastpm did not serve; its terminal:\n{}", text());
+    let master = common::child_pids(term.id() as i32)[0];
+    let (sid, tty) = session_and_tty(master);
+    assert_ne!(tty, 0, "the test gave fastpm no terminal");
+
+    let id = get_body(&sock("sh"), &docroot.path().join("id.php"));
+    assert!(id.starts_with(&format!("uid={NOBODY}\n")), "{id}");
+    let id = get_body(&sock("pw"), &docroot.path().join("id.php"));
+    assert!(id.starts_with(&format!("uid={NOBODY}\n")), "{id}");
+    let cgi = get_body(&sock("cg"), &docroot.path().join("tty.cgi"));
+    assert!(
+        cgi.contains(&format!("sid={sid} tty_nr=0\n")) && cgi.contains("dev_tty=none"),
+        "a CGI script (master: session {sid}, terminal {tty}): {cgi}"
+    );
+    // exec's php-cgi, the hello worker, the per-worker php-cgi, the shared pool's worker and
+    // its php-cgi parent with its child.
+    let mut kids = Vec::new();
+    let complete = within(Duration::from_secs(5), || {
+        kids = descendants(master);
+        let names: Vec<String> = kids.iter().map(|&p| uid_and_name(p).1).collect();
+        names.iter().filter(|n| n.starts_with("php-cgi")).count() >= 4 && names.len() >= 6
+    });
+    let stop_all = |mut term: Child| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(master),
+            nix::sys::signal::Signal::SIGQUIT,
+        );
+        if !within(Duration::from_secs(5), || {
+            matches!(term.try_wait(), Ok(Some(_)))
+        }) {
+            let _ = term.kill();
+        }
+        let _ = term.wait();
+    };
+    let seen: Vec<_> = kids
+        .iter()
+        .map(|&p| (p, uid_and_name(p).1, session_and_tty(p)))
+        .collect();
+    stop_all(term);
+    assert!(complete, "children of the master: {seen:?}");
+    for (pid, name, (child_sid, child_tty)) in &seen {
+        assert_eq!(
+            (*child_sid, *child_tty),
+            (sid, 0),
+            "{pid} {name}: (session, terminal); the master's session is {sid}"
+        );
+    }
 }

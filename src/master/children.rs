@@ -81,7 +81,7 @@ impl WorkerProcess {
             } else {
                 signal
             };
-            // Its own session: the group reaches whatever it forked too.
+            // Its own process group: the group reaches whatever it forked too.
             let _ = kill(Pid::from_raw(-pid), signal);
         } else {
             let _ = kill(Pid::from_raw(pid), signal);
@@ -188,7 +188,7 @@ pub fn spawn(spec: &SpawnSpec, slot: usize, generation: u64) -> std::io::Result<
 }
 
 /// Start an exec pool's program with a copy of the listening socket as fd 0, in its own
-/// session, dying with the master.
+/// process group (inside fastpm's session), dying with the master.
 fn spawn_exec(
     spec: &SpawnSpec,
     exec: &ExecCommand,
@@ -212,7 +212,7 @@ fn spawn_exec(
     cmd.envs(&exec.env);
     crate::logs::relay_stderr_to(&mut cmd);
     ChildSetup::new()
-        .own_session()
+        .own_process_group()
         .run_as(spec.credentials.clone())
         .apply(&mut cmd);
     let child = cmd.spawn()?;

@@ -5,9 +5,16 @@
 //!
 //! The order in the hook, and why:
 //!
-//! 1. `setsid()` (optional): the child leads its own session and process group, so `kill(-pid)`
-//!    reaches it and whatever it forks (php-cgi and CGI scripts; php-cgi calls setsid itself too).
-//!    Or `setpgid(0, 0)` (optional): a process group of its own inside fastpm's session.
+//! 1. `setpgid(0, 0)` (optional): a process group of its own, so `kill(-pid)` reaches the child
+//!    and whatever it forks (php-cgi and CGI scripts), inside fastpm's session — not `setsid`:
+//!    with `kernel.sched_autogroup_enabled` each session is a scheduling group of its own, and a
+//!    pool whose php-cgi each led a session got a share of the CPU per child beside fastpm's
+//!    (php-fpm's children all stay in php-fpm's session: one share).
+//!    Then the controlling terminal is given up (`TIOCNOTTY` on `/dev/tty`, when there is
+//!    one), which a session of its own used to give: a child that dropped to `www-data` must not
+//!    reach the terminal of the root who started fastpm in the foreground (`TIOCSTI` pushes
+//!    input into it). With no controlling terminal it cannot open `/dev/tty`, `TIOCSTI` on an
+//!    inherited terminal descriptor needs `CAP_SYS_ADMIN`, and a hang-up does not reach it.
 //! 2. Drop privileges (optional): setgroups/setgid/setuid to the pool's `user`/`group`, skipped
 //!    when the process already runs as exactly those ids (a worker process that dropped them
 //!    already starting its php-cgi).
@@ -48,9 +55,10 @@ pub const SYSTEMD_ENV: [&str; 4] = [
 /// to a `Command` as its one `pre_exec` hook.
 #[derive(Clone, Debug)]
 pub struct ChildSetup {
-    own_session: bool,
     /// A process group of its own but the parent's session (see `own_process_group`).
     own_group: bool,
+    /// Give up the controlling terminal (every child but a new master).
+    drop_terminal: bool,
     credentials: Option<Credentials>,
     die_with_parent: bool,
     /// The parent-death signal: SIGKILL, or SIGTERM for a program that cleans up after itself
@@ -74,8 +82,8 @@ impl ChildSetup {
     /// keeps the parent's ids and gets no systemd variables.
     pub fn new() -> Self {
         Self {
-            own_session: false,
             own_group: false,
+            drop_terminal: true,
             credentials: None,
             die_with_parent: true,
             death_signal: libc::SIGKILL,
@@ -92,12 +100,6 @@ impl ChildSetup {
         self
     }
 
-    /// Make the child a session leader (its pid is its process-group id).
-    pub fn own_session(mut self) -> Self {
-        self.own_session = true;
-        self
-    }
-
     /// Send `signal` instead of SIGKILL when the starting thread dies.
     pub fn death_signal(mut self, signal: nix::sys::signal::Signal) -> Self {
         self.death_signal = signal as libc::c_int;
@@ -108,7 +110,8 @@ impl ChildSetup {
     /// it and what it forks, and it stays in fastpm's scheduling group (with
     /// `kernel.sched_autogroup_enabled`, each session is one), as php-fpm's children stay in
     /// php-fpm's. A program that calls `setsid` itself (php-cgi's parent does) then fails to,
-    /// being a group leader, and stays too.
+    /// being a group leader, and stays too. A terminal signal (Ctrl-C) goes to the foreground
+    /// group only: the master's, which stops the pool in order.
     pub fn own_process_group(mut self) -> Self {
         self.own_group = true;
         self
@@ -131,6 +134,7 @@ impl ChildSetup {
     pub fn new_master(mut self) -> Self {
         self.die_with_parent = false;
         self.keep_systemd_env = true;
+        self.drop_terminal = false;
         self
     }
 
@@ -145,7 +149,8 @@ impl ChildSetup {
         let parent = std::process::id() as libc::pid_t;
         let setup = self;
         // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-        // calls are allowed: setsid, prctl, getppid, _exit and fcntl are plain system calls, and
+        // calls are allowed: setpgid, open, ioctl, close, prctl, getppid, _exit and fcntl are
+        // plain system calls, and
         // `drop_privileges` only makes system calls too. `setup` was allocated in the parent
         // before fork and is only read; nothing allocates or takes a lock.
         unsafe {
@@ -155,13 +160,12 @@ impl ChildSetup {
 
     /// The hook itself (see the module comment for the order). Runs in the forked child.
     fn in_child(&self, parent: libc::pid_t) -> io::Result<()> {
-        // SAFETY: setsid takes no arguments and only changes this (child) process.
-        if self.own_session && unsafe { libc::setsid() } == -1 {
-            return Err(io::Error::last_os_error());
-        }
         // SAFETY: setpgid with integer arguments only changes this (child) process.
         if self.own_group && unsafe { libc::setpgid(0, 0) } == -1 {
             return Err(io::Error::last_os_error());
+        }
+        if self.drop_terminal {
+            give_up_terminal()?;
         }
         if let Some(creds) = &self.credentials {
             if !running_as(&current_ids(), creds) {
@@ -207,6 +211,34 @@ impl ChildSetup {
         }
         Ok(())
     }
+}
+
+/// Give up the controlling terminal, if this process has one; it stays in its session. For a
+/// process that is not a session leader `TIOCNOTTY` only clears its own link to the terminal
+/// (the leader's would hang the session up). Async-signal-safe: open, ioctl and close.
+fn give_up_terminal() -> io::Result<()> {
+    // SAFETY: open with a NUL-terminated static path and integer flags; no memory of ours is
+    // written. O_NOCTTY: opening never makes it our terminal.
+    let fd = unsafe {
+        libc::open(
+            c"/dev/tty".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if fd == -1 {
+        // ENXIO: no controlling terminal (the usual case: systemd, a pipe, a daemon). Any
+        // other failure to open it leaves nothing reachable through it either.
+        return Ok(());
+    }
+    // SAFETY: TIOCNOTTY takes no argument; `fd` is the descriptor opened above.
+    let given_up = unsafe { libc::ioctl(fd, libc::TIOCNOTTY) };
+    let error = io::Error::last_os_error();
+    // SAFETY: closing the descriptor opened above, used nowhere else.
+    unsafe { libc::close(fd) };
+    if given_up == -1 {
+        return Err(error);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -278,7 +310,7 @@ mod tests {
             let mut cmd = Command::new("sleep");
             cmd.arg("30");
             ChildSetup::new()
-                .own_session()
+                .own_process_group()
                 .run_as(Some(nobody))
                 .apply(&mut cmd);
             cmd.spawn().unwrap()

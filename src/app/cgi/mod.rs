@@ -125,7 +125,7 @@ impl Cgi {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         ChildSetup::new()
-            .own_session()
+            .own_process_group()
             .run_as(self.settings.credentials.clone())
             .apply(&mut cmd);
         cmd

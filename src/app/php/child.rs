@@ -91,15 +91,15 @@ impl PhpChild {
         cmd.stdin(Stdio::from(OwnedFd::from(listener)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut setup = ChildSetup::new().run_as(spec.credentials.clone());
+        // A process group, not a session: the pool's php-cgi stay in fastpm's scheduling
+        // group, as php-fpm's children stay in php-fpm's (see `shared`, `ChildSetup`).
+        let mut setup = ChildSetup::new()
+            .run_as(spec.credentials.clone())
+            .own_process_group();
         if spec.children > 0 {
             // On SIGTERM a php-cgi parent kills its children and leaves; SIGKILL would leave
-            // them orphaned, accepting on a socket nobody reaches. A process group, not a
-            // session: the pool's php-cgi stay in fastpm's scheduling group, as php-fpm's
-            // children stay in php-fpm's (see `shared`).
-            setup = setup.own_process_group().death_signal(Signal::SIGTERM);
-        } else {
-            setup = setup.own_session();
+            // them orphaned, accepting on a socket nobody reaches.
+            setup = setup.death_signal(Signal::SIGTERM);
         }
         setup.apply(&mut cmd);
         let spawned = cmd.spawn();
