@@ -173,3 +173,74 @@ fn an_idle_kept_connection_counts_as_idle() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// One worker, two kept connections that send their next request as soon as the last is
+/// answered (as nginx's cached connections do under load): a request is always queued in
+/// fastpm. A new connection must still be served within a few requests' time, not once the
+/// kept ones fall silent (it waited up to 5.8 s behind nginx's kept connections).
+fn new_connection_is_served_between_kept_ones(workers: &str) {
+    let server = Server::start(&format!(
+        r#"
+[global]
+status_listen = ""
+runtime_dir = "{{dir}}/rt"
+
+[pool.k]
+workers = "{workers}"
+max_children = 1
+
+[pool.k.listen]
+address = "unix:{{dir}}/k.sock"
+
+[pool.k.app]
+kind = "sleep"
+"#
+    ));
+    let addr = format!("unix:{}", server.path("k.sock").display());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut conn = raw::connect(&addr);
+                let mut answered = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    conn.write_all(&raw::request("/", "ms=20", b"", true))
+                        .unwrap();
+                    raw::read_response(&mut *conn).expect("a response");
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let mut fresh = raw::connect(&addr);
+    fresh
+        .write_all(&raw::request("/", "ms=20", b"", false))
+        .unwrap();
+    raw::read_response(&mut *fresh).expect("the new connection's response");
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered: Vec<u32> = busy.into_iter().map(|t| t.join().unwrap()).collect();
+    // Each turn is a 20 ms request: two kept ones and the new one take about 60 ms.
+    assert!(
+        took < Duration::from_millis(500),
+        "the new connection waited {took:?} behind kept ones ({answered:?} answered)"
+    );
+    assert!(
+        answered.iter().all(|&n| n > 5),
+        "kept ones starved: {answered:?}"
+    );
+}
+
+#[test]
+fn thread_workers_serve_new_connections_between_kept_ones() {
+    new_connection_is_served_between_kept_ones("thread");
+}
+
+#[test]
+fn process_workers_serve_new_connections_between_kept_ones() {
+    new_connection_is_served_between_kept_ones("process");
+}

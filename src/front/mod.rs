@@ -20,17 +20,17 @@
 //!    byte, so a client dripping bytes is closed all the same. Management records
 //!    (GET_VALUES…) are answered by the same [`crate::fastcgi::Assembler`] the blocking driver
 //!    uses ([`intake::look`], shared with the executors).
-//! 3. A request the front completes is queued ([`handoff`]); a free executor runs queued
-//!    requests before it accepts anything new, exactly as before (`RequestHandler`, overload
-//!    checks, scoreboard, watchdog), writing with `TimedIo`.
+//! 3. A request the front completes is queued ([`handoff`]); a free executor runs it as any
+//!    other (`RequestHandler`, overload checks, scoreboard, watchdog), writing with `TimedIo`,
+//!    alternating with the kernel's queue when both wait ([`policy::first_look`]).
 //! 4. A kept connection (FCGI_KEEP_CONN) goes back to the front after its response and waits
 //!    there idle: no worker is held, so nothing closes it for a queued connection — the close
 //!    that raced nginx's next request on it (a 502) is gone.
 //! 5. DESIGN §8's rule: connections being read or idle do not stop the pool accepting, up to
-//!    [`policy::MAX_FRONT_CONNECTIONS`] per front ([`policy::may_accept`]); a complete request
-//!    waiting for an executor does (it is run first), and so does every executor being busy —
-//!    the backlog queues in the kernel, where `listen queue`, drops and queue wait see it, and
-//!    where another worker process with a free executor takes it.
+//!    [`policy::MAX_FRONT_CONNECTIONS`] per front ([`policy::may_accept`]); every executor
+//!    being busy does — the backlog queues in the kernel, where `listen queue`, drops and queue
+//!    wait see it, and where another worker process with a free executor takes it. A new
+//!    connection leaves the kernel queue only when an executor is free to run it.
 //! 6. TERM drains (executors accept until the queue is empty; requests being read may finish
 //!    within their deadline; idle and silent connections close); QUIT, reload (old workers get
 //!    QUIT) and `max_requests` close what the front holds at once

@@ -74,6 +74,35 @@ pub fn may_accept(v: AcceptView) -> bool {
     !v.drained && !v.retiring && v.held < MAX_FRONT_CONNECTIONS
 }
 
+/// What a free executor looks at first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstLook {
+    /// fastpm's own queue (complete requests the front read).
+    Queued,
+    /// The kernel's queue: one non-blocking `accept()`, then fastpm's queue if it was empty.
+    Kernel,
+}
+
+/// Pure: which queue a free executor serves first, given that it may accept and whether the
+/// request it just ran came from fastpm's queue.
+///
+/// Both queues hold requests that wait for a worker: fastpm's the ones on kept connections (and
+/// from slow clients), the kernel's those on new connections. Serving fastpm's always first
+/// starved the kernel's under nginx's `fastcgi_keep_conn on`: with `keepalive 4` and 16
+/// clients, the kept connections' requests were never all served at once, and a new
+/// connection waited up to 5.8 s (wrk timeouts) while the median was half the keep-conn-off
+/// one. An executor that ran a queued request therefore looks at the kernel's queue once before
+/// the next queued one: each queue gets at least every other turn, and a new connection still
+/// leaves the kernel queue only when a worker is free to run it (the backlog stays where
+/// `listen queue` and drops see it).
+pub fn first_look(may_accept: bool, ran_queued: bool) -> FirstLook {
+    if may_accept && ran_queued {
+        FirstLook::Kernel
+    } else {
+        FirstLook::Queued
+    }
+}
+
 /// Where a connection the front holds is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -224,6 +253,21 @@ mod tests {
         assert!(close_on_stop(retire, reading, true, ms(2_000)), "the bound");
         assert!(Ending::Now.rank() > Ending::Drain.rank());
         assert!(Ending::Drain.rank() > retire.rank());
+    }
+
+    #[test]
+    fn first_look_table() {
+        use FirstLook::*;
+        // (may accept, ran a queued request last) → first look
+        let table = [
+            (true, false, Queued),
+            (true, true, Kernel),
+            (false, true, Queued),
+            (false, false, Queued),
+        ];
+        for (may, ran_queued, want) in table {
+            assert_eq!(first_look(may, ran_queued), want, "{may} {ran_queued}");
+        }
     }
 
     #[test]

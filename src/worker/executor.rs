@@ -3,13 +3,16 @@
 //! case is accept, one read, run, with no thread in between — and gives the front
 //! (`crate::front`) only what holds no complete request yet: a connection whose request is not
 //! all there, and a kept connection after its response. Requests the front completes come back
-//! through the handoff queue, and a free executor runs those before it accepts anything new.
+//! through the handoff queue (fastpm's queue, `queued requests`).
 //!
-//! That order is DESIGN.md §8's rule: connections being read or idle never stop the pool
-//! accepting (they are the front's, up to `front::policy::MAX_FRONT_CONNECTIONS`); a complete
-//! request waiting for an executor does (it is taken first), and so does every executor being
-//! busy — the backlog stays in the kernel queue, where `listen queue`, drops and queue wait see
-//! it, and where another worker process with a free executor takes it.
+//! DESIGN.md §8's rule: connections being read or idle never stop the pool accepting (they are
+//! the front's, up to `front::policy::MAX_FRONT_CONNECTIONS`); every executor being busy does —
+//! the backlog stays in the kernel queue, where `listen queue`, drops and queue wait see it, and
+//! where another worker process with a free executor takes it. A free executor takes one
+//! request at a time from either queue, alternating when both wait
+//! ([`policy::first_look`]): fastpm's queue first, but after running one from it, one
+//! non-blocking `accept()` first (taking fastpm's queue always first starved new connections
+//! behind nginx's kept ones).
 //!
 //! An executor waits in its own epoll set: the listening socket (EPOLLEXCLUSIVE, so one
 //! connection wakes one executor, as a blocking `accept()` did) and the handoff's job eventfd.
@@ -42,7 +45,7 @@ use crate::config::AppKind;
 use crate::fastcgi::encode_whole_response;
 use crate::fastcgi::{respond, ConnectionError, Request};
 use crate::front::intake::{admit, look, Look, SCRATCH};
-use crate::front::policy::{self, AcceptView, ACCEPT_GRACE, TICK};
+use crate::front::policy::{self, AcceptView, FirstLook, ACCEPT_GRACE, TICK};
 use crate::front::{FrontConn, Handoff};
 use crate::hold::grip::GripFilter;
 use crate::hold::longpoll::unavailable_answer;
@@ -75,6 +78,9 @@ struct Executor<'a> {
     grip: Option<GripFilter>,
     /// A datagram for the master's holder, kept across requests.
     wire: Vec<u8>,
+    /// The last request this executor ran came from fastpm's queue: the kernel's is looked at
+    /// first next time ([`policy::first_look`]).
+    ran_queued: bool,
 }
 
 /// An executor's epoll set (the job eventfd; the listener joins while it may accept), made
@@ -112,6 +118,7 @@ pub fn execute(
         last_error_log: None,
         grip: matches!(ctx.config.app.kind, AppKind::Php | AppKind::Cgi).then(GripFilter::new),
         wire: Vec::new(),
+        ran_queued: false,
     }
     .run();
     slot.holds_lock.store(0, Relaxed);
@@ -122,15 +129,21 @@ impl Executor<'_> {
     fn run(&mut self) {
         let mut events = [EpollEvent::empty(); 4];
         loop {
+            let accept = self.may_accept();
+            let first = policy::first_look(accept, self.ran_queued);
+            self.ran_queued = false;
+            if first == FirstLook::Kernel && self.accept_one() {
+                continue;
+            }
             if let Some(job) = self.handoff.try_job() {
                 let waited = job.ready_at.elapsed();
                 self.run_request(job.conn, job.request, waited);
+                self.ran_queued = true;
                 continue;
             }
             if self.handoff.front_gone() {
                 return;
             }
-            let accept = self.may_accept();
             self.watch_listener(accept);
             if accept && self.ctx.stopping.load(Relaxed) {
                 // Draining: take what is queued without waiting for readiness; the first
@@ -199,8 +212,8 @@ impl Executor<'_> {
     }
 
     /// Take one connection off the queue and deal with it: run its request, or give it to the
-    /// front.
-    fn accept_one(&mut self) {
+    /// front. Whether a connection was taken (false: the queue was empty, or accept failed).
+    fn accept_one(&mut self) -> bool {
         let accepted = {
             // Held around one non-blocking accept(), never while waiting.
             let _turn = self.ctx.lock.acquire();
@@ -209,7 +222,7 @@ impl Executor<'_> {
         let error = match accepted {
             Ok((stream, peer)) => {
                 let Some(conn) = admit(self.ctx, stream, peer) else {
-                    return;
+                    return true;
                 };
                 let mut seen = self.look(conn);
                 if let Look::Park(conn) = seen {
@@ -226,7 +239,7 @@ impl Executor<'_> {
                     Look::Park(conn) => self.give(conn),
                     Look::Gone => {}
                 }
-                return;
+                return true;
             }
             Err(error) => error,
         };
@@ -254,6 +267,7 @@ impl Executor<'_> {
                 }
             }
         }
+        false
     }
 
     fn look(&mut self, conn: FrontConn) -> Look {
