@@ -25,8 +25,12 @@
 # of the backend's whole process tree (sum of `Pss:` in /proc/PID/smaps_rollup over the master
 # and every descendant, sampled in the middle of the measured window), the tree's CPU time per
 # request (utime + stime of every process of the tree over the window, divided by wrk's request
-# count), and every body compared with php-fpm's after normalising the one thing that changes
-# between requests (see NORMALISE).
+# count), wrk's connections in service on average (Little's law: requests/s × mean latency of
+# the answered requests; below CONNECTIONS some connections waited on requests that were never
+# answered in the window, so p99 — of answered requests only — flatters that backend: php-fpm
+# with keep_conn on, whose children each stay with one of nginx's cached connections), and every
+# body compared with php-fpm's after normalising the one thing that changes between requests
+# (see NORMALISE).
 #
 # Knobs (environment): ROUNDS (3) SECS (8) WARMUP_SECS (2) CONNECTIONS (16) PAGE
 # (/doku.php?id=wiki:syntax) ONLY (backends besides php-fpm, comma-separated short names; default
@@ -292,12 +296,17 @@ def wrk(port, secs, lua, sample_pid=None):
                             if "Non-2xx" in l or "Socket errors" in l)
     bad = re.search(r"BAD_BODIES (\d+)", text)
     p99 = re.search(r"^\s*99%\s+(\S+)", text, re.M)
+    mean = re.search(r"^\s*Latency\s+(\S+)", text, re.M)
     return {
         "rps": float(rps.group(1)),
         "errors": errors,
         "error_lines": error_lines,
         "bad": int(bad.group(1)) if bad else None,
         "p99": parse_ms(p99.group(1)) if p99 else float("nan"),
+        # Little's law: requests in service on average = throughput × mean latency of the
+        # answered requests. Below CONNECTIONS, some of wrk's connections sat in requests that
+        # were never answered in the window, and p99 (of answered requests only) flatters.
+        "in_service": float(rps.group(1)) * parse_ms(mean.group(1)) / 1000 if mean else float("nan"),
         "pss": pss,
         "cpu_ms": cpu_ms,
     }
@@ -534,6 +543,7 @@ def run(work, servers, ports, commit, load_start, started):
                 flags[key].append(f"round {rnd}: {r['bad']} bodies differ from php-fpm's")
             cpu = f"{r['cpu_ms']:.2f}" if r["cpu_ms"] is not None else "?"
             log(f"round {rnd}: {name}: {r['rps']:.1f} req/s, p99 {r['p99']:.1f} ms, "
+                f"in service {r['in_service']:.1f} of {CONNECTIONS}, "
                 f"CPU {cpu} ms/request, "
                 f"PSS {r['pss'][0] / 1024:.1f} MiB over {r['pss'][1]} processes, "
                 f"errors {r['errors']}, bad bodies {r['bad']}")
@@ -558,14 +568,15 @@ def run(work, servers, ports, commit, load_start, started):
                "`T`: every response by wrk's Lua script, and 3 curl samples per scenario (sha256)\n")
     out.append("| keep_conn | backend | req/s median | req/s per round | ÷ php-fpm median | ÷ php-fpm min–max | "
                "÷ php-fpm per round | p99 ms per round | p99 ÷ php-fpm median (min–max) | "
+               f"connections in service of {CONNECTIONS} per round | "
                "CPU ms/request per round | CPU ÷ php-fpm median (min–max) | "
                "PSS MiB per round (processes) | PSS ÷ php-fpm median (min–max) | body check |")
-    out.append("|---|---|---:|---|---:|---|---|---|---|---|---|---|---|---|")
+    out.append("|---|---|---:|---|---:|---|---|---|---|---|---|---|---|---|---|")
     for key in sorted(scenarios, key=lambda k: (k[1], k[0])):
         b, keep = key
         if key in not_run:
             why = not_run[key].replace("|", "\\|").replace("\n", " ")
-            out.append(f"| {keep} | {BACKENDS[b]} | **NOT RUN** | {why} | | | | | | | | | | |")
+            out.append(f"| {keep} | {BACKENDS[b]} | **NOT RUN** | {why} | | | | | | | | | | | |")
             continue
         rs = results[key]
         fpm = results[(0, keep)]
@@ -578,6 +589,7 @@ def run(work, servers, ports, commit, load_start, started):
         cpu = " / ".join(f"{r['cpu_ms']:.2f}" if r and r["cpu_ms"] is not None else "–" for r in rs)
         per_round = " / ".join(f"{r['rps']:.0f}" if r else "failed" for r in rs)
         p99 = " / ".join(f"{r['p99']:.1f}" if r else "–" for r in rs)
+        in_service = " / ".join(f"{r['in_service']:.1f}" if r else "–" for r in rs)
         pss = " / ".join(f"{r['pss'][0] / 1024:.1f} ({r['pss'][1]})" if r else "–" for r in rs)
         if b == 0:
             rmed = rspread = rrounds = pss_cell = p99_cell = cpu_cell = "–"
@@ -592,7 +604,7 @@ def run(work, servers, ports, commit, load_start, started):
         check = "all bodies same, 0 errors" if not flags[key] else \
             "**FLAGGED**: " + "; ".join(flags[key]).replace("|", "\\|")
         out.append(f"| {keep} | {BACKENDS[b]} | {statistics.median(rates) if rates else float('nan'):.0f} | "
-                   f"{per_round} | {rmed} | {rspread} | {rrounds} | {p99} | {p99_cell} | {cpu} | "
+                   f"{per_round} | {rmed} | {rspread} | {rrounds} | {p99} | {p99_cell} | {in_service} | {cpu} | "
                    f"{cpu_cell} | {pss} | {pss_cell} | {check} |")
     out.append("\nPSS by mapping after the last round (whole tree, `/proc/PID/smaps`; the keep_conn off "
                "instances), MiB; the six largest of each backend:\n")
