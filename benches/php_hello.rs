@@ -1,10 +1,13 @@
 //! `cargo bench --bench php_hello`: `hello.php` through nginx, **every layout in every run**
-//! (DESIGN.md §6): php-fpm 8.2, fastpm `kind = "php"` with worker threads, fastpm `kind = "php"`
-//! with worker processes, and fastpm `kind = "exec"` (the same php-cgi accepting on the pool's
-//! socket itself) — each once with every server in a session of its own and once with all of
-//! them in the bench's session. Eight scenarios, measured in rounds (the order rotates each
-//! round); each fastpm scenario's ratio to php-fpm is taken per round against the php-fpm of the
-//! same session layout, and printed with its median and its spread (min–max and every round).
+//! (DESIGN.md §6). Per session layout six backends: php-fpm 8.2; fastpm `kind = "php"` with
+//! both `php_children` layouts (`"shared"`, the default: one php-cgi parent per pool forking
+//! `max_children` children; `"per-worker"`: each worker its own php-cgi) under both worker kinds
+//! (`workers = "thread"` and `"process"`); and fastpm `kind = "exec"` (the same php-cgi accepting
+//! on the pool's socket itself). Each of the six runs once with every server in a session of its
+//! own and once with all of them in the bench's session: twelve scenarios, measured in rounds
+//! (the order rotates each round); each fastpm scenario's ratio to php-fpm is taken per round
+//! against the php-fpm of the same session layout, and printed with its median and its spread
+//! (min–max and every round).
 //!
 //! Every response body is checked: wrk runs a Lua script that counts the bodies that differ from
 //! the reference (php-fpm's answer, which for `/hello.php` must be exactly `Hello from PHP\n`),
@@ -20,8 +23,13 @@
 //! (1), `BENCH_ROUNDS` (5), `BENCH_CONNECTIONS` (wrk connections, 16), `BENCH_ACCEPT_LOCK`
 //! (fastpm, default none, as fastpm's own default), `BENCH_PHP_FPM` (/usr/sbin/php-fpm8.2),
 //! `BENCH_KEEPALIVE` (0), `BENCH_SCRIPT` (the URL path, /hello.php; e.g. `/sleep.php?ms=20`),
-//! `BENCH_FASTPM` (another fastpm binary). With the defaults a run takes 8 × 6 s × 5 rounds
-//! ≈ 4.5 min. The report goes to stdout and `target/bench-php-hello.md`.
+//! `BENCH_FASTPM` (another fastpm binary), `BENCH_ONLY` (a quicker run: comma-separated
+//! scenarios, default all; a term is a session layout — `own-sessions`, `shared-session` — a
+//! backend — `php-fpm`, `thread-shared`, `process-shared`, `thread-per-worker`,
+//! `process-per-worker`, `exec` — or both as `layout/backend`; the php-fpm of every layout
+//! picked is always measured, as the ratios need it; only the servers picked are started; e.g.
+//! `BENCH_ONLY=thread-shared,process-shared`). With the defaults a run takes 12 × 6 s × 5 rounds
+//! ≈ 6.5 min. The report goes to stdout and `target/bench-php-hello.md`.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -90,15 +98,138 @@ impl Sessions {
             }
         }
     }
+
+    /// Both layouts, in the order of the table.
+    const ALL: [Sessions; 2] = [Sessions::Own, Sessions::Shared];
+
+    /// The layout's name in `BENCH_ONLY`.
+    fn id(self) -> &'static str {
+        match self {
+            Sessions::Own => "own-sessions",
+            Sessions::Shared => "shared-session",
+        }
+    }
+
+    /// The directory of its servers' files, short: fastpm's sockets live below it, and a unix
+    /// socket path must fit in 108 bytes.
+    fn dir(self) -> &'static str {
+        match self {
+            Sessions::Own => "own",
+            Sessions::Shared => "shared",
+        }
+    }
 }
 
-/// The four backends of one layout, in the order of the table.
-const BACKENDS: [&str; 4] = [
-    "php-fpm",
-    "fastpm php, thread workers",
-    "fastpm php, process workers",
-    "fastpm exec",
+/// What answers behind one of a layout's nginx server blocks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    /// php-fpm 8.2: the reference every ratio is taken against.
+    PhpFpm,
+    /// fastpm `kind = "php"`: every combination of the two settings that change how a request
+    /// reaches php-cgi, so no run silently measures only the defaults.
+    Php {
+        /// `workers`: "thread" or "process".
+        workers: &'static str,
+        /// `php_children`: "shared" (one php-cgi parent per pool) or "per-worker".
+        children: &'static str,
+    },
+    /// fastpm `kind = "exec"`: php-cgi accepts on the pool's socket itself.
+    Exec,
+}
+
+/// The six backends of one layout, in the order of the table; php-fpm first (index 0).
+const BACKENDS: [Backend; 6] = [
+    Backend::PhpFpm,
+    Backend::Php {
+        workers: "thread",
+        children: "shared",
+    },
+    Backend::Php {
+        workers: "process",
+        children: "shared",
+    },
+    Backend::Php {
+        workers: "thread",
+        children: "per-worker",
+    },
+    Backend::Php {
+        workers: "process",
+        children: "per-worker",
+    },
+    Backend::Exec,
 ];
+
+impl Backend {
+    /// The backend's name in `BENCH_ONLY` and in its files' names.
+    fn id(self) -> String {
+        match self {
+            Backend::PhpFpm => "php-fpm".into(),
+            Backend::Php { workers, children } => format!("{workers}-{children}"),
+            Backend::Exec => "exec".into(),
+        }
+    }
+
+    /// The backend's name in the table.
+    fn name(self) -> String {
+        match self {
+            Backend::PhpFpm => "php-fpm".into(),
+            Backend::Php { workers, children } => {
+                let php_cgi = if children == "shared" {
+                    "shared php-cgi"
+                } else {
+                    "php-cgi per worker"
+                };
+                format!("fastpm php, {workers} workers, {php_cgi}")
+            }
+            Backend::Exec => "fastpm exec".into(),
+        }
+    }
+}
+
+/// The scenarios `BENCH_ONLY` picks, as (index in `Sessions::ALL`, index in `BACKENDS`) in the
+/// table's order: all of them for an empty value. The php-fpm of every layout with a pick is
+/// added (each ratio is taken against it); a term that names nothing is an error, so a typo
+/// cannot shrink a run unnoticed.
+fn select(only: &str) -> Result<Vec<(usize, usize)>, String> {
+    let terms: Vec<&str> = only
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    let picked = |l: usize, b: usize| {
+        let (layout, backend) = (Sessions::ALL[l].id(), BACKENDS[b].id());
+        terms.is_empty()
+            || terms.iter().any(|t| match t.split_once('/') {
+                Some((tl, tb)) => tl == layout && tb == backend,
+                None => *t == layout || *t == backend,
+            })
+    };
+    for t in &terms {
+        let names_one = (0..Sessions::ALL.len()).any(|l| {
+            (0..BACKENDS.len()).any(|b| {
+                let (layout, backend) = (Sessions::ALL[l].id(), BACKENDS[b].id());
+                *t == layout || *t == backend || *t == format!("{layout}/{backend}")
+            })
+        });
+        if !names_one {
+            return Err(format!(
+                "BENCH_ONLY: {t:?} names no scenario (layouts: {}; backends: {})",
+                Sessions::ALL.map(Sessions::id).join(", "),
+                BACKENDS.map(Backend::id).join(", ")
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for l in 0..Sessions::ALL.len() {
+        let any = (0..BACKENDS.len()).any(|b| picked(l, b));
+        for b in 0..BACKENDS.len() {
+            if picked(l, b) || (any && b == 0) {
+                out.push((l, b));
+            }
+        }
+    }
+    Ok(out)
+}
 
 fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Group, String> {
     let out = fs::File::create(log).map_err(|e| e.to_string())?;
@@ -297,10 +428,10 @@ fn main() -> ExitCode {
 }
 
 /// Everything one session layout runs: its servers (kept alive by the `Group`s) and the nginx
-/// port of each backend, in `BACKENDS` order.
+/// port of each backend, in `BACKENDS` order (`None` for one `BENCH_ONLY` left out).
 struct Layout {
     sessions: Sessions,
-    ports: [u16; 4],
+    ports: Vec<Option<u16>>,
     _servers: Vec<Group>,
 }
 
@@ -311,84 +442,89 @@ struct Knobs {
     script: String,
 }
 
-fn start_layout(sessions: Sessions, dir: &Path, root: &Path, k: &Knobs) -> Result<Layout, String> {
+/// Starts the backends picked (indices in `BACKENDS`) and one nginx in front of them.
+fn start_layout(
+    sessions: Sessions,
+    picked: &[usize],
+    dir: &Path,
+    root: &Path,
+    k: &Knobs,
+) -> Result<Layout, String> {
     fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let d = dir.display();
     let mut servers = Vec::new();
 
-    // php-fpm: no php.ini, 4 static children.
-    let fpm_conf = dir.join("php-fpm.conf");
-    let fpm_sock = dir.join("php-fpm.sock");
-    fs::write(
-        &fpm_conf,
-        format!(
-            "[global]\npid = {d}/php-fpm.pid\nerror_log = {d}/php-fpm.log\ndaemonize = no\n\n\
-             [bench]\nlisten = {}\nlisten.backlog = 511\nlisten.mode = 0600\npm = static\n\
-             pm.max_children = {WORKERS}\npm.max_requests = 0\n",
-            fpm_sock.display()
-        ),
-    )
-    .map_err(|e| e.to_string())?;
-    let mut cmd = sessions.command(&k.php_fpm);
-    cmd.args(["-n", "-F", "-R", "-y"]).arg(&fpm_conf);
-    servers.push(spawn("php-fpm", cmd, &dir.join("php-fpm.stderr"))?);
-
-    // fastpm php: php-cgi without php.ini too (the wrapper execs it, keeping fd 0 and the pid).
+    // fastpm's php-cgi without php.ini too (the wrapper execs it, keeping fd 0 and the pid).
     let wrapper = dir.join("php-cgi-n");
     fs::write(&wrapper, "#!/bin/sh\nexec php-cgi -n \"$@\"\n").map_err(|e| e.to_string())?;
     fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
-    let mut sockets = vec![fpm_sock];
-    for kind in ["thread", "process"] {
-        let sock = dir.join(format!("fastpm-{kind}.sock"));
-        let conf = dir.join(format!("fastpm-{kind}.toml"));
-        fs::write(
-            &conf,
-            format!(
-                "[global]\nstatus_listen = \"\"\nruntime_dir = \"{d}/rt-{kind}\"\n\n[pool.bench]\n\
-                 workers = \"{kind}\"\naccept_lock = \"{}\"\nmax_children = {WORKERS}\n\n\
-                 [pool.bench.listen]\naddress = \"unix:{}\"\nbacklog = 511\n\n[pool.bench.app]\n\
-                 kind = \"php\"\nphp_cgi = \"{}\"\ndocument_root = \"{}\"\nclear_env = false\n",
-                k.accept_lock,
-                sock.display(),
-                wrapper.display(),
-                root.display()
+
+    // The upstream socket of each backend started, in `BACKENDS` order.
+    let mut sockets = Vec::new();
+    for &b in picked {
+        let backend = BACKENDS[b];
+        let id = backend.id();
+        let sock = dir.join(format!("{id}.sock"));
+        let (program, args, log, conf_text) = match backend {
+            // php-fpm: no php.ini, 4 static children.
+            Backend::PhpFpm => (
+                PathBuf::from(&k.php_fpm),
+                vec!["-n", "-F", "-R", "-y"],
+                "php-fpm.stderr".to_string(),
+                format!(
+                    "[global]\npid = {d}/php-fpm.pid\nerror_log = {d}/php-fpm.log\ndaemonize = no\n\n\
+                     [bench]\nlisten = {}\nlisten.backlog = 511\nlisten.mode = 0600\npm = static\n\
+                     pm.max_children = {WORKERS}\npm.max_requests = 0\n",
+                    sock.display()
+                ),
             ),
-        )
-        .map_err(|e| e.to_string())?;
-        let mut cmd = sessions.command(fastpm_binary());
-        cmd.arg("run").arg("-c").arg(&conf);
-        servers.push(spawn(
-            "fastpm",
-            cmd,
-            &dir.join(format!("fastpm-{kind}.log")),
-        )?);
-        sockets.push(sock);
+            Backend::Php { workers, children } => (
+                fastpm_binary(),
+                vec!["run", "-c"],
+                format!("fastpm-{id}.log"),
+                format!(
+                    "[global]\nstatus_listen = \"\"\nruntime_dir = \"{d}/rt-{id}\"\n\n[pool.bench]\n\
+                     workers = \"{workers}\"\naccept_lock = \"{}\"\nmax_children = {WORKERS}\n\n\
+                     [pool.bench.listen]\naddress = \"unix:{}\"\nbacklog = 511\n\n[pool.bench.app]\n\
+                     kind = \"php\"\nphp_children = \"{children}\"\nphp_cgi = \"{}\"\n\
+                     document_root = \"{}\"\nclear_env = false\n",
+                    k.accept_lock,
+                    sock.display(),
+                    wrapper.display(),
+                    root.display()
+                ),
+            ),
+            // fastpm exec: the same php-cgi, but it accepts on the pool's socket itself
+            // (spawn-fcgi's model); fastpm only supervises it. PHP_FCGI_MAX_REQUESTS=0 like
+            // php-fpm's pm.max_requests = 0 here (php-cgi's own default restarts each child
+            // every 500 requests).
+            Backend::Exec => (
+                fastpm_binary(),
+                vec!["run", "-c"],
+                format!("fastpm-{id}.log"),
+                format!(
+                    "[global]\nstatus_listen = \"\"\nruntime_dir = \"{d}/rt-{id}\"\n\n[pool.exec]\n\
+                     max_children = {WORKERS}\n\n[pool.exec.listen]\naddress = \"unix:{}\"\nbacklog = 511\n\n\
+                     [pool.exec.app]\nkind = \"exec\"\ncommand = [\"{}\"]\nclear_env = false\n\
+                     env = {{ PHP_FCGI_MAX_REQUESTS = \"0\" }}\n",
+                    sock.display(),
+                    wrapper.display(),
+                ),
+            ),
+        };
+        let conf = dir.join(match backend {
+            Backend::PhpFpm => "php-fpm.conf".to_string(),
+            _ => format!("fastpm-{id}.toml"),
+        });
+        fs::write(&conf, conf_text).map_err(|e| e.to_string())?;
+        let mut cmd = sessions.command(program);
+        cmd.args(args).arg(&conf);
+        servers.push(spawn(&backend.name(), cmd, &dir.join(log))?);
+        sockets.push((b, sock));
     }
 
-    // fastpm exec: the same php-cgi, but it accepts on the pool's socket itself (spawn-fcgi's
-    // model); fastpm only supervises it. PHP_FCGI_MAX_REQUESTS=0 like php-fpm's
-    // pm.max_requests = 0 here (php-cgi's own default restarts each child every 500 requests).
-    let exec_sock = dir.join("fastpm-exec.sock");
-    let exec_conf = dir.join("fastpm-exec.toml");
-    fs::write(
-        &exec_conf,
-        format!(
-            "[global]\nstatus_listen = \"\"\nruntime_dir = \"{d}/rt-exec\"\n\n[pool.exec]\n\
-             max_children = {WORKERS}\n\n[pool.exec.listen]\naddress = \"unix:{}\"\nbacklog = 511\n\n\
-             [pool.exec.app]\nkind = \"exec\"\ncommand = [\"{}\"]\nclear_env = false\n\
-             env = {{ PHP_FCGI_MAX_REQUESTS = \"0\" }}\n",
-            exec_sock.display(),
-            wrapper.display(),
-        ),
-    )
-    .map_err(|e| e.to_string())?;
-    let mut cmd = sessions.command(fastpm_binary());
-    cmd.arg("run").arg("-c").arg(&exec_conf);
-    servers.push(spawn("fastpm exec", cmd, &dir.join("fastpm-exec.log"))?);
-    sockets.push(exec_sock);
-
     // nginx: one server block per backend, identical but for the upstream socket.
-    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let mut ports = vec![None; BACKENDS.len()];
     let (keepalive_line, keep_conn) = if k.keepalive {
         // A worker holds its kept connection between requests (php-fpm's children do the same),
         // so nginx may keep at most as many idle connections as there are workers.
@@ -397,14 +533,16 @@ fn start_layout(sessions: Sessions, dir: &Path, root: &Path, k: &Knobs) -> Resul
         (String::new(), "off")
     };
     let mut http = String::new();
-    for (i, (sock, port)) in sockets.iter().zip(ports).enumerate() {
+    for (b, sock) in &sockets {
+        let port = free_port();
+        ports[*b] = Some(port);
         let _ = write!(
             http,
-            "upstream b{i} {{ server unix:{}; {keepalive_line} }}\n\
+            "upstream b{b} {{ server unix:{}; {keepalive_line} }}\n\
              server {{ listen 127.0.0.1:{port}; root {root};\n\
              location / {{ include /etc/nginx/fastcgi_params;\n\
              fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n\
-             fastcgi_keep_conn {keep_conn}; fastcgi_pass b{i}; }} }}\n",
+             fastcgi_keep_conn {keep_conn}; fastcgi_pass b{b}; }} }}\n",
             sock.display(),
             root = root.display()
         );
@@ -435,8 +573,12 @@ fn start_layout(sessions: Sessions, dir: &Path, root: &Path, k: &Knobs) -> Resul
 
 /// One scenario's rounds: per round the measurement, or why it failed.
 struct Scenario {
+    /// Index in the layouts started.
     layout: usize,
+    /// Index in `BACKENDS`.
     backend: usize,
+    /// Its server block in the layout's nginx.
+    port: u16,
     /// Why the scenario cannot run at all (its server did not answer).
     not_run: Option<String>,
     rounds: Vec<Result<Run, String>>,
@@ -465,14 +607,25 @@ fn run() -> Result<bool, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("php-examples");
     let root = fs::canonicalize(&root).map_err(|e| format!("{}: {e}", root.display()))?;
 
-    let layouts = [
-        start_layout(Sessions::Own, &tmp.path().join("own"), &root, &knobs)?,
-        start_layout(Sessions::Shared, &tmp.path().join("shared"), &root, &knobs)?,
-    ];
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let picks = select(&only)?;
+    // Only the layouts with a pick are started, each with only its picked backends.
+    let mut layouts = Vec::new();
+    for (l, &sessions) in Sessions::ALL.iter().enumerate() {
+        let picked: Vec<usize> = picks.iter().filter(|p| p.0 == l).map(|p| p.1).collect();
+        if !picked.is_empty() {
+            let dir = tmp.path().join(sessions.dir());
+            layouts.push(start_layout(sessions, &picked, &dir, &root, &knobs)?);
+        }
+    }
+    let first_fpm = layouts
+        .first()
+        .and_then(|l| l.ports[0])
+        .ok_or("BENCH_ONLY picked no scenario")?;
 
     // The reference body: php-fpm's answer in the first layout. For hello.php it must be the
     // script's exact output, so php-fpm is checked too.
-    let reference = wait_ready(layouts[0].ports[0], &script, "php-fpm")?;
+    let reference = wait_ready(first_fpm, &script, "php-fpm")?;
     if script == "/hello.php" && reference != b"Hello from PHP\n" {
         return Err(format!(
             "php-fpm's hello.php body is {:?}, not \"Hello from PHP\\n\"",
@@ -484,8 +637,9 @@ fn run() -> Result<bool, String> {
 
     let mut scenarios = Vec::new();
     for (l, layout) in layouts.iter().enumerate() {
-        for (b, name) in BACKENDS.iter().enumerate() {
-            let not_run = match wait_ready(layout.ports[b], &script, name) {
+        for (b, port) in layout.ports.iter().enumerate() {
+            let Some(port) = *port else { continue };
+            let not_run = match wait_ready(port, &script, &BACKENDS[b].name()) {
                 Ok(body) if body == reference => None,
                 Ok(body) => Some(format!(
                     "its first body differs from php-fpm's: {:?}",
@@ -496,6 +650,7 @@ fn run() -> Result<bool, String> {
             scenarios.push(Scenario {
                 layout: l,
                 backend: b,
+                port,
                 not_run,
                 rounds: Vec::new(),
                 flags: Vec::new(),
@@ -517,10 +672,10 @@ fn run() -> Result<bool, String> {
             if s.not_run.is_some() {
                 continue;
             }
-            let port = layouts[s.layout].ports[s.backend];
+            let port = s.port;
             let name = format!(
                 "{} ({})",
-                BACKENDS[s.backend],
+                BACKENDS[s.backend].name(),
                 layouts[s.layout].sessions.name()
             );
             if warmup > 0 {
@@ -577,6 +732,9 @@ fn run() -> Result<bool, String> {
             load_at_end: load_average(),
             round_loads,
             reference,
+            reference_from: layouts[0].sessions.name(),
+            only,
+            picked: scenarios.len(),
             minutes: started.elapsed().as_secs_f64() / 60.0,
         },
     );
@@ -598,6 +756,11 @@ struct RunInfo {
     load_at_end: String,
     round_loads: Vec<String>,
     reference: Vec<u8>,
+    /// The layout whose php-fpm gave the reference body.
+    reference_from: &'static str,
+    /// `BENCH_ONLY` as given, and how many scenarios it left.
+    only: String,
+    picked: usize,
     minutes: f64,
 }
 
@@ -624,9 +787,20 @@ fn render(scenarios: &[Scenario], layouts: &[Layout], info: &RunInfo) -> (String
         info.load_at_end,
         info.round_loads.join(" / ")
     );
+    let all = Sessions::ALL.len() * BACKENDS.len();
+    if info.picked == all {
+        let _ = writeln!(out, "- scenarios: all {all}");
+    } else {
+        let _ = writeln!(
+            out,
+            "- scenarios: {} of {all} (BENCH_ONLY={:?}; php-fpm of each layout always measured)",
+            info.picked, info.only
+        );
+    }
     let _ = writeln!(
         out,
-        "- reference body (php-fpm, own sessions): {:?}; every response checked against it by wrk's Lua script, plus one curl sample per scenario and round\n",
+        "- reference body (php-fpm, {}): {:?}; every response checked against it by wrk's Lua script, plus one curl sample per scenario and round\n",
+        info.reference_from,
         String::from_utf8_lossy(&info.reference[..info.reference.len().min(80)])
     );
     let _ = writeln!(
@@ -636,7 +810,7 @@ fn render(scenarios: &[Scenario], layouts: &[Layout], info: &RunInfo) -> (String
     let _ = writeln!(out, "|---|---|---:|---|---|---:|---|---|---|");
     for s in scenarios {
         let sessions = layouts[s.layout].sessions.name();
-        let backend = BACKENDS[s.backend];
+        let backend = BACKENDS[s.backend].name();
         if let Some(why) = &s.not_run {
             ok = false;
             let _ = writeln!(
