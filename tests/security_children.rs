@@ -396,6 +396,27 @@ echo "sid=$6 tty_nr=$7"
 if (: </dev/tty) 2>/dev/null; then echo "dev_tty=open"; else echo "dev_tty=none"; fi
 "#;
 
+/// `script` running fastpm on a pty; dropped (a failed assert included): fastpm gets QUIT, and
+/// `script` is killed if it has not ended within 5 s.
+struct OnTerminal(Child);
+
+impl Drop for OnTerminal {
+    fn drop(&mut self) {
+        for master in common::child_pids(self.0.id() as i32) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(master),
+                nix::sys::signal::Signal::SIGQUIT,
+            );
+        }
+        if !within(Duration::from_secs(5), || {
+            matches!(self.0.try_wait(), Ok(Some(_)))
+        }) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// Session id and controlling terminal (`tty_nr`, 0 for none) of `pid`, from its stat.
 fn session_and_tty(pid: i32) -> (i64, i64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -447,16 +468,18 @@ fn children_stay_in_fastpms_session_and_cannot_reach_its_terminal() {
     let conf = dir.path().join("fastpm.toml");
     std::fs::write(&conf, config).unwrap();
     let log = dir.path().join("script.log");
-    let term = Command::new(script)
-        .arg("-qefc")
-        .arg(format!("exec {FASTPM} run -c {}", conf.display()))
-        .arg("/dev/null")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let term = OnTerminal(
+        Command::new(script)
+            .arg("-qefc")
+            .arg(format!("exec {FASTPM} run -c {}", conf.display()))
+            .arg("/dev/null")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let sock = |name: &str| dir.path().join(format!("{name}.sock"));
     let served = within(Duration::from_secs(15), || {
         sock("cg").exists()
@@ -465,7 +488,7 @@ fn children_stay_in_fastpms_session_and_cannot_reach_its_terminal() {
     });
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(served, "fastpm did not serve; its terminal:\n{}", text());
-    let master = common::child_pids(term.id() as i32)[0];
+    let master = common::child_pids(term.0.id() as i32)[0];
     let (sid, tty) = session_and_tty(master);
     assert_ne!(tty, 0, "the test gave fastpm no terminal");
 
@@ -486,23 +509,11 @@ fn children_stay_in_fastpms_session_and_cannot_reach_its_terminal() {
         let names: Vec<String> = kids.iter().map(|&p| uid_and_name(p).1).collect();
         names.iter().filter(|n| n.starts_with("php-cgi")).count() >= 4 && names.len() >= 6
     });
-    let stop_all = |mut term: Child| {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(master),
-            nix::sys::signal::Signal::SIGQUIT,
-        );
-        if !within(Duration::from_secs(5), || {
-            matches!(term.try_wait(), Ok(Some(_)))
-        }) {
-            let _ = term.kill();
-        }
-        let _ = term.wait();
-    };
     let seen: Vec<_> = kids
         .iter()
         .map(|&p| (p, uid_and_name(p).1, session_and_tty(p)))
         .collect();
-    stop_all(term);
+    drop(term);
     assert!(complete, "children of the master: {seen:?}");
     for (pid, name, (child_sid, child_tty)) in &seen {
         assert_eq!(
