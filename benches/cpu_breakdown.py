@@ -6,8 +6,12 @@
 # loop clients, one connection per request, SCRIPT_FILENAME = php-examples/hello.php), against
 #
 #   php-fpm                      php-fpm8.2 -n, pm = static, 4 children
-#   fastpm php, thread workers   kind = "php": 4 worker threads in the master, one php-cgi each
-#   fastpm php, process workers  the same with 4 worker processes
+#   fastpm php, thread workers, shared php-cgi      kind = "php": 4 worker threads in the master,
+#                                                   php_children = "shared" (the default): one
+#                                                   php-cgi parent with 4 children
+#   fastpm php, process workers, shared php-cgi     the same with 4 worker processes
+#   fastpm php, thread workers, php-cgi per worker  php_children = "per-worker": a php-cgi each
+#   fastpm php, process workers, php-cgi per worker the same with 4 worker processes
 #   fastpm exec                  kind = "exec": 4 php-cgi accepting on the pool socket themselves
 #
 # all running php-cgi/php-fpm without php.ini (-n), as root, each server in a session of its own
@@ -54,7 +58,12 @@ PARENT = r"__x64_sys_[a-z0-9_]+|__do_sys_[a-z0-9_]+"
 TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 DOCROOT = os.path.join(ROOT, "php-examples")
 SCRIPT = os.path.join(DOCROOT, "hello.php")
-BACKENDS = ["php-fpm", "fastpm php, thread workers", "fastpm php, process workers", "fastpm exec"]
+BACKENDS = ["php-fpm",
+            "fastpm php, thread workers, shared php-cgi",
+            "fastpm php, process workers, shared php-cgi",
+            "fastpm php, thread workers, php-cgi per worker",
+            "fastpm php, process workers, php-cgi per worker",
+            "fastpm exec"]
 
 
 def log(*args):
@@ -147,9 +156,12 @@ def start(work, fastpm):
     servers.append(Server(["/usr/sbin/php-fpm8.2", "-n", "-F", "-R", "-y", f"{work}/php-fpm.conf"],
                           f"{work}/php-fpm.stderr"))
     sockets.append(sock)
+    php = f'kind = "php"\nphp_cgi = "{wrapper}"\ndocument_root = "{DOCROOT}"\n'
     apps = [
-        ("thread", f'workers = "thread"\n', f'kind = "php"\nphp_cgi = "{wrapper}"\ndocument_root = "{DOCROOT}"\n'),
-        ("process", f'workers = "process"\n', f'kind = "php"\nphp_cgi = "{wrapper}"\ndocument_root = "{DOCROOT}"\n'),
+        ("thread-shared", 'workers = "thread"\n', php + 'php_children = "shared"\n'),
+        ("process-shared", 'workers = "process"\n', php + 'php_children = "shared"\n'),
+        ("thread", 'workers = "thread"\n', php + 'php_children = "per-worker"\n'),
+        ("process", 'workers = "process"\n', php + 'php_children = "per-worker"\n'),
         ("exec", "", f'kind = "exec"\ncommand = ["{wrapper}"]\nenv = {{ PHP_FCGI_MAX_REQUESTS = "0" }}\n'),
     ]
     for name, workers, app in apps:
