@@ -171,7 +171,7 @@ impl RequestHandler<'_> {
     /// Abandoned, shed, or run? Counts what it decides.
     fn overload_check(&self, socket: BorrowedFd<'_>, queue_wait: Option<Duration>) -> Verdict {
         let board = self.ctx.board();
-        if client_gone(socket) {
+        if crate::overload::policy::ask_if_client_gone(queue_wait) && client_gone(socket) {
             self.ctx.metrics.abandoned_requests.increment(1);
             return Verdict::Abandoned;
         }
