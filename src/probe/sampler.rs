@@ -6,9 +6,11 @@
 //! - 2 ms when busy: queue-wait accounting (arrivals = accepted + queued) is exact to one
 //!   sampling interval, and the `codel` policy's default target is 5 ms, so the samples must
 //!   be finer than that. One read costs a few microseconds (measured on this machine: inet_diag
-//!   ≈4 µs, unix_diag ≈8 µs — the kernel finds a unix socket by walking its table, so this grows
-//!   with the number of unix sockets; TCP_INFO ≈0.5 µs), so 500 reads per second per pool cost
-//!   well under 1% of a core.
+//!   ≈4 µs, TCP_INFO ≈0.5 µs, unix_diag ≈8 µs with few unix sockets — but the kernel finds a
+//!   unix socket by walking all of them, 2–100 µs with 18,000), so each tick reads a unix
+//!   queue through [`QueueProbe::sample`], which asks `unix_diag` only when epoll sees a
+//!   connection waiting (and once a second): an empty queue costs one `epoll_wait`, however
+//!   many requests are held (docs/BENCHMARKS.md, "the master's CPU while requests are held").
 //! - 20 ms when idle: an idle master should not spin; a burst that lands on an idle pool is
 //!   seen within 20 ms, and from then on the sampler is at 2 ms again.
 //!
@@ -207,7 +209,7 @@ fn tick(pool: &mut SampledPool, scoreboard: &Scoreboard, recorder: Option<&mut R
     // Accepted *before* the queue is read: a connection accepted between the two reads is
     // then counted by a later sample, never an earlier one, so waits stay lower bounds.
     let accepted_before = board.accept_seq.load(Acquire);
-    match pool.probe.read() {
+    match pool.probe.sample() {
         Ok(reading) => {
             // After the read: every connection the reading counts arrived before this time.
             let read_at = monotonic_us();
