@@ -108,13 +108,22 @@ impl QueueProbe {
     }
 
     /// What the sampler reads each tick: for a unix listener, the kernel is asked only when
-    /// the queue is not seen empty (or at least every [`super::unix_diag::REFRESH`]), since
+    /// the queue is not seen empty, after [`Self::forget`], or at least every
+    /// [`super::unix_diag::REFRESH`], since
     /// `unix_diag`'s lookup walks every unix socket ([`UnixDiagProbe::sample`]); TCP lookups
     /// are hash lookups and ask every time.
     pub fn sample(&mut self) -> io::Result<QueueReading> {
         match &mut self.inner {
             Inner::Unix(p) => p.sample(),
             _ => self.read(),
+        }
+    }
+
+    /// The listener's backlog was set again (`listen()`): the next [`Self::sample`] asks the
+    /// kernel instead of repeating the last answer's backlog.
+    pub fn forget(&mut self) {
+        if let Inner::Unix(p) = &mut self.inner {
+            p.forget();
         }
     }
 
