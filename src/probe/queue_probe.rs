@@ -107,15 +107,15 @@ impl QueueProbe {
         }
     }
 
-    /// What the sampler reads each tick: for a unix listener, the kernel is asked only when
-    /// the queue is not seen empty, after [`Self::forget`], or at least every
-    /// [`super::unix_diag::REFRESH`], since
-    /// `unix_diag`'s lookup walks every unix socket ([`UnixDiagProbe::sample`]); TCP lookups
-    /// are hash lookups and ask every time.
-    pub fn sample(&mut self) -> io::Result<QueueReading> {
+    /// What the sampler reads each tick; `None`: no sample this tick. For a unix listener the
+    /// kernel is asked only when the queue is not seen empty (and, while connections wait, no
+    /// more often than the walk's cost allows), after [`Self::forget`], or at least every
+    /// [`super::unix_diag::REFRESH`], since `unix_diag`'s lookup walks every unix socket
+    /// ([`UnixDiagProbe::sample`]); TCP lookups are hash lookups and ask every time.
+    pub fn sample(&mut self) -> io::Result<Option<QueueReading>> {
         match &mut self.inner {
             Inner::Unix(p) => p.sample(),
-            _ => self.read(),
+            _ => self.read().map(Some),
         }
     }
 

@@ -10,8 +10,10 @@
 //!   unix socket by walking all of them: 2–100 µs with 18,000 in a tight loop, milliseconds
 //!   cache-cold), so each tick reads a unix queue through [`QueueProbe::sample`], which asks
 //!   `unix_diag` only when epoll sees a connection waiting (and after a new backlog, and every
-//!   10 s): an empty queue costs one `epoll_wait`, however many requests are held
-//!   (docs/BENCHMARKS.md, "The master's CPU while requests are held").
+//!   minute), and while connections wait no more often than a tenth of a core allows: an empty
+//!   queue costs one `epoll_wait`, however many requests are held, and a busy one at most
+//!   10% of a core (docs/BENCHMARKS.md, "The master's CPU while requests are held"). A tick
+//!   the probe skips records nothing for that pool.
 //! - 20 ms when idle: an idle master should not spin; a burst that lands on an idle pool is
 //!   seen within 20 ms, and from then on the sampler is at 2 ms again.
 //!
@@ -220,8 +222,12 @@ fn tick(pool: &mut SampledPool, scoreboard: &Scoreboard, recorder: Option<&mut R
         pool.backlog_setting = backlog_setting;
         pool.probe.forget();
     }
+    // No sample this tick (the probe spaces out dear lookups while connections wait): the
+    // last one stands, and the pool counts as busy.
+    let mut skipped = false;
     match pool.probe.sample() {
-        Ok(reading) => {
+        Ok(None) => skipped = true,
+        Ok(Some(reading)) => {
             // After the read: every connection the reading counts arrived before this time.
             let read_at = monotonic_us();
             record_sample(board, &reading);
@@ -253,7 +259,7 @@ fn tick(pool: &mut SampledPool, scoreboard: &Scoreboard, recorder: Option<&mut R
         );
     }
     let accept_seq = board.accept_seq.load(Relaxed);
-    let busy = pool_is_busy(queued, pool.last_accept_seq, accept_seq);
+    let busy = skipped || pool_is_busy(queued, pool.last_accept_seq, accept_seq);
     pool.last_accept_seq = accept_seq;
     busy
 }
