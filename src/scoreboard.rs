@@ -86,7 +86,8 @@ pub struct PoolBoard {
     pub max_held_requests: AtomicU64,
     /// Channels with at least one request of this pool held on them (`channels`, a gauge).
     pub held_channels: AtomicU64,
-    /// Messages published on this pool's channels (`messages published`).
+    /// Messages published through this pool's `longpoll` `pub` path (`messages published`;
+    /// the master's `/publish/` counts on the holder, not on a pool).
     pub messages_published: AtomicU64,
     /// Held requests answered with a message (`messages delivered`).
     pub messages_delivered: AtomicU64,

@@ -46,6 +46,20 @@ kind = "longpoll"
     )
 }
 
+/// `fastpm publish CHANNEL BODY` to the master listening on `port`; it must succeed.
+fn fastpm_publish(port: u16, channel: &str, body: &str) {
+    let out = std::process::Command::new(common::FASTPM)
+        .args(["publish", channel, body, "--url"])
+        .arg(format!("http://127.0.0.1:{port}/publish/"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_publish_answers_every_subscriber_once_and_the_workers_stay_free() {
     let server = Server::start(&config(""));
@@ -258,20 +272,56 @@ fn the_master_publishes_pushpin_json_and_refuses_bad_input_whole() {
     // `fastpm publish` goes the same way.
     let mut sub = subscribe(&server, "c", "", &[]);
     wait_until("held", Duration::from_secs(5), || held(&server) == 1);
-    let out = std::process::Command::new(common::FASTPM)
-        .args(["publish", "c", "from the cli", "--url"])
-        .arg(format!("http://127.0.0.1:{port}/publish/"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fastpm_publish(port, "c", "from the cli");
     assert_eq!(
         read_response(&mut sub).expect("answered").body(),
         "from the cli"
     );
+}
+
+#[test]
+fn the_masters_publishes_are_counted_on_the_master_and_a_pools_pub_on_the_pool() {
+    let server = Server::start(&config(""));
+    let port = server.status_port();
+    let mut sub = subscribe(&server, "c", "", &[]);
+    wait_until("held", Duration::from_secs(5), || held(&server) == 1);
+    // One POST, two messages: one reaches the held request, one a channel nobody waits on
+    // (published all the same: it is kept for resume).
+    let two = serde_json::json!({"items": [
+        {"channel": "c", "formats": {"http-response": {"body": "one"}}},
+        {"channel": "nobody", "formats": {"http-response": {"body": "two"}}},
+    ]});
+    let (code, body) = http_post(port, "/publish/", two.to_string().as_bytes());
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(read_response(&mut sub).expect("answered").body(), "one");
+    // `fastpm publish`: the third.
+    fastpm_publish(port, "c", "three");
+    // Refused: nothing published, nothing counted.
+    let (code, _) = http_post(port, "/publish/", br#"{"items":[{"channel":"c"}]}"#);
+    assert_eq!(code, 400);
+    // The pool's own `pub` path: the pool's message, not the master's.
+    let answer = publish(&server, "c", "four");
+    assert_eq!(status_line(&answer), "202 Accepted", "{}", answer.text());
+
+    let status = common::master_status(port);
+    assert_eq!(status["messages published"], 3, "{status}");
+    assert_eq!(pool_status(&server)["messages published"], 1, "{status}");
+    let (code, text) = common::http_get(port, "/status");
+    assert_eq!(code, 200, "{text}");
+    let master_part = text.split("\n\n").next().unwrap();
+    assert!(
+        master_part.lines().any(|l| l == "messages published:   3"),
+        "{text}"
+    );
+    let (code, metrics) = common::http_get(port, "/metrics");
+    assert_eq!(code, 200, "{metrics}");
+    for want in [
+        "\nfastpm_master_messages_published_total 3\n",
+        "\nfastpm_messages_published_total{pool=\"lp\"} 1\n",
+        "\nfastpm_broker_connected{broker=\"memory\"} 1\n",
+    ] {
+        assert!(metrics.contains(want), "{want}---\n{metrics}");
+    }
 }
 
 #[test]

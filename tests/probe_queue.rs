@@ -345,3 +345,78 @@ fn inet_probe_finds_its_own_socket_among_reuseport_siblings() {
         }
     }
 }
+
+/// The sampler's path for a unix listener (`QueueProbe::sample`): the same readings as asking
+/// the kernel each time, but `unix_diag` — whose lookup walks every unix socket of the
+/// namespace — is asked only when a connection waits, on the first sample, after `forget`
+/// (a new backlog) and once per `REFRESH` (the spacing of dear walks: `unix_diag::decide`).
+#[test]
+fn unix_samples_ask_unix_diag_only_when_a_connection_waits() {
+    use fastpm::probe::unix_diag::REFRESH;
+    let dir = tempfile::tempdir().unwrap();
+    let (listener, address) = bind_unix(dir.path(), 10);
+    let ListenAddress::Unix(path) = &address else {
+        unreachable!()
+    };
+    let mut probe = QueueProbe::for_listener(&listener).unwrap();
+    let asks = |p: &QueueProbe| p.unix_diag_asks().expect("a unix probe counts its asks");
+    let reading = |queued, backlog| QueueReading {
+        queued,
+        backlog,
+        drops: None,
+    };
+    // While connections wait, a sample right after a walk may be skipped (walks are spaced by
+    // their cost): the next sample, a little later, is taken.
+    let sampled = |p: &mut QueueProbe| {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            if let Some(reading) = p.sample().unwrap() {
+                return reading;
+            }
+            assert!(Instant::now() < deadline, "every sample skipped");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    let started = asks(&probe);
+    // The first sample asks; then, while the queue stays empty, none does.
+    assert_eq!(sampled(&mut probe), reading(0, 10));
+    assert_eq!(asks(&probe), started + 1);
+    for _ in 0..100 {
+        assert_eq!(sampled(&mut probe), reading(0, 10));
+    }
+    assert_eq!(
+        asks(&probe),
+        started + 1,
+        "an empty queue walked the sockets"
+    );
+
+    // Connections waiting: every sample asks, and counts them.
+    let clients: Vec<UnixStream> = (0..3).map(|_| UnixStream::connect(path).unwrap()).collect();
+    assert_eq!(sampled(&mut probe), reading(3, 10));
+    assert_eq!(sampled(&mut probe), reading(3, 10));
+    assert_eq!(asks(&probe), started + 3);
+    listener.accept().unwrap();
+    assert_eq!(sampled(&mut probe), reading(2, 10));
+    for _ in 0..2 {
+        listener.accept().unwrap();
+    }
+    let before = asks(&probe);
+    assert_eq!(sampled(&mut probe), reading(0, 10));
+    assert_eq!(asks(&probe), before, "emptied: known from epoll");
+    // `read` always asks, and agrees.
+    assert_eq!(probe.read().unwrap(), reading(0, 10));
+    assert_eq!(asks(&probe), before + 1);
+
+    // A new backlog: until told, samples repeat the last answer's (epoll sees no change); told
+    // (the sampler does when the master stores a new `listen backlog`), the next one asks.
+    relisten(&listener, 3).unwrap();
+    assert_eq!(sampled(&mut probe), reading(0, 10));
+    probe.forget();
+    assert_eq!(sampled(&mut probe), reading(0, 3));
+    assert_eq!(asks(&probe), before + 2);
+    assert!(
+        REFRESH >= Duration::from_secs(1),
+        "a walk at most every {REFRESH:?}"
+    );
+    drop(clients);
+}

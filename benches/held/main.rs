@@ -18,6 +18,12 @@
 //!   response, one `write` each, closing them only after the last — the least the kernel costs
 //!   for the same answers.
 //!
+//! - (d) the master's CPU while requests are held: for `IDLE_SIZES` (0, 10,000) held, CPU
+//!   milliseconds per second of the master (all threads) over `IDLE_SECS` (10) with nothing
+//!   else happening, then over as long with a ping every millisecond (the queue sampler at its
+//!   busy pace). What it shows: whether anything the master does each tick grows with what is
+//!   held (the queue probe's `unix_diag` lookup walks the namespace's unix sockets).
+//!
 //! Every answer is checked (one response, the published body, then the connection closed); a
 //! failure is printed and makes the exit status 1. The table is printed and written to
 //! `target/bench-held.md`. Method and results: docs/BENCHMARKS.md.
@@ -56,6 +62,8 @@ struct Settings {
     fanout_sizes: Vec<usize>,
     fanout_rounds: usize,
     normal_requests: usize,
+    idle_sizes: Vec<usize>,
+    idle_secs: u64,
 }
 
 fn knob(name: &str, default: &str) -> Vec<usize> {
@@ -78,6 +86,8 @@ impl Settings {
             fanout_sizes: knob("FANOUT_SIZES", "1,1000,10000"),
             fanout_rounds: knob("FANOUT_ROUNDS", "5")[0].max(1),
             normal_requests: knob("NORMAL_REQUESTS", "1000")[0].max(10),
+            idle_sizes: knob("IDLE_SIZES", "0,10000"),
+            idle_secs: knob("IDLE_SECS", "10")[0].max(1) as u64,
         }
     }
 }
@@ -229,6 +239,61 @@ fn hold_round(size: usize, normal: usize) -> Result<HoldRound, String> {
     })
 }
 
+/// (d) at `size` held: the master's CPU per second of wall clock, idle and with pings flowing.
+struct IdleRound {
+    idle_ms_per_s: f64,
+    busy_ms_per_s: f64,
+    pings_per_s: f64,
+}
+
+fn idle_round(size: usize, secs: u64) -> Result<IdleRound, String> {
+    let server = Server::start(&config(size.max(WARM_UP)));
+    let crowd = Crowd::new();
+    let socket = server.path("lp.sock");
+    let batch = crowd
+        .open(&socket, &subscribe_request("room"), size)
+        .map_err(|e| format!("connect: {e}"))?;
+    wait_for(&format!("{size} held"), Duration::from_secs(120), || {
+        held(&server) == size as u64
+    })?;
+    // Settle: the last status request and the holder's once-a-second channel count behind us.
+    std::thread::sleep(Duration::from_secs(1));
+    let window = Duration::from_secs(secs);
+    let cpu_per_s = |f: &mut dyn FnMut() -> Result<(), String>| -> Result<f64, String> {
+        let (t0, c0) = (
+            Instant::now(),
+            cpu_ns(server.pid()).map_err(|e| e.to_string())?,
+        );
+        f()?;
+        let c1 = cpu_ns(server.pid()).map_err(|e| e.to_string())?;
+        Ok((c1 - c0) as f64 / 1e6 / t0.elapsed().as_secs_f64())
+    };
+    let idle_ms_per_s = cpu_per_s(&mut || {
+        std::thread::sleep(window);
+        Ok(())
+    })?;
+    let mut sent = 0;
+    let started = Instant::now();
+    let busy_ms_per_s = cpu_per_s(&mut || {
+        let times = client::pings(
+            &socket,
+            window.as_millis() as usize,
+            Duration::from_millis(1),
+        )?;
+        sent = times.len();
+        Ok(())
+    })?;
+    let pings_per_s = sent as f64 / started.elapsed().as_secs_f64();
+    if batch.answered() > 0 {
+        return Err(format!("{} answered while held", batch.answered()));
+    }
+    Ok(IdleRound {
+        idle_ms_per_s,
+        busy_ms_per_s,
+        pings_per_s,
+    })
+}
+
 /// The floor for (c): `n` connections held by another process running this program
 /// ([`floor_child`]: a process of its own, like fastpm's master, so that neither side's
 /// descriptors count against the other's limit), answered with a canned response and closed
@@ -353,6 +418,7 @@ fn main() {
         .sizes
         .iter()
         .chain(&settings.fanout_sizes)
+        .chain(&settings.idle_sizes)
         .max()
         .copied()
         .unwrap_or(0)
@@ -465,6 +531,33 @@ fn main() {
             ratio_hello.1, ratio_hello.0, ratio_hello.2,
             fan.1, fan.0, fan.2,
         );
+    }
+
+    // (d): a fresh fastpm per size, one round each (the figure is steady: CPU time, not wall).
+    if !settings.idle_sizes.is_empty() {
+        let _ = writeln!(out, "\n| held | master CPU, idle (ms per s) | master CPU, a ping every ms (ms per s) | pings per s |");
+        let _ = writeln!(out, "|---|---|---|---|");
+    }
+    for &size in &settings.idle_sizes {
+        let size = if fits(size) { size } else { largest };
+        match idle_round(size, settings.idle_secs) {
+            Ok(r) => {
+                eprintln!(
+                    "idle {size} held: master {:.1} ms/s idle, {:.1} ms/s with {:.0} pings/s",
+                    r.idle_ms_per_s, r.busy_ms_per_s, r.pings_per_s
+                );
+                let _ = writeln!(
+                    out,
+                    "| {size} | **{:.1}** | **{:.1}** | {:.0} |",
+                    r.idle_ms_per_s, r.busy_ms_per_s, r.pings_per_s
+                );
+            }
+            Err(e) => {
+                eprintln!("idle {size} held: FAILED: {e}");
+                let _ = writeln!(out, "| {size} | failed | | |");
+                failed = true;
+            }
+        }
     }
 
     // (c): one fastpm for every round and size; the floor in a process of its own.

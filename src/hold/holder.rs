@@ -79,6 +79,13 @@ pub struct Holder {
     pub(super) live: AtomicU64,
     /// Where answered connections go to be closed.
     pub(super) closer: Closer,
+    /// Messages published through the master's `POST /publish/` (`fastpm publish`, GRIP
+    /// publishers): the master's `messages published`. Not a pool's: such a publish names
+    /// channels, not a pool, and channels are the instance's — one message may reach requests
+    /// held by several pools, or none (kept in the history for resume) — so counting it on
+    /// the pools holding its channel would count it several times or not at all. Here, not
+    /// on the scoreboard: only the master publishes this way and only its status shows it.
+    published: AtomicU64,
 }
 
 impl Holder {
@@ -110,6 +117,7 @@ impl Holder {
             stopping,
             live: AtomicU64::new(0),
             closer: Closer::start(),
+            published: AtomicU64::new(0),
         });
         for pool in &holder.pools {
             tokio::spawn(Arc::clone(&holder).read_pool(Arc::clone(pool)));
@@ -120,6 +128,16 @@ impl Holder {
 
     pub fn broker(&self) -> &Broker {
         &self.broker
+    }
+
+    /// Count `n` messages the broker took from the master's `POST /publish/`.
+    pub fn count_published(&self, n: usize) {
+        self.published.fetch_add(n as u64, Relaxed);
+    }
+
+    /// Messages published through the master's `POST /publish/` since it started.
+    pub fn published(&self) -> u64 {
+        self.published.load(Relaxed)
     }
 
     /// A reload's new `max_held` and `hold_timeout` for pool `index` (for requests held from

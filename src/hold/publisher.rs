@@ -1,6 +1,7 @@
 //! The master's `POST /publish/` (DESIGN.md §8) as the holder answers it: Pushpin's EPCP JSON
 //! parsed whole ([`super::epcp`]; one bad item refuses all, `400` with a one-line reason), then
-//! published through the broker; `503` while the broker is unreachable.
+//! published through the broker; `503` while the broker is unreachable. What the broker took
+//! is counted on the holder (the master's `messages published`; refusals count nothing).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,6 +27,7 @@ impl Publisher for HoldPublisher {
             };
             match holder.broker().publish(items).await {
                 Ok(published) => {
+                    holder.count_published(published.len());
                     let items: Vec<serde_json::Value> = published
                         .iter()
                         .map(|p| {

@@ -49,6 +49,7 @@ impl SnapshotSource for Pools {
         Some(BrokerStatus {
             broker: self.broker.clone(),
             connected: self.holder.broker().status().connected,
+            messages_published: self.holder.published(),
         })
     }
 

@@ -64,7 +64,7 @@ impl QueueProbe {
     pub fn sock_diag(listener: &Listener) -> io::Result<Self> {
         let inode = socket_inode(listener.as_fd())?;
         let inner = match listener {
-            Listener::Unix(_) => Inner::Unix(UnixDiagProbe::new(inode)?),
+            Listener::Unix(_) => Inner::Unix(UnixDiagProbe::new(listener.as_fd(), inode)?),
             Listener::Tcp(tcp) => Inner::Inet(InetDiagProbe::new(tcp.local_addr()?, inode)?),
         };
         Self::checked(inner)
@@ -104,6 +104,35 @@ impl QueueProbe {
             Inner::Unix(p) => p.read(),
             Inner::Inet(p) => p.read(),
             Inner::TcpInfo(p) => p.read(),
+        }
+    }
+
+    /// What the sampler reads each tick; `None`: no sample this tick. For a unix listener the
+    /// kernel is asked only when the queue is not seen empty (and, while connections wait, no
+    /// more often than the walk's cost allows), after [`Self::forget`], or at least every
+    /// [`super::unix_diag::REFRESH`], since `unix_diag`'s lookup walks every unix socket
+    /// ([`UnixDiagProbe::sample`]); TCP lookups are hash lookups and ask every time.
+    pub fn sample(&mut self) -> io::Result<Option<QueueReading>> {
+        match &mut self.inner {
+            Inner::Unix(p) => p.sample(),
+            _ => self.read().map(Some),
+        }
+    }
+
+    /// The listener's backlog was set again (`listen()`): the next [`Self::sample`] asks the
+    /// kernel instead of repeating the last answer's backlog.
+    pub fn forget(&mut self) {
+        if let Inner::Unix(p) = &mut self.inner {
+            p.forget();
+        }
+    }
+
+    /// `sock_diag` queries a unix probe has sent (`None` for TCP probes): how often the
+    /// sampler really walked the unix sockets.
+    pub fn unix_diag_asks(&self) -> Option<u64> {
+        match &self.inner {
+            Inner::Unix(p) => Some(p.asks()),
+            _ => None,
         }
     }
 }

@@ -6,9 +6,14 @@
 //! - 2 ms when busy: queue-wait accounting (arrivals = accepted + queued) is exact to one
 //!   sampling interval, and the `codel` policy's default target is 5 ms, so the samples must
 //!   be finer than that. One read costs a few microseconds (measured on this machine: inet_diag
-//!   ≈4 µs, unix_diag ≈8 µs — the kernel finds a unix socket by walking its table, so this grows
-//!   with the number of unix sockets; TCP_INFO ≈0.5 µs), so 500 reads per second per pool cost
-//!   well under 1% of a core.
+//!   ≈4 µs, TCP_INFO ≈0.5 µs, unix_diag ≈8 µs with few unix sockets — but the kernel finds a
+//!   unix socket by walking all of them: 2–100 µs with 18,000 in a tight loop, milliseconds
+//!   cache-cold), so each tick reads a unix queue through [`QueueProbe::sample`], which asks
+//!   `unix_diag` only when epoll sees a connection waiting (and after a new backlog, and every
+//!   minute), and while connections wait no more often than a tenth of a core allows: an empty
+//!   queue costs one `epoll_wait`, however many requests are held, and a busy one at most
+//!   10% of a core (docs/BENCHMARKS.md, "The master's CPU while requests are held"). A tick
+//!   the probe skips records nothing for that pool.
 //! - 20 ms when idle: an idle master should not spin; a burst that lands on an idle pool is
 //!   seen within 20 ms, and from then on the sampler is at 2 ms again.
 //!
@@ -120,6 +125,10 @@ struct SampledPool {
     failing: bool,
     /// `accept_seq` at the previous tick, to notice traffic between samples.
     last_accept_seq: u64,
+    /// The pool's configured `listen_backlog` at the previous tick: the master stores a new one
+    /// after a `listen()` (reload), and the probe must then ask the kernel for the backlog it
+    /// really holds instead of repeating its last answer.
+    backlog_setting: u64,
 }
 
 /// Start the sampler thread for `pools` (scoreboard pool index, that pool's probe).
@@ -152,6 +161,7 @@ pub fn spawn_sampler_with_history(
                 probe,
                 failing: false,
                 last_accept_seq: scoreboard.pool(index).accept_seq.load(Relaxed),
+                backlog_setting: scoreboard.pool(index).listen_backlog.load(Relaxed),
             }
         })
         .collect();
@@ -207,8 +217,17 @@ fn tick(pool: &mut SampledPool, scoreboard: &Scoreboard, recorder: Option<&mut R
     // Accepted *before* the queue is read: a connection accepted between the two reads is
     // then counted by a later sample, never an earlier one, so waits stay lower bounds.
     let accepted_before = board.accept_seq.load(Acquire);
-    match pool.probe.read() {
-        Ok(reading) => {
+    let backlog_setting = board.listen_backlog.load(Relaxed);
+    if backlog_setting != pool.backlog_setting {
+        pool.backlog_setting = backlog_setting;
+        pool.probe.forget();
+    }
+    // No sample this tick (the probe spaces out dear lookups while connections wait): the
+    // last one stands, and the pool counts as busy.
+    let mut skipped = false;
+    match pool.probe.sample() {
+        Ok(None) => skipped = true,
+        Ok(Some(reading)) => {
             // After the read: every connection the reading counts arrived before this time.
             let read_at = monotonic_us();
             record_sample(board, &reading);
@@ -240,7 +259,7 @@ fn tick(pool: &mut SampledPool, scoreboard: &Scoreboard, recorder: Option<&mut R
         );
     }
     let accept_seq = board.accept_seq.load(Relaxed);
-    let busy = pool_is_busy(queued, pool.last_accept_seq, accept_seq);
+    let busy = skipped || pool_is_busy(queued, pool.last_accept_seq, accept_seq);
     pool.last_accept_seq = accept_seq;
     busy
 }

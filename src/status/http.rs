@@ -23,7 +23,7 @@ use super::history::{History, HistoryQuery};
 pub use super::publish::{PublishOutcome, Publisher};
 use super::query::{Format, Query};
 use super::snapshot::{BrokerStatus, PoolSnapshot};
-use super::{render_master, render_pool, render_pools, Rendered, NO_CACHE_HEADERS};
+use super::{render_master, render_pool, Rendered, NO_CACHE_HEADERS};
 
 /// Where the listener gets its snapshots from (the master implements it over the
 /// scoreboard and the pools' static facts).
@@ -215,7 +215,11 @@ async fn respond(req: Request<Incoming>, source: &dyn SnapshotSource) -> Respons
                 format: Format::OpenMetrics,
                 full: false,
             };
-            rendered(render_pools(&source.snapshots(false), &metrics))
+            rendered(render_master(
+                source.broker().as_ref(),
+                &source.snapshots(false),
+                &metrics,
+            ))
         }
         Route::Dashboard => response(
             StatusCode::OK,
@@ -532,6 +536,7 @@ mod tests {
             let broker = BrokerStatus {
                 broker: "redis://127.0.0.1:6379".into(),
                 connected: false,
+                messages_published: 7,
             };
             let (addr, _stop) = start(Source {
                 publisher: None,
@@ -544,13 +549,24 @@ mod tests {
             let json: serde_json::Value = serde_json::from_str(&json).unwrap();
             assert_eq!(
                 json,
-                serde_json::json!({"broker": "redis://127.0.0.1:6379", "broker connected": false, "pools": []})
+                serde_json::json!({"broker": "redis://127.0.0.1:6379", "broker connected": false, "messages published": 7, "pools": []})
             );
             let (_, _, text) = exchange(addr, &get("/status"), b"").await;
             assert_eq!(
                 text,
-                "broker:               redis://127.0.0.1:6379\nbroker connected:     no\n"
+                "broker:               redis://127.0.0.1:6379\nbroker connected:     no\nmessages published:   7\n"
             );
+            // /metrics and ?openmetrics carry the master's families, without a pool label.
+            for path in ["/metrics", "/status?openmetrics"] {
+                let (_, _, metrics) = exchange(addr, &get(path), b"").await;
+                for want in [
+                    "# TYPE fastpm_broker_connected gauge\nfastpm_broker_connected{broker=\"redis://127.0.0.1:6379\"} 0\n",
+                    "# TYPE fastpm_master_messages_published counter\nfastpm_master_messages_published_total 7\n",
+                ] {
+                    assert!(metrics.contains(want), "{path}: {want}\n---\n{metrics}");
+                }
+                assert!(metrics.ends_with("# EOF\n"), "{path}: {metrics}");
+            }
             // Without a broker the master's answer is as before.
             let (addr, _stop) = start(Source {
                 publisher: None,
@@ -559,6 +575,8 @@ mod tests {
             .await;
             let (_, _, json) = exchange(addr, &get("/status?json"), b"").await;
             assert_eq!(json, "{\"pools\":[]}");
+            let (_, _, metrics) = exchange(addr, &get("/metrics"), b"").await;
+            assert_eq!(metrics, "# EOF\n");
         }
     }
 }

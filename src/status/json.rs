@@ -33,16 +33,18 @@ pub fn pools(snapshots: &[PoolSnapshot]) -> String {
 }
 
 /// The master's answer with its broker: `{"broker":"memory","broker connected":true,
-/// "pools":[…]}` (without a broker, `pools` alone).
+/// "messages published":0,"pools":[…]}` (without a broker, `pools` alone).
 pub fn master(broker: Option<&BrokerStatus>, snapshots: &[PoolSnapshot]) -> String {
     let inner: Vec<String> = snapshots.iter().map(pool).collect();
     let head = broker.map_or_else(String::new, |b| {
         format!(
-            "{}:{},{}:{},",
+            "{}:{},{}:{},{}:{},",
             string("broker"),
             string(&b.broker),
             string("broker connected"),
-            b.connected
+            b.connected,
+            string("messages published"),
+            b.messages_published
         )
     });
     format!("{{{head}\"pools\":[{}]}}", inner.join(","))

@@ -61,8 +61,10 @@ pub fn render_pools(snapshots: &[PoolSnapshot], query: &Query) -> Rendered {
 }
 
 /// [`render_pools`] with the master's broker of held requests (DESIGN.md §8) before the pools
-/// in text (`broker:`, `broker connected: yes|no`) and JSON (`"broker"`, `"broker connected"`:
-/// a bool). The other formats show the pools only.
+/// in text (`broker:`, `broker connected: yes|no`, `messages published:`), JSON (`"broker"`,
+/// `"broker connected"`: a bool, `"messages published"`) and OpenMetrics
+/// (`fastpm_broker_connected`, `fastpm_master_messages_published_total`). XML and HTML show
+/// the pools only.
 pub fn render_master(
     broker: Option<&BrokerStatus>,
     snapshots: &[PoolSnapshot],
@@ -73,7 +75,7 @@ pub fn render_master(
         Format::Json => json::master(broker, snapshots),
         Format::Xml => xml::pools(snapshots),
         Format::Html => html::page(snapshots),
-        Format::OpenMetrics => openmetrics::render(snapshots),
+        Format::OpenMetrics => openmetrics::render_master(broker, snapshots),
     };
     Rendered {
         content_type: query::content_type(query.format),

@@ -28,7 +28,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::recorder::names;
-use super::snapshot::PoolSnapshot;
+use super::snapshot::{BrokerStatus, PoolSnapshot};
 
 /// A sample value.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -257,7 +257,7 @@ const FAMILIES: &[Family] = &[
         name: "fastpm_messages_published",
         kind: MetricType::Counter,
         unit: None,
-        help: "Messages published on the pool's channels.",
+        help: "Messages published through the pool's longpoll pub path (the master's POST /publish/ counts in fastpm_master_messages_published).",
         value: |s| int(s.messages_published),
     },
     Family {
@@ -334,7 +334,15 @@ const FAMILIES: &[Family] = &[
 
 /// The exposition for the given pools, ending with `# EOF`.
 pub fn render(snapshots: &[PoolSnapshot]) -> String {
+    render_master(None, snapshots)
+}
+
+/// The master's exposition: its broker's families ([`Master`]) when it has one, then the pools.
+pub fn render_master(broker: Option<&BrokerStatus>, snapshots: &[PoolSnapshot]) -> String {
     let mut registry = Registry::default();
+    if let Some(broker) = broker {
+        registry.register_collector(Box::new(Master(broker.clone())));
+    }
     registry.register_collector(Box::new(Pools(snapshots.to_vec())));
     let mut out = String::new();
     // Encoding into a String fails only if a collector does, and ours writes nothing fallible.
@@ -342,6 +350,35 @@ pub fn render(snapshots: &[PoolSnapshot]) -> String {
         tracing::error!(error = %e, "cannot encode /metrics");
     }
     out
+}
+
+/// The master's own families, without a `pool` label (they are no pool's):
+/// `fastpm_broker_connected{broker="…"}` (1 or 0) and
+/// `fastpm_master_messages_published_total` (through `POST /publish/`; a `longpoll` pool's
+/// `pub` path counts in `fastpm_messages_published_total{pool="…"}`, so the two add up).
+#[derive(Debug)]
+struct Master(BrokerStatus);
+
+impl Collector for Master {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        encoder
+            .encode_descriptor(
+                "fastpm_broker_connected",
+                "Can the master reach the broker of held requests now (1) or not (0, publishes answer 503)? Always 1 for memory.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_family(&[("broker", self.0.broker.as_str())])?
+            .encode_gauge(&u64::from(self.0.connected))?;
+        encoder
+            .encode_descriptor(
+                "fastpm_master_messages_published",
+                "Messages published through the master's POST /publish/ (fastpm publish, GRIP publishers); a longpoll pool's pub path counts in fastpm_messages_published.",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_counter::<NoLabelSet, _, u64>(&self.0.messages_published, None)
+    }
 }
 
 /// The snapshots, as `prometheus-client` collects them when it encodes.

@@ -35,13 +35,17 @@ pub struct PoolInfo {
 }
 
 /// The broker of held requests as the master's `/status` shows it (DESIGN.md §8): which one,
-/// and whether the master can reach it now (always true for `memory`).
+/// whether the master can reach it now (always true for `memory`), and what the master
+/// published through it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokerStatus {
     /// The config's spelling: `memory`, `redis://127.0.0.1:6379`, `unix:/run/redis.sock`.
     pub broker: String,
     /// Held requests stay held while it is false; publishes answer 503.
     pub connected: bool,
+    /// Messages published through the master's `POST /publish/` (`messages published`); a
+    /// `longpoll` pool's `pub` path counts on its pool instead, so the two never overlap.
+    pub messages_published: u64,
 }
 
 /// Queue-wait statistics computed by the queue-wait accounting (a separate module); passed in

@@ -30,8 +30,9 @@ pub fn pools(snapshots: &[PoolSnapshot]) -> String {
     snapshots.iter().map(pool).collect::<Vec<_>>().join("\n")
 }
 
-/// The master's `/status`: `broker:` and `broker connected:` (yes/no) when the master has a
-/// broker, an empty line, then the pools.
+/// The master's `/status`: `broker:`, `broker connected:` (yes/no) and `messages published:`
+/// (through the master's `/publish/`) when the master has a broker, an empty line, then the
+/// pools.
 pub fn master(broker: Option<&BrokerStatus>, snapshots: &[PoolSnapshot]) -> String {
     let Some(broker) = broker else {
         return pools(snapshots);
@@ -48,6 +49,10 @@ pub fn master(broker: Option<&BrokerStatus>, snapshots: &[PoolSnapshot]) -> Stri
             Field {
                 key: "broker connected",
                 value: FieldValue::Text(connected),
+            },
+            Field {
+                key: "messages published",
+                value: FieldValue::Count(broker.messages_published),
             },
         ],
     );
