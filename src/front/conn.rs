@@ -32,8 +32,6 @@ pub struct FrontConn {
     /// How long the connection waited in the kernel queue; its first request's (the executor
     /// takes it: later requests on a kept connection did not wait there).
     pub queue_wait_us: Option<u64>,
-    /// Its first request is still to run: that request's queue wait includes the kernel's.
-    pub first_request: bool,
     pub(super) phase: Phase,
     /// Bytes of the current phase's request have arrived (a silent connection has none).
     pub(super) bytes_seen: bool,
@@ -81,7 +79,6 @@ impl FrontConn {
             assembler: Assembler::new(limits),
             pending: Vec::new(),
             queue_wait_us,
-            first_request: true,
             phase: Phase::Reading {
                 since: now,
                 params_done: false,
@@ -109,7 +106,6 @@ impl FrontConn {
         now: Instant,
     ) -> Self {
         let mut conn = Self::new(stream, peer, limits, None, now);
-        conn.first_request = false;
         conn.pending = pending;
         conn.kept = true;
         conn.returned(now);

@@ -78,13 +78,22 @@ struct Executor<'a> {
     grip: Option<GripFilter>,
     /// A datagram for the master's holder, kept across requests.
     wire: Vec<u8>,
-    /// The last request this executor ran came from fastpm's queue: the kernel's is looked at
-    /// first next time ([`policy::first_look`]).
-    ran_queued: bool,
-    /// The last turn took work. A busy executor tries one non-blocking `accept()` before it
-    /// waits in `epoll_wait`: under load the next connection is usually queued already, and
-    /// the wait (a system call per request) is saved; an idle one just waits.
-    busy: bool,
+    /// What the last turn of the loop did, which orders this one's looks.
+    last: Turn,
+}
+
+/// What an executor's turn did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// Waited, or found nothing to take.
+    Idle,
+    /// Took a connection off the kernel queue. Next turn: fastpm's queue, then one more
+    /// non-blocking `accept()` before `epoll_wait` — under load the next connection is usually
+    /// queued already, and the wait (a system call per request) is saved.
+    Accepted,
+    /// Ran a request from fastpm's queue. Next turn: the kernel's queue first
+    /// ([`policy::first_look`]).
+    RanQueued,
 }
 
 /// An executor's epoll set (the job eventfd; the listener joins while it may accept), made
@@ -122,8 +131,7 @@ pub fn execute(
         last_error_log: None,
         grip: matches!(ctx.config.app.kind, AppKind::Php | AppKind::Cgi).then(GripFilter::new),
         wire: Vec::new(),
-        ran_queued: false,
-        busy: false,
+        last: Turn::Idle,
     }
     .run();
     slot.holds_lock.store(0, Relaxed);
@@ -135,18 +143,17 @@ impl Executor<'_> {
         let mut events = [EpollEvent::empty(); 4];
         loop {
             let accept = self.may_accept();
-            let first = policy::first_look(accept, self.ran_queued);
-            self.ran_queued = false;
-            let kernel_looked = first == FirstLook::Kernel;
-            if kernel_looked && self.accept_one() {
-                self.busy = true;
+            let last = std::mem::replace(&mut self.last, Turn::Idle);
+            if policy::first_look(accept, last == Turn::RanQueued) == FirstLook::Kernel
+                && self.accept_one()
+            {
+                self.last = Turn::Accepted;
                 continue;
             }
             if let Some(job) = self.handoff.try_job() {
                 let waited = job.ready_at.elapsed();
                 self.run_request(job.conn, job.request, waited);
-                self.ran_queued = true;
-                self.busy = true;
+                self.last = Turn::RanQueued;
                 continue;
             }
             if self.handoff.front_gone() {
@@ -159,8 +166,8 @@ impl Executor<'_> {
                 self.accept_one();
                 continue;
             }
-            if std::mem::take(&mut self.busy) && accept && !kernel_looked && self.accept_one() {
-                self.busy = true;
+            if last == Turn::Accepted && accept && self.accept_one() {
+                self.last = Turn::Accepted;
                 continue;
             }
             let timeout = EpollTimeout::try_from(TICK).unwrap_or(EpollTimeout::NONE);
@@ -182,8 +189,8 @@ impl Executor<'_> {
                     _ => connection_ready = true,
                 }
             }
-            if accept && connection_ready {
-                self.busy = self.accept_one();
+            if accept && connection_ready && self.accept_one() {
+                self.last = Turn::Accepted;
             }
         }
     }
@@ -339,10 +346,10 @@ impl Executor<'_> {
         // complete request waiting for an executor); a kept connection's later request only in
         // fastpm's own.
         let in_front_us = in_front.as_micros() as u64;
-        let queue_wait_us = if std::mem::take(&mut conn.first_request) {
-            conn.queue_wait_us.take().map(|us| us + in_front_us)
-        } else {
+        let queue_wait_us = if conn.is_kept() {
             Some(in_front_us)
+        } else {
+            conn.queue_wait_us.take().map(|us| us + in_front_us)
         };
         ctx.metrics.record_queue_wait(queue_wait_us);
         if let Some(grip) = &mut self.grip {
