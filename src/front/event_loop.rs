@@ -60,7 +60,7 @@ pub fn front_epoll(handoff: &Handoff) -> std::io::Result<Epoll> {
 pub fn run_front(
     ctx: &PoolContext,
     handoff: &Handoff,
-    gauge_slot: usize,
+    gauges: FrontGauges,
     epoll: Epoll,
 ) -> std::io::Result<()> {
     /// On the way out (a panic included): refuse further connections, and pass on what the
@@ -81,7 +81,7 @@ pub fn run_front(
     let mut front = Front {
         ctx,
         handoff,
-        gauges: FrontGauges::register(&ctx.scoreboard, ctx.index, gauge_slot),
+        gauges,
         epoll,
         conns: HashMap::new(),
         scratch: vec![0; SCRATCH],
@@ -100,7 +100,6 @@ pub fn run_front(
         )?;
         front.back_watched = true;
     }
-    handoff.publish_queue_in(front.gauges.queued.clone());
     let result = front.run();
     front.gauges.reading.set(0.0);
     front.gauges.idle.set(0.0);

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use metrics::Gauge;
@@ -37,8 +37,8 @@ struct ToFront {
 pub struct Handoff {
     jobs: Mutex<VecDeque<Job>>,
     /// `queued requests`: the queue's length, set under the queue's lock on every push and
-    /// take (so it is exact, not sampled). Set once by the front, which owns the slot it is in.
-    queued: OnceLock<Gauge>,
+    /// take (so it is exact, not sampled), in the front's scoreboard slot.
+    queued: Gauge,
     /// Written for each job (and when the front leaves): wakes the executors.
     jobs_ready: EventFd,
     to_front: Mutex<ToFront>,
@@ -65,10 +65,11 @@ fn eventfd() -> std::io::Result<EventFd> {
 }
 
 impl Handoff {
-    pub fn new() -> std::io::Result<Self> {
+    /// `queued`: where the queue's length is published (the front's `FrontGauges::queued`).
+    pub fn new(queued: Gauge) -> std::io::Result<Self> {
         Ok(Self {
             jobs: Mutex::new(VecDeque::new()),
-            queued: OnceLock::new(),
+            queued,
             jobs_ready: eventfd()?,
             to_front: Mutex::new(ToFront {
                 conns: Vec::new(),
@@ -84,16 +85,9 @@ impl Handoff {
 
     // --- complete requests, front → executors ---
 
-    /// Where the queue's length is published (`queued requests`); the first call wins.
-    pub fn publish_queue_in(&self, gauge: Gauge) {
-        let _ = self.queued.set(gauge);
-    }
-
     /// Publish the length of `jobs` (its lock held by the caller).
     fn publish_len(&self, jobs: &VecDeque<Job>) {
-        if let Some(gauge) = self.queued.get() {
-            gauge.set(jobs.len() as f64);
-        }
+        self.queued.set(jobs.len() as f64);
     }
 
     /// Queue a complete request for the next free executor.
@@ -247,7 +241,7 @@ mod tests {
 
     #[test]
     fn taking_one_of_several_jobs_wakes_the_other_executors_again() {
-        let h = Handoff::new().unwrap();
+        let h = Handoff::new(Gauge::noop()).unwrap();
         h.push(job());
         h.push(job());
         h.clear_jobs_ready();
@@ -264,8 +258,7 @@ mod tests {
         use crate::status::recorder::FrontGauges;
         use std::sync::Arc;
         let scoreboard = Arc::new(Scoreboard::create(&[3]).unwrap());
-        let h = Handoff::new().unwrap();
-        h.publish_queue_in(FrontGauges::register(&scoreboard, 0, 2).queued);
+        let h = Handoff::new(FrontGauges::register(&scoreboard, 0, 2).queued).unwrap();
         let queued = || scoreboard.slots(0)[2].front_queued.load(SeqCst);
         h.push(job());
         h.push(job());
@@ -284,7 +277,7 @@ mod tests {
 
     #[test]
     fn after_the_front_left_connections_come_back_and_executors_wake() {
-        let h = Handoff::new().unwrap();
+        let h = Handoff::new(Gauge::noop()).unwrap();
         assert!(h.give(conn()).is_ok());
         let mut given = Vec::new();
         h.take_given(&mut given);

@@ -23,6 +23,7 @@ use crate::app::App;
 use crate::config::WorkerKind;
 use crate::front::{front_epoll, run_front, Handoff};
 use crate::master::pm::should_recycle;
+use crate::status::recorder::FrontGauges;
 
 /// How long a worker whose accept() failed for want of resources waits before it tries again.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -70,7 +71,9 @@ pub fn after_accept_error(error: &std::io::Error) -> AfterAcceptError {
 /// (which built the app: a php-cgi child is tied to it), the pool's front on a second one.
 pub fn run_worker(ctx: &PoolContext, worker: usize, app: Box<dyn App>) {
     // Every descriptor the worker needs besides connections, before it claims its slot.
-    let made = Handoff::new().and_then(|handoff| {
+    // The front publishes its gauges in the worker's own slot (the handoff its queue's length).
+    let gauges = FrontGauges::register(&ctx.scoreboard, ctx.index, worker);
+    let made = Handoff::new(gauges.queued.clone()).and_then(|handoff| {
         let front = front_epoll(&handoff)?;
         let executor = executor_epoll(&handoff)?;
         Ok((handoff, front, executor))
@@ -86,7 +89,7 @@ pub fn run_worker(ctx: &PoolContext, worker: usize, app: Box<dyn App>) {
     std::thread::scope(|scope| {
         let front = std::thread::Builder::new()
             .name(format!("{}-front", ctx.config.name))
-            .spawn_scoped(scope, || front_thread(ctx, &handoff, worker, front_epoll));
+            .spawn_scoped(scope, || front_thread(ctx, &handoff, gauges, front_epoll));
         if let Err(error) = front {
             tracing::error!(pool = %ctx.config.name, %error, "worker: cannot start the front thread");
             handoff.close();
@@ -96,8 +99,8 @@ pub fn run_worker(ctx: &PoolContext, worker: usize, app: Box<dyn App>) {
 }
 
 /// The front of a pool in this process; logs why it ended if not asked to.
-fn front_thread(ctx: &PoolContext, handoff: &Handoff, gauge_slot: usize, epoll: Epoll) {
-    if let Err(error) = run_front(ctx, handoff, gauge_slot, epoll) {
+fn front_thread(ctx: &PoolContext, handoff: &Handoff, gauges: FrontGauges, epoll: Epoll) {
+    if let Err(error) = run_front(ctx, handoff, gauges, epoll) {
         tracing::error!(pool = %ctx.config.name, %error, "front failed; its worker stops");
     }
 }
@@ -120,7 +123,8 @@ pub fn spawn_thread_workers(
     make_app: &dyn Fn() -> Box<dyn App>,
 ) -> std::io::Result<WorkerThreads> {
     let count = ctx.config.max_children as usize;
-    let handoff = Arc::new(Handoff::new()?);
+    let gauges = FrontGauges::register(&ctx.scoreboard, ctx.index, 0);
+    let handoff = Arc::new(Handoff::new(gauges.queued.clone())?);
     let front_epoll = front_epoll(&handoff)?;
     let mut handles = Vec::with_capacity(count + 1);
     for worker in 0..count {
@@ -138,7 +142,7 @@ pub fn spawn_thread_workers(
     }
     let front = std::thread::Builder::new()
         .name(format!("{}-front", ctx.config.name))
-        .spawn(move || front_thread(&ctx, &handoff, 0, front_epoll))?;
+        .spawn(move || front_thread(&ctx, &handoff, gauges, front_epoll))?;
     handles.push(front);
     Ok(WorkerThreads { handles })
 }
