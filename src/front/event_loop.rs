@@ -233,11 +233,6 @@ impl Front<'_> {
         }
     }
 
-    /// Hand an idle kept connection to another worker through the master (retiring).
-    fn pass_on(&self, conn: &mut FrontConn) -> bool {
-        super::pass::pass_on(self.ctx, conn)
-    }
-
     /// Stopping, nothing held, and the executors accept nothing more.
     fn done(&self) -> bool {
         match self.ending {
@@ -306,7 +301,7 @@ impl Front<'_> {
                 conn.returned(now);
             }
             if policy::pass_on_stop(self.ending, conn.phase, conn.bytes_seen)
-                && self.pass_on(&mut conn)
+                && super::pass::pass_on(self.ctx, &mut conn)
             {
                 continue;
             }
@@ -335,7 +330,7 @@ impl Front<'_> {
                 if conn.registered {
                     let _ = self.epoll.delete(&conn.stream);
                 }
-                self.pass_on(&mut conn);
+                super::pass::pass_on(self.ctx, &mut conn);
             }
         }
         let name = &self.ctx.config.name;
