@@ -71,7 +71,6 @@ impl Pool {
 /// The holder of one master: its broker, its pools, and the stop signal its tasks watch.
 pub struct Holder {
     broker: Broker,
-    scoreboard: Arc<Scoreboard>,
     pools: Vec<Arc<Pool>>,
     /// Becomes true on a graceful stop: every held request is answered as on its timeout.
     pub(super) stopping: watch::Sender<bool>,
@@ -112,7 +111,6 @@ impl Holder {
         let (stopping, _) = watch::channel(false);
         let holder = Arc::new(Holder {
             broker,
-            scoreboard,
             pools,
             stopping,
             live: AtomicU64::new(0),
@@ -220,10 +218,7 @@ impl Holder {
             let counts = self.broker.hub().channels_per_pool();
             for pool in &self.pools {
                 let n = counts.get(pool.index).copied().unwrap_or(0);
-                self.scoreboard
-                    .pool(pool.index)
-                    .held_channels
-                    .store(n as u64, Relaxed);
+                pool.board().held_channels.store(n as u64, Relaxed);
             }
         }
     }
@@ -316,7 +311,7 @@ impl Holder {
         };
         match self.broker.publish(vec![publication]).await {
             Ok(published) => {
-                let board = self.scoreboard.pool(pool.index);
+                let board = pool.board();
                 board.messages_published.fetch_add(1, Relaxed);
                 match published.first() {
                     Some(p) => longpoll::published_answer(p.id, p.subscribers),
