@@ -399,7 +399,10 @@ impl Running {
             let mut spec = spawn_spec(&new, &p.ctx, &p.lock, &self.slot_counts, &options)
                 .map_err(|e| e.to_string())?;
             spec.backlog = backlog;
-            plans.push(Some((backlog, pm, spec)));
+            // The app as the new config chooses it (a shared php-cgi is started from it below,
+            // as the pool's user the spec resolved): refused here, with everything else.
+            let (choice, _) = apps::choose_for(&new, pool).map_err(|e| e.to_string())?;
+            plans.push(Some((backlog, pm, spec, choice)));
         }
         // Then carried out. A failed listen() keeps the old backlog (said in the log); the
         // workers are replaced all the same.
@@ -413,7 +416,7 @@ impl Running {
                 tracing::warn!(pool = %pool.name, "thread workers keep their config until a restart");
                 continue;
             };
-            let Some((backlog, pm, mut spec)) = plan else {
+            let Some((backlog, pm, mut spec, choice)) = plan else {
                 continue;
             };
             let current = current_backlog(&p.ctx);
@@ -433,19 +436,13 @@ impl Running {
                 }
             }
             // Before the new workers connect to it: a changed php-cgi gets a new shared parent.
-            match apps::choose_for(&new, pool).map(|(choice, _)| choice) {
-                Ok(choice) => {
-                    let credentials = pool_credentials(pool).ok().flatten();
-                    if let Err(e) = p.php.reload(
-                        &choice,
-                        pool,
-                        &self.config.global.runtime_dir,
-                        credentials.as_ref(),
-                    ) {
-                        tracing::error!(pool = %pool.name, error = %e, "cannot start the new shared php-cgi");
-                    }
-                }
-                Err(e) => tracing::error!(pool = %pool.name, error = %e, "reload"),
+            if let Err(e) = p.php.reload(
+                &choice,
+                pool,
+                &self.config.global.runtime_dir,
+                spec.credentials.as_ref(),
+            ) {
+                tracing::error!(pool = %pool.name, error = %e, "cannot start the new shared php-cgi");
             }
             processes.replace(spec, pm, self.scoreboard.slots(p.ctx.index));
         }
