@@ -175,11 +175,6 @@ impl PoolPhp {
             self.retired.clear();
         }
     }
-
-    /// The parent the current workers use.
-    pub fn current(&self) -> Option<&SharedPhp> {
-        self.current.as_ref()
-    }
 }
 
 fn start_shared(

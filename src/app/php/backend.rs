@@ -91,9 +91,10 @@ pub enum Backend {
 /// The child of the pool's shared php-cgi at the other end of a worker's connection.
 pub struct SharedPeer {
     socket: PathBuf,
+    /// Names the pool's php-cgi parent; read when the child is looked for, after an answer
+    /// (right after connecting it could still name the parent before a restart: the socket
+    /// is bound before the new parent's pid is written).
     pid_file: PathBuf,
-    /// The pool's php-cgi parent when the connection was made (read right after connecting).
-    parent: Option<u32>,
     /// The child serving the connection, once found (`peer`).
     pid: Option<u32>,
     /// The search was made for this connection: not repeated on every request.
@@ -110,7 +111,6 @@ impl Backend {
             Layout::Shared { socket, pid_file } => Ok(Backend::Shared(SharedPeer {
                 socket: socket.clone(),
                 pid_file: pid_file.clone(),
-                parent: None,
                 pid: None,
                 looked_up: false,
                 served: 0,
@@ -140,10 +140,7 @@ impl Backend {
                 }
                 loop {
                     match UnixStream::connect(&peer.socket) {
-                        Ok(conn) => {
-                            peer.parent = super::shared::read_pid(&peer.pid_file);
-                            return Ok(conn);
-                        }
+                        Ok(conn) => return Ok(conn),
                         Err(e)
                             if matches!(
                                 e.kind(),
@@ -225,7 +222,7 @@ impl SharedPeer {
     /// Find the child at the other end of `conn` (once per connection).
     fn find(&mut self, conn: &UnixStream) {
         self.looked_up = true;
-        let Some(parent) = self.parent else {
+        let Some(parent) = super::shared::read_pid(&self.pid_file) else {
             tracing::warn!(
                 "{} names no php-cgi; cannot tell which child serves this worker",
                 self.pid_file.display()

@@ -7,11 +7,12 @@
 //! `affinity`). The kernel knows: `sock_diag` with `UDIAG_SHOW_PEER` names the inode of the
 //! connection's other end, and the child that accepted it holds a descriptor
 //! `socket:[that inode]`. Only the children of the pool's parent (pid from its pid file, see
-//! `shared`) are searched: a few `readlink`s, not every process of the machine.
+//! `shared`) are searched, as the kernel lists them (`/proc/PARENT/task/TID/children`): a few
+//! `readlink`s, not every process of the machine.
 //!
-//! The lookup costs a netlink query and a walk of `/proc` (about a millisecond), so it is made
-//! once per connection, after its first answer (the child has accepted it by then), or when a
-//! request times out before that.
+//! The lookup costs a netlink query and those `readlink`s, so it is made once per connection,
+//! after its first answer (the child has accepted it by then), or when a request times out
+//! before that.
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -26,7 +27,7 @@ use crate::probe::diag::{DiagSocket, QueryKind};
 const NO_COOKIE: [u8; 8] = [0xff; 8];
 
 /// The inode of the other end of the connected unix socket `conn`.
-pub fn peer_inode(conn: BorrowedFd<'_>) -> io::Result<u32> {
+fn peer_inode(conn: BorrowedFd<'_>) -> io::Result<u32> {
     let inode = crate::probe::socket_inode(conn)?;
     let mut diag = DiagSocket::open()?;
     let request = SockDiagMessage::UnixRequest(UnixRequest {
@@ -52,49 +53,41 @@ pub fn peer_inode(conn: BorrowedFd<'_>) -> io::Result<u32> {
     })
 }
 
-/// The parent pid in the text of `/proc/PID/stat` (`pid (comm) state ppid …`; the command name
-/// may hold spaces and parentheses, so the fields are counted from the last `)`).
-pub fn ppid_of(stat: &str) -> Option<u32> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_ascii_whitespace().nth(1)?.parse().ok()
-}
-
 /// Whether a `/proc/PID/fd/N` link target names socket `inode`.
-pub fn is_socket(link: &[u8], inode: u32) -> bool {
+fn is_socket(link: &[u8], inode: u32) -> bool {
     link.strip_prefix(b"socket:[")
         .and_then(|rest| rest.strip_suffix(b"]"))
         .is_some_and(|number| number == inode.to_string().as_bytes())
 }
 
+/// The children of `parent`, as the kernel lists them per thread that forked them
+/// (`/proc/PARENT/task/TID/children`; a php-cgi parent has one thread).
+fn children_of(proc: &Path, parent: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(proc.join(parent.to_string()).join("task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_ascii_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
 /// The child of `parent` that holds socket `inode`, searched under `proc` (`/proc`).
-pub fn holder_among_children(proc: &Path, parent: u32, inode: u32) -> Option<u32> {
+fn holder_among_children(proc: &Path, parent: u32, inode: u32) -> Option<u32> {
     use std::os::unix::ffi::OsStrExt;
-    for entry in std::fs::read_dir(proc).ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        if ppid_of(&stat) != Some(parent) {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if std::fs::read_link(fd.path())
-                .is_ok_and(|target| is_socket(target.as_os_str().as_bytes(), inode))
-            {
-                return Some(pid);
-            }
-        }
-    }
-    None
+    children_of(proc, parent).into_iter().find(|pid| {
+        std::fs::read_dir(proc.join(pid.to_string()).join("fd")).is_ok_and(|fds| {
+            fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|target| is_socket(target.as_os_str().as_bytes(), inode))
+            })
+        })
+    })
 }
 
 /// The pid of the child of `parent` serving `conn`.
@@ -114,20 +107,6 @@ mod tests {
     use std::os::fd::AsFd;
     use std::os::unix::net::UnixStream;
     use std::process::{Command, Stdio};
-
-    #[test]
-    fn ppid_table() {
-        let cases = [
-            ("12 (php-cgi) S 7 12 12 0 -1", Some(7)),
-            ("12 (a b) c) (d) R 4242 1 1", Some(4242)),
-            ("12 (x) S", None),
-            ("no parenthesis 1 2", None),
-            ("12 (x) S notanumber", None),
-        ];
-        for (stat, want) in cases {
-            assert_eq!(ppid_of(stat), want, "{stat}");
-        }
-    }
 
     #[test]
     fn socket_link_table() {

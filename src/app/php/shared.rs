@@ -178,11 +178,6 @@ impl SharedPhp {
         })
     }
 
-    /// The running parent's pid.
-    pub fn pid(&self) -> Option<u32> {
-        self.shared.lock().pid
-    }
-
     pub fn socket(&self) -> &Path {
         &self.socket
     }

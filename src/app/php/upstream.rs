@@ -43,12 +43,7 @@ impl<'a> Outgoing<'a> {
     }
 
     /// Bytes on the wire in total.
-    /// Nothing to send (never the case for an encoded request; for clippy's pairing).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         if self.body.is_empty() {
             return self.head.len();
         }
