@@ -63,10 +63,17 @@ pub struct ProcessPool {
     pm: PmSettings,
     pm_state: PmState,
     last_pm_tick: Instant,
+    /// `max children reached`, counted through the pool's metrics like every other counter.
+    max_children_reached: metrics::Counter,
 }
 
 impl ProcessPool {
-    pub fn new(name: String, spec: SpawnSpec, pm: PmSettings) -> Self {
+    pub fn new(
+        name: String,
+        spec: SpawnSpec,
+        pm: PmSettings,
+        max_children_reached: metrics::Counter,
+    ) -> Self {
         Self {
             name,
             spec,
@@ -77,6 +84,7 @@ impl ProcessPool {
             pm,
             pm_state: PmState::default(),
             last_pm_tick: Instant::now(),
+            max_children_reached,
         }
     }
 
@@ -110,7 +118,7 @@ impl ProcessPool {
         );
         self.pm_state = decision.next;
         if decision.max_children_reached {
-            board.max_children_reached.fetch_add(1, Relaxed);
+            self.max_children_reached.increment(1);
         }
         if let Some(warning) = decision.warning {
             tracing::warn!(pool = %self.name, "{warning}");

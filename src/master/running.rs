@@ -186,7 +186,12 @@ impl Running {
             .map_err(io_error(format!("pool {pool_name}: cannot start php-cgi")))?;
             if runs_processes(&ctx.config) {
                 let spec = spawn_spec(&config, &ctx, &lock, &slot_counts, &options)?;
-                let mut processes = ProcessPool::new(pool_name, spec, pm_settings(&ctx.config));
+                let mut processes = ProcessPool::new(
+                    pool_name,
+                    spec,
+                    pm_settings(&ctx.config),
+                    ctx.metrics.max_children_reached.clone(),
+                );
                 processes.fill(scoreboard.slots(ctx.index));
                 pools.push(PoolHandle {
                     ctx,
