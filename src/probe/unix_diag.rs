@@ -31,7 +31,7 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
-use nix::time::{clock_gettime, ClockId};
+use crate::sys::rusage;
 
 use netlink_packet_sock_diag::constants::TCP_LISTEN;
 use netlink_packet_sock_diag::unix::{ShowFlags, StateFlags, UnixRequest};
@@ -88,12 +88,6 @@ pub fn decide(seen: Seen, since_answer: Option<Duration>, last_walk: Duration) -
 }
 
 /// CPU time of the calling thread (what a walk costs, whoever else runs meanwhile).
-fn thread_cpu() -> Duration {
-    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
-        .map(Duration::from)
-        .unwrap_or_default()
-}
-
 fn not_found(inode: u32) -> io::Error {
     io::Error::new(
         io::ErrorKind::NotFound,
@@ -171,9 +165,10 @@ impl UnixDiagProbe {
             (Decision::Skip, Some(_)) => return Ok(None),
             _ => {}
         }
-        let cpu = thread_cpu();
+        let cpu = rusage::thread_cpu();
         let answer = self.read();
-        self.last_walk = thread_cpu().saturating_sub(cpu);
+        let spent = rusage::thread_cpu().since(cpu);
+        self.last_walk = spent.user + spent.system;
         match answer {
             Ok(reading) => {
                 self.last = Some((reading, now));
