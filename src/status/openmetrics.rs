@@ -482,8 +482,8 @@ fn encode_queue_wait(
         .collect();
     encode_histograms(
         encoder,
-        "fastpm_queue_wait",
-        "Time connections waited in the kernel accept queue before a worker took them.",
+        without_unit(names::QUEUE_WAIT),
+        "Time requests waited for a worker: in the kernel accept queue, then in fastpm's own queue (complete requests read ahead of the workers).",
         measured,
     )
 }
@@ -506,10 +506,17 @@ fn encode_request_duration(
         .collect();
     encode_histograms(
         encoder,
-        "fastpm_request_duration",
+        without_unit(names::REQUEST_DURATION),
         "Time a worker spent per request the app ran, from taking it to answering it (not shed, abandoned, status or ping requests); count and sum only.",
         pools,
     )
+}
+
+/// A histogram's name as the recorder knows it (`names`), without the `_seconds` the encoder
+/// appends from the unit.
+fn without_unit(name: &'static str) -> &'static str {
+    name.strip_suffix("_seconds")
+        .expect("a histogram name ends with its unit")
 }
 
 /// Cumulative `(le, count)` buckets to the per-bucket counts the encoder sums up again.
