@@ -11,7 +11,7 @@
 //! with the load average: (b) and (c) are wall-clock times on a 2-core box and assume it is not
 //! busy with other jobs (under a load of 20 the ping's p99 is hundreds of milliseconds whatever
 //! fastpm does). `cargo test --release --test held_scale` measures the build users run.
-//! The client side (tokio, one task per held connection) is `benches/held/client.rs`, shared
+//! The client side (epoll threads holding the connections) is `benches/held/client.rs`, shared
 //! with the experiment (`cargo bench --bench held`).
 
 mod common;

@@ -102,8 +102,8 @@ pub struct UnixDiagProbe {
     socket: DiagSocket,
     /// The listening socket's inode (`fstat(fd).st_ino`, not the socket file's inode).
     inode: u32,
-    /// Watches the listener for waiting connections; `None` when it could not be set up (every
-    /// sample then asks the kernel, as before).
+    /// Watches the listener for waiting connections; `None` when it could not be set up (then
+    /// the queue is never known to be empty: samples ask the kernel, spaced by `last_walk`).
     readiness: Option<Readiness>,
     /// The kernel's last answer to [`Self::sample`] and when it came: its backlog is what a
     /// sample that finds the queue empty reports. `None` before the first and after a failure.
