@@ -15,7 +15,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use common::nginx::{curl, Nginx};
-use common::procs::{all, children_named, Proc};
+use common::procs::{alive, all, children_named, Proc};
 use common::{raw, require, wait_for_upgrade, Server, StopOnDrop};
 
 /// tests/fixtures/opcache: report.php (pid and opcache's view) and warm.php.
@@ -62,12 +62,16 @@ fn parents(server: &Server) -> Vec<i32> {
     children_named(server.pid(), "php-cgi")
 }
 
-/// Wait until the master has one php-cgi parent with `n` php-cgi children; (parent, children).
+/// Wait until the master has one php-cgi parent with `n` live php-cgi children (a killed child
+/// is a zombie for a moment: not counted); (parent, children).
 fn wait_for_tree(server: &Server, n: usize) -> (i32, BTreeSet<i32>) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let [parent] = parents(server)[..] {
-            let children: BTreeSet<i32> = children_named(parent, "php-cgi").into_iter().collect();
+            let children: BTreeSet<i32> = children_named(parent, "php-cgi")
+                .into_iter()
+                .filter(|&c| alive(c))
+                .collect();
             if children.len() == n {
                 return (parent, children);
             }
@@ -89,13 +93,7 @@ fn wait_gone(pids: &BTreeSet<i32>, what: &str) {
     loop {
         let alive: Vec<Proc> = all()
             .into_iter()
-            .filter(|p| pids.contains(&p.pid) && p.name == "php-cgi")
-            .filter(|p| {
-                std::fs::read_to_string(format!("/proc/{}/stat", p.pid))
-                    .ok()
-                    .and_then(|s| s.rsplit_once(") ").map(|(_, t)| !t.starts_with('Z')))
-                    .unwrap_or(false)
-            })
+            .filter(|p| pids.contains(&p.pid) && p.name == "php-cgi" && alive(p.pid))
             .collect();
         if alive.is_empty() {
             return;
@@ -244,10 +242,10 @@ fn a_killed_parent_is_replaced_with_its_children() {
     assert!(r.body().contains("pid="), "{}", r.text());
     kill(Pid::from_raw(parent), Signal::SIGKILL).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    let (new_parent, new_children) = loop {
+    let new_children = loop {
         let (p, c) = wait_for_tree(&server, 2);
         if p != parent {
-            break (p, c);
+            break c;
         }
         assert!(Instant::now() < deadline, "{}", server.log());
         std::thread::sleep(Duration::from_millis(20));
@@ -259,7 +257,6 @@ fn a_killed_parent_is_replaced_with_its_children() {
         let pid: i32 = field(&r.body(), "pid").parse().unwrap();
         assert!(new_children.contains(&pid), "{pid} {new_children:?}");
     }
-    assert_ne!(new_parent, parent);
     assert!(
         server.log().contains("ended; its children were killed"),
         "{}",
@@ -339,8 +336,7 @@ fn a_reload_with_new_ini_gets_a_new_parent() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (_, children) = wait_for_tree(&server, 2);
-    assert_eq!(children.len(), 2);
+    wait_for_tree(&server, 2);
     for _ in 0..3 {
         let after = raw::get(&addr(&server), "/ini.php", "");
         assert!(

@@ -112,17 +112,7 @@ fn descendants(pid: i32) -> Vec<i32> {
         .collect()
 }
 
-/// Whether `pid` is still a live (not zombie) process.
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // "pid (comm) S …": the state follows the last ')'.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z"),
-        Err(_) => false,
-    }
-}
+use common::procs::alive;
 
 /// The real uid of `pid` and its command name.
 fn uid_and_name(pid: i32) -> (u32, String) {

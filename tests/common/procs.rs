@@ -49,6 +49,18 @@ pub fn children_named(parent: i32, name: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Whether `pid` is still a live (not zombie) process.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) S …": the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z"),
+        Err(_) => false,
+    }
+}
+
 /// Every process below `root` (children, grandchildren…).
 pub fn descendants(root: i32) -> BTreeSet<Proc> {
     let table = all();
