@@ -10,15 +10,16 @@ mod common;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::http1::{self, HttpResponse};
+use common::longpoll::{pool_named, publish_cli, wait_until};
 use common::nginx::Nginx;
 use common::procs::descendants;
-use common::{master_status, require, Server, FASTPM};
+use common::{require, Server};
 
 const HELD: usize = 300;
 const WORKERS: usize = 4;
@@ -91,23 +92,6 @@ fn start_nginx(server: &Server, root: &Path) -> Nginx {
     })
 }
 
-/// The pool's status as the master serves it (JSON).
-fn pool_status(server: &Server) -> serde_json::Value {
-    let all = master_status(server.status_port());
-    all["pools"]
-        .as_array()
-        .and_then(|pools| pools.iter().find(|p| p["pool"] == "app").cloned())
-        .unwrap_or_else(|| panic!("no pool app in {all}"))
-}
-
-fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !ok() {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The php-cgi processes that serve requests, anywhere below the master: with the default
 /// `php_children = "shared"` the pool's php-cgi parent (a child of the master) only forks and
 /// supervises, so it is not counted; with "per-worker" each worker's php-cgi is a child of its
@@ -123,30 +107,40 @@ fn php_cgi_pids(master: i32) -> Vec<i32> {
 /// Counts php-cgi below the master every 20 ms until stopped: every count it saw.
 struct PhpCgiWatch {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Vec<usize>>>,
+    seen: Arc<Mutex<Vec<usize>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl PhpCgiWatch {
+    /// Samples a stop waits for: a test that ran faster than that is still watched through.
+    const MIN_SAMPLES: usize = 5;
+
     fn start(master: i32) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (flag, counts) = (Arc::clone(&stop), Arc::clone(&seen));
         let thread = std::thread::spawn(move || {
-            let mut seen = Vec::new();
             while !flag.load(Ordering::Relaxed) {
-                seen.push(php_cgi_pids(master).len());
+                let n = php_cgi_pids(master).len();
+                counts.lock().unwrap().push(n);
                 std::thread::sleep(Duration::from_millis(20));
             }
-            seen
         });
         Self {
             stop,
+            seen,
             thread: Some(thread),
         }
     }
 
+    /// Stop (once it has [`Self::MIN_SAMPLES`]) and give every count seen.
     fn counts(mut self) -> Vec<usize> {
+        wait_until("php-cgi samples", Duration::from_secs(10), || {
+            self.seen.lock().unwrap().len() >= Self::MIN_SAMPLES
+        });
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap()
+        self.thread.take().unwrap().join().unwrap();
+        std::mem::take(&mut *self.seen.lock().unwrap())
     }
 }
 
@@ -166,22 +160,6 @@ fn unanswered(s: &TcpStream) -> bool {
     let r = s.peek(&mut b);
     s.set_nonblocking(false).unwrap();
     matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-}
-
-/// `fastpm publish` to the master's `/publish/`: its stdout (the master's JSON answer).
-fn publish(server: &Server, channel: &str, message: &str) -> String {
-    let url = format!("http://127.0.0.1:{}/publish/", server.status_port());
-    let out = Command::new(FASTPM)
-        .args(["publish", "--url", &url, channel, message])
-        .output()
-        .expect("run fastpm publish");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "fastpm publish: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 #[test]
@@ -210,7 +188,7 @@ fn three_hundred_held_by_php_one_publish_answers_all_and_php_cgi_stays_four() {
         })
         .collect();
     wait_until("300 held", Duration::from_secs(30), || {
-        pool_status(&server)["held requests"] == HELD
+        pool_named(&server, "app")["held requests"] == HELD
     });
     eprintln!(
         "{HELD} requests held {:?} after the first was sent",
@@ -244,7 +222,7 @@ fn three_hundred_held_by_php_one_publish_answers_all_and_php_cgi_stays_four() {
     }
 
     let t = Instant::now();
-    let answer = publish(&server, "room", "hello, 300");
+    let answer = publish_cli(server.status_port(), "room", "hello, 300");
     assert!(
         answer.contains(&format!(r#""subscribers":{HELD}"#)),
         "publish answered {answer}"
@@ -284,7 +262,7 @@ fn three_hundred_held_by_php_one_publish_answers_all_and_php_cgi_stays_four() {
     let mut php_at_end = php_cgi_pids(master);
     php_at_end.sort();
     assert_eq!(php_at_end, php_at_start, "php-cgi replaced");
-    let st = pool_status(&server);
+    let st = pool_named(&server, "app");
     assert_eq!(st["held requests"], 0, "{st}");
     assert_eq!(st["max held requests"], HELD, "{st}");
     assert_eq!(st["messages delivered"], HELD, "{st}");
@@ -321,12 +299,12 @@ fn php_timeout_answer_is_the_scripts_own_and_prev_id_resumes() {
     );
     assert_eq!(grip_headers(&r), Vec::<String>::new(), "{r:?}");
     assert_eq!(r.header("Message-Id"), None, "{r:?}");
-    let st = pool_status(&server);
+    let st = pool_named(&server, "app");
     assert_eq!(st["held timeouts"], 1, "{st}");
 
     // Two messages nobody waited for; prev-id=1 answers at once with the second, and its id.
     for m in ["first", "second"] {
-        let answer = publish(&server, "later", m);
+        let answer = publish_cli(server.status_port(), "later", m);
         assert!(answer.contains(r#""subscribers":0"#), "{answer}");
     }
     let t = Instant::now();
@@ -359,9 +337,9 @@ fn cgi_script_holds_too() {
 
     let mut held = http1::send(nginx.port, "GET", "/grip.sh?cgichan", &[], b"");
     wait_until("1 held", Duration::from_secs(10), || {
-        pool_status(&server)["held requests"] == 1
+        pool_named(&server, "app")["held requests"] == 1
     });
-    let answer = publish(&server, "cgichan", "from the publisher");
+    let answer = publish_cli(server.status_port(), "cgichan", "from the publisher");
     assert!(answer.contains(r#""subscribers":1"#), "{answer}");
     let r = http1::read(&mut held).expect("answered");
     assert_eq!(

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::longpoll::{
-    connect, header, held, http_post, lp_request, pool_status, publish, status_line, still_held,
-    subscribe, wait_until,
+    connect, header, held, http_post, lp_request, pool_status, publish, publish_cli, status_line,
+    still_held, subscribe, wait_until,
 };
 use common::raw::read_response;
 use common::Server;
@@ -44,20 +44,6 @@ kind = "longpoll"
 {extra_app}
 "#
     )
-}
-
-/// `fastpm publish CHANNEL BODY` to the master listening on `port`; it must succeed.
-fn fastpm_publish(port: u16, channel: &str, body: &str) {
-    let out = std::process::Command::new(common::FASTPM)
-        .args(["publish", channel, body, "--url"])
-        .arg(format!("http://127.0.0.1:{port}/publish/"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -272,7 +258,7 @@ fn the_master_publishes_pushpin_json_and_refuses_bad_input_whole() {
     // `fastpm publish` goes the same way.
     let mut sub = subscribe(&server, "c", "", &[]);
     wait_until("held", Duration::from_secs(5), || held(&server) == 1);
-    fastpm_publish(port, "c", "from the cli");
+    publish_cli(port, "c", "from the cli");
     assert_eq!(
         read_response(&mut sub).expect("answered").body(),
         "from the cli"
@@ -295,7 +281,7 @@ fn the_masters_publishes_are_counted_on_the_master_and_a_pools_pub_on_the_pool()
     assert_eq!(code, 200, "{body}");
     assert_eq!(read_response(&mut sub).expect("answered").body(), "one");
     // `fastpm publish`: the third.
-    fastpm_publish(port, "c", "three");
+    publish_cli(port, "c", "three");
     // Refused: nothing published, nothing counted.
     let (code, _) = http_post(port, "/publish/", br#"{"items":[{"channel":"c"}]}"#);
     assert_eq!(code, 400);

@@ -16,7 +16,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use common::longpoll::{
-    epcp, header, held, http_post_full, pool_status, publish, status_line, still_held, subscribe,
+    epcp, header, held, pool_status, post_json, publish, status_line, still_held, subscribe,
     wait_until,
 };
 use common::raw::read_response;
@@ -178,14 +178,14 @@ fn a_publish_on_b_reaches_500_held_on_a_and_a_resume_on_either_gets_what_it_miss
     // ... and so does one through B's master (Pushpin's EPCP JSON).
     let on_a = hold(&a, "room", 500);
     let start = Instant::now();
-    let answer = http_post_full(
+    let answer = post_json(
         b.status_port(),
         "/publish/",
         epcp("room", "via B's master").as_bytes(),
     );
     let replied = start.elapsed();
-    assert_eq!(answer.code, 200, "{}", answer.body);
-    let published: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let published: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
     assert_eq!(
         published["published"][0],
         serde_json::json!({"channel": "room", "id": 2, "subscribers": 2})
@@ -276,16 +276,16 @@ fn redis_killed_and_restarted_keeps_requests_held_and_logs_each_change_once() {
         "{}",
         pub_refused.text()
     );
-    let master_refused = http_post_full(
+    let master_refused = post_json(
         b.status_port(),
         "/publish/",
         epcp("lobby", "lost").as_bytes(),
     );
-    assert_eq!(master_refused.code, 503, "{}", master_refused.body);
+    assert_eq!(master_refused.status, 503, "{}", master_refused.text());
     assert!(
         master_refused.header("Retry-After").is_some(),
-        "{}",
-        master_refused.head
+        "{:?}",
+        master_refused.headers
     );
     // Long enough for several reconnect attempts (100, 200, 400, 800 ms…) to fail.
     std::thread::sleep(Duration::from_millis(2000));

@@ -3,10 +3,10 @@
 //! is named `lp` and listens on `{dir}/lp.sock` of its [`Server`].
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use super::http1::HttpResponse;
 use super::raw::{begin, pair, read_response, record, Response, PARAMS, STDIN};
 use super::{master_status, Server};
 
@@ -111,14 +111,36 @@ pub fn header(r: &Response, name: &str) -> Option<String> {
     })
 }
 
-/// The pool's JSON status as the master serves it.
-pub fn pool_status(server: &Server) -> serde_json::Value {
+/// Pool `name`'s JSON status as the master serves it.
+pub fn pool_named(server: &Server, name: &str) -> serde_json::Value {
     let all = master_status(server.status_port());
     let pools = all["pools"].as_array().cloned().unwrap_or_default();
     pools
         .into_iter()
-        .find(|p| p["pool"] == "lp")
-        .unwrap_or_else(|| panic!("no pool lp in {all}"))
+        .find(|p| p["pool"] == name)
+        .unwrap_or_else(|| panic!("no pool {name} in {all}"))
+}
+
+/// The `lp` pool's JSON status (the pool of the long-polling tests).
+pub fn pool_status(server: &Server) -> serde_json::Value {
+    pool_named(server, "lp")
+}
+
+/// `fastpm publish CHANNEL MESSAGE` to the master's `/publish/` on `port`; it must succeed.
+/// Its stdout (the master's JSON answer).
+pub fn publish_cli(port: u16, channel: &str, message: &str) -> String {
+    let url = format!("http://127.0.0.1:{port}/publish/");
+    let out = std::process::Command::new(super::FASTPM)
+        .args(["publish", "--url", &url, channel, message])
+        .output()
+        .expect("run fastpm publish");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "fastpm publish: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 /// Polls `ok` every 10 ms; fails naming `what` when it does not hold within `within`.
@@ -147,53 +169,21 @@ pub fn still_held(s: &mut UnixStream, wait: Duration) -> bool {
     matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
-/// An HTTP answer of the master's listener: status, headers (as sent), body.
-pub struct HttpAnswer {
-    pub code: u16,
-    pub head: String,
-    pub body: String,
+/// POST JSON to the master's HTTP listener.
+pub fn post_json(port: u16, path: &str, body: &[u8]) -> HttpResponse {
+    super::http1::request(
+        port,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        body,
+    )
 }
 
-impl HttpAnswer {
-    /// A header's value, by case-insensitive name.
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-        })
-    }
-}
-
-/// POST to the master's HTTP listener.
-pub fn http_post_full(port: u16, path: &str, body: &[u8]) -> HttpAnswer {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut text = Vec::new();
-    let _ = s.read_to_end(&mut text);
-    let text = String::from_utf8_lossy(&text).into_owned();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    HttpAnswer {
-        code,
-        head: head.to_string(),
-        body: body.to_string(),
-    }
-}
-
-/// POST to the master's HTTP listener; (status, body).
+/// POST JSON to the master's HTTP listener; (status, body).
 pub fn http_post(port: u16, path: &str, body: &[u8]) -> (u16, String) {
-    let answer = http_post_full(port, path, body);
-    (answer.code, answer.body)
+    let answer = post_json(port, path, body);
+    (answer.status, answer.text())
 }
 
 /// Pushpin's EPCP JSON publishing `body` as an `http-response` on `channel`.
