@@ -124,8 +124,8 @@ pub fn apply_permissions(
 }
 
 /// The socket file at `path`, opened without following a link, checked to be a socket owned by
-/// fastpm's effective uid.
-fn open_bound_socket(path: &Path) -> io::Result<std::fs::File> {
+/// fastpm's effective uid. Change it through `/proc/self/fd/N` of the file returned.
+pub fn open_bound_socket(path: &Path) -> io::Result<std::fs::File> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     // With O_PATH, O_NOFOLLOW opens a symlink itself (no ELOOP): the type check refuses it.
     let file = std::fs::OpenOptions::new()

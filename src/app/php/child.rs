@@ -171,11 +171,18 @@ impl Drop for PhpChild {
 /// A shared parent's socket: owned by the pool's user, who runs the worker processes that
 /// connect to it (connecting takes write permission on the socket file: the owner has it under
 /// any sane umask). Who else may connect is settled by the pool's directory, 0700 and the pool
-/// user's. `lchown`, never `chown`: the master is root and the directory is the pool user's,
-/// who could have put a symlink in the socket's place; a chmod would follow it, so none is made.
+/// user's. The directory is the pool user's, who could have put something else in the socket's
+/// place: the socket fastpm bound is opened and checked first, and changed through its
+/// descriptor (`listen::unix_path::open_bound_socket`, as the listening sockets are).
 fn share_socket(spec: &ChildSpec) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
     if let Some(creds) = &spec.credentials {
-        std::os::unix::fs::lchown(&spec.socket_path, Some(creds.uid), Some(creds.gid))?;
+        let bound = crate::listen::unix_path::open_bound_socket(&spec.socket_path)?;
+        std::os::unix::fs::chown(
+            format!("/proc/self/fd/{}", bound.as_raw_fd()),
+            Some(creds.uid),
+            Some(creds.gid),
+        )?;
     }
     Ok(())
 }
