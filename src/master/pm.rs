@@ -357,10 +357,14 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Back-off delay after the crash guard tripped `trips` times in a row (1 = first trip):
 /// 1 s, 2 s, 4 s … capped at [`BACKOFF_MAX`].
 pub fn backoff(trips: u32) -> Duration {
-    let doublings = trips.saturating_sub(1).min(16);
-    BACKOFF_BASE
-        .saturating_mul(1u32 << doublings)
-        .min(BACKOFF_MAX)
+    doubling(BACKOFF_BASE, BACKOFF_MAX, trips)
+}
+
+/// The `n`th delay (from 1) of a back-off that starts at `first` and doubles up to `max`
+/// (`n` 0 counts as 1).
+pub fn doubling(first: Duration, max: Duration, n: u32) -> Duration {
+    let doublings = n.saturating_sub(1).min(16);
+    first.saturating_mul(1u32 << doublings).min(max)
 }
 
 /// What to do after a crash.

@@ -56,9 +56,7 @@ pub fn restart_delay(failures: u32) -> Duration {
     if failures == 0 {
         return Duration::ZERO;
     }
-    FIRST_DELAY
-        .saturating_mul(1 << (failures - 1).min(16))
-        .min(MAX_DELAY)
+    crate::master::pm::doubling(FIRST_DELAY, MAX_DELAY, failures)
 }
 
 /// FNV-1a, 64 bits: a stable hash (the same in the master and in every worker process built
