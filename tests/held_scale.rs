@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use common::Server;
 use held_client::{
-    check_answers, held_requests, load_average, percentile, pings, publish, raise_nofile,
-    subscribe_request, tree_pss_kib, wait_for, Crowd,
+    check_answers, held_requests, load_average, open_batch, percentile, pings, publish,
+    raise_nofile, subscribe_request, tree_pss_kib, wait_for,
 };
 
 const HELD: usize = 10_000;
@@ -68,12 +68,9 @@ fn ten_thousand_held_cost_under_2kb_each_ping_stays_fast_one_publish_answers_all
     let server = Server::start(CONFIG);
     let socket = server.path("lp.sock");
     let master = server.pid();
-    let crowd = Crowd::new();
 
     // Warm-up: 1,000 held and answered, so the allocators' one-off growth is behind us.
-    let warm = crowd
-        .open(&socket, &subscribe_request("warm"), WARM_UP)
-        .unwrap();
+    let warm = open_batch(&socket, &subscribe_request("warm"), WARM_UP).unwrap();
     wait_for("1,000 held", Duration::from_secs(30), || {
         held(&server) == WARM_UP as u64
     })
@@ -89,9 +86,7 @@ fn ten_thousand_held_cost_under_2kb_each_ping_stays_fast_one_publish_answers_all
 
     // 10,000 held on one channel.
     let start = std::time::Instant::now();
-    let room = crowd
-        .open(&socket, &subscribe_request("room"), HELD)
-        .unwrap();
+    let room = open_batch(&socket, &subscribe_request("room"), HELD).unwrap();
     let connected = start.elapsed();
     wait_for("10,000 held", Duration::from_secs(60), || {
         held(&server) == HELD as u64

@@ -28,13 +28,6 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 
 use crate::common::raw;
 
-/// FastCGI END_REQUEST's record type.
-const END_REQUEST: u8 = 3;
-
-/// Opens batches of watched connections.
-#[derive(Default)]
-pub struct Crowd;
-
 /// What one watched connection received, from its request until the server closed it.
 #[derive(Debug)]
 pub struct Answer {
@@ -79,42 +72,36 @@ struct Counts {
     stop: AtomicBool,
 }
 
-impl Crowd {
-    pub fn new() -> Crowd {
-        Crowd
-    }
-
-    /// Open `n` connections to the unix socket `socket`, send `request` on each, and watch
-    /// them until the server closes them.
-    pub fn open(&self, socket: &Path, request: &[u8], n: usize) -> io::Result<Batch> {
-        let counts = Arc::new(Counts {
-            answered: AtomicUsize::new(0),
-            ended: AtomicUsize::new(0),
-            stop: AtomicBool::new(false),
-        });
-        let (to_watcher, streams) = mpsc::channel();
-        let watcher = {
-            let counts = Arc::clone(&counts);
-            std::thread::spawn(move || watch(streams, n, &counts))
-        };
-        let mut batch = Batch {
-            counts,
-            n,
-            watcher: Some(watcher),
-        };
-        for _ in 0..n {
-            let mut stream = UnixStream::connect(socket)?;
-            stream.write_all(request)?;
-            stream.set_nonblocking(true)?;
-            if to_watcher.send(stream).is_err() {
-                return Err(batch
-                    .stop_watcher()
-                    .err()
-                    .unwrap_or_else(|| io::Error::other("the watcher thread ended early")));
-            }
+/// Open `n` connections to the unix socket `socket`, send `request` on each, and watch them
+/// until the server closes them.
+pub fn open_batch(socket: &Path, request: &[u8], n: usize) -> io::Result<Batch> {
+    let counts = Arc::new(Counts {
+        answered: AtomicUsize::new(0),
+        ended: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let (to_watcher, streams) = mpsc::channel();
+    let watcher = {
+        let counts = Arc::clone(&counts);
+        std::thread::spawn(move || watch(streams, n, &counts))
+    };
+    let mut batch = Batch {
+        counts,
+        n,
+        watcher: Some(watcher),
+    };
+    for _ in 0..n {
+        let mut stream = UnixStream::connect(socket)?;
+        stream.write_all(request)?;
+        stream.set_nonblocking(true)?;
+        if to_watcher.send(stream).is_err() {
+            return Err(batch
+                .stop_watcher()
+                .err()
+                .unwrap_or_else(|| io::Error::other("the watcher thread ended early")));
         }
-        Ok(batch)
     }
+    Ok(batch)
 }
 
 /// One connection as the watcher keeps it.
@@ -206,7 +193,7 @@ fn end_requests(mut buf: &[u8]) -> usize {
         if buf.len() < 8 + len {
             break;
         }
-        if buf[1] == END_REQUEST {
+        if buf[1] == raw::END_REQUEST {
             ends += 1;
         }
         buf = &buf[8 + len..];

@@ -40,8 +40,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use client::{
-    check_answers, cpu_ns, held_requests, load_average, percentile, publish, raise_nofile,
-    subscribe_request, tree_pss_kib, wait_for, Crowd,
+    check_answers, cpu_ns, held_requests, load_average, open_batch, percentile, publish,
+    raise_nofile, subscribe_request, tree_pss_kib, wait_for,
 };
 use common::raw;
 use common::Server;
@@ -142,11 +142,10 @@ struct Fanned {
 }
 
 /// Hold `n` on `channel`, publish once, check every answer.
-fn fan_out(crowd: &Crowd, server: &Server, channel: &str, n: usize) -> Result<Fanned, String> {
+fn fan_out(server: &Server, channel: &str, n: usize) -> Result<Fanned, String> {
     let socket = server.path("lp.sock");
-    let batch = crowd
-        .open(&socket, &subscribe_request(channel), n)
-        .map_err(|e| format!("connect: {e}"))?;
+    let batch =
+        open_batch(&socket, &subscribe_request(channel), n).map_err(|e| format!("connect: {e}"))?;
     wait_for(&format!("{n} held"), Duration::from_secs(120), || {
         held(server) == n as u64
     })?;
@@ -207,15 +206,13 @@ impl HoldRound {
 
 fn hold_round(size: usize, normal: usize) -> Result<HoldRound, String> {
     let server = Server::start(&config(size.max(WARM_UP)));
-    let crowd = Crowd::new();
-    fan_out(&crowd, &server, "warm-up", WARM_UP)?;
+    fan_out(&server, "warm-up", WARM_UP)?;
     wait_for("0 held", Duration::from_secs(10), || held(&server) == 0)?;
     let empty = normal_requests(&server, normal)?;
     std::thread::sleep(Duration::from_millis(300));
     let pss_empty_kib = tree_pss_kib(server.pid()).map_err(|e| e.to_string())?;
     let start = Instant::now();
-    let batch = crowd
-        .open(&server.path("lp.sock"), &subscribe_request("room"), size)
+    let batch = open_batch(&server.path("lp.sock"), &subscribe_request("room"), size)
         .map_err(|e| format!("connect: {e}"))?;
     wait_for("all held", Duration::from_secs(120), || {
         held(&server) == size as u64
@@ -248,10 +245,8 @@ struct IdleRound {
 
 fn idle_round(size: usize, secs: u64) -> Result<IdleRound, String> {
     let server = Server::start(&config(size.max(WARM_UP)));
-    let crowd = Crowd::new();
     let socket = server.path("lp.sock");
-    let batch = crowd
-        .open(&socket, &subscribe_request("room"), size)
+    let batch = open_batch(&socket, &subscribe_request("room"), size)
         .map_err(|e| format!("connect: {e}"))?;
     wait_for(&format!("{size} held"), Duration::from_secs(120), || {
         held(&server) == size as u64
@@ -299,7 +294,7 @@ fn idle_round(size: usize, secs: u64) -> Result<IdleRound, String> {
 /// descriptors count against the other's limit), answered with a canned response and closed
 /// from one thread when told (every answer written, then every connection closed). Returns
 /// command → last answer.
-fn floor_fan_out(crowd: &Crowd, dir: &Path, round: usize, n: usize) -> Result<Fanned, String> {
+fn floor_fan_out(dir: &Path, round: usize, n: usize) -> Result<Fanned, String> {
     let path = dir.join(format!("floor-{round}-{n}.sock"));
     let body = format!("floor-{n}"); // one word: the spec is split on spaces
     let mut child = std::process::Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
@@ -319,9 +314,8 @@ fn floor_fan_out(crowd: &Crowd, dir: &Path, round: usize, n: usize) -> Result<Fa
         }
     };
     expect("listening")?;
-    let batch = crowd
-        .open(&path, &subscribe_request("floor"), n)
-        .map_err(|e| format!("connect: {e}"))?;
+    let batch =
+        open_batch(&path, &subscribe_request("floor"), n).map_err(|e| format!("connect: {e}"))?;
     expect("held")?;
     let mut go = child.stdin.take().expect("piped");
     let sent = Instant::now();
@@ -572,7 +566,6 @@ fn main() {
         .unwrap_or(1);
     let server = Server::start(&config(fan_max));
     let floor_dir = tempfile::tempdir().expect("a directory for the floor's sockets");
-    let crowd = Crowd::new();
     for &n in &settings.fanout_sizes {
         if !fits(n) {
             let _ = writeln!(out, "| {n} | 0 | not run: descriptor limit {nofile} | | |");
@@ -580,8 +573,8 @@ fn main() {
         }
         let mut rounds: Vec<(Fanned, Fanned)> = Vec::new();
         for round in 0..settings.fanout_rounds {
-            let ours = fan_out(&crowd, &server, &format!("c{round}-{n}"), n);
-            let base = floor_fan_out(&crowd, floor_dir.path(), round, n);
+            let ours = fan_out(&server, &format!("c{round}-{n}"), n);
+            let base = floor_fan_out(floor_dir.path(), round, n);
             match (ours, base) {
                 (Ok(a), Ok(b)) => {
                     eprintln!(

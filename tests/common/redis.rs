@@ -105,10 +105,6 @@ impl RedisServer {
         }
     }
 
-    pub fn addr(&self) -> &RedisAddr {
-        &self.addr
-    }
-
     pub fn url(&self) -> String {
         self.addr.url()
     }
