@@ -13,8 +13,10 @@
 #   fastpm php, thread workers, php-cgi per worker  php_children = "per-worker": a php-cgi each
 #   fastpm php, process workers, php-cgi per worker the same with 4 worker processes
 #   fastpm exec                  kind = "exec": 4 php-cgi accepting on the pool socket themselves
+#   fastpm php, embedded PHP     php_children = "embedded": PHP (libphp) inside each of 4 worker
+#                                processes, no php-cgi
 #
-# all running php-cgi/php-fpm without php.ini (-n), as root, each server in a session of its own
+# all running PHP without php.ini (-n; php_ini = "none"), as root, each server in a session of its own
 # (setsid). In each round every backend is measured once (order rotated, reversed every other
 # round). Around the measured window, for every thread of every process of the backend's tree
 # (the master and all its descendants): utime and stime (/proc/PID/task/TID/stat, clock ticks)
@@ -63,7 +65,8 @@ BACKENDS = ["php-fpm",
             "fastpm php, process workers, shared php-cgi",
             "fastpm php, thread workers, php-cgi per worker",
             "fastpm php, process workers, php-cgi per worker",
-            "fastpm exec"]
+            "fastpm exec",
+            "fastpm php, embedded PHP"]
 
 
 def log(*args):
@@ -109,6 +112,8 @@ def role(backend, master, pid, pcomm, tcomm, ppid):
         return "php-cgi"
     if backend == 0:
         return "php-fpm children"
+    if BACKENDS[backend].endswith("embedded PHP"):
+        return "fastpm worker processes (PHP inside)"
     return "fastpm worker processes (relay)"
 
 
@@ -163,6 +168,8 @@ def start(work, fastpm):
         ("thread", 'workers = "thread"\n', php + 'php_children = "per-worker"\n'),
         ("process", 'workers = "process"\n', php + 'php_children = "per-worker"\n'),
         ("exec", "", f'kind = "exec"\ncommand = ["{wrapper}"]\nenv = {{ PHP_FCGI_MAX_REQUESTS = "0" }}\n'),
+        ("embedded", 'workers = "process"\n',
+         f'kind = "php"\nphp_children = "embedded"\nphp_ini = "none"\ndocument_root = "{DOCROOT}"\n'),
     ]
     for name, workers, app in apps:
         sock = f"{work}/fastpm-{name}.sock"

@@ -6,7 +6,9 @@
 #         unshare/sysctl (util-linux, procps), libfaketime (the wall-clock step test),
 #         python3-prometheus-client (the OpenMetrics parser that reads /metrics in a test),
 #         chromium (the dashboard test, headless), tmux (the `status --watch` terminal test),
-#         redis-server (tests/redis_broker.rs starts one: the Redis broker of held requests, §8)
+#         redis-server (tests/redis_broker.rs starts one: the Redis broker of held requests, §8),
+#         php8.2-dev + libphp8.2-embed (PHP's headers to build the embedded-PHP SAPI, and libphp
+#         for php_children = "embedded"; installed before cargo builds, see build.rs)
 # Usage: scripts/deps.sh run|test
 set -euo pipefail
 want=${1:-test}
@@ -29,6 +31,8 @@ if [ "$want" = test ]; then
   need chromium chromium
   need tmux tmux
   need redis-server redis-server
+  need php-config8.2 php8.2-dev
+  need /usr/lib/libphp8.2.so libphp8.2-embed
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "scripts/deps.sh: installing ${missing[*]}" >&2

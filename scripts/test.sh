@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: installs nginx, apache2, lighttpd, php-cgi, php-fpm, cgi-fcgi and ss when
+# The whole test suite: installs nginx, apache2, lighttpd, php-cgi, php-fpm, libphp, cgi-fcgi, ss when
 # missing, then runs every unit and integration test. Tests that need one of those fail when it
 # is absent. The benchmarks are compiled, not run.
 set -euo pipefail

@@ -188,6 +188,7 @@ fn minimal_pool_gets_design_defaults() {
             document_root: "/etc/fastpm/php-examples".into(),
             php_cgi: "php-cgi".into(),
             php_children: PhpChildren::Shared,
+            php_ini: fastpm::config::PhpIni::Search,
             limit_extensions: vec![".php".into()],
             ini: BTreeMap::new(),
             env: BTreeMap::new(),

@@ -14,7 +14,7 @@ pub mod php;
 pub use builtin::{Echo, Hello, Sleep};
 pub use cgi::{Cgi, CgiSettings};
 pub use longpoll::longpoll_app;
-pub use php::{Php, PhpSettings};
+pub use php::{EmbeddedPhp, Php, PhpSettings};
 
 use crate::fastcgi::{Request, ResponseWriter};
 

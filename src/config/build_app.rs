@@ -10,7 +10,7 @@ use super::enums::AppKind;
 use super::error::{ConfigError, ConfigErrorKind};
 use super::locate::{key_segment, key_span};
 use super::raw::RawApp;
-use super::types::AppConfig;
+use super::types::{AppConfig, PhpIni};
 
 pub(crate) fn build_app(raw: &RawApp, b: &Builder, keys: &Keys) -> Result<AppConfig, ConfigError> {
     let kind = b.word(&raw.kind, keys.key("kind"), AppKind::Php)?;
@@ -21,6 +21,11 @@ pub(crate) fn build_app(raw: &RawApp, b: &Builder, keys: &Keys) -> Result<AppCon
         keys.key("php_children"),
         defaults::PHP_CHILDREN,
     )?;
+    let php_ini = match Builder::text(&raw.php_ini, "").as_str() {
+        "" => PhpIni::Search,
+        "none" => PhpIni::None,
+        path => PhpIni::Path(b.resolve(path)),
+    };
     let limit_extensions = b.strings(&raw.limit_extensions, defaults::LIMIT_EXTENSIONS);
     if let Some(list) = &raw.limit_extensions {
         for (i, ext) in list.get_ref().iter().enumerate() {
@@ -42,6 +47,7 @@ pub(crate) fn build_app(raw: &RawApp, b: &Builder, keys: &Keys) -> Result<AppCon
         document_root: b.resolve(&document_root),
         php_cgi,
         php_children,
+        php_ini,
         limit_extensions,
         ini: string_map(raw.ini.as_ref(), b, keys, "ini")?,
         env: string_map(raw.env.as_ref(), b, keys, "env")?,

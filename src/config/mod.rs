@@ -49,5 +49,5 @@ pub use php::{find_executable, php_cgi_on_path};
 pub use render::render_effective;
 pub use runtime_dir::RuntimeDirSource;
 pub use types::{
-    AppConfig, Config, ConfigSource, GlobalConfig, ListenConfig, OverloadConfig, PoolConfig,
+    AppConfig, Config, ConfigSource, GlobalConfig, ListenConfig, OverloadConfig, PhpIni, PoolConfig,
 };

@@ -117,6 +117,7 @@ pub(crate) struct RawApp {
     pub document_root: Field<String>,
     pub php_cgi: Field<String>,
     pub php_children: Field<String>,
+    pub php_ini: Field<String>,
     pub limit_extensions: Field<Vec<Spanned<String>>>,
     /// Values may be strings, numbers or booleans (php.ini style); keys are checked in `build`.
     pub ini: Option<toml::Table>,

@@ -13,7 +13,7 @@ use super::enums::AppKind;
 use super::locate::key_segment;
 use super::mode::format_mode;
 use super::size::format_size;
-use super::types::{Config, PoolConfig};
+use super::types::{Config, PhpIni, PoolConfig};
 
 /// A TOML basic string.
 fn quote(text: &str) -> String {
@@ -323,6 +323,19 @@ fn render_pool(
         .line("document_root", quote_path(&app.document_root), "")
         .line("php_cgi", quote(&app.php_cgi), "")
         .line("php_children", quote(app.php_children.as_str()), "")
+        .line(
+            "php_ini",
+            match &app.php_ini {
+                PhpIni::Search => quote(""),
+                PhpIni::None => quote("none"),
+                PhpIni::Path(path) => quote_path(path),
+            },
+            match &app.php_ini {
+                PhpIni::Search => "PHP's own php.ini and conf.d",
+                PhpIni::None => "no php.ini (-n)",
+                PhpIni::Path(_) => "",
+            },
+        )
         .line(
             "limit_extensions",
             list(&app.limit_extensions),

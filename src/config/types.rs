@@ -166,6 +166,8 @@ pub struct AppConfig {
     pub php_cgi: String,
     /// php: one php-cgi parent whose children share opcache, or a php-cgi per worker.
     pub php_children: PhpChildren,
+    /// php: which php.ini PHP reads (php-cgi's and php-fpm's `-n` / `-c`).
+    pub php_ini: PhpIni,
     /// php: scripts with other extensions get 403 (php-fpm's `security.limit_extensions`);
     /// empty = any.
     pub limit_extensions: Vec<String>,
@@ -199,4 +201,16 @@ pub struct OverloadConfig {
     pub target: Duration,
     /// codel: how long the wait must stay above `target` before shedding. Non-zero for `codel`.
     pub interval: Duration,
+}
+
+/// `php_ini`: which php.ini PHP reads, as `php-cgi`/`php-fpm` are told on their command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PhpIni {
+    /// `""`: PHP's own search (php-cgi: /etc/php/8.2/cgi; embedded: /etc/php/8.2/embed; each
+    /// with its conf.d).
+    Search,
+    /// `"none"`: no php.ini and no conf.d (`-n`): PHP's built-in defaults plus `ini`.
+    None,
+    /// A php.ini file, or a directory holding one (`-c`); conf.d is still scanned.
+    Path(PathBuf),
 }

@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use super::builder::{span_of, Builder, Keys};
-use super::enums::{AppKind, OverloadPolicy, PmKind};
+use super::enums::{AppKind, OverloadPolicy, PhpChildren, PmKind, WorkerKind};
 use super::error::{ConfigError, ConfigErrorKind};
 use super::locate::key_segment;
 use super::raw::{RawFile, RawPool};
@@ -161,6 +161,21 @@ fn app_rules(pool: &PoolConfig, raw: &RawPool, b: &Builder) -> Result<(), Config
             kind_place,
             "kind = \"php\" needs php_cgi (a binary name or path)".into(),
         ));
+    }
+    if kind == AppKind::Php
+        && pool.app.php_children == PhpChildren::Embedded
+        && pool.workers != WorkerKind::Process
+    {
+        let children_place = (span_of(&app.php_children), keys.key("php_children"));
+        let places = vec![
+            children_place.clone(),
+            (
+                span_of(&raw.workers),
+                format!("pool.{}.workers", key_segment(&pool.name)),
+            ),
+        ];
+        let message = "php_children = \"embedded\" needs workers = \"process\" (libphp runs one interpreter per process)";
+        return Err(rule_error(b, places, children_place, message.into()));
     }
     if kind == AppKind::Exec
         && pool

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use crate::app::php::{shared, SharedPhp};
-use crate::app::{App, Cgi, CgiSettings, Echo, Hello, Php, PhpSettings, Sleep};
+use crate::app::{App, Cgi, CgiSettings, Echo, EmbeddedPhp, Hello, Php, PhpSettings, Sleep};
 use crate::config::{AppKind, PhpChildren, PoolConfig};
 use crate::sys::privileges::Credentials;
 
@@ -22,6 +22,8 @@ pub enum Choice {
     Sleep,
     /// A php-cgi child per worker.
     Php,
+    /// PHP inside each worker process (`php_children = "embedded"`).
+    EmbeddedPhp,
     /// A process per request.
     Cgi,
     /// `command` itself accepts on the pool's socket (spawn-fcgi's model): the master runs
@@ -37,6 +39,8 @@ pub enum Choice {
 pub enum AppError {
     #[error("pool {pool}: kind = \"php\" needs php-cgi, but \"{php_cgi}\" is not an executable on PATH (install php-cgi, e.g. scripts/deps.sh run, or set php_cgi)")]
     PhpCgiMissing { pool: String, php_cgi: String },
+    #[error("pool {pool}: php_children = \"embedded\" cannot run: {why}")]
+    EmbedUnavailable { pool: String, why: String },
 }
 
 /// The app `pool` runs under `config` (looks for php-cgi on PATH): [`choose`] with the facts
@@ -45,6 +49,15 @@ pub fn choose_for(
     config: &crate::config::Config,
     pool: &PoolConfig,
 ) -> Result<(Choice, Option<String>), AppError> {
+    if pool.app.kind == AppKind::Php && pool.app.php_children == PhpChildren::Embedded {
+        return match crate::sys::php_embed::available() {
+            Ok(()) => Ok((Choice::EmbeddedPhp, None)),
+            Err(e) => Err(AppError::EmbedUnavailable {
+                pool: pool.name.clone(),
+                why: e.to_string(),
+            }),
+        };
+    }
     choose(
         &pool.name,
         pool.app.kind,
@@ -104,6 +117,7 @@ pub fn build(
             settings.child.credentials = children_as.cloned();
             Box::new(Php::new(settings))
         }
+        Choice::EmbeddedPhp => Box::new(EmbeddedPhp::new(pool)),
         Choice::Cgi => {
             let mut settings = CgiSettings::from_pool(pool);
             settings.credentials = children_as.cloned();

@@ -7,6 +7,7 @@ pub mod fdpass;
 pub mod filelock;
 pub mod inherit;
 pub mod localtime;
+pub mod php_embed;
 pub mod pmutex;
 pub mod privileges;
 pub mod rusage;

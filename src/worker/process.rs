@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::config::{self, AppKind, ConfigSource};
+use crate::config::{self, ConfigSource};
 use crate::listen::Listener;
 use crate::master::apps;
 use crate::scoreboard::Scoreboard;
@@ -131,7 +131,7 @@ pub fn run(
     // The process already runs as the pool's user: its children inherit the ids.
     let app = apps::build(&choice, &pool, &runtime_dir, args.slot, None);
     // php and cgi enforce request_timeout themselves (they kill their child and answer 504).
-    let app_enforces_timeout = matches!(pool.app.kind, AppKind::Php | AppKind::Cgi);
+    let app_enforces_timeout = matches!(choice, apps::Choice::Php | apps::Choice::Cgi);
     if !pool.request_timeout.is_zero() && !app_enforces_timeout {
         super::watchdog::spawn(
             Arc::clone(&scoreboard),

@@ -288,6 +288,7 @@ mod tests {
             ini: vec![],
             env: vec![],
             clear_env: true,
+            php_ini: crate::config::PhpIni::Search,
             credentials: None,
         };
         let mut backend = Backend::start(&layout, &spec).unwrap();

@@ -13,6 +13,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::config::PhpIni;
 use crate::sys::child::ChildSetup;
 use crate::sys::privileges::Credentials;
 
@@ -32,6 +33,8 @@ pub struct ChildSpec {
     pub children: u32,
     /// `-d NAME=VALUE` arguments, in order.
     pub ini: Vec<(String, String)>,
+    /// Which php.ini (`-n`, `-c PATH`, or PHP's own search).
+    pub php_ini: PhpIni,
     /// Extra environment.
     pub env: Vec<(String, String)>,
     /// Start from an empty environment (php-fpm's `clear_env`).
@@ -45,6 +48,15 @@ impl ChildSpec {
     /// The command line, without spawning (what the log and tests show).
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.php_cgi);
+        match &self.php_ini {
+            PhpIni::Search => {}
+            PhpIni::None => {
+                cmd.arg("-n");
+            }
+            PhpIni::Path(path) => {
+                cmd.arg("-c").arg(path);
+            }
+        }
         for (name, value) in &self.ini {
             cmd.arg("-d").arg(format!("{name}={value}"));
         }
@@ -215,6 +227,7 @@ mod tests {
             ],
             env: vec![("APP_ENV".into(), "dev".into())],
             clear_env: true,
+            php_ini: crate::config::PhpIni::Search,
             credentials: None,
         };
         let cmd = spec.command();

@@ -9,6 +9,7 @@ mod affinity;
 mod backend;
 mod cache;
 mod child;
+mod embedded;
 mod peer;
 mod script;
 pub mod shared;
@@ -20,6 +21,7 @@ use affinity::Follower;
 pub use backend::Layout;
 pub use cache::{ScriptCache, SCRIPT_CACHE_TTL};
 pub use child::{ChildSpec, PhpChild};
+pub use embedded::EmbeddedPhp;
 pub use script::{
     apache_proxy_path, extension_allowed, requested_path, resolve, resolve_script, sent_filename,
     ApacheProxyPath, Refusal, Resolved,
@@ -93,12 +95,8 @@ impl PhpSettings {
     pub fn for_worker(pool: &PoolConfig, runtime_dir: &Path, worker: usize) -> Self {
         let app = &pool.app;
         let (layout, child) = php_cgi_for(pool, runtime_dir, worker);
-        let document_root = std::fs::canonicalize(&app.document_root).unwrap_or_else(|e| {
-            tracing::error!(pool = %pool.name, "document_root {}: {e}; every request will get 404", app.document_root.display());
-            app.document_root.clone()
-        });
         Self {
-            document_root,
+            document_root: canonical_document_root(pool),
             limit_extensions: app.limit_extensions.clone(),
             request_timeout: pool.request_timeout,
             max_requests: pool.max_requests,
@@ -108,13 +106,25 @@ impl PhpSettings {
     }
 }
 
+/// `pool`'s document_root with symlinks resolved (logged, and kept as written, when it cannot
+/// be: every request then gets 404).
+fn canonical_document_root(pool: &PoolConfig) -> PathBuf {
+    let root = &pool.app.document_root;
+    std::fs::canonicalize(root).unwrap_or_else(|e| {
+        tracing::error!(pool = %pool.name, "document_root {}: {e}; every request will get 404", root.display());
+        root.clone()
+    })
+}
+
 /// Where worker `worker` of `pool` gets its php-cgi, and how that php-cgi is started: its own
 /// on `php-<worker>.sock`, or the pool's shared parent (what the master starts, the same for
 /// every worker) with `max_children` children. `credentials` are left for the caller to set.
 pub fn php_cgi_for(pool: &PoolConfig, runtime_dir: &Path, worker: usize) -> (Layout, ChildSpec) {
     let app = &pool.app;
     let (layout, socket_path, children) = match app.php_children {
-        PhpChildren::PerWorker => (
+        // Embedded pools start no php-cgi (`master::apps` chooses `EmbeddedPhp` for them); the
+        // per-worker shape is only a harmless answer.
+        PhpChildren::PerWorker | PhpChildren::Embedded => (
             Layout::PerWorker,
             crate::config::runtime_dir::pool_dir(runtime_dir, &pool.name)
                 .join(format!("php-{worker}.sock")),
@@ -139,6 +149,7 @@ pub fn php_cgi_for(pool: &PoolConfig, runtime_dir: &Path, worker: usize) -> (Lay
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        php_ini: app.php_ini.clone(),
         env: app
             .env
             .iter()
@@ -441,43 +452,61 @@ fn connection<'a>(
     up.conn.as_ref()
 }
 
+/// The script `request` asks for, through `scripts` (php-fpm's 404 "File not found." and
+/// 403 "Access denied." answered here when there is none to run).
+fn find_script(
+    scripts: &mut ScriptCache,
+    document_root: &Path,
+    limit_extensions: &[String],
+    request: &Request,
+    out: &mut ResponseWriter<'_>,
+) -> io::Result<Option<Resolved>> {
+    let filename = request.params.get("SCRIPT_FILENAME");
+    let name = request.params.get("SCRIPT_NAME");
+    let (key, by_name) = ScriptCache::key(document_root, filename, name);
+    // An Apache proxy form with a `?` resolves according to REQUEST_URI too: not cached.
+    let cacheable = !key.contains(&b'?');
+    let now = Instant::now();
+    if cacheable {
+        if let Some(script) = scripts.get(key, by_name, now) {
+            return Ok(Some(script.clone()));
+        }
+    }
+    match resolve(
+        document_root,
+        filename,
+        name,
+        request.params.get("REQUEST_URI"),
+        limit_extensions,
+    ) {
+        Ok(script) => {
+            if cacheable {
+                scripts.insert(key, by_name, script.clone(), now);
+            }
+            Ok(Some(script))
+        }
+        Err(Refusal::NotFound) => {
+            plain_response(out, "404 Not Found", "File not found.\n")?;
+            Ok(None)
+        }
+        Err(Refusal::Forbidden) => {
+            plain_response(out, "403 Forbidden", "Access denied.\n")?;
+            Ok(None)
+        }
+    }
+}
+
 impl App for Php {
     fn handle(&mut self, request: &Request, out: &mut ResponseWriter<'_>) -> io::Result<u32> {
-        let filename = request.params.get("SCRIPT_FILENAME");
-        let name = request.params.get("SCRIPT_NAME");
-        let (key, by_name) = ScriptCache::key(&self.settings.document_root, filename, name);
-        // An Apache proxy form with a `?` resolves according to REQUEST_URI too: not cached.
-        let cacheable = !key.contains(&b'?');
-        let now = Instant::now();
-        let cached = if cacheable {
-            self.scripts.get(key, by_name, now).cloned()
-        } else {
-            None
-        };
-        let script = match cached {
-            Some(script) => script,
-            None => match resolve(
-                &self.settings.document_root,
-                filename,
-                name,
-                request.params.get("REQUEST_URI"),
-                &self.settings.limit_extensions,
-            ) {
-                Ok(script) => {
-                    if cacheable {
-                        self.scripts.insert(key, by_name, script.clone(), now);
-                    }
-                    script
-                }
-                Err(Refusal::NotFound) => {
-                    plain_response(out, "404 Not Found", "File not found.\n")?;
-                    return Ok(0);
-                }
-                Err(Refusal::Forbidden) => {
-                    plain_response(out, "403 Forbidden", "Access denied.\n")?;
-                    return Ok(0);
-                }
-            },
+        let Some(script) = find_script(
+            &mut self.scripts,
+            &self.settings.document_root,
+            &self.settings.limit_extensions,
+            request,
+            out,
+        )?
+        else {
+            return Ok(0);
         };
         if let Err(e) = self.encode(request, &script) {
             tracing::warn!(pool = %self.settings.child.pool, error = %e, "cannot forward the request to php-cgi");

@@ -17,7 +17,7 @@
 //!   session of its own would give the pool's PHP a share of the CPU beside fastpm's, which
 //!   php-fpm does not get; docs/BENCHMARKS.md). Its parent-death signal is TERM, on which
 //!   php-cgi kills its children before leaving. The key names the settings that shape the php-cgi command line
-//!   (`php_cgi`, `ini`, `env`, `clear_env`, `user`, `group`, `max_children`): a reload that
+//!   (`php_cgi`, `php_ini`, `ini`, `env`, `clear_env`, `user`, `group`, `max_children`): a reload that
 //!   changes one starts a new parent on a new socket while the old generation of workers still
 //!   uses the old one (`crate::master::apps::PoolPhp`).
 //! - php-cgi's parent replaces a child that ends (killed for `request_timeout`, recycled after
@@ -79,6 +79,7 @@ pub fn key(pool: &PoolConfig) -> String {
         hash = fnv1a(&[0], hash);
     };
     add(&app.php_cgi);
+    add(&format!("php_ini {:?}", app.php_ini));
     for (name, value) in &app.ini {
         add(&format!("ini {name}={value}"));
     }

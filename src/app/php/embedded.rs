@@ -1,0 +1,193 @@
+//! `php_children = "embedded"`: the worker process runs PHP itself (`sys::php_embed`), as a
+//! php-fpm child does — no php-cgi, no second process, no relay. What stays fastpm's: which
+//! script runs (`script`, the same checks as the php-cgi layouts), the FastCGI answer, status,
+//! queue wait and shedding (the worker's, before the app). `request_timeout` is the worker
+//! process's watchdog (`worker::watchdog`: 504, then the process is replaced, as php-fpm's
+//! `request_terminate_timeout` kills its child).
+//!
+//! $_SERVER holds the pool's `env` and then the request's params (php-fpm's `clear_env`: not
+//! the worker's own environment), with SCRIPT_FILENAME set to the resolved script and the path
+//! info split off an Apache proxy SCRIPT_FILENAME as in the other layouts. PHP's error messages
+//! go to fastpm's log and, as "PHP message: …" on STDERR, to the web server (php-fpm's way:
+//! nginx logs "FastCGI sent in stderr").
+
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use super::{find_script, path_info_params, ScriptCache, FAILED_APP_STATUS, MAX_FORWARDED_STDERR};
+use crate::app::{plain_response, App};
+use crate::config::PoolConfig;
+use crate::fastcgi::{Request, ResponseWriter};
+use crate::sys::php_embed::{Interpreter, PhpRequest, Ran, Sink};
+
+/// One worker process's PHP.
+pub struct EmbeddedPhp {
+    pool: String,
+    /// `document_root`, canonical (see `PhpSettings::document_root`).
+    document_root: PathBuf,
+    limit_extensions: Vec<String>,
+    /// The pool's `env`, as php-fpm's `env[NAME]`: in $_SERVER and getenv(), below the params.
+    env: Vec<(Vec<u8>, Vec<u8>)>,
+    /// PHP, or why it could not start (logged once; every request then gets 503, as when
+    /// php-cgi cannot start).
+    php: Result<Interpreter, String>,
+    /// Scripts resolved recently (see `cache`).
+    scripts: ScriptCache,
+}
+
+impl EmbeddedPhp {
+    /// Start PHP in this process (call it in the worker process, after it took the pool's ids):
+    /// php.ini of PHP's embed build, then the pool's `ini` over it.
+    pub fn new(pool: &PoolConfig) -> Self {
+        let app = &pool.app;
+        let ini: Vec<(String, String)> = app
+            .ini
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let php = Interpreter::start(&app.php_ini, &ini).map_err(|e| {
+            tracing::error!(pool = %pool.name, "PHP cannot start in this worker: {e}");
+            e.to_string()
+        });
+        Self {
+            pool: pool.name.clone(),
+            document_root: super::canonical_document_root(pool),
+            limit_extensions: app.limit_extensions.clone(),
+            env: app
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes()))
+                .collect(),
+            php,
+            scripts: ScriptCache::default(),
+        }
+    }
+}
+
+/// Where PHP's output goes during one request.
+struct Answer<'o, 'w> {
+    out: &'o mut ResponseWriter<'w>,
+    pool: &'o str,
+    /// "PHP message: …" lines for the web server, sent after the output (bounded).
+    stderr: Vec<u8>,
+    /// The first failed write: the client is gone; the request's result is this error.
+    client_error: Option<io::Error>,
+}
+
+impl Answer<'_, '_> {
+    fn keep(&mut self, result: io::Result<()>) -> bool {
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                self.client_error.get_or_insert(e);
+                false
+            }
+        }
+    }
+}
+
+impl Sink for Answer<'_, '_> {
+    fn stdout(&mut self, bytes: &[u8]) -> bool {
+        if self.client_error.is_some() {
+            return false;
+        }
+        let result = self.out.stdout(bytes);
+        self.keep(result)
+    }
+
+    fn flush(&mut self) -> bool {
+        if self.client_error.is_some() {
+            return false;
+        }
+        let result = self.out.flush();
+        self.keep(result)
+    }
+
+    fn message(&mut self, text: &[u8]) {
+        for line in crate::logs::stderr_lines(text) {
+            tracing::warn!(pool = %self.pool, "php: {}", crate::logs::bounded(line));
+        }
+        if self.stderr.len() < MAX_FORWARDED_STDERR {
+            self.stderr.extend_from_slice(b"PHP message: ");
+            self.stderr.extend_from_slice(text);
+            self.stderr.push(b'\n');
+        }
+    }
+}
+
+impl App for EmbeddedPhp {
+    fn handle(&mut self, request: &Request, out: &mut ResponseWriter<'_>) -> io::Result<u32> {
+        let php = match &mut self.php {
+            Ok(php) => php,
+            Err(why) => {
+                let body = format!("PHP cannot start: {why}\n");
+                plain_response(out, "503 Service Unavailable", &body)?;
+                return Ok(FAILED_APP_STATUS);
+            }
+        };
+        let Some(script) = find_script(
+            &mut self.scripts,
+            &self.document_root,
+            &self.limit_extensions,
+            request,
+            out,
+        )?
+        else {
+            return Ok(0);
+        };
+        let replaced = script
+            .path_info
+            .as_deref()
+            .map(|info| path_info_params(request, info))
+            .unwrap_or_default();
+        let mut params: Vec<(&[u8], &[u8])> =
+            Vec::with_capacity(self.env.len() + request.params.len() + replaced.len() + 1);
+        params.extend(self.env.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+        params.extend(request.params.iter().filter(|(name, _)| {
+            *name != b"SCRIPT_FILENAME" && !replaced.iter().any(|(n, _)| n == name)
+        }));
+        params.extend(replaced.iter().map(|(n, v)| (*n, v.as_slice())));
+        params.push((b"SCRIPT_FILENAME", script.path.as_os_str().as_bytes()));
+
+        let mut answer = Answer {
+            out,
+            pool: &self.pool,
+            stderr: Vec::new(),
+            client_error: None,
+        };
+        let ran = php.run(
+            &PhpRequest {
+                params: &params,
+                script: &script.path,
+                body: &request.stdin,
+            },
+            &mut answer,
+        );
+        let Answer {
+            out,
+            stderr,
+            client_error,
+            ..
+        } = answer;
+        if let Some(e) = client_error {
+            return Err(e);
+        }
+        if !stderr.is_empty() {
+            out.stderr(&stderr)?;
+        }
+        match ran {
+            // php-fpm ends every request with app status 0, whatever the script's exit code.
+            Ran::Finished(_) => Ok(0),
+            Ran::NotStarted => {
+                tracing::error!(pool = %self.pool, "PHP could not start a request");
+                plain_response(
+                    out,
+                    "500 Internal Server Error",
+                    "PHP could not start the request.\n",
+                )?;
+                Ok(FAILED_APP_STATUS)
+            }
+        }
+    }
+}

@@ -1,0 +1,393 @@
+/*
+ * fastpm's PHP SAPI: PHP (libphp, the embed build) run inside a worker process, one request at
+ * a time, as php-fpm's children run it. build.rs compiles this file into a small shared object
+ * that fastpm carries in its binary and loads (after libphp8.2.so) only in a worker process of
+ * a `php_children = "embedded"` pool (see mod.rs): fastpm itself never links libphp.
+ *
+ * The Rust side owns the FastCGI protocol, the script's resolution and every byte of I/O. This
+ * file only translates: a request (its params, body and script) into PHP's request globals, and
+ * PHP's output, headers, errors and body reads into calls of the three callbacks Rust gives at
+ * start-up. Behaviour copied in spirit from sapi/fpm/fpm/fpm_main.c (php-fpm's SAPI): the SAPI
+ * name "fpm-fcgi" (opcache and applications treat the SAPI as php-fpm's), `Status:` lines,
+ * $_SERVER from the params (clear_env), PHP_SELF, HTTP auth, PHP_VALUE/PHP_ADMIN_VALUE.
+ *
+ * Bail-outs (PHP's fatal errors longjmp) never cross a Rust frame: every call into PHP from
+ * here is inside zend_try, and the callbacks into Rust return before PHP may bail out.
+ */
+#include <php.h>
+#include <SAPI.h>
+#include <php_main.h>
+#include <php_variables.h>
+#include <zend_ini.h>
+#include <zend_ini_scanner.h>
+#include <zend_signal.h>
+#include <zend_smart_str.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+/* One FastCGI param; name and value are each followed by a NUL (not counted in the lengths). */
+struct fastpm_param {
+	const char *name;
+	size_t name_len;
+	char *value;
+	size_t value_len;
+};
+
+/* One request, as Rust hands it over. */
+struct fastpm_request {
+	const struct fastpm_param *params;
+	size_t nparams;
+	/* The script to run (already resolved and checked by fastpm), NUL-terminated. */
+	const char *script;
+	const char *body;
+	size_t body_len;
+	/* Rust's per-request output; passed back to the callbacks. */
+	void *sink;
+};
+
+/* What PHP's output, flushes and messages become. write/flush return 0, or -1 when the client
+ * is gone. log gets a NULL sink outside a request (start-up messages). */
+struct fastpm_callbacks {
+	int (*write)(void *sink, const char *bytes, size_t len);
+	int (*flush)(void *sink);
+	void (*log)(void *sink, const char *message, size_t len);
+};
+
+/* fastpm_php_run's answers besides PHP's exit status. */
+#define FASTPM_REQUEST_STARTUP_FAILED (-1)
+
+static const struct fastpm_callbacks *callbacks;
+/* The request being run; NULL between requests. */
+static const struct fastpm_request *current;
+/* How much of current->body PHP has read. */
+static size_t body_read;
+
+static const char *param(const char *name, size_t len)
+{
+	size_t i;
+	if (!current) {
+		return NULL;
+	}
+	for (i = 0; i < current->nparams; i++) {
+		const struct fastpm_param *p = &current->params[i];
+		if (p->name_len == len && memcmp(p->name, name, len) == 0) {
+			return p->value;
+		}
+	}
+	return NULL;
+}
+
+#define PARAM(literal) param(literal, sizeof(literal) - 1)
+
+static size_t fastpm_ub_write(const char *str, size_t len)
+{
+	if (!current) {
+		callbacks->log(NULL, str, len);
+		return len;
+	}
+	if (callbacks->write(current->sink, str, len) != 0) {
+		php_handle_aborted_connection();
+		return 0;
+	}
+	return len;
+}
+
+static void fastpm_flush(void *server_context)
+{
+	(void) server_context;
+	if (current && callbacks->flush(current->sink) != 0) {
+		php_handle_aborted_connection();
+	}
+}
+
+static char *fastpm_getenv(const char *name, size_t len)
+{
+	return (char *) param(name, len);
+}
+
+/* The reason phrases php-fpm puts after a `Status:` code. */
+static const struct {
+	int code;
+	const char *reason;
+} reasons[] = {
+	{100, "Continue"}, {101, "Switching Protocols"}, {200, "OK"}, {201, "Created"},
+	{202, "Accepted"}, {203, "Non-Authoritative Information"}, {204, "No Content"},
+	{205, "Reset Content"}, {206, "Partial Content"}, {300, "Multiple Choices"},
+	{301, "Moved Permanently"}, {302, "Found"}, {303, "See Other"}, {304, "Not Modified"},
+	{305, "Use Proxy"}, {307, "Temporary Redirect"}, {308, "Permanent Redirect"},
+	{400, "Bad Request"}, {401, "Unauthorized"}, {402, "Payment Required"},
+	{403, "Forbidden"}, {404, "Not Found"}, {405, "Method Not Allowed"},
+	{406, "Not Acceptable"}, {407, "Proxy Authentication Required"},
+	{408, "Request Timeout"}, {409, "Conflict"}, {410, "Gone"}, {411, "Length Required"},
+	{412, "Precondition Failed"}, {413, "Request Entity Too Large"},
+	{414, "Request-URI Too Long"}, {415, "Unsupported Media Type"},
+	{416, "Requested Range Not Satisfiable"}, {417, "Expectation Failed"},
+	{422, "Unprocessable Entity"}, {426, "Upgrade Required"}, {428, "Precondition Required"},
+	{429, "Too Many Requests"}, {431, "Request Header Fields Too Large"},
+	{451, "Unavailable For Legal Reasons"}, {500, "Internal Server Error"},
+	{501, "Not Implemented"}, {502, "Bad Gateway"}, {503, "Service Unavailable"},
+	{504, "Gateway Timeout"}, {505, "HTTP Version Not Supported"},
+	{511, "Network Authentication Required"}, {0, NULL},
+};
+
+static bool is_header(const sapi_header_struct *h, const char *name, size_t len)
+{
+	return h->header_len > len && strncasecmp(h->header, name, len) == 0;
+}
+
+/* The CGI head: `Status:` when the code is not 200 (and the script set none), the headers,
+ * a blank line — written in one piece. */
+static int fastpm_send_headers(sapi_headers_struct *headers)
+{
+	smart_str head = {0};
+	zend_llist_position pos;
+	sapi_header_struct *h;
+	bool status_sent = false;
+	int code = headers->http_response_code;
+	int failed;
+
+	if (SG(request_info).no_headers) {
+		return SAPI_HEADER_SENT_SUCCESSFULLY;
+	}
+	if (code != 200) {
+		bool has_status = false;
+		for (h = zend_llist_get_first_ex(&headers->headers, &pos); h;
+				h = zend_llist_get_next_ex(&headers->headers, &pos)) {
+			if (is_header(h, "Status:", sizeof("Status:") - 1)) {
+				has_status = true;
+				break;
+			}
+		}
+		if (!has_status) {
+			const char *reason = NULL;
+			size_t i;
+			for (i = 0; reasons[i].code; i++) {
+				if (reasons[i].code == code) {
+					reason = reasons[i].reason;
+					break;
+				}
+			}
+			smart_str_appends(&head, "Status: ");
+			smart_str_append_long(&head, code);
+			if (reason) {
+				smart_str_appendc(&head, ' ');
+				smart_str_appends(&head, reason);
+			}
+			smart_str_appends(&head, "\r\n");
+		}
+	}
+	for (h = zend_llist_get_first_ex(&headers->headers, &pos); h;
+			h = zend_llist_get_next_ex(&headers->headers, &pos)) {
+		if (!h->header_len) {
+			continue;
+		}
+		if (is_header(h, "Status:", sizeof("Status:") - 1)) {
+			if (status_sent) {
+				continue;
+			}
+			status_sent = true;
+		} else if (code == 304 && is_header(h, "Content-Type:", sizeof("Content-Type:") - 1)) {
+			continue;
+		}
+		smart_str_appendl(&head, h->header, h->header_len);
+		smart_str_appends(&head, "\r\n");
+	}
+	smart_str_appends(&head, "\r\n");
+	failed = callbacks->write(current->sink, ZSTR_VAL(head.s), ZSTR_LEN(head.s));
+	smart_str_free(&head);
+	if (failed) {
+		php_handle_aborted_connection();
+	}
+	return SAPI_HEADER_SENT_SUCCESSFULLY;
+}
+
+static size_t fastpm_read_post(char *buffer, size_t count)
+{
+	size_t left;
+	if (!current) {
+		return 0;
+	}
+	left = current->body_len - body_read;
+	if (count > left) {
+		count = left;
+	}
+	memcpy(buffer, current->body + body_read, count);
+	body_read += count;
+	return count;
+}
+
+static char *fastpm_read_cookies(void)
+{
+	return (char *) PARAM("HTTP_COOKIE");
+}
+
+static void register_filtered(const char *name, char *value, size_t len, zval *array)
+{
+	size_t new_len;
+	if (sapi_module.input_filter(PARSE_SERVER, name, &value, len, &new_len)) {
+		php_register_variable_safe(name, value, new_len, array);
+	}
+}
+
+/* $_SERVER: the params (the process environment is not imported: php-fpm's clear_env), then
+ * PHP_SELF = SCRIPT_NAME + PATH_INFO as php-fpm builds it. */
+static void fastpm_register_variables(zval *array)
+{
+	size_t i;
+	const char *script_name, *path_info;
+	char *self;
+	size_t name_len, info_len;
+
+	if (!current) {
+		return;
+	}
+	for (i = 0; i < current->nparams; i++) {
+		const struct fastpm_param *p = &current->params[i];
+		register_filtered(p->name, p->value, p->value_len, array);
+	}
+	script_name = PARAM("SCRIPT_NAME");
+	path_info = PARAM("PATH_INFO");
+	name_len = script_name ? strlen(script_name) : 0;
+	info_len = path_info ? strlen(path_info) : 0;
+	self = emalloc(name_len + info_len + 1);
+	memcpy(self, script_name ? script_name : "", name_len);
+	memcpy(self + name_len, path_info ? path_info : "", info_len);
+	self[name_len + info_len] = '\0';
+	register_filtered("PHP_SELF", self, name_len + info_len, array);
+	efree(self);
+}
+
+static void fastpm_log_message(const char *message, int syslog_type)
+{
+	(void) syslog_type;
+	if (message) {
+		callbacks->log(current ? current->sink : NULL, message, strlen(message));
+	}
+}
+
+static int fastpm_startup(sapi_module_struct *module)
+{
+	return php_module_startup(module, NULL) == SUCCESS ? SUCCESS : FAILURE;
+}
+
+static sapi_module_struct fastpm_module = {
+	"fpm-fcgi",                   /* name: what php_sapi_name() says, and opcache's check */
+	"fastpm (embedded PHP)",      /* pretty name */
+	fastpm_startup,
+	php_module_shutdown_wrapper,
+	NULL,                         /* activate */
+	NULL,                         /* deactivate */
+	fastpm_ub_write,
+	fastpm_flush,
+	NULL,                         /* get uid */
+	fastpm_getenv,
+	php_error,
+	NULL,                         /* header handler */
+	fastpm_send_headers,
+	NULL,                         /* send header */
+	fastpm_read_post,
+	fastpm_read_cookies,
+	fastpm_register_variables,
+	fastpm_log_message,
+	NULL,                         /* get request time */
+	NULL,                         /* terminate process */
+	STANDARD_SAPI_MODULE_PROPERTIES
+};
+
+/* Module start-up, once per process: php.ini, then `ini_entries` ("name=value\n" lines: the
+ * pool's `ini`) over it. `php_ini` (the pool's php_ini): NULL = PHP's own search (the embed
+ * build's /etc/php/8.2/embed and its conf.d on Debian), "" = none (-n), else a file or
+ * directory (-c). 0 = ready. */
+int fastpm_php_startup(const struct fastpm_callbacks *given, const char *ini_entries,
+		const char *php_ini)
+{
+	callbacks = given;
+	zend_signal_startup();
+	sapi_startup(&fastpm_module);
+	fastpm_module.php_ini_ignore_cwd = 1;
+	if (php_ini && !*php_ini) {
+		fastpm_module.php_ini_ignore = 1;
+	} else if (php_ini) {
+		fastpm_module.php_ini_path_override = strdup(php_ini);
+	}
+	if (ini_entries && *ini_entries) {
+		fastpm_module.ini_entries = strdup(ini_entries);
+	}
+	if (fastpm_module.startup(&fastpm_module) == FAILURE) {
+		return -1;
+	}
+	return 0;
+}
+
+/* PHP_VALUE / PHP_ADMIN_VALUE lines, as php-fpm applies them. */
+static void apply_ini_entry(zval *name, zval *value, zval *unused, int type, void *mode)
+{
+	(void) unused;
+	if (type == ZEND_INI_PARSER_ENTRY && value) {
+		zend_alter_ini_entry_chars(Z_STR_P(name), Z_STRVAL_P(value), Z_STRLEN_P(value),
+				*(int *) mode, PHP_INI_STAGE_HTACCESS);
+	}
+}
+
+static void apply_ini(const char *lines, int mode)
+{
+	char *text;
+	if (!lines || !*lines) {
+		return;
+	}
+	spprintf(&text, 0, "%s\n", lines);
+	zend_parse_ini_string(text, 1, ZEND_INI_SCANNER_NORMAL, apply_ini_entry, &mode);
+	efree(text);
+}
+
+/* Run one request. Returns PHP's exit status, or FASTPM_REQUEST_STARTUP_FAILED when PHP could
+ * not start the request (nothing was written then). */
+int fastpm_php_run(const struct fastpm_request *request)
+{
+	int status = FASTPM_REQUEST_STARTUP_FAILED;
+	const char *length, *protocol, *auth;
+
+	current = request;
+	body_read = 0;
+	SG(server_context) = (void *) request;
+	SG(request_info).request_method = PARAM("REQUEST_METHOD");
+	SG(request_info).query_string = (char *) PARAM("QUERY_STRING");
+	SG(request_info).request_uri = (char *) PARAM("SCRIPT_NAME");
+	SG(request_info).content_type = PARAM("CONTENT_TYPE");
+	length = PARAM("CONTENT_LENGTH");
+	SG(request_info).content_length = length ? ZEND_STRTOL(length, NULL, 10) : 0;
+	SG(request_info).path_translated = (char *) request->script;
+	protocol = PARAM("SERVER_PROTOCOL");
+	SG(request_info).proto_num = protocol && strcmp(protocol, "HTTP/1.1") == 0 ? 1001 : 1000;
+	SG(request_info).auth_user = NULL;
+	SG(request_info).auth_password = NULL;
+	SG(request_info).auth_digest = NULL;
+	auth = PARAM("HTTP_AUTHORIZATION");
+	/* sapi_activate does not reset the code (the SAPI does, php-fpm's too): 200 unless the
+	 * request's start (a body over post_max_size) or the script says otherwise. */
+	SG(sapi_headers).http_response_code = 200;
+
+	zend_first_try {
+		php_handle_auth_data(auth);
+		apply_ini(PARAM("PHP_VALUE"), ZEND_INI_USER);
+		apply_ini(PARAM("PHP_ADMIN_VALUE"), ZEND_INI_SYSTEM);
+		if (php_request_startup() == SUCCESS) {
+			zend_file_handle file;
+			zend_stream_init_filename(&file, request->script);
+			file.primary_script = 1;
+			php_execute_script(&file);
+			zend_destroy_file_handle(&file);
+			status = EG(exit_status);
+		}
+	} zend_end_try();
+	if (status != FASTPM_REQUEST_STARTUP_FAILED) {
+		php_request_shutdown(NULL);
+	}
+	SG(server_context) = NULL;
+	SG(request_info).path_translated = NULL;
+	SG(request_info).query_string = NULL;
+	SG(request_info).request_uri = NULL;
+	current = NULL;
+	return status;
+}
