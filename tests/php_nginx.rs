@@ -146,40 +146,7 @@ fn php_examples_through_nginx() {
     let (code, body) = curl(&[], &format!("{base}/cpu.php?k=1"));
     assert_eq!((code, text(&body)), (200, "k=1 x=729977\n".to_string()));
 
-    let (code, head) = curl(&["-D", "-"], &format!("{base}/headers.php?code=201"));
-    let head = text(&head).to_ascii_lowercase();
-    assert_eq!(code, 201, "{head}");
-    assert!(head.contains("x-fastpm-example: headers"), "{head}");
-    assert!(head.contains("set-cookie: example=cookie-value"), "{head}");
-    let (code, head) = curl(
-        &["-D", "-"],
-        &format!("{base}/headers.php?code=302&location=/there"),
-    );
-    assert_eq!(code, 302);
-    assert!(text(&head)
-        .to_ascii_lowercase()
-        .contains("location: /there"));
-
-    let (code, body) = curl(&[], &format!("{base}/error.php"));
-    assert_eq!(code, 500, "{}", text(&body));
-    assert!(
-        server.log().contains("undefined_function_for_the_example"),
-        "php's error is logged:\n{}",
-        server.log()
-    );
-
-    let nginx_log = std::fs::read_to_string(server.path("nginx-error.log")).unwrap_or_default();
-    assert!(
-        nginx_log.contains("FastCGI sent in stderr")
-            && nginx_log.contains("undefined_function_for_the_example"),
-        "php's STDERR reaches nginx as php-fpm's does: {nginx_log}"
-    );
-
-    let (code, body) = curl(&["-d", "a=1&b=two"], &format!("{base}/post.php"));
-    let body = text(&body);
-    assert_eq!(code, 200, "{body}");
-    assert!(body.contains("method=POST\nlength=9\n"), "{body}");
-    assert!(body.contains("post[a]=1\npost[b]=two\n"), "{body}");
+    common::php_pages::headers_error_and_post(&base, &server);
 
     // `env` reaches PHP, fastpm's own environment does not (clear_env), `ini` became -d.
     let (code, body) = curl(&[], &format!("{base}/env.php"));
@@ -190,13 +157,7 @@ fn php_examples_through_nginx() {
     assert!(body.contains("2 => '0'"), "{body}");
     assert!(body.contains("3 => '77M'"), "{body}");
 
-    let (code, body) = curl(&[], &format!("{base}/notes.txt"));
-    assert_eq!((code, text(&body)), (403, "Access denied.\n".to_string()));
-    let (code, body) = curl(&[], &format!("{base}/missing.php"));
-    assert_eq!((code, text(&body)), (404, "File not found.\n".to_string()));
-    let (code, body) = curl(&[], &format!("{base}/link.php"));
-    assert_eq!(code, 404, "a symlink out of document_root does not run");
-    assert!(!text(&body).contains("EVIL"));
+    common::php_pages::refusals(&base);
 }
 
 /// Process workers (php-fpm's layout): each worker process owns its php-cgi, which is the

@@ -73,10 +73,29 @@ fn site() -> Site {
     }
 }
 
+/// Where fastpm runs PHP: php-cgi (the default layout, worker threads) or inside its worker
+/// processes (`php_children = "embedded"`).
+#[derive(Clone, Copy)]
+enum Php {
+    Cgi,
+    Embedded,
+}
+
+impl Php {
+    /// The pool's `workers` and the app's `php_children`.
+    fn keys(self) -> (&'static str, &'static str) {
+        match self {
+            Php::Cgi => ("thread", "shared"),
+            Php::Embedded => ("process", "embedded"),
+        }
+    }
+}
+
 /// fastpm with one php pool on `<dir>/p.sock`, owned by www-data with mode 0660 — what
 /// Debian's php-fpm pool does (`listen.owner = www-data`) so that httpd's workers, which run as
 /// www-data, can connect, and nobody else can.
-fn start_fastpm(site: &Site) -> Server {
+fn start_fastpm(site: &Site, php: Php) -> Server {
+    let (workers, php_children) = php.keys();
     let php_cgi = require("php-cgi");
     let ini: Vec<String> = INI.iter().map(|(k, v)| format!("{k} = \"{v}\"")).collect();
     let config = format!(
@@ -86,7 +105,7 @@ status_listen = ""
 runtime_dir = "{{dir}}/rt"
 
 [pool.p]
-workers = "thread"
+workers = "{workers}"
 max_children = 2
 
 [pool.p.listen]
@@ -98,6 +117,7 @@ mode = "0660"
 [pool.p.app]
 kind = "php"
 php_cgi = "{php_cgi}"
+php_children = "{php_children}"
 document_root = "{root}"
 ini = {{ {ini} }}
 "#,
@@ -204,13 +224,14 @@ fn exercise(
 /// the socket to pass to): same statuses, same bytes.
 /// `fastpm_only` runs against fastpm's web server too, for answers php-fpm does not share.
 fn compare_with_php_fpm(
+    php: Php,
     site: &Site,
     forbidden: Option<&str>,
     app_sees_missing: bool,
     serve: impl Fn(&Path, &str, &Path) -> Box<dyn WebServer>,
     fastpm_only: impl Fn(u16),
 ) {
-    let fastpm = start_fastpm(site);
+    let fastpm = start_fastpm(site, php);
     let ours = {
         let web = serve(fastpm.dir.path(), "fastpm", &fastpm.path("p.sock"));
         fastpm_only(web.port());
@@ -267,8 +288,19 @@ SetEnvIfNoCase ^Authorization$ "(.+)" HTTP_AUTHORIZATION=$1
 
 #[test]
 fn apache_set_handler_proxy_unix_fcgi() {
+    apache_set_handler(Php::Cgi);
+}
+
+/// The same with PHP inside fastpm's worker processes.
+#[test]
+fn apache_set_handler_proxy_unix_fcgi_embedded_php() {
+    apache_set_handler(Php::Embedded);
+}
+
+fn apache_set_handler(php: Php) {
     let site = site();
     compare_with_php_fpm(
+        php,
         &site,
         Some("/page.phtml"),
         true,
@@ -325,7 +357,7 @@ ProxyPassMatch "^/pp/(.*\.php(/.*)?)$" "unix:{sock}|fcgi://localhost{root}/$1"
             snippet = apache_php_fpm_snippet("proxy:balancer://php"),
         )
     };
-    let fastpm = start_fastpm(&site);
+    let fastpm = start_fastpm(&site, Php::Cgi);
     let (ours, ours_pp) = {
         let web = Apache::start(
             fastpm.dir.path(),
@@ -372,6 +404,16 @@ ProxyPassMatch "^/pp/(.*\.php(/.*)?)$" "unix:{sock}|fcgi://localhost{root}/$1"
 /// the text), so that answer is checked on fastpm alone.
 #[test]
 fn lighttpd_fastcgi_php_fpm() {
+    lighttpd_fastcgi(Php::Cgi);
+}
+
+/// The same with PHP inside fastpm's worker processes.
+#[test]
+fn lighttpd_fastcgi_embedded_php() {
+    lighttpd_fastcgi(Php::Embedded);
+}
+
+fn lighttpd_fastcgi(php: Php) {
     let site = site();
     std::os::unix::fs::symlink(
         site.root.join("notes.txt"),
@@ -379,6 +421,7 @@ fn lighttpd_fastcgi_php_fpm() {
     )
     .unwrap();
     compare_with_php_fpm(
+        php,
         &site,
         None,
         false,

@@ -11,6 +11,7 @@ pub mod lighttpd;
 pub mod longpoll;
 pub mod nginx;
 pub mod php_fpm;
+pub mod php_pages;
 pub mod procs;
 pub mod raw;
 pub mod redis;

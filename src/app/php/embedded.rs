@@ -27,7 +27,8 @@ pub struct EmbeddedPhp {
     /// `document_root`, canonical (see `PhpSettings::document_root`).
     document_root: PathBuf,
     limit_extensions: Vec<String>,
-    /// The pool's `env`, as php-fpm's `env[NAME]`: in $_SERVER and getenv(), below the params.
+    /// The process environment (see [`environment`]), as php-fpm's: in $_SERVER below the
+    /// params.
     env: Vec<(Vec<u8>, Vec<u8>)>,
     /// PHP, or why it could not start (logged once; every request then gets 503, as when
     /// php-cgi cannot start).
@@ -54,15 +55,30 @@ impl EmbeddedPhp {
             pool: pool.name.clone(),
             document_root: super::canonical_document_root(pool),
             limit_extensions: app.limit_extensions.clone(),
-            env: app
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes()))
-                .collect(),
+            env: environment(pool),
             php,
             scripts: ScriptCache::default(),
         }
     }
+}
+
+/// Make this process's environment what php-fpm gives a child (`clear_env`: empty, then
+/// `env`; otherwise the worker's own plus `env`), so that getenv() falls back on nothing else;
+/// and return it for $_SERVER (php-fpm imports the environment there too). Called on the
+/// worker's only thread, after PHP's start-up read PHPRC / PHP_INI_SCAN_DIR.
+fn environment(pool: &PoolConfig) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use std::os::unix::ffi::OsStringExt;
+    if pool.app.clear_env {
+        for (name, _) in std::env::vars_os() {
+            std::env::remove_var(name);
+        }
+    }
+    for (name, value) in &pool.app.env {
+        std::env::set_var(name, value);
+    }
+    std::env::vars_os()
+        .map(|(k, v)| (k.into_vec(), v.into_vec()))
+        .collect()
 }
 
 /// Where PHP's output goes during one request.

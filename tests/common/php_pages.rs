@@ -1,0 +1,60 @@
+//! php-examples pages that every way of running PHP (php-cgi, shared php-cgi, embedded) must
+//! answer alike through nginx: a status and headers set by the script, a redirect, the fatal
+//! error page (logged by fastpm and passed on to nginx's log), a form POST, and the scripts
+//! that must not run.
+
+use super::nginx::curl;
+use super::Server;
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The checks, through the nginx at `base` (`http://127.0.0.1:PORT`) in front of `server`.
+pub fn headers_error_and_post(base: &str, server: &Server) {
+    let (code, head) = curl(&["-D", "-"], &format!("{base}/headers.php?code=201"));
+    let head = text(&head).to_ascii_lowercase();
+    assert_eq!(code, 201, "{head}");
+    assert!(head.contains("x-fastpm-example: headers"), "{head}");
+    assert!(head.contains("set-cookie: example=cookie-value"), "{head}");
+    let (code, head) = curl(
+        &["-D", "-"],
+        &format!("{base}/headers.php?code=302&location=/there"),
+    );
+    assert_eq!(code, 302);
+    assert!(text(&head)
+        .to_ascii_lowercase()
+        .contains("location: /there"));
+
+    let (code, body) = curl(&[], &format!("{base}/error.php"));
+    assert_eq!(code, 500, "{}", text(&body));
+    assert!(
+        server.log().contains("undefined_function_for_the_example"),
+        "php's error is logged:\n{}",
+        server.log()
+    );
+    let nginx_log = std::fs::read_to_string(server.path("nginx-error.log")).unwrap_or_default();
+    assert!(
+        nginx_log.contains("FastCGI sent in stderr")
+            && nginx_log.contains("undefined_function_for_the_example"),
+        "php's STDERR reaches nginx as php-fpm's does: {nginx_log}"
+    );
+
+    let (code, body) = curl(&["-d", "a=1&b=two"], &format!("{base}/post.php"));
+    let body = text(&body);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("method=POST\nlength=9\n"), "{body}");
+    assert!(body.contains("post[a]=1\npost[b]=two\n"), "{body}");
+}
+
+/// What must not run: a file that is not a .php script (403), a missing script (404), a
+/// `link.php` symlink out of the document root (404).
+pub fn refusals(base: &str) {
+    let (code, body) = curl(&[], &format!("{base}/notes.txt"));
+    assert_eq!((code, text(&body)), (403, "Access denied.\n".to_string()));
+    let (code, body) = curl(&[], &format!("{base}/missing.php"));
+    assert_eq!((code, text(&body)), (404, "File not found.\n".to_string()));
+    let (code, body) = curl(&[], &format!("{base}/link.php"));
+    assert_eq!(code, 404, "a symlink out of document_root does not run");
+    assert!(!text(&body).contains("EVIL"));
+}

@@ -1,0 +1,379 @@
+//! `php_children = "embedded"`: PHP (libphp8.2-embed) inside fastpm's worker processes, as in
+//! php-fpm's children, end to end: real nginx → fastpm → PHP as www-data, raw FastCGI straight
+//! to the socket, the request timeout, what a worker process keeps over time (its pid, its
+//! memory), per-request `PHP_VALUE`, and the config check that refuses thread workers. A
+//! missing libphp (or a fastpm built without PHP's headers) fails these tests: the pool refuses
+//! to start.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::nginx::{curl, Nginx};
+use common::procs::alive;
+use common::{child_pids, raw, require, Server, FASTPM};
+
+/// A document root www-data can read (php-examples plus this test's scripts) inside a 0711
+/// directory that also holds the runtime_dir, next to a script outside the root.
+struct Site {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+fn site() -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let base = std::fs::canonicalize(dir.path()).unwrap();
+    let root = base.join("www");
+    let outside = base.join("outside");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::create_dir(&outside).unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("php-examples");
+    for entry in std::fs::read_dir(&examples).unwrap().flatten() {
+        std::fs::copy(entry.path(), root.join(entry.file_name())).unwrap();
+    }
+    let scripts = [
+        (
+            "env.php",
+            "<?php var_export([getenv('FASTPM_TEST'), getenv('HOME'), $_SERVER['FASTPM_TEST'] ?? null, ini_get('memory_limit')]);",
+        ),
+        (
+            "who.php",
+            "<?php echo posix_geteuid(), ' ', getmypid(), ' ', PHP_SAPI, ' ', $_SERVER['PHP_SELF'], \"\\n\";",
+        ),
+        ("precision.php", "<?php echo ini_get('precision'), \"\\n\";"),
+        (
+            "counter.php",
+            "<?php static $n = 0; $GLOBALS['leak'] = str_repeat('x', 100000); echo strlen($GLOBALS['leak']), \"\\n\";",
+        ),
+    ];
+    for (name, text) in scripts {
+        std::fs::write(root.join(name), text).unwrap();
+    }
+    std::fs::write(outside.join("evil.php"), "<?php echo 'EVIL RAN';").unwrap();
+    std::os::unix::fs::symlink(outside.join("evil.php"), root.join("link.php")).unwrap();
+    for dir in [&root, &outside] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            if entry.file_type().unwrap().is_file() {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o644))
+                    .unwrap();
+            }
+        }
+    }
+    Site { dir, root }
+}
+
+/// fastpm with one embedded-PHP pool `p` on `<dir>/p.sock`; `user`: "" or `user = "..."`.
+fn start(site: &Site, workers: u32, request_timeout: &str, user: &str) -> Server {
+    let config = format!(
+        r#"
+[global]
+status_listen = ""
+runtime_dir = "{base}/rt"
+
+[pool.p]
+workers = "process"
+max_children = {workers}
+request_timeout = "{request_timeout}"
+{user}
+
+[pool.p.listen]
+address = "unix:{{dir}}/p.sock"
+
+[pool.p.app]
+kind = "php"
+php_children = "embedded"
+document_root = "{root}"
+ini = {{ post_max_size = "64M", upload_max_filesize = "64M", memory_limit = "77M" }}
+env = {{ FASTPM_TEST = "from-config" }}
+"#,
+        base = site.dir.path().display(),
+        root = site.root.display(),
+    );
+    Server::start(&config)
+}
+
+fn start_nginx(server: &Server, site: &Site) -> Nginx {
+    let sock = server.path("p.sock");
+    let root = site.root.display();
+    Nginx::start(server.dir.path(), |port| {
+        format!(
+            r#"
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        client_max_body_size 64m;
+        location / {{
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+            fastcgi_pass unix:{sock};
+        }}
+    }}"#,
+            sock = sock.display(),
+        )
+    })
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The uid a process runs as (/proc/PID/status).
+fn uid_of(pid: i32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Resident memory of `pid`, KiB.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn www_data_uid() -> u32 {
+    nix::unistd::User::from_name("www-data")
+        .unwrap()
+        .expect("user www-data")
+        .uid
+        .as_raw()
+}
+
+/// The worker processes of the server (its master's children; embedded PHP starts no other).
+fn workers(server: &Server, n: usize) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids = child_pids(server.pid());
+        if pids.len() == n || Instant::now() > deadline {
+            assert_eq!(
+                pids.len(),
+                n,
+                "worker processes: {pids:?}\n{}",
+                server.log()
+            );
+            return pids;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// php-examples through nginx, the pool as www-data: the pages, the error page (and php's
+/// message on nginx's log, as php-fpm sends it), bodies and uploads, `env` and `ini`, and the
+/// scripts that must not run.
+#[test]
+fn embedded_php_serves_php_examples_through_nginx_as_www_data() {
+    let site = site();
+    let server = start(&site, 2, "0s", "user = \"www-data\"");
+    for pid in workers(&server, 2) {
+        assert_eq!(uid_of(pid), www_data_uid(), "worker {pid} runs as www-data");
+    }
+    let nginx = start_nginx(&server, &site);
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+
+    let (code, body) = curl(&[], &format!("{base}/hello.php"));
+    assert_eq!((code, text(&body)), (200, "Hello from PHP\n".to_string()));
+
+    // PHP runs in the worker: its pid is a worker's, its uid www-data, its SAPI php-fpm's.
+    let (code, body) = curl(&[], &format!("{base}/who.php/extra"));
+    let body = text(&body);
+    assert_eq!(code, 200, "{body}");
+    let fields: Vec<&str> = body.split_whitespace().collect();
+    assert_eq!(fields[0], www_data_uid().to_string(), "{body}");
+    let pid: i32 = fields[1].parse().unwrap();
+    assert!(child_pids(server.pid()).contains(&pid), "{body}");
+    assert_eq!(fields[2], "fpm-fcgi", "{body}");
+    assert_eq!(fields[3], "/who.php/extra", "PHP_SELF: {body}");
+
+    let (code, body) = curl(&[], &format!("{base}/info.php?x=1"));
+    let body = text(&body);
+    assert_eq!(code, 200, "{body}");
+    let want = format!("SCRIPT_FILENAME={}\n", site.root.join("info.php").display());
+    assert!(body.contains(&want), "{body}");
+    assert!(body.contains("QUERY_STRING=x=1\n"), "{body}");
+
+    common::php_pages::headers_error_and_post(&base, &server);
+    let nginx_log = std::fs::read_to_string(server.path("nginx-error.log")).unwrap_or_default();
+    assert!(
+        nginx_log.contains("FastCGI sent in stderr: \"PHP message: PHP Fatal error")
+            && nginx_log.contains("undefined_function_for_the_example"),
+        "as php-fpm sends it (\"PHP message: \"): {nginx_log}"
+    );
+    // The fatal error ended that request only: both workers go on.
+    for _ in 0..4 {
+        let (code, body) = curl(&[], &format!("{base}/hello.php"));
+        assert_eq!((code, text(&body)), (200, "Hello from PHP\n".to_string()));
+    }
+
+    let upload = site.dir.path().join("upload.bin");
+    let bytes: Vec<u8> = (0..3usize << 20).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&upload, &bytes).unwrap();
+    let md5 = text(
+        &Command::new(require("md5sum"))
+            .arg(&upload)
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    let md5 = md5.split_whitespace().next().unwrap();
+    let field = format!("file=@{}", upload.display());
+    let (code, body) = curl(&["-F", &field], &format!("{base}/upload.php"));
+    assert_eq!(
+        (code, text(&body)),
+        (
+            200,
+            format!(
+                "field=file\nname=upload.bin\nerror=0\nsize={}\nmd5={md5}\n",
+                3 << 20
+            )
+        ),
+        "a 3 MiB upload arrives intact"
+    );
+
+    // `env` is in $_SERVER and getenv(); the worker's own environment is not (clear_env);
+    // `ini` is applied.
+    let (code, body) = curl(&[], &format!("{base}/env.php"));
+    let body = text(&body);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("0 => 'from-config'"), "{body}");
+    assert!(body.contains("1 => false"), "HOME must not leak: {body}");
+    assert!(body.contains("2 => 'from-config'"), "{body}");
+    assert!(body.contains("3 => '77M'"), "{body}");
+
+    common::php_pages::refusals(&base);
+}
+
+/// Over time: the worker process keeps its pid (no restart per request, none while idle),
+/// and its memory stays flat over hundreds of requests that each allocate. One worker, so
+/// that the warm-up surely reached it.
+#[test]
+fn embedded_workers_keep_their_pids_and_their_memory() {
+    let site = site();
+    let server = start(&site, 1, "0s", "");
+    let sock = server.path("p.sock");
+    let before = workers(&server, 1);
+    let script = site.root.join("counter.php");
+    let run = |n: usize| {
+        for _ in 0..n {
+            let r = raw::get_script(&sock, "/counter.php", script.to_str().unwrap());
+            assert_eq!(r.body(), "100000\n", "{}", r.text());
+        }
+    };
+    run(300);
+    let warm: Vec<u64> = before.iter().map(|&p| rss_kib(p)).collect();
+    run(1500);
+    std::thread::sleep(Duration::from_secs(2));
+    let after = workers(&server, 1);
+    assert_eq!(before, after, "the worker process restarted");
+    for (i, &pid) in after.iter().enumerate() {
+        assert!(alive(pid));
+        let now = rss_kib(pid);
+        assert!(
+            now < warm[i] + 2048,
+            "worker {pid}: RSS {} KiB after warm-up, {now} KiB 1500 requests later",
+            warm[i]
+        );
+    }
+}
+
+/// `request_timeout`: the slow request gets 504 and its worker process is replaced; the next
+/// requests are answered.
+#[test]
+fn embedded_request_timeout_gives_504_for_the_slow_request_only() {
+    let site = site();
+    let server = start(&site, 1, "1s", "");
+    let nginx = start_nginx(&server, &site);
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+    let first = workers(&server, 1);
+    let started = Instant::now();
+    let (code, body) = curl(&[], &format!("{base}/sleep.php?ms=4000"));
+    assert_eq!(code, 504, "{}", text(&body));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    let (code, body) = curl(&[], &format!("{base}/sleep.php?ms=100"));
+    assert_eq!((code, text(&body)), (200, "slept 100 ms\n".to_string()));
+    assert_ne!(workers(&server, 1), first, "the stuck worker was replaced");
+}
+
+/// `PHP_VALUE` and `PHP_ADMIN_VALUE` (nginx: `fastcgi_param PHP_VALUE "…"`) set ini values for
+/// that request only, as php-fpm applies them.
+#[test]
+fn embedded_php_value_applies_to_its_request_only() {
+    let site = site();
+    let server = start(&site, 1, "0s", "");
+    let script = site.root.join("precision.php");
+    let ask = |extra: &[(&str, &str)]| {
+        let mut params = Vec::new();
+        for (k, v) in [
+            ("REQUEST_METHOD", "GET"),
+            ("SCRIPT_NAME", "/precision.php"),
+            ("SCRIPT_FILENAME", script.to_str().unwrap()),
+        ]
+        .iter()
+        .chain(extra)
+        {
+            params.extend(raw::pair(k.as_bytes(), v.as_bytes()));
+        }
+        let mut req = raw::begin(1, 1, false);
+        req.extend(raw::record(raw::PARAMS, 1, &params));
+        req.extend(raw::record(raw::PARAMS, 1, b""));
+        req.extend(raw::record(raw::STDIN, 1, b""));
+        let mut conn = raw::connect_unix(&server.path("p.sock"));
+        conn.write_all(&req).unwrap();
+        raw::read_response(&mut conn).expect("a response").body()
+    };
+    let default = ask(&[]);
+    assert_ne!(default, "5\n");
+    assert_eq!(ask(&[("PHP_VALUE", "precision=5")]), "5\n");
+    assert_eq!(ask(&[]), default, "PHP_VALUE of the request before leaked");
+    assert_eq!(ask(&[("PHP_ADMIN_VALUE", "precision=7")]), "7\n");
+    assert_eq!(
+        ask(&[]),
+        default,
+        "PHP_ADMIN_VALUE of the request before leaked"
+    );
+}
+
+/// Debian's libphp is not thread-safe: `fastpm check` refuses embedded PHP with thread workers,
+/// naming the file, line, column and key.
+#[test]
+fn embedded_php_with_thread_workers_is_refused_at_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fastpm.toml");
+    std::fs::write(
+        &path,
+        "[pool.p]\nworkers = \"thread\"\n\n[pool.p.app]\nkind = \"php\"\nphp_children = \"embedded\"\n",
+    )
+    .unwrap();
+    let out = Command::new(FASTPM)
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:6:16: pool.p.app.php_children", path.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("workers = \"process\""), "{stderr}");
+}
