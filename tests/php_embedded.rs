@@ -47,6 +47,12 @@ fn site() -> Site {
         ),
         ("precision.php", "<?php echo ini_get('precision'), \"\\n\";"),
         (
+            "finish.php",
+            "<?php echo \"answered\\n\"; $done = fastcgi_finish_request(); echo 'dropped';\n\
+             usleep(800000); file_put_contents($_GET['file'], var_export($done, true) . ' ran on');",
+        ),
+        ("allheaders.php", "<?php var_export([getallheaders(), apache_request_headers() === getallheaders()]);"),
+        (
             "counter.php",
             "<?php static $n = 0; $GLOBALS['leak'] = str_repeat('x', 100000); echo strlen($GLOBALS['leak']), \"\\n\";",
         ),
@@ -320,25 +326,14 @@ fn embedded_php_value_applies_to_its_request_only() {
     let site = site();
     let server = start(&site, 1, "0s", "");
     let script = site.root.join("precision.php");
+    let script = script.to_str().unwrap();
     let ask = |extra: &[(&str, &str)]| {
-        let mut params = Vec::new();
-        for (k, v) in [
-            ("REQUEST_METHOD", "GET"),
+        let mut params = vec![
             ("SCRIPT_NAME", "/precision.php"),
-            ("SCRIPT_FILENAME", script.to_str().unwrap()),
-        ]
-        .iter()
-        .chain(extra)
-        {
-            params.extend(raw::pair(k.as_bytes(), v.as_bytes()));
-        }
-        let mut req = raw::begin(1, 1, false);
-        req.extend(raw::record(raw::PARAMS, 1, &params));
-        req.extend(raw::record(raw::PARAMS, 1, b""));
-        req.extend(raw::record(raw::STDIN, 1, b""));
-        let mut conn = raw::connect_unix(&server.path("p.sock"));
-        conn.write_all(&req).unwrap();
-        raw::read_response(&mut conn).expect("a response").body()
+            ("SCRIPT_FILENAME", script),
+        ];
+        params.extend_from_slice(extra);
+        ask(&server, &params).body()
     };
     let default = ask(&[]);
     assert_ne!(default, "5\n");
@@ -376,4 +371,68 @@ fn embedded_php_with_thread_workers_is_refused_at_check() {
         "{stderr}"
     );
     assert!(stderr.contains("workers = \"process\""), "{stderr}");
+}
+
+/// Sends `params` (plus REQUEST_METHOD GET) to the pool's socket; the whole response.
+fn ask(server: &Server, params: &[(&str, &str)]) -> raw::Response {
+    let mut encoded = raw::pair(b"REQUEST_METHOD", b"GET");
+    for (k, v) in params {
+        encoded.extend(raw::pair(k.as_bytes(), v.as_bytes()));
+    }
+    let mut req = raw::begin(1, 1, false);
+    req.extend(raw::record(raw::PARAMS, 1, &encoded));
+    req.extend(raw::record(raw::PARAMS, 1, b""));
+    req.extend(raw::record(raw::STDIN, 1, b""));
+    let mut conn = raw::connect_unix(&server.path("p.sock"));
+    conn.write_all(&req).unwrap();
+    raw::read_response(&mut conn).expect("a response")
+}
+
+/// What php-fpm's SAPI adds and php-cgi lacks or has differently: `fastcgi_finish_request()`
+/// answers the client at once while the script goes on (its later output dropped), and
+/// `getallheaders()` names the request's headers as the client sent them.
+#[test]
+fn embedded_fastcgi_finish_request_and_getallheaders() {
+    let site = site();
+    let server = start(&site, 1, "0s", "");
+    let marker = site.dir.path().join("after-finish");
+    let script = site.root.join("finish.php");
+    let query = format!("file={}", marker.display());
+    let started = Instant::now();
+    let r = ask(
+        &server,
+        &[
+            ("SCRIPT_NAME", "/finish.php"),
+            ("SCRIPT_FILENAME", script.to_str().unwrap()),
+            ("QUERY_STRING", &query),
+        ],
+    );
+    let took = started.elapsed();
+    assert_eq!(r.body(), "answered\n", "{}", r.text());
+    assert!(took < Duration::from_millis(600), "answered after {took:?}");
+    assert!(!marker.exists(), "the script was still sleeping");
+    common::longpoll::wait_until("the script ran on", Duration::from_secs(5), || {
+        std::fs::read_to_string(&marker).is_ok_and(|t| t == "true ran on")
+    });
+
+    let script = site.root.join("allheaders.php");
+    let r = ask(
+        &server,
+        &[
+            ("SCRIPT_NAME", "/allheaders.php"),
+            ("SCRIPT_FILENAME", script.to_str().unwrap()),
+            ("HTTP_X_FORWARDED_FOR", "10.1.2.3"),
+            ("HTTP_ACCEPT", "*/*"),
+            ("CONTENT_TYPE", "text/plain"),
+        ],
+    );
+    let body = r.body();
+    for want in [
+        "'X-Forwarded-For' => '10.1.2.3'",
+        "'Accept' => '*/*'",
+        "'Content-Type' => 'text/plain'",
+        "1 => true",
+    ] {
+        assert!(body.contains(want), "{want} in {body}");
+    }
 }

@@ -54,6 +54,11 @@ pub struct ResponseWriter<'a> {
     hold: Option<Ask>,
     /// The start of STDOUT (status, headers) for the access log (`crate::logs`).
     head: crate::logs::ResponseHead,
+    /// The answer was ended before the app returned (PHP's `fastcgi_finish_request()`, see
+    /// [`Self::end_early`]): what the app writes after it goes nowhere.
+    ended: bool,
+    /// What ending early left for [`Self::finish`] to return (a GRIP hold found then).
+    early_ask: Option<Ask>,
 }
 
 impl<'a> ResponseWriter<'a> {
@@ -70,6 +75,8 @@ impl<'a> ResponseWriter<'a> {
             grip: None,
             hold: None,
             head: crate::logs::ResponseHead::new(),
+            ended: false,
+            early_ask: None,
         }
     }
 
@@ -97,6 +104,9 @@ impl<'a> ResponseWriter<'a> {
     /// Append to the STDOUT stream (CGI headers, blank line, body). Empty input sends nothing
     /// (an empty record would end the stream).
     pub fn stdout(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.ended {
+            return Ok(());
+        }
         self.head.observe(bytes);
         match self.grip.take() {
             None => self.stream(RecordType::Stdout, bytes),
@@ -110,6 +120,9 @@ impl<'a> ResponseWriter<'a> {
 
     /// Append to the STDERR stream (the web server logs it).
     pub fn stderr(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.ended {
+            return Ok(());
+        }
         if !bytes.is_empty() {
             self.stderr_used = true;
         }
@@ -150,6 +163,9 @@ impl<'a> ResponseWriter<'a> {
 
     /// Send what is buffered now (long-polling and streaming apps push partial output).
     pub fn flush(&mut self) -> io::Result<()> {
+        if self.ended {
+            return Ok(());
+        }
         self.flush_buffer()?;
         let result = self.sink.flush();
         if result.is_err() {
@@ -162,6 +178,26 @@ impl<'a> ResponseWriter<'a> {
     /// the request is to be held, send only what is buffered (STDERR) and return what the
     /// holder needs.
     pub fn finish(mut self, app_status: u32) -> io::Result<Option<Ask>> {
+        if self.ended {
+            return Ok(self.early_ask.take());
+        }
+        self.end(app_status)
+    }
+
+    /// End the answer now, while the app goes on (PHP's `fastcgi_finish_request()`): the web
+    /// server gets the end of the streams and END_REQUEST with `app_status`; later output is
+    /// dropped and [`Self::finish`] sends nothing more. A no-op the second time.
+    pub fn end_early(&mut self, app_status: u32) -> io::Result<()> {
+        if self.ended {
+            return Ok(());
+        }
+        let ask = self.end(app_status);
+        self.ended = true;
+        self.early_ask = ask?;
+        Ok(())
+    }
+
+    fn end(&mut self, app_status: u32) -> io::Result<Option<Ask>> {
         if let Some(grip) = self.grip.take() {
             let request_id = self.request_id;
             match grip.finish(&mut |b| self.stream(RecordType::Stdout, b)) {
@@ -332,6 +368,33 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    /// PHP's fastcgi_finish_request(): END_REQUEST goes out at once, what the app writes
+    /// after is dropped, and finish() sends nothing more.
+    #[test]
+    fn ending_early_sends_end_request_once() {
+        let mut sink = CountingSink::default();
+        let mut buf = Vec::new();
+        let mut w = ResponseWriter::new(&mut sink, &mut buf, 3);
+        w.stdout(b"Status: 202 Accepted\r\n\r\nqueued").unwrap();
+        w.end_early(0).unwrap();
+        w.end_early(0).unwrap();
+        w.stdout(b"after").unwrap();
+        w.stderr(b"late warning").unwrap();
+        w.flush().unwrap();
+        assert_eq!(w.finish(0).unwrap(), None);
+        let recs = records(&sink.bytes);
+        let types: Vec<_> = recs.iter().map(|r| (r.0, r.1, r.2.len())).collect();
+        assert_eq!(
+            types,
+            vec![
+                (RecordType::Stdout, 3, 30),
+                (RecordType::Stdout, 3, 0),
+                (RecordType::EndRequest, 3, 8)
+            ]
+        );
+        assert_eq!(sink.writes, 1);
     }
 
     #[test]

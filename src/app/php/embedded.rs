@@ -120,6 +120,22 @@ impl Sink for Answer<'_, '_> {
         self.keep(result)
     }
 
+    fn finish(&mut self) -> bool {
+        if self.client_error.is_some() {
+            return false;
+        }
+        if !self.stderr.is_empty() {
+            let stderr = std::mem::take(&mut self.stderr);
+            let result = self.out.stderr(&stderr);
+            if !self.keep(result) {
+                return false;
+            }
+        }
+        // php-fpm ends every request with app status 0.
+        let result = self.out.end_early(0);
+        self.keep(result)
+    }
+
     fn message(&mut self, text: &[u8]) {
         for line in crate::logs::stderr_lines(text) {
             tracing::warn!(pool = %self.pool, "php: {}", crate::logs::bounded(line));

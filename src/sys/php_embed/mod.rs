@@ -69,6 +69,9 @@ pub trait Sink {
     fn flush(&mut self) -> bool;
     /// One message of PHP's error log (no trailing newline).
     fn message(&mut self, text: &[u8]);
+    /// `fastcgi_finish_request()`: end the answer now (the script goes on; what it writes
+    /// after is dropped).
+    fn finish(&mut self) -> bool;
 }
 
 /// One FastCGI param, laid out for the shim (`struct fastpm_param`).
@@ -97,12 +100,14 @@ struct Callbacks {
     write: extern "C" fn(*mut c_void, *const c_char, usize) -> c_int,
     flush: extern "C" fn(*mut c_void) -> c_int,
     log: extern "C" fn(*mut c_void, *const c_char, usize),
+    finish: extern "C" fn(*mut c_void) -> c_int,
 }
 
 static CALLBACKS: Callbacks = Callbacks {
     write: on_write,
     flush: on_flush,
     log: on_log,
+    finish: on_finish,
 };
 
 type StartupFn = unsafe extern "C" fn(*const Callbacks, *const c_char, *const c_char) -> c_int;
@@ -145,6 +150,16 @@ extern "C" fn on_write(sink: *mut c_void, ptr: *const c_char, len: usize) -> c_i
 extern "C" fn on_flush(sink: *mut c_void) -> c_int {
     let mut ok = false;
     with_sink(sink, |s| ok = s.flush());
+    if ok {
+        0
+    } else {
+        -1
+    }
+}
+
+extern "C" fn on_finish(sink: *mut c_void) -> c_int {
+    let mut ok = false;
+    with_sink(sink, |s| ok = s.finish());
     if ok {
         0
     } else {

@@ -9,7 +9,8 @@
  * PHP's output, headers, errors and body reads into calls of the three callbacks Rust gives at
  * start-up. Behaviour copied in spirit from sapi/fpm/fpm/fpm_main.c (php-fpm's SAPI): the SAPI
  * name "fpm-fcgi" (opcache and applications treat the SAPI as php-fpm's), `Status:` lines,
- * $_SERVER from the params (clear_env), PHP_SELF, HTTP auth, PHP_VALUE/PHP_ADMIN_VALUE.
+ * $_SERVER from the params (clear_env), PHP_SELF, HTTP auth, PHP_VALUE/PHP_ADMIN_VALUE,
+ * fastcgi_finish_request() and getallheaders() / apache_request_headers().
  *
  * Bail-outs (PHP's fatal errors longjmp) never cross a Rust frame: every call into PHP from
  * here is inside zend_try, and the callbacks into Rust return before PHP may bail out.
@@ -23,6 +24,7 @@
 #include <zend_signal.h>
 #include <zend_smart_str.h>
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,12 +48,14 @@ struct fastpm_request {
 	void *sink;
 };
 
-/* What PHP's output, flushes and messages become. write/flush return 0, or -1 when the client
- * is gone. log gets a NULL sink outside a request (start-up messages). */
+/* What PHP's output, flushes and messages become. write/flush/finish return 0, or -1 when the
+ * client is gone. log gets a NULL sink outside a request (start-up messages). finish ends the
+ * answer while the script goes on (fastcgi_finish_request). */
 struct fastpm_callbacks {
 	int (*write)(void *sink, const char *bytes, size_t len);
 	int (*flush)(void *sink);
 	void (*log)(void *sink, const char *message, size_t len);
+	int (*finish)(void *sink);
 };
 
 /* fastpm_php_run's answers besides PHP's exit status. */
@@ -62,6 +66,8 @@ static const struct fastpm_callbacks *callbacks;
 static const struct fastpm_request *current;
 /* How much of current->body PHP has read. */
 static size_t body_read;
+/* fastcgi_finish_request() ended the answer: later output goes nowhere. */
+static bool finished;
 
 static const char *param(const char *name, size_t len)
 {
@@ -86,6 +92,11 @@ static size_t fastpm_ub_write(const char *str, size_t len)
 		callbacks->log(NULL, str, len);
 		return len;
 	}
+	if (finished) {
+		/* php-fpm aborts a script that writes after fastcgi_finish_request() (unless it set
+		 * ignore_user_abort); nobody reads it, so fastpm drops it and lets the script finish. */
+		return len;
+	}
 	if (callbacks->write(current->sink, str, len) != 0) {
 		php_handle_aborted_connection();
 		return 0;
@@ -96,7 +107,7 @@ static size_t fastpm_ub_write(const char *str, size_t len)
 static void fastpm_flush(void *server_context)
 {
 	(void) server_context;
-	if (current && callbacks->flush(current->sink) != 0) {
+	if (current && !finished && callbacks->flush(current->sink) != 0) {
 		php_handle_aborted_connection();
 	}
 }
@@ -147,7 +158,7 @@ static int fastpm_send_headers(sapi_headers_struct *headers)
 	int code = headers->http_response_code;
 	int failed;
 
-	if (SG(request_info).no_headers) {
+	if (SG(request_info).no_headers || finished) {
 		return SAPI_HEADER_SENT_SUCCESSFULLY;
 	}
 	if (code != 200) {
@@ -266,6 +277,71 @@ static void fastpm_log_message(const char *message, int syslog_type)
 	}
 }
 
+/* fastcgi_finish_request(): send the answer and END_REQUEST now; the script goes on. */
+ZEND_BEGIN_ARG_WITH_RETURN_TYPE_INFO_EX(arginfo_fastcgi_finish_request, 0, 0, _IS_BOOL, 0)
+ZEND_END_ARG_INFO()
+
+PHP_FUNCTION(fastcgi_finish_request)
+{
+	ZEND_PARSE_PARAMETERS_NONE();
+	if (!current || finished) {
+		RETURN_FALSE;
+	}
+	php_output_end_all();
+	php_header();
+	finished = true;
+	callbacks->finish(current->sink);
+	RETURN_TRUE;
+}
+
+/* getallheaders() / apache_request_headers(): the HTTP_* params as header names
+ * (HTTP_ACCEPT_LANGUAGE -> Accept-Language), with Content-Type and Content-Length, as php-fpm
+ * and php-cgi give them. */
+ZEND_BEGIN_ARG_WITH_RETURN_TYPE_INFO_EX(arginfo_getallheaders, 0, 0, IS_ARRAY, 0)
+ZEND_END_ARG_INFO()
+
+PHP_FUNCTION(getallheaders)
+{
+	size_t i;
+	ZEND_PARSE_PARAMETERS_NONE();
+	array_init(return_value);
+	if (!current) {
+		return;
+	}
+	for (i = 0; i < current->nparams; i++) {
+		const struct fastpm_param *p = &current->params[i];
+		if (p->name_len > 5 && memcmp(p->name, "HTTP_", 5) == 0) {
+			size_t j, len = p->name_len - 5;
+			char *name = emalloc(len + 1);
+			bool word_start = true;
+			for (j = 0; j < len; j++) {
+				char c = p->name[5 + j];
+				if (c == '_') {
+					name[j] = '-';
+					word_start = true;
+				} else {
+					name[j] = word_start ? c : (char) tolower((unsigned char) c);
+					word_start = false;
+				}
+			}
+			name[len] = '\0';
+			add_assoc_stringl_ex(return_value, name, len, p->value, p->value_len);
+			efree(name);
+		} else if (p->name_len == 12 && memcmp(p->name, "CONTENT_TYPE", 12) == 0) {
+			add_assoc_stringl_ex(return_value, "Content-Type", 12, p->value, p->value_len);
+		} else if (p->name_len == 14 && memcmp(p->name, "CONTENT_LENGTH", 14) == 0) {
+			add_assoc_stringl_ex(return_value, "Content-Length", 14, p->value, p->value_len);
+		}
+	}
+}
+
+static const zend_function_entry fastpm_functions[] = {
+	PHP_FE(fastcgi_finish_request, arginfo_fastcgi_finish_request)
+	PHP_FE(getallheaders, arginfo_getallheaders)
+	PHP_FALIAS(apache_request_headers, getallheaders, arginfo_getallheaders)
+	PHP_FE_END
+};
+
 static int fastpm_startup(sapi_module_struct *module)
 {
 	return php_module_startup(module, NULL) == SUCCESS ? SUCCESS : FAILURE;
@@ -306,6 +382,7 @@ int fastpm_php_startup(const struct fastpm_callbacks *given, const char *ini_ent
 	zend_signal_startup();
 	sapi_startup(&fastpm_module);
 	fastpm_module.php_ini_ignore_cwd = 1;
+	fastpm_module.additional_functions = fastpm_functions;
 	if (php_ini && !*php_ini) {
 		fastpm_module.php_ini_ignore = 1;
 	} else if (php_ini) {
@@ -350,6 +427,7 @@ int fastpm_php_run(const struct fastpm_request *request)
 
 	current = request;
 	body_read = 0;
+	finished = false;
 	SG(server_context) = (void *) request;
 	SG(request_info).request_method = PARAM("REQUEST_METHOD");
 	SG(request_info).query_string = (char *) PARAM("QUERY_STRING");
