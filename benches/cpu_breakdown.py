@@ -5,7 +5,7 @@
 # No nginx: `fastpm bench` speaks FastCGI straight to each backend's unix socket (CLIENTS closed-
 # loop clients, one connection per request, SCRIPT_FILENAME = php-examples/hello.php), against
 #
-#   php-fpm                      php-fpm8.2 -n, pm = static, 4 children
+#   php-fpm                      php-fpm8.2, pm = static, 4 children
 #   fastpm php, thread workers, shared php-cgi      kind = "php": 4 worker threads in the master,
 #                                                   php_children = "shared" (the default): one
 #                                                   php-cgi parent with 4 children
@@ -16,11 +16,17 @@
 #   fastpm php, embedded PHP     php_children = "embedded": PHP (libphp) inside each of 4 worker
 #                                processes, no php-cgi
 #
-# all running PHP without php.ini (-n; php_ini = "none"), as root, each server in a session of its own
-# (setsid). In each round every backend is measured once (order rotated, reversed every other
-# round). Around the measured window, for every thread of every process of the backend's tree
-# (the master and all its descendants): utime and stime (/proc/PID/task/TID/stat, clock ticks)
-# and voluntary / involuntary context switches (/proc/PID/task/TID/status); the differences are
+# all running PHP with the php.ini INI picks, as root, each server in a session of its own (setsid):
+#   INI=none (default)  no php.ini anywhere: php-fpm -n, php-cgi -n (a one-line wrapper, for the
+#                       php layouts and exec alike), embedded php_ini = "none" — PHP's bare
+#                       defaults, no extension loaded from conf.d (so no opcache)
+#   INI=deployed        Debian's php.ini and conf.d as installed (opcache on): php-fpm and php-cgi
+#                       without -n (/etc/php/8.2/fpm, /etc/php/8.2/cgi), embedded php_ini = ""
+#                       (PHP's own search: /etc/php/8.2/embed) — the same files in all three.
+# In each round every backend is measured once (order rotated, reversed every other round).
+# Around the measured window, for every thread of every process of the backend's tree (the
+# master and all its descendants): utime and stime (/proc/PID/task/TID/stat, clock ticks) and
+# voluntary / involuntary context switches (/proc/PID/task/TID/status); the differences are
 # grouped by role (master threads that relay, other master threads, worker processes, php-cgi,
 # php-fpm master / children) and divided by the requests answered in the window. The client's
 # own CPU comes from wait4's rusage. With PERF=1 (default when `perf` runs), `perf stat -e
@@ -30,8 +36,8 @@
 # `perf sched record` (system-wide; `perf sched latency`: per task kind, switches and the
 # average and largest delay between wake-up and running).
 #
-# Knobs (environment): ROUNDS (3) SECS (5) WARMUP_SECS (1) CLIENTS (8) FASTPM (binary; default
-# target/release/fastpm, built if missing) PERF (1/0) OUT (target/bench-cpu.md)
+# Knobs (environment): ROUNDS (3) SECS (5) WARMUP_SECS (1) CLIENTS (8) INI (none/deployed) FASTPM
+# (binary; default target/release/fastpm, built if missing) PERF (1/0) OUT (target/bench-cpu.md)
 
 import json
 import os
@@ -54,6 +60,18 @@ CLIENTS = int(os.environ.get("CLIENTS", "8"))
 OUT = os.environ.get("OUT", os.path.join(ROOT, "target", "bench-cpu.md"))
 PERF = os.environ.get("PERF", "1") == "1" and shutil.which("perf") is not None
 PROFILE = PERF and os.environ.get("PROFILE", "1") == "1"
+# INI: which php.ini every backend's PHP reads (see the header): (php-fpm and php-cgi flags,
+# embedded php_ini, the report's words).
+INIS = {
+    "none": (["-n"], "none", "PHP without php.ini (php-fpm -n, php-cgi -n, embedded "
+                             "php_ini = \"none\")"),
+    "deployed": ([], "", "PHP with Debian's php.ini and conf.d, opcache on (php-fpm and php-cgi "
+                         "without -n, embedded php_ini = \"\"; /etc/php/8.2/{fpm,cgi,embed})"),
+}
+INI = os.environ.get("INI", "none")
+if INI not in INIS:
+    raise SystemExit(f"INI={INI!r}: say none or deployed")
+INI_FLAGS, EMBEDDED_INI, INI_TEXT = INIS[INI]
 WORKERS = 4
 POOL = "hello"  # fastpm names its worker threads POOL-N (the client's threads are bench-N)
 PARENT = r"__x64_sys_[a-z0-9_]+|__do_sys_[a-z0-9_]+"
@@ -148,9 +166,10 @@ class Server:
 
 
 def start(work, fastpm):
-    wrapper = os.path.join(work, "php-cgi-n")
+    # php-cgi with INI's flags (the wrapper execs it, keeping fd 0 and the pid).
+    wrapper = os.path.join(work, "php-cgi-ini")
     with open(wrapper, "w") as f:
-        f.write('#!/bin/sh\nexec php-cgi -n "$@"\n')
+        f.write(f'#!/bin/sh\nexec {" ".join(["php-cgi"] + INI_FLAGS)} "$@"\n')
     os.chmod(wrapper, 0o755)
     servers, sockets = [], []
     sock = f"{work}/php-fpm.sock"
@@ -158,7 +177,7 @@ def start(work, fastpm):
         f.write(f"[global]\npid = {work}/php-fpm.pid\nerror_log = {work}/php-fpm.log\ndaemonize = no\n\n"
                 f"[{POOL}]\nlisten = {sock}\nlisten.backlog = 511\nlisten.mode = 0600\npm = static\n"
                 f"pm.max_children = {WORKERS}\npm.max_requests = 0\n")
-    servers.append(Server(["/usr/sbin/php-fpm8.2", "-n", "-F", "-R", "-y", f"{work}/php-fpm.conf"],
+    servers.append(Server(["/usr/sbin/php-fpm8.2"] + INI_FLAGS + ["-F", "-R", "-y", f"{work}/php-fpm.conf"],
                           f"{work}/php-fpm.stderr"))
     sockets.append(sock)
     php = f'kind = "php"\nphp_cgi = "{wrapper}"\ndocument_root = "{DOCROOT}"\n'
@@ -169,7 +188,7 @@ def start(work, fastpm):
         ("process", 'workers = "process"\n', php + 'php_children = "per-worker"\n'),
         ("exec", "", f'kind = "exec"\ncommand = ["{wrapper}"]\nenv = {{ PHP_FCGI_MAX_REQUESTS = "0" }}\n'),
         ("embedded", 'workers = "process"\n',
-         f'kind = "php"\nphp_children = "embedded"\nphp_ini = "none"\ndocument_root = "{DOCROOT}"\n'),
+         f'kind = "php"\nphp_children = "embedded"\nphp_ini = "{EMBEDDED_INI}"\ndocument_root = "{DOCROOT}"\n'),
     ]
     for name, workers, app in apps:
         sock = f"{work}/fastpm-{name}.sock"
@@ -336,7 +355,7 @@ def med(values):
 def render(rows, load_start, round_loads, started):
     out = [f"`fastpm bench unix:SOCK -c {CLIENTS} -d {SECS:g} --path /hello.php` (one connection per "
            f"request, no nginx) after a {WARMUP_SECS:g} s warm-up, {ROUNDS} rounds; 4 workers each, "
-           f"PHP without php.ini; run took {(time.time() - started) / 60:.1f} min\n",
+           f"INI={INI}: {INI_TEXT}; run took {(time.time() - started) / 60:.1f} min\n",
            f"- load average: {load_start} at start; per round {' / '.join(round_loads)}",
            f"- CPU from /proc/PID/task/*/stat (utime + stime, {TICK_US:.0f} µs ticks) over every thread "
            "of the backend's tree, ÷ requests answered in the window; medians over rounds, "

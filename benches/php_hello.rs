@@ -1,10 +1,12 @@
 //! `cargo bench --bench php_hello`: `hello.php` through nginx, **every layout in every run**
-//! (DESIGN.md §6). Per session layout six backends: php-fpm 8.2; fastpm `kind = "php"` with
-//! both `php_children` layouts (`"shared"`, the default: one php-cgi parent per pool forking
-//! `max_children` children; `"per-worker"`: each worker its own php-cgi) under both worker kinds
-//! (`workers = "thread"` and `"process"`); and fastpm `kind = "exec"` (the same php-cgi accepting
-//! on the pool's socket itself). Each of the six runs once with every server in a session of its
-//! own and once with all of them in the bench's session: twelve scenarios, measured in rounds
+//! (DESIGN.md §6). Per session layout seven backends: php-fpm 8.2; fastpm `kind = "php"` with
+//! both php-cgi `php_children` layouts (`"shared"`, the default: one php-cgi parent per pool
+//! forking `max_children` children; `"per-worker"`: each worker its own php-cgi) under both worker
+//! kinds (`workers = "thread"` and `"process"`); fastpm `kind = "php"` with `php_children =
+//! "embedded"` (PHP inside each worker process, no php-cgi; process workers only: `check`
+//! refuses it with thread workers); and fastpm `kind = "exec"` (the same php-cgi accepting on the
+//! pool's socket itself). Each of the seven runs once with every server in a session of its own
+//! and once with all of them in the bench's session: fourteen scenarios, measured in rounds
 //! (the order rotates each round); each fastpm scenario's ratio to php-fpm is taken per round
 //! against the php-fpm of the same session layout, and printed with its median and its spread
 //! (min–max and every round).
@@ -14,10 +16,11 @@
 //! and one body per scenario and round is fetched with curl and compared too. A scenario with a
 //! wrong body, a non-2xx answer or a socket error is flagged in the table, and the bench exits 1.
 //!
-//! Same worker count (4), same php-cgi settings (no php.ini on either side: php-fpm runs with
-//! `-n`, fastpm's php-cgi through a one-line wrapper that adds `-n`), one nginx per session
-//! layout with one server block per backend (one FastCGI connection per request;
-//! `BENCH_KEEPALIVE=1` uses upstream keepalive with `fastcgi_keep_conn on` instead).
+//! Same worker count (4), same PHP settings (no php.ini anywhere: php-fpm runs with `-n`,
+//! fastpm's php-cgi through a one-line wrapper that adds `-n`, embedded PHP with `php_ini =
+//! "none"`, its equivalent), one nginx per session layout with one server block per backend
+//! (one FastCGI connection per request; `BENCH_KEEPALIVE=1` uses upstream keepalive with
+//! `fastcgi_keep_conn on` instead).
 //!
 //! Knobs: `BENCH_SECS` (measured seconds per scenario and round, default 5), `BENCH_WARMUP_SECS`
 //! (1), `BENCH_ROUNDS` (5), `BENCH_CONNECTIONS` (wrk connections, 16), `BENCH_ACCEPT_LOCK`
@@ -26,10 +29,10 @@
 //! `BENCH_FASTPM` (another fastpm binary), `BENCH_ONLY` (a quicker run: comma-separated
 //! scenarios, default all; a term is a session layout — `own-sessions`, `shared-session` — a
 //! backend — `php-fpm`, `thread-shared`, `process-shared`, `thread-per-worker`,
-//! `process-per-worker`, `exec` — or both as `layout/backend`; the php-fpm of every layout
-//! picked is always measured, as the ratios need it; only the servers picked are started; e.g.
-//! `BENCH_ONLY=thread-shared,process-shared`). With the defaults a run takes 12 × 6 s × 5 rounds
-//! ≈ 6.5 min. The report goes to stdout and `target/bench-php-hello.md`.
+//! `process-per-worker`, `process-embedded`, `exec` — or both as `layout/backend`; the php-fpm
+//! of every layout picked is always measured, as the ratios need it; only the servers picked are
+//! started; e.g. `BENCH_ONLY=thread-shared,process-shared`). With the defaults a run takes
+//! 14 × 6 s × 5 rounds ≈ 7.5 min. The report goes to stdout and `target/bench-php-hello.md`.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -130,15 +133,16 @@ enum Backend {
     Php {
         /// `workers`: "thread" or "process".
         workers: &'static str,
-        /// `php_children`: "shared" (one php-cgi parent per pool) or "per-worker".
+        /// `php_children`: "shared" (one php-cgi parent per pool), "per-worker" (a php-cgi
+        /// each) or "embedded" (PHP in the worker process; with "process" workers only).
         children: &'static str,
     },
     /// fastpm `kind = "exec"`: php-cgi accepts on the pool's socket itself.
     Exec,
 }
 
-/// The six backends of one layout, in the order of the table; php-fpm first (index 0).
-const BACKENDS: [Backend; 6] = [
+/// The seven backends of one layout, in the order of the table; php-fpm first (index 0).
+const BACKENDS: [Backend; 7] = [
     Backend::PhpFpm,
     Backend::Php {
         workers: "thread",
@@ -155,6 +159,10 @@ const BACKENDS: [Backend; 6] = [
     Backend::Php {
         workers: "process",
         children: "per-worker",
+    },
+    Backend::Php {
+        workers: "process",
+        children: "embedded",
     },
     Backend::Exec,
 ];
@@ -174,12 +182,12 @@ impl Backend {
         match self {
             Backend::PhpFpm => "php-fpm".into(),
             Backend::Php { workers, children } => {
-                let php_cgi = if children == "shared" {
-                    "shared php-cgi"
-                } else {
-                    "php-cgi per worker"
+                let php = match children {
+                    "shared" => "shared php-cgi",
+                    "embedded" => "embedded PHP",
+                    _ => "php-cgi per worker",
                 };
-                format!("fastpm php, {workers} workers, {php_cgi}")
+                format!("fastpm php, {workers} workers, {php}")
             }
             Backend::Exec => "fastpm exec".into(),
         }
@@ -478,22 +486,29 @@ fn start_layout(
                     sock.display()
                 ),
             ),
-            Backend::Php { workers, children } => (
-                fastpm_binary(),
-                vec!["run", "-c"],
-                format!("fastpm-{id}.log"),
-                format!(
-                    "[global]\nstatus_listen = \"\"\nruntime_dir = \"{d}/rt-{id}\"\n\n[pool.bench]\n\
-                     workers = \"{workers}\"\naccept_lock = \"{}\"\nmax_children = {WORKERS}\n\n\
-                     [pool.bench.listen]\naddress = \"unix:{}\"\nbacklog = 511\n\n[pool.bench.app]\n\
-                     kind = \"php\"\nphp_children = \"{children}\"\nphp_cgi = \"{}\"\n\
-                     document_root = \"{}\"\nclear_env = false\n",
-                    k.accept_lock,
-                    sock.display(),
-                    wrapper.display(),
-                    root.display()
-                ),
-            ),
+            Backend::Php { workers, children } => {
+                // No php.ini: php-cgi through the `-n` wrapper, embedded PHP told so itself.
+                let no_ini = if children == "embedded" {
+                    "php_ini = \"none\"".to_string()
+                } else {
+                    format!("php_cgi = \"{}\"", wrapper.display())
+                };
+                (
+                    fastpm_binary(),
+                    vec!["run", "-c"],
+                    format!("fastpm-{id}.log"),
+                    format!(
+                        "[global]\nstatus_listen = \"\"\nruntime_dir = \"{d}/rt-{id}\"\n\n[pool.bench]\n\
+                         workers = \"{workers}\"\naccept_lock = \"{}\"\nmax_children = {WORKERS}\n\n\
+                         [pool.bench.listen]\naddress = \"unix:{}\"\nbacklog = 511\n\n[pool.bench.app]\n\
+                         kind = \"php\"\nphp_children = \"{children}\"\n{no_ini}\n\
+                         document_root = \"{}\"\nclear_env = false\n",
+                        k.accept_lock,
+                        sock.display(),
+                        root.display()
+                    ),
+                )
+            }
             // fastpm exec: the same php-cgi, but it accepts on the pool's socket itself
             // (spawn-fcgi's model); fastpm only supervises it. PHP_FCGI_MAX_REQUESTS=0 like
             // php-fpm's pm.max_requests = 0 here (php-cgi's own default restarts each child

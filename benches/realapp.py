@@ -14,6 +14,10 @@
 #   thread           kind = "php", workers = "thread", php_children = "per-worker"
 #   process          the same with workers = "process"
 #   exec             kind = "exec", 4 php-cgi accepting on the pool socket themselves
+#   process-embedded kind = "php", workers = "process", php_children = "embedded": PHP (libphp,
+#                    Debian's libphp8.2-embed) inside each of the 4 worker processes, no php-cgi;
+#                    php_ini left at "" (PHP's own search: /etc/php/8.2/embed/php.ini + conf.d,
+#                    the same files as php-fpm's /etc/php/8.2/fpm)
 #   exec-children    kind = "exec", max_children = 1: one php-cgi with PHP_FCGI_CHILDREN=4
 #                    (not run unless named in ONLY)
 #
@@ -36,7 +40,7 @@
 # (/doku.php?id=wiki:syntax) ONLY (backends besides php-fpm, comma-separated short names; default
 # all but exec-children) KEEP (keep_conn layouts: off,on) FASTPM (path of the fastpm binary;
 # default: cargo build --release) OUT (target/bench-realapp.md) KEEP_DIR. With the defaults a run
-# takes 12 scenarios × 10 s × 3 ≈ 6.5 min.
+# takes 14 scenarios × 10 s × 3 ≈ 7.5 min.
 # Exit status 0 when every scenario ran with right bodies and no errors, 1 otherwise (the table is
 # still written, with NOT RUN and the reason where a backend could not serve).
 
@@ -74,6 +78,7 @@ ALL_BACKENDS = [
     ("thread", "fastpm php, thread workers, php-cgi per worker"),
     ("process", "fastpm php, process workers, php-cgi per worker"),
     ("exec", "fastpm exec"),
+    ("process-embedded", "fastpm php, process workers, embedded PHP"),
     ("exec-children", "fastpm exec, 1 php-cgi with PHP_FCGI_CHILDREN=4"),
 ]
 # ONLY: the short names to run (comma-separated; php-fpm always runs, it is the reference).
@@ -358,7 +363,10 @@ def fastpm_conf(slug, work, name, sock, sessions):
                f'ini = {{ "session.save_path" = "{sessions}" }}\n')
     max_children = WORKERS
     workers_line = ""
-    if slug in ("thread", "process", "thread-shared", "process-shared"):
+    if slug in ("thread", "process", "thread-shared", "process-shared", "process-embedded"):
+        # php_ini is left out (""): php-cgi reads /etc/php/8.2/cgi, embedded PHP
+        # /etc/php/8.2/embed, php-fpm /etc/php/8.2/fpm — Debian ships the same php.ini and conf.d
+        # in the three.
         kind, _, layout = slug.partition("-")
         workers_line = f'workers = "{kind}"\n'
         app = php_app + f'php_children = "{layout or "per-worker"}"\n'
@@ -466,6 +474,8 @@ def main():
     for binary, package in (("wrk", "wrk"), ("nginx", "nginx"), ("php-cgi", "php8.2-cgi"),
                             ("/usr/sbin/php-fpm8.2", "php8.2-fpm"), ("curl", "curl")):
         need(binary, package)
+    if "process-embedded" in SLUGS:
+        need("/usr/lib/libphp8.2.so", "libphp8.2-embed")
     install_dokuwiki()
     fastpm = os.environ.get("FASTPM")
     if not fastpm:
