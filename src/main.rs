@@ -59,6 +59,9 @@ enum Command {
     /// A worker process (started by the master, never by hand).
     #[command(hide = true)]
     Worker(fastpm::worker::process::WorkerArgs),
+    /// An embedded-PHP pool's php parent (started by the master, never by hand).
+    #[command(hide = true, name = "php-parent")]
+    PhpParent(fastpm::worker::php_parent::PhpParentArgs),
     /// Send one FastCGI request and print the response (like cgi-fcgi).
     Request(cli_request::RequestArgs),
     /// Closed-loop FastCGI load generator; prints a JSON summary.
@@ -188,6 +191,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Until the worker's handlers exist, a signal must wait rather than end it.
             master::signals::defer_handled_signals().context("cannot block signals")?;
             fastpm::worker::process::run(args, |config| {
+                fastpm::logs::init_worker(config);
+                init_logging(config, None);
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::PhpParent(args) => {
+            fastpm::worker::php_parent::run(args, |config| {
                 fastpm::logs::init_worker(config);
                 init_logging(config, None);
             })?;

@@ -46,6 +46,11 @@ fn site() -> Site {
             "<?php echo posix_geteuid(), ' ', getmypid(), ' ', PHP_SAPI, ' ', $_SERVER['PHP_SELF'], \"\\n\";",
         ),
         ("precision.php", "<?php echo ini_get('precision'), \"\\n\";"),
+        ("unique.php", "<?php echo getmypid();"),
+        (
+            "cached.php",
+            "<?php $s = opcache_get_status(true); echo getmypid(), ' ', isset($s['scripts'][__DIR__ . '/unique.php']) ? 'cached' : 'not-cached';",
+        ),
         (
             "finish.php",
             "<?php echo \"answered\\n\"; $done = fastcgi_finish_request(); echo 'dropped';\n\
@@ -95,7 +100,8 @@ address = "unix:{{dir}}/p.sock"
 kind = "php"
 php_children = "embedded"
 document_root = "{root}"
-ini = {{ post_max_size = "64M", upload_max_filesize = "64M", memory_limit = "77M" }}
+# file_update_protection: opcache caches this test's scripts although they are seconds old.
+ini = {{ post_max_size = "64M", upload_max_filesize = "64M", memory_limit = "77M", "opcache.file_update_protection" = "0" }}
 env = {{ FASTPM_TEST = "from-config" }}
 "#,
         base = site.dir.path().display(),
@@ -161,11 +167,38 @@ fn www_data_uid() -> u32 {
         .as_raw()
 }
 
-/// The worker processes of the server (its master's children; embedded PHP starts no other).
+/// The pool's php parent: the master's one live child (PHP starts there once). A retired one
+/// may linger a moment as a zombie after a reload.
+fn php_parent(server: &Server) -> i32 {
+    let live = || -> Vec<i32> {
+        child_pids(server.pid())
+            .into_iter()
+            .filter(|&pid| alive(pid))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut parents = live();
+    while parents.len() != 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        parents = live();
+    }
+    assert_eq!(
+        parents.len(),
+        1,
+        "the php parent: {parents:?}\n{}",
+        server.log()
+    );
+    parents[0]
+}
+
+/// The worker processes: the php parent's children, once there are `n`.
 fn workers(server: &Server, n: usize) -> Vec<i32> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let pids = child_pids(server.pid());
+        let pids: Vec<i32> = child_pids(php_parent(server))
+            .into_iter()
+            .filter(|&pid| alive(pid))
+            .collect();
         if pids.len() == n || Instant::now() > deadline {
             assert_eq!(
                 pids.len(),
@@ -186,8 +219,8 @@ fn workers(server: &Server, n: usize) -> Vec<i32> {
 fn embedded_php_serves_php_examples_through_nginx_as_www_data() {
     let site = site();
     let server = start(&site, 2, "0s", "user = \"www-data\"");
-    for pid in workers(&server, 2) {
-        assert_eq!(uid_of(pid), www_data_uid(), "worker {pid} runs as www-data");
+    for pid in workers(&server, 2).into_iter().chain([php_parent(&server)]) {
+        assert_eq!(uid_of(pid), www_data_uid(), "{pid} runs as www-data");
     }
     let nginx = start_nginx(&server, &site);
     let base = format!("http://127.0.0.1:{}", nginx.port);
@@ -202,7 +235,7 @@ fn embedded_php_serves_php_examples_through_nginx_as_www_data() {
     let fields: Vec<&str> = body.split_whitespace().collect();
     assert_eq!(fields[0], www_data_uid().to_string(), "{body}");
     let pid: i32 = fields[1].parse().unwrap();
-    assert!(child_pids(server.pid()).contains(&pid), "{body}");
+    assert!(workers(&server, 2).contains(&pid), "{body}");
     assert_eq!(fields[2], "fpm-fcgi", "{body}");
     assert_eq!(fields[3], "/who.php/extra", "PHP_SELF: {body}");
 
@@ -434,5 +467,144 @@ fn embedded_fastcgi_finish_request_and_getallheaders() {
         "1 => true",
     ] {
         assert!(body.contains(want), "{want} in {body}");
+    }
+}
+
+/// Sends `params` over a new connection and returns it, without reading the answer.
+fn send(server: &Server, params: &[(&str, &str)]) -> std::os::unix::net::UnixStream {
+    let mut encoded = raw::pair(b"REQUEST_METHOD", b"GET");
+    for (k, v) in params {
+        encoded.extend(raw::pair(k.as_bytes(), v.as_bytes()));
+    }
+    let mut req = raw::begin(1, 1, false);
+    req.extend(raw::record(raw::PARAMS, 1, &encoded));
+    req.extend(raw::record(raw::PARAMS, 1, b""));
+    req.extend(raw::record(raw::STDIN, 1, b""));
+    let mut conn = raw::connect_unix(&server.path("p.sock"));
+    conn.write_all(&req).unwrap();
+    conn
+}
+
+/// PHP starts once, in the php parent, and the workers are forked from it: they share one
+/// opcache, as php-fpm's children do. A script compiled by one worker is in the cache another
+/// worker sees (with an opcache per worker it would not be).
+#[test]
+fn embedded_workers_share_one_opcache() {
+    let site = site();
+    let server = start(&site, 2, "0s", "");
+    let script = |name: &str| site.root.join(name).to_str().unwrap().to_string();
+    let unique = script("unique.php");
+    let first = ask(
+        &server,
+        &[("SCRIPT_NAME", "/unique.php"), ("SCRIPT_FILENAME", &unique)],
+    )
+    .body();
+    let compiled_by: i32 = first.trim().parse().expect(&first);
+    let (sleep, cached) = (script("sleep.php"), script("cached.php"));
+    for _ in 0..20 {
+        // One worker sleeps: the other answers.
+        let mut sleeping = send(
+            &server,
+            &[
+                ("SCRIPT_NAME", "/sleep.php"),
+                ("SCRIPT_FILENAME", &sleep),
+                ("QUERY_STRING", "ms=400"),
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let answer = ask(
+            &server,
+            &[("SCRIPT_NAME", "/cached.php"), ("SCRIPT_FILENAME", &cached)],
+        )
+        .body();
+        raw::read_response(&mut sleeping).expect("the sleep answer");
+        let (pid, verdict) = answer.split_once(' ').expect(&answer);
+        if pid.parse::<i32>().unwrap() != compiled_by {
+            assert_eq!(
+                verdict, "cached",
+                "worker {pid} does not see worker {compiled_by}'s cache"
+            );
+            return;
+        }
+    }
+    panic!("the other worker never answered");
+}
+
+/// When the php parent dies its workers die with it; the master starts a new one and new
+/// workers, and the pool answers again.
+#[test]
+fn embedded_php_parent_killed_comes_back_with_its_workers() {
+    let site = site();
+    let server = start(&site, 2, "0s", "");
+    let before = workers(&server, 2);
+    let parent = php_parent(&server);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(parent),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    common::longpoll::wait_until(
+        "a new php parent with 2 workers",
+        Duration::from_secs(10),
+        || {
+            let parents = child_pids(server.pid());
+            parents.len() == 1 && parents[0] != parent && child_pids(parents[0]).len() == 2
+        },
+    );
+    for pid in before {
+        assert!(!alive(pid), "worker {pid} outlived its php parent");
+    }
+    let hello = site.root.join("hello.php");
+    let r = ask(
+        &server,
+        &[
+            ("SCRIPT_NAME", "/hello.php"),
+            ("SCRIPT_FILENAME", hello.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(r.body(), "Hello from PHP\n");
+}
+
+/// After serving, TERM stops fastpm within a few seconds with nothing left behind: the workers
+/// drain and leave (PHP puts back the signal handlers it found at start-up after every
+/// request: they must be the workers' own), then the php parent goes.
+#[test]
+fn embedded_pool_stops_on_term_after_serving_and_reload_replaces_the_php_parent() {
+    let site = site();
+    let mut server = start(&site, 2, "0s", "");
+    let hello = site.root.join("hello.php");
+    let hello = hello.to_str().unwrap();
+    let serve = |server: &Server| {
+        for _ in 0..20 {
+            let r = ask(
+                server,
+                &[("SCRIPT_NAME", "/hello.php"), ("SCRIPT_FILENAME", hello)],
+            );
+            assert_eq!(r.body(), "Hello from PHP\n");
+        }
+    };
+    serve(&server);
+    // A reload (HUP) starts a new php parent and new workers from it; the old ones leave.
+    let old_parent = php_parent(&server);
+    let old_workers = workers(&server, 2);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.pid()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    common::longpoll::wait_until("the old php parent gone", Duration::from_secs(10), || {
+        !alive(old_parent) && old_workers.iter().all(|&pid| !alive(pid))
+    });
+    let new_workers = workers(&server, 2);
+    serve(&server);
+    let everyone: Vec<i32> = new_workers
+        .iter()
+        .copied()
+        .chain([php_parent(&server)])
+        .collect();
+    let status = server.stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(5));
+    assert!(status.success(), "{status}\n{}", server.log());
+    for pid in everyone {
+        assert!(!alive(pid), "{pid} outlived fastpm");
     }
 }

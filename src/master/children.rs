@@ -11,11 +11,13 @@ use std::time::Instant;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::php_parent::PhpParent;
 use super::pm::WorkerExit;
 use crate::sys::child::ChildSetup;
 use crate::sys::inherit::adopt_inherited_fd;
 use crate::sys::privileges::Credentials;
 use crate::worker::lock::LockShared;
+use crate::worker::php_parent::Order;
 use crate::worker::watchdog::REQUEST_TIMEOUT_EXIT;
 
 /// Everything a pool's worker processes are started with; fixed for a generation.
@@ -39,6 +41,9 @@ pub struct SpawnSpec {
     pub hold_fd: Option<RawFd>,
     /// `kind = "exec"`: start this program instead of a fastpm worker.
     pub exec: Option<ExecCommand>,
+    /// `php_children = "embedded"`: workers are forked by the pool's php parent (PHP started
+    /// once, shared), not started by the master.
+    pub php_parent: Option<Arc<PhpParent>>,
 }
 
 /// An exec pool's program (spawn-fcgi's model): it gets the listening socket as fd 0 and
@@ -50,10 +55,18 @@ pub struct ExecCommand {
     pub clear_env: bool,
 }
 
+/// How the master holds a worker process.
+pub enum Handle {
+    /// Its own child (a re-executed fastpm, or an exec pool's program).
+    Own(Child),
+    /// Forked by the pool's php parent: its exit is learnt from the parent.
+    Forked { pid: i32, parent: Arc<PhpParent> },
+}
+
 /// One running worker process.
 pub struct WorkerProcess {
     pub slot: usize,
-    pub child: Child,
+    pub handle: Handle,
     pub started: Instant,
     /// Which config generation started it (a reload starts a new one).
     pub generation: u64,
@@ -66,7 +79,25 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.handle {
+            Handle::Own(child) => child.id(),
+            Handle::Forked { pid, .. } => *pid as u32,
+        }
+    }
+
+    /// Wait (at most a few seconds for a forked one) until it has ended: after SIGKILL.
+    pub fn wait(&mut self) {
+        match &mut self.handle {
+            Handle::Own(child) => {
+                let _ = child.wait();
+            }
+            Handle::Forked { pid, parent } => {
+                let deadline = Instant::now() + std::time::Duration::from_secs(3);
+                while parent.take_exit(*pid).is_none() && Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
     }
 
     /// Send `signal`; a process that is already gone is not an error.
@@ -74,7 +105,7 @@ impl WorkerProcess {
         if matches!(signal, Signal::SIGTERM | Signal::SIGQUIT | Signal::SIGKILL) {
             self.stop_requested = true;
         }
-        let pid = self.child.id() as i32;
+        let pid = self.pid() as i32;
         if self.exec {
             let signal = if signal == Signal::SIGQUIT {
                 Signal::SIGTERM
@@ -96,14 +127,17 @@ impl WorkerProcess {
             return self.signal(Signal::SIGQUIT);
         }
         self.stop_requested = true;
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGUSR2);
+        let _ = kill(Pid::from_raw(self.pid() as i32), Signal::SIGUSR2);
     }
 
     /// `Some(exit)` once the process has ended (reaped with `waitpid(pid, WNOHANG)`, never
     /// `waitpid(-1)`, which would steal the exit of children that are not ours to reap).
     pub fn try_reap(&mut self) -> Option<WorkerExit> {
         use std::os::unix::process::ExitStatusExt;
-        let status = self.child.try_wait().ok()??;
+        let status = match &mut self.handle {
+            Handle::Own(child) => child.try_wait().ok()??,
+            Handle::Forked { pid, parent } => parent.take_exit(*pid)?,
+        };
         Some(if self.stop_requested {
             WorkerExit::Requested
         } else if status.code() == Some(REQUEST_TIMEOUT_EXIT) {
@@ -123,6 +157,15 @@ pub fn spawn(spec: &SpawnSpec, slot: usize, generation: u64) -> std::io::Result<
         return spawn_exec(spec, exec, slot, generation);
     }
     let lock_fd = spec.lock.child_fd().map_err(std::io::Error::other)?;
+    if let Some(parent) = &spec.php_parent {
+        return spawn_forked(
+            spec,
+            parent,
+            lock_fd.as_ref().map(|fd| fd.as_raw_fd()),
+            slot,
+            generation,
+        );
+    }
     let mut fds = vec![spec.listener_fd, spec.scoreboard_fd];
     let handoff = match &lock_fd {
         Some(fd) => {
@@ -179,7 +222,7 @@ pub fn spawn(spec: &SpawnSpec, slot: usize, generation: u64) -> std::io::Result<
     drop(lock_fd);
     Ok(WorkerProcess {
         slot,
-        child,
+        handle: Handle::Own(child),
         started: Instant::now(),
         generation,
         stop_requested: false,
@@ -218,10 +261,55 @@ fn spawn_exec(
     let child = cmd.spawn()?;
     Ok(WorkerProcess {
         slot,
-        child,
+        handle: Handle::Own(child),
         started: Instant::now(),
         generation,
         stop_requested: false,
         exec: true,
+    })
+}
+
+/// Have the pool's php parent fork the worker for `slot`, with the same descriptors a
+/// re-executed worker would inherit.
+fn spawn_forked(
+    spec: &SpawnSpec,
+    parent: &Arc<PhpParent>,
+    lock_fd: Option<RawFd>,
+    slot: usize,
+    generation: u64,
+) -> std::io::Result<WorkerProcess> {
+    let mut fds = vec![spec.listener_fd, spec.scoreboard_fd];
+    let lock = match lock_fd {
+        Some(fd) => {
+            fds.push(fd);
+            let handoff = spec.lock.handoff(fd).to_string();
+            handoff
+                .split_once(':')
+                .map_or(handoff.clone(), |(kind, _)| kind.to_string())
+        }
+        None => "none".to_string(),
+    };
+    if let Some(fd) = spec.hold_fd {
+        fds.push(fd);
+    }
+    let order = Order {
+        slot,
+        slots: spec.slots.clone(),
+        lock,
+        backlog: spec.backlog,
+        somaxconn: spec.somaxconn,
+        hold: spec.hold_fd.is_some(),
+    };
+    let pid = parent.spawn(&order, &fds)?;
+    Ok(WorkerProcess {
+        slot,
+        handle: Handle::Forked {
+            pid,
+            parent: Arc::clone(parent),
+        },
+        started: Instant::now(),
+        generation,
+        stop_requested: false,
+        exec: false,
     })
 }

@@ -9,6 +9,7 @@ pub mod apps;
 pub mod children;
 pub mod exec_state;
 pub mod notify;
+pub mod php_parent;
 pub mod pm;
 pub mod pools;
 pub mod preflight;

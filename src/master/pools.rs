@@ -311,13 +311,26 @@ pub(super) fn spawn_spec(
             ConfigSource::Embedded => None,
         },
         config_text: Arc::clone(&options.config_text),
-        credentials,
+        credentials: credentials.clone(),
         hold_fd: ctx.hold_link.as_ref().map(|fd| fd.as_raw_fd()),
         exec: (pool.app.kind == AppKind::Exec).then(|| ExecCommand {
             argv: pool.app.command.clone(),
             env: pool.app.env.clone(),
             clear_env: pool.app.clear_env,
         }),
+        php_parent: (pool.app.kind == AppKind::Php
+            && pool.app.php_children == crate::config::PhpChildren::Embedded)
+            .then(|| {
+                super::php_parent::PhpParent::new(super::php_parent::ParentSpec {
+                    pool_index: ctx.index,
+                    config_path: match &config.source {
+                        ConfigSource::File(path) => Some(path.clone()),
+                        ConfigSource::Embedded => None,
+                    },
+                    config_text: Arc::clone(&options.config_text),
+                    credentials,
+                })
+            }),
     })
 }
 

@@ -359,7 +359,7 @@ impl ProcessPool {
         let killed = self.workers.len();
         self.signal_all(Signal::SIGKILL);
         for mut worker in self.workers.drain(..) {
-            let _ = worker.child.wait();
+            worker.wait();
             slots[worker.slot].release();
         }
         killed

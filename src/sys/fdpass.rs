@@ -1,6 +1,7 @@
 //! Passing a connection's descriptor between processes (SCM_RIGHTS) on a pool's
 //! `SOCK_SEQPACKET` pair (DESIGN.md §8: a held request goes to the master's holder, a kept one
-//! comes back to a worker). Datagrams keep message boundaries; one descriptor per datagram.
+//! comes back to a worker). Datagrams keep message boundaries; one descriptor per datagram —
+//! or, for the php parent of an embedded-PHP pool, the few a new worker is started with.
 
 use std::io;
 use std::io::{IoSlice, IoSliceMut};
@@ -44,15 +45,31 @@ pub fn send_with_fd(
     fd: BorrowedFd<'_>,
     patience: Duration,
 ) -> io::Result<()> {
+    send_with_fds(sock, bytes, &[fd.as_raw_fd()], patience)
+}
+
+/// [`send_with_fd`] with several descriptors (at most [`MAX_FDS`]; open ones: the kernel
+/// refuses the datagram otherwise), or none.
+pub fn send_with_fds(
+    sock: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[RawFd],
+    patience: Duration,
+) -> io::Result<()> {
+    assert!(
+        fds.len() <= MAX_FDS,
+        "at most {MAX_FDS} descriptors a datagram"
+    );
     let deadline = Instant::now() + patience;
-    let fds = [fd.as_raw_fd()];
     loop {
         let iov = [IoSlice::new(bytes)];
-        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let rights = [ControlMessage::ScmRights(fds)];
+        // No control message at all when there is nothing to pass.
+        let cmsg: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
         match sendmsg::<()>(
             sock.as_raw_fd(),
             &iov,
-            &cmsg,
+            cmsg,
             MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
             None,
         ) {
@@ -87,8 +104,28 @@ pub enum Received {
 /// Take one datagram without blocking. A datagram longer than `buf` is an error
 /// (`InvalidData`): the sender broke the size contract.
 pub fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
+    Ok(match recv_with_fds(sock, buf)? {
+        // One descriptor per datagram: others are closed (dropped) here.
+        ReceivedMany::Datagram(n, fds) => Received::Datagram(n, fds.into_iter().next()),
+        ReceivedMany::Empty => Received::Empty,
+        ReceivedMany::Closed => Received::Closed,
+    })
+}
+
+/// The most descriptors one datagram carries ([`send_with_fds`]).
+pub const MAX_FDS: usize = 8;
+
+/// What one [`recv_with_fds`] got: as [`Received`], with every descriptor that came along.
+pub enum ReceivedMany {
+    Datagram(usize, Vec<OwnedFd>),
+    Empty,
+    Closed,
+}
+
+/// [`recv_with_fd`] keeping every descriptor (in the order sent).
+pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<ReceivedMany> {
     loop {
-        let mut space = cmsg_space!([RawFd; 1]);
+        let mut space = cmsg_space!([RawFd; MAX_FDS]);
         let mut iov = [IoSliceMut::new(buf)];
         let result = recvmsg::<()>(
             sock.as_raw_fd(),
@@ -99,30 +136,24 @@ pub fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received
         let msg = match result {
             Ok(msg) => msg,
             Err(Errno::EINTR) => continue,
-            Err(Errno::EAGAIN) => return Ok(Received::Empty),
+            Err(Errno::EAGAIN) => return Ok(ReceivedMany::Empty),
             Err(e) => return Err(e.into()),
         };
-        let mut fd = None;
-        let mut extra = Vec::new();
+        let mut fds = Vec::new();
         if let Ok(cmsgs) = msg.cmsgs() {
             for cmsg in cmsgs {
                 if let ControlMessageOwned::ScmRights(raw) = cmsg {
                     for r in raw {
                         // SAFETY: SCM_RIGHTS installed `r` in this process's table just now
                         // and nothing else refers to it: we are its only owner.
-                        let owned = unsafe { OwnedFd::from_raw_fd(r) };
-                        if fd.is_none() {
-                            fd = Some(owned);
-                        } else {
-                            extra.push(owned); // closed on drop: one descriptor per datagram
-                        }
+                        fds.push(unsafe { OwnedFd::from_raw_fd(r) });
                     }
                 }
             }
         }
         let (bytes, truncated) = (msg.bytes, msg.flags.contains(MsgFlags::MSG_TRUNC));
-        if bytes == 0 && fd.is_none() {
-            return Ok(Received::Closed);
+        if bytes == 0 && fds.is_empty() {
+            return Ok(ReceivedMany::Closed);
         }
         if truncated {
             return Err(io::Error::new(
@@ -130,7 +161,7 @@ pub fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received
                 "a datagram longer than the receive buffer",
             ));
         }
-        return Ok(Received::Datagram(bytes, fd));
+        return Ok(ReceivedMany::Datagram(bytes, fds));
     }
 }
 

@@ -5,6 +5,7 @@ pub mod asyncfd;
 pub mod child;
 pub mod fdpass;
 pub mod filelock;
+pub mod fork;
 pub mod inherit;
 pub mod localtime;
 pub mod php_embed;

@@ -100,6 +100,17 @@ pub fn run(
     };
     let config = config::load_str(&text, source)?;
     init_logging(&config);
+    serve(args, config, flags)
+}
+
+/// A worker forked by its pool's php parent (`php_parent`): PHP, the config and the logs are
+/// already set up; the signal handlers are the worker's own from here on.
+pub fn run_forked(args: WorkerArgs, config: config::Config) -> Result<(), WorkerError> {
+    let flags = install_signals()?;
+    serve(args, config, flags)
+}
+
+fn serve(args: WorkerArgs, config: config::Config, flags: StopFlags) -> Result<(), WorkerError> {
     let pool = config
         .pools
         .get(args.pool_index)
@@ -151,6 +162,12 @@ pub fn run(
     };
     run_worker(&ctx, args.slot, app);
     Ok(())
+}
+
+/// The php parent (`php_parent`): the workers' stop handlers, installed before PHP starts (the
+/// flags are dropped: they matter only in the workers, which install their own after the fork).
+pub(crate) fn install_stop_handlers() -> Result<(), WorkerError> {
+    install_signals().map(drop)
 }
 
 /// The flags a worker's signal handlers set; they become its pool context's.

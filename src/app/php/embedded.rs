@@ -27,7 +27,7 @@ pub struct EmbeddedPhp {
     /// `document_root`, canonical (see `PhpSettings::document_root`).
     document_root: PathBuf,
     limit_extensions: Vec<String>,
-    /// The process environment (see [`environment`]), as php-fpm's: in $_SERVER below the
+    /// The process environment (see [`php_environment`]), as php-fpm's: in $_SERVER below the
     /// params.
     env: Vec<(Vec<u8>, Vec<u8>)>,
     /// PHP, or why it could not start (logged once; every request then gets 503, as when
@@ -47,7 +47,7 @@ impl EmbeddedPhp {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let php = Interpreter::start(&app.php_ini, &ini).map_err(|e| {
+        let php = Interpreter::start_or_take(&app.php_ini, &ini).map_err(|e| {
             tracing::error!(pool = %pool.name, "PHP cannot start in this worker: {e}");
             e.to_string()
         });
@@ -55,7 +55,7 @@ impl EmbeddedPhp {
             pool: pool.name.clone(),
             document_root: super::canonical_document_root(pool),
             limit_extensions: app.limit_extensions.clone(),
-            env: environment(pool),
+            env: php_environment(pool),
             php,
             scripts: ScriptCache::default(),
         }
@@ -66,7 +66,7 @@ impl EmbeddedPhp {
 /// `env`; otherwise the worker's own plus `env`), so that getenv() falls back on nothing else;
 /// and return it for $_SERVER (php-fpm imports the environment there too). Called on the
 /// worker's only thread, after PHP's start-up read PHPRC / PHP_INI_SCAN_DIR.
-fn environment(pool: &PoolConfig) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub fn php_environment(pool: &PoolConfig) -> Vec<(Vec<u8>, Vec<u8>)> {
     use std::os::unix::ffi::OsStringExt;
     if pool.app.clear_env {
         for (name, _) in std::env::vars_os() {

@@ -21,7 +21,7 @@ use affinity::Follower;
 pub use backend::Layout;
 pub use cache::{ScriptCache, SCRIPT_CACHE_TTL};
 pub use child::{ChildSpec, PhpChild};
-pub use embedded::EmbeddedPhp;
+pub use embedded::{php_environment, EmbeddedPhp};
 pub use script::{
     apache_proxy_path, extension_allowed, requested_path, resolve, resolve_script, sent_filename,
     ApacheProxyPath, Refusal, Resolved,

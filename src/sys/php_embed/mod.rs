@@ -35,6 +35,9 @@ static SHIM: Option<&[u8]> = None;
 /// One interpreter per process (see the module comment).
 static STARTED: AtomicBool = AtomicBool::new(false);
 
+/// The interpreter the php parent started, left for the worker forked from it to take.
+static PARKED: std::sync::Mutex<Option<Interpreter>> = std::sync::Mutex::new(None);
+
 /// What the shim's `fastpm_php_run` answers when PHP could not start the request.
 const REQUEST_STARTUP_FAILED: c_int = -1;
 
@@ -244,6 +247,20 @@ impl Interpreter {
             run,
             text: Vec::new(),
         })
+    }
+
+    /// Leave the interpreter for this process (and the children it forks) to take back with
+    /// [`Interpreter::start_or_take`]: the php parent starts PHP once for its workers.
+    pub fn park(self) {
+        *PARKED.lock().unwrap_or_else(|e| e.into_inner()) = Some(self);
+    }
+
+    /// The parked interpreter (a worker forked from the php parent), else [`Self::start`].
+    pub fn start_or_take(php_ini: &PhpIni, ini: &[(String, String)]) -> Result<Self, EmbedError> {
+        if let Some(php) = PARKED.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            return Ok(php);
+        }
+        Self::start(php_ini, ini)
     }
 
     /// Run `request`; its output goes to `sink` as PHP produces it.

@@ -1,0 +1,59 @@
+//! Forking a worker process from the php parent of an embedded-PHP pool (`worker::php_parent`):
+//! the child is a copy of a process in which PHP has already started, so the workers share its
+//! opcache and the tables PHP built at start-up, as php-fpm's children share its master's.
+//!
+//! A fork copies one thread only: it is safe to go on running ordinary code in the child only
+//! when the parent has a single thread. [`fork_worker`] checks that first.
+
+use std::io;
+
+use nix::unistd::Pid;
+
+/// Which side of the fork this is.
+pub enum Forked {
+    /// The new process; it dies (SIGKILL) with the parent.
+    Child,
+    /// The parent; the child's pid.
+    Parent(Pid),
+}
+
+/// Threads of this process (/proc/self/task).
+fn thread_count() -> io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
+}
+
+/// Fork, when this process has one thread (else an error). The child gets
+/// `PR_SET_PDEATHSIG` = SIGKILL and exits at once if its parent is already gone.
+pub fn fork_worker() -> io::Result<Forked> {
+    if thread_count()? != 1 {
+        return Err(io::Error::other(
+            "the php parent has more than one thread: it cannot fork workers",
+        ));
+    }
+    let parent = nix::unistd::getpid();
+    // SAFETY: this process has a single thread (checked above), so the child is a complete
+    // copy with no lock held by a thread that does not exist in it.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+        nix::unistd::ForkResult::Child => {
+            // SAFETY: prctl with integer arguments touches no memory of ours.
+            let set = unsafe {
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                )
+            };
+            if set == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            if nix::unistd::getppid() != parent {
+                // SAFETY: ends this child at once; nothing of it is shared with the parent.
+                unsafe { libc::_exit(1) };
+            }
+            Ok(Forked::Child)
+        }
+    }
+}
