@@ -47,6 +47,12 @@ fn site() -> Site {
         ),
         ("precision.php", "<?php echo ini_get('precision'), \"\\n\";"),
         ("unique.php", "<?php echo getmypid();"),
+        ("exitneg.php", "<?php echo \"bye\\n\"; exit(-1);"),
+        (
+            "lock.php",
+            "<?php ini_set('memory_limit', '-1'); echo ini_get('memory_limit'), ' ', ini_get('upload_max_filesize'), \"\\n\";",
+        ),
+        ("gone.php", "<?php header('HTTP/1.1 404 Gone away'); echo \"gone\\n\";"),
         (
             "cached.php",
             "<?php $s = opcache_get_status(true); echo getmypid(), ' ', isset($s['scripts'][__DIR__ . '/unique.php']) ? 'cached' : 'not-cached';",
@@ -360,7 +366,7 @@ fn embedded_php_value_applies_to_its_request_only() {
     let server = start(&site, 1, "0s", "");
     let script = site.root.join("precision.php");
     let script = script.to_str().unwrap();
-    let ask = |extra: &[(&str, &str)]| {
+    let precision = |extra: &[(&str, &str)]| {
         let mut params = vec![
             ("SCRIPT_NAME", "/precision.php"),
             ("SCRIPT_FILENAME", script),
@@ -368,16 +374,92 @@ fn embedded_php_value_applies_to_its_request_only() {
         params.extend_from_slice(extra);
         ask(&server, &params).body()
     };
-    let default = ask(&[]);
+    let default = precision(&[]);
     assert_ne!(default, "5\n");
-    assert_eq!(ask(&[("PHP_VALUE", "precision=5")]), "5\n");
-    assert_eq!(ask(&[]), default, "PHP_VALUE of the request before leaked");
-    assert_eq!(ask(&[("PHP_ADMIN_VALUE", "precision=7")]), "7\n");
+    assert_eq!(precision(&[("PHP_VALUE", "precision=5")]), "5\n");
     assert_eq!(
-        ask(&[]),
+        precision(&[]),
+        default,
+        "PHP_VALUE of the request before leaked"
+    );
+    assert_eq!(precision(&[("PHP_ADMIN_VALUE", "precision=7")]), "7\n");
+    assert_eq!(
+        precision(&[]),
         default,
         "PHP_ADMIN_VALUE of the request before leaked"
     );
+
+    // Any directive, as php-fpm sets them (upload_max_filesize is not a script's to change);
+    // an admin value is locked against the script's ini_set().
+    let lock = site.root.join("lock.php");
+    let lock = lock.to_str().unwrap();
+    let run_lock = |extra: &[(&str, &str)]| {
+        let mut params = vec![("SCRIPT_NAME", "/lock.php"), ("SCRIPT_FILENAME", lock)];
+        params.extend_from_slice(extra);
+        ask(&server, &params).body()
+    };
+    assert_eq!(run_lock(&[]), "-1 64M\n");
+    assert_eq!(
+        run_lock(&[
+            ("PHP_VALUE", "upload_max_filesize=5M"),
+            ("PHP_ADMIN_VALUE", "memory_limit=99M"),
+        ]),
+        "99M 5M\n"
+    );
+    assert_eq!(run_lock(&[]), "-1 64M\n", "the lock outlived its request");
+}
+
+/// What a script ends with does not reach the next request: `exit(-1)` (PHP's exit status
+/// -1) is a finished request, answered and cleaned up; a status set with its own reason is
+/// passed on as php-fpm passes it; the last of duplicate params wins, for PHP_SELF as for
+/// $_SERVER.
+#[test]
+fn embedded_exit_codes_status_lines_and_duplicate_params() {
+    let site = site();
+    let server = start(&site, 1, "0s", "");
+    let script = |name: &str| site.root.join(name).to_str().unwrap().to_string();
+    let exitneg = script("exitneg.php");
+    for _ in 0..2 {
+        let r = ask(
+            &server,
+            &[
+                ("SCRIPT_NAME", "/exitneg.php"),
+                ("SCRIPT_FILENAME", &exitneg),
+            ],
+        );
+        assert_eq!(r.body(), "bye\n", "{}", r.text());
+    }
+    let hello = script("hello.php");
+    let r = ask(
+        &server,
+        &[("SCRIPT_NAME", "/hello.php"), ("SCRIPT_FILENAME", &hello)],
+    );
+    assert_eq!(
+        r.text(),
+        "Content-type: text/html; charset=UTF-8\r\n\r\nHello from PHP\n"
+    );
+
+    let gone = script("gone.php");
+    let r = ask(
+        &server,
+        &[("SCRIPT_NAME", "/gone.php"), ("SCRIPT_FILENAME", &gone)],
+    );
+    assert!(
+        r.text().starts_with("Status: 404 Gone away\r\n"),
+        "{}",
+        r.text()
+    );
+
+    let who = script("who.php");
+    let r = ask(
+        &server,
+        &[
+            ("SCRIPT_NAME", "/first.php"),
+            ("SCRIPT_FILENAME", &who),
+            ("SCRIPT_NAME", "/who.php"),
+        ],
+    );
+    assert!(r.body().ends_with(" /who.php\n"), "PHP_SELF: {}", r.text());
 }
 
 /// Debian's libphp is not thread-safe: `fastpm check` refuses embedded PHP with thread workers,

@@ -4,6 +4,9 @@
 //!
 //! A fork copies one thread only: it is safe to go on running ordinary code in the child only
 //! when the parent has a single thread. [`fork_worker`] checks that first.
+//!
+//! Also here, for a process with PHP inside: ending it at once, and keeping signals off its
+//! helper threads.
 
 use std::io;
 
@@ -56,4 +59,22 @@ pub fn fork_worker() -> io::Result<Forked> {
             Ok(Forked::Child)
         }
     }
+}
+
+/// End this process at once with `code`: no exit handlers (libcrypto's cleanup, stdio),
+/// which would run while another thread is still inside PHP (the request_timeout watchdog).
+pub fn exit_at_once(code: i32) -> ! {
+    // SAFETY: _exit ends the process; no memory of ours is touched afterwards.
+    unsafe { libc::_exit(code) }
+}
+
+/// Keep process-directed signals off the calling thread (a worker's front or watchdog
+/// thread): they go to the thread that runs the app, where PHP's timeout (SIGPROF) and the
+/// stop signals' handlers expect them.
+pub fn keep_signals_off_this_thread() {
+    let _ = nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_BLOCK,
+        Some(&nix::sys::signal::SigSet::all()),
+        None,
+    );
 }

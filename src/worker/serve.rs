@@ -89,7 +89,10 @@ pub fn run_worker(ctx: &PoolContext, worker: usize, app: Box<dyn App>) {
     std::thread::scope(|scope| {
         let front = std::thread::Builder::new()
             .name(format!("{}-front", ctx.config.name))
-            .spawn_scoped(scope, || front_thread(ctx, &handoff, gauges, front_epoll));
+            .spawn_scoped(scope, || {
+                crate::sys::fork::keep_signals_off_this_thread();
+                front_thread(ctx, &handoff, gauges, front_epoll)
+            });
         if let Err(error) = front {
             tracing::error!(pool = %ctx.config.name, %error, "worker: cannot start the front thread");
             handoff.close();

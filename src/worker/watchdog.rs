@@ -134,30 +134,33 @@ pub fn spawn(
     ENABLED.store(true, Relaxed);
     let spawned = std::thread::Builder::new()
         .name("watchdog".into())
-        .spawn(move || loop {
-            std::thread::sleep(CHECK_EVERY);
-            let slot = &scoreboard.slots(pool)[slot];
-            if slot.state() != WorkerState::Running {
-                continue;
+        .spawn(move || {
+            crate::sys::fork::keep_signals_off_this_thread();
+            loop {
+                std::thread::sleep(CHECK_EVERY);
+                let slot = &scoreboard.slots(pool)[slot];
+                if slot.state() != WorkerState::Running {
+                    continue;
+                }
+                let running = Duration::from_micros(
+                    monotonic_us().saturating_sub(slot.request_start_us.load(Relaxed)),
+                );
+                if running <= timeout {
+                    continue;
+                }
+                let texts = slot.texts();
+                tracing::error!(
+                    pool = %name,
+                    pid = std::process::id(),
+                    uri = %texts.uri,
+                    script = %texts.script,
+                    running_ms = running.as_millis() as u64,
+                    "request_timeout ({} ms) exceeded: answering 504 and replacing this worker",
+                    timeout.as_millis()
+                );
+                answer_504(timeout);
+                crate::sys::fork::exit_at_once(REQUEST_TIMEOUT_EXIT);
             }
-            let running = Duration::from_micros(
-                monotonic_us().saturating_sub(slot.request_start_us.load(Relaxed)),
-            );
-            if running <= timeout {
-                continue;
-            }
-            let texts = slot.texts();
-            tracing::error!(
-                pool = %name,
-                pid = std::process::id(),
-                uri = %texts.uri,
-                script = %texts.script,
-                running_ms = running.as_millis() as u64,
-                "request_timeout ({} ms) exceeded: answering 504 and replacing this worker",
-                timeout.as_millis()
-            );
-            answer_504(timeout);
-            std::process::exit(REQUEST_TIMEOUT_EXIT);
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the request_timeout watchdog");

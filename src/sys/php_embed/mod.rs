@@ -114,7 +114,7 @@ static CALLBACKS: Callbacks = Callbacks {
 };
 
 type StartupFn = unsafe extern "C" fn(*const Callbacks, *const c_char, *const c_char) -> c_int;
-type RunFn = unsafe extern "C" fn(*const RawRequest) -> c_int;
+type RunFn = unsafe extern "C" fn(*const RawRequest, *mut c_int) -> c_int;
 
 /// The sink of the request being run: a `&mut dyn Sink` behind a thin pointer.
 type SinkRef<'a> = &'a mut dyn Sink;
@@ -302,13 +302,14 @@ impl Interpreter {
             body_len: request.body.len(),
             sink: &mut sink_ref as *mut SinkRef<'_> as *mut c_void,
         };
-        // SAFETY: every pointer in `raw` points into locals that outlive the call; the shim
-        // keeps none of them after it returns.
-        let status = unsafe { (self.run)(&raw) };
-        if status == REQUEST_STARTUP_FAILED {
+        // SAFETY: every pointer in `raw`, and `exit_status`, points into locals that outlive
+        // the call; the shim keeps none of them after it returns.
+        let mut exit_status: c_int = 0;
+        let result = unsafe { (self.run)(&raw, &mut exit_status) };
+        if result == REQUEST_STARTUP_FAILED {
             Ran::NotStarted
         } else {
-            Ran::Finished(status)
+            Ran::Finished(exit_status)
         }
     }
 }
@@ -338,10 +339,15 @@ fn open_library(name: &str) -> Result<*mut c_void, String> {
 
 /// The shim from a memfd (it lives in fastpm's binary; there is no file to point dlopen at).
 fn open_shim(bytes: &[u8]) -> Result<*mut c_void, String> {
-    let fd = nix::sys::memfd::memfd_create(
+    use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+    // MFD_EXEC (Linux 6.3+): a memfd that may be mapped executable even where
+    // vm.memfd_noexec makes them not by default; older kernels refuse the flag.
+    const MFD_EXEC: libc::c_uint = 0x10;
+    let fd = memfd_create(
         c"fastpm-php-shim",
-        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+        MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::from_bits_retain(MFD_EXEC),
     )
+    .or_else(|_| memfd_create(c"fastpm-php-shim", MemFdCreateFlag::MFD_CLOEXEC))
     .map_err(|e| format!("memfd_create: {e}"))?;
     let mut file = std::fs::File::from(fd);
     std::io::Write::write_all(&mut file, bytes).map_err(|e| format!("memfd: {e}"))?;

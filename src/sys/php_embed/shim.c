@@ -23,6 +23,7 @@
 #include <zend_ini_scanner.h>
 #include <zend_signal.h>
 #include <zend_smart_str.h>
+#include <http_status_codes.h>
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -75,7 +76,9 @@ static const char *param(const char *name, size_t len)
 	if (!current) {
 		return NULL;
 	}
-	for (i = 0; i < current->nparams; i++) {
+	/* The last of duplicates wins, as in $_SERVER (and php-fpm): the pool's env comes first,
+	 * a web server's repeated fastcgi_param after its include. */
+	for (i = current->nparams; i-- > 0;) {
 		const struct fastpm_param *p = &current->params[i];
 		if (p->name_len == len && memcmp(p->name, name, len) == 0) {
 			return p->value;
@@ -117,31 +120,6 @@ static char *fastpm_getenv(const char *name, size_t len)
 	return (char *) param(name, len);
 }
 
-/* The reason phrases php-fpm puts after a `Status:` code. */
-static const struct {
-	int code;
-	const char *reason;
-} reasons[] = {
-	{100, "Continue"}, {101, "Switching Protocols"}, {200, "OK"}, {201, "Created"},
-	{202, "Accepted"}, {203, "Non-Authoritative Information"}, {204, "No Content"},
-	{205, "Reset Content"}, {206, "Partial Content"}, {300, "Multiple Choices"},
-	{301, "Moved Permanently"}, {302, "Found"}, {303, "See Other"}, {304, "Not Modified"},
-	{305, "Use Proxy"}, {307, "Temporary Redirect"}, {308, "Permanent Redirect"},
-	{400, "Bad Request"}, {401, "Unauthorized"}, {402, "Payment Required"},
-	{403, "Forbidden"}, {404, "Not Found"}, {405, "Method Not Allowed"},
-	{406, "Not Acceptable"}, {407, "Proxy Authentication Required"},
-	{408, "Request Timeout"}, {409, "Conflict"}, {410, "Gone"}, {411, "Length Required"},
-	{412, "Precondition Failed"}, {413, "Request Entity Too Large"},
-	{414, "Request-URI Too Long"}, {415, "Unsupported Media Type"},
-	{416, "Requested Range Not Satisfiable"}, {417, "Expectation Failed"},
-	{422, "Unprocessable Entity"}, {426, "Upgrade Required"}, {428, "Precondition Required"},
-	{429, "Too Many Requests"}, {431, "Request Header Fields Too Large"},
-	{451, "Unavailable For Legal Reasons"}, {500, "Internal Server Error"},
-	{501, "Not Implemented"}, {502, "Bad Gateway"}, {503, "Service Unavailable"},
-	{504, "Gateway Timeout"}, {505, "HTTP Version Not Supported"},
-	{511, "Network Authentication Required"}, {0, NULL},
-};
-
 static bool is_header(const sapi_header_struct *h, const char *name, size_t len)
 {
 	return h->header_len > len && strncasecmp(h->header, name, len) == 0;
@@ -162,30 +140,37 @@ static int fastpm_send_headers(sapi_headers_struct *headers)
 		return SAPI_HEADER_SENT_SUCCESSFULLY;
 	}
 	if (code != 200) {
+		const char *line = headers->http_status_line;
+		const char *space = line ? strchr(line, ' ') : NULL;
 		bool has_status = false;
-		for (h = zend_llist_get_first_ex(&headers->headers, &pos); h;
-				h = zend_llist_get_next_ex(&headers->headers, &pos)) {
-			if (is_header(h, "Status:", sizeof("Status:") - 1)) {
-				has_status = true;
-				break;
-			}
-		}
-		if (!has_status) {
-			const char *reason = NULL;
-			size_t i;
-			for (i = 0; reasons[i].code; i++) {
-				if (reasons[i].code == code) {
-					reason = reasons[i].reason;
+		if (space && space - line >= 5 && strncasecmp(line, "HTTP/", 5) == 0) {
+			/* header("HTTP/1.1 404 Gone away"): its own reason, as php-fpm sends it. */
+			smart_str_appends(&head, "Status:");
+			smart_str_appends(&head, space);
+			smart_str_appends(&head, "\r\n");
+			code = atoi(space + 1);
+		} else {
+			for (h = zend_llist_get_first_ex(&headers->headers, &pos); h;
+					h = zend_llist_get_next_ex(&headers->headers, &pos)) {
+				if (is_header(h, "Status:", sizeof("Status:") - 1)) {
+					has_status = true;
 					break;
 				}
 			}
-			smart_str_appends(&head, "Status: ");
-			smart_str_append_long(&head, code);
-			if (reason) {
-				smart_str_appendc(&head, ' ');
-				smart_str_appends(&head, reason);
+			if (!has_status) {
+				/* PHP's own reason phrases (main/http_status_codes.h), as php-fpm's. */
+				const http_response_status_code_pair *pair = http_status_map;
+				while (pair->code && pair->code != code) {
+					pair++;
+				}
+				smart_str_appends(&head, "Status: ");
+				smart_str_append_long(&head, code);
+				if (pair->str) {
+					smart_str_appendc(&head, ' ');
+					smart_str_appends(&head, pair->str);
+				}
+				smart_str_appends(&head, "\r\n");
 			}
-			smart_str_appends(&head, "\r\n");
 		}
 	}
 	for (h = zend_llist_get_first_ex(&headers->headers, &pos); h;
@@ -397,33 +382,46 @@ int fastpm_php_startup(const struct fastpm_callbacks *given, const char *ini_ent
 	return 0;
 }
 
-/* PHP_VALUE / PHP_ADMIN_VALUE lines, as php-fpm applies them. */
-static void apply_ini_entry(zval *name, zval *value, zval *unused, int type, void *mode)
+/* PHP_VALUE / PHP_ADMIN_VALUE lines: any directive, as php-fpm sets them (a script's own
+ * limits do not apply: upload_max_filesize, post_max_size… are the common ones), for this
+ * request only (EG(modified_ini_directives) restores them at its end). An admin value is also
+ * locked against the script's ini_set(), as php_admin_value is. `extension=` is refused. */
+static void apply_ini_entry(zval *name, zval *value, zval *unused, int type, void *stage)
 {
 	(void) unused;
-	if (type == ZEND_INI_PARSER_ENTRY && value) {
-		zend_alter_ini_entry_chars(Z_STR_P(name), Z_STRVAL_P(value), Z_STRLEN_P(value),
-				*(int *) mode, PHP_INI_STAGE_HTACCESS);
+	if (type != ZEND_INI_PARSER_ENTRY || !value) {
+		return;
+	}
+	if (zend_string_equals_literal(Z_STR_P(name), "extension")
+			|| zend_string_equals_literal(Z_STR_P(name), "zend_extension")) {
+		php_error_docref(NULL, E_WARNING, "PHP_VALUE: %s cannot be set per request",
+				Z_STRVAL_P(name));
+		return;
+	}
+	if (zend_alter_ini_entry_chars(Z_STR_P(name), Z_STRVAL_P(value), Z_STRLEN_P(value),
+			ZEND_INI_SYSTEM, *(int *) stage) == FAILURE) {
+		php_error_docref(NULL, E_WARNING, "PHP_VALUE: cannot set %s to \"%s\"",
+				Z_STRVAL_P(name), Z_STRVAL_P(value));
 	}
 }
 
-static void apply_ini(const char *lines, int mode)
+static void apply_ini(const char *lines, int stage)
 {
 	char *text;
 	if (!lines || !*lines) {
 		return;
 	}
 	spprintf(&text, 0, "%s\n", lines);
-	zend_parse_ini_string(text, 1, ZEND_INI_SCANNER_NORMAL, apply_ini_entry, &mode);
+	zend_parse_ini_string(text, 1, ZEND_INI_SCANNER_NORMAL, apply_ini_entry, &stage);
 	efree(text);
 }
 
-/* Run one request. Returns PHP's exit status, or FASTPM_REQUEST_STARTUP_FAILED when PHP could
- * not start the request (nothing was written then). */
-int fastpm_php_run(const struct fastpm_request *request)
+/* Run one request: 0, and PHP's exit status in *exit_status; or FASTPM_REQUEST_STARTUP_FAILED
+ * when PHP could not start the request (nothing was written then). */
+int fastpm_php_run(const struct fastpm_request *request, int *exit_status)
 {
-	int status = FASTPM_REQUEST_STARTUP_FAILED;
-	const char *length, *protocol, *auth;
+	volatile bool started = false;
+	const char *length, *auth;
 
 	current = request;
 	body_read = 0;
@@ -436,8 +434,6 @@ int fastpm_php_run(const struct fastpm_request *request)
 	length = PARAM("CONTENT_LENGTH");
 	SG(request_info).content_length = length ? ZEND_STRTOL(length, NULL, 10) : 0;
 	SG(request_info).path_translated = (char *) request->script;
-	protocol = PARAM("SERVER_PROTOCOL");
-	SG(request_info).proto_num = protocol && strcmp(protocol, "HTTP/1.1") == 0 ? 1001 : 1000;
 	SG(request_info).auth_user = NULL;
 	SG(request_info).auth_password = NULL;
 	SG(request_info).auth_digest = NULL;
@@ -445,21 +441,25 @@ int fastpm_php_run(const struct fastpm_request *request)
 	/* sapi_activate does not reset the code (the SAPI does, php-fpm's too): 200 unless the
 	 * request's start (a body over post_max_size) or the script says otherwise. */
 	SG(sapi_headers).http_response_code = 200;
+	*exit_status = 0;
 
 	zend_first_try {
 		php_handle_auth_data(auth);
-		apply_ini(PARAM("PHP_VALUE"), ZEND_INI_USER);
-		apply_ini(PARAM("PHP_ADMIN_VALUE"), ZEND_INI_SYSTEM);
+		apply_ini(PARAM("PHP_VALUE"), PHP_INI_STAGE_HTACCESS);
+		apply_ini(PARAM("PHP_ADMIN_VALUE"), PHP_INI_STAGE_ACTIVATE);
 		if (php_request_startup() == SUCCESS) {
 			zend_file_handle file;
+			started = true;
+			/* PHP keeps the last script's exit() code otherwise (php-fpm resets it too). */
+			EG(exit_status) = 0;
 			zend_stream_init_filename(&file, request->script);
 			file.primary_script = 1;
 			php_execute_script(&file);
 			zend_destroy_file_handle(&file);
-			status = EG(exit_status);
 		}
 	} zend_end_try();
-	if (status != FASTPM_REQUEST_STARTUP_FAILED) {
+	if (started) {
+		*exit_status = EG(exit_status);
 		php_request_shutdown(NULL);
 	}
 	SG(server_context) = NULL;
@@ -467,5 +467,5 @@ int fastpm_php_run(const struct fastpm_request *request)
 	SG(request_info).query_string = NULL;
 	SG(request_info).request_uri = NULL;
 	current = NULL;
-	return status;
+	return started ? 0 : FASTPM_REQUEST_STARTUP_FAILED;
 }
