@@ -25,7 +25,14 @@ fn main() {
     let object = out.join("fastpm-php-shim.so");
     let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = Command::new(&compiler)
-        .args(["-shared", "-fPIC", "-O2", "-Wall", "-o"])
+        .args([
+            "-shared",
+            "-fPIC",
+            "-O2",
+            "-Wall",
+            "-Werror=implicit-function-declaration",
+            "-o",
+        ])
         .arg(&object)
         .arg(SHIM)
         .args(includes.split_whitespace())

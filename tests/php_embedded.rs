@@ -690,3 +690,38 @@ fn embedded_pool_stops_on_term_after_serving_and_reload_replaces_the_php_parent(
         assert!(!alive(pid), "{pid} outlived fastpm");
     }
 }
+
+/// `.user.ini` files are read from the document root down to the script's directory (the
+/// deepest wins), as php-fpm reads them.
+#[test]
+fn embedded_user_ini_files_apply_per_directory() {
+    let site = site();
+    let sub = site.root.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(
+        site.root.join(".user.ini"),
+        "precision=4\nserialize_precision=9\n",
+    )
+    .unwrap();
+    std::fs::write(sub.join(".user.ini"), "precision=3\n").unwrap();
+    let text = "<?php echo ini_get('precision'), ' ', ini_get('serialize_precision'), \"\\n\";";
+    std::fs::write(site.root.join("p.php"), text).unwrap();
+    std::fs::write(sub.join("p.php"), text).unwrap();
+    let server = start(&site, 1, "0s", "");
+    let root = site.root.to_str().unwrap();
+    let run = |name: &str| {
+        let file = format!("{root}{name}");
+        ask(
+            &server,
+            &[
+                ("SCRIPT_NAME", name),
+                ("SCRIPT_FILENAME", &file),
+                ("DOCUMENT_ROOT", root),
+            ],
+        )
+        .body()
+    };
+    assert_eq!(run("/p.php"), "4 9\n");
+    assert_eq!(run("/sub/p.php"), "3 9\n");
+    assert_eq!(run("/p.php"), "4 9\n", "a directory's settings stay in it");
+}

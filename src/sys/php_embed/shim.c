@@ -10,7 +10,8 @@
  * start-up. Behaviour copied in spirit from sapi/fpm/fpm/fpm_main.c (php-fpm's SAPI): the SAPI
  * name "fpm-fcgi" (opcache and applications treat the SAPI as php-fpm's), `Status:` lines,
  * $_SERVER from the params (clear_env), PHP_SELF, HTTP auth, PHP_VALUE/PHP_ADMIN_VALUE,
- * fastcgi_finish_request() and getallheaders() / apache_request_headers().
+ * .user.ini files and php.ini's [PATH=]/[HOST=] sections, fastcgi_finish_request() and
+ * getallheaders() / apache_request_headers().
  *
  * Bail-outs (PHP's fatal errors longjmp) never cross a Rust frame: every call into PHP from
  * here is inside zend_try, and the callbacks into Rust return before PHP may bail out.
@@ -18,12 +19,14 @@
 #include <php.h>
 #include <SAPI.h>
 #include <php_main.h>
+#include <php_ini.h>
 #include <php_variables.h>
 #include <zend_ini.h>
 #include <zend_ini_scanner.h>
 #include <zend_signal.h>
 #include <zend_smart_str.h>
 #include <http_status_codes.h>
+#include <ext/standard/head.h>
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -327,6 +330,96 @@ static const zend_function_entry fastpm_functions[] = {
 	PHP_FE_END
 };
 
+/* .user.ini settings of one directory (and of those above it, up to the document root), read
+ * again after user_ini.cache_ttl seconds, as php-fpm caches them. Kept across requests. */
+struct user_ini {
+	HashTable config;
+	double expires;
+};
+
+static HashTable user_ini_cache;
+
+static void user_ini_free(zval *entry)
+{
+	struct user_ini *ini = Z_PTR_P(entry);
+	zend_hash_destroy(&ini->config);
+	free(ini);
+}
+
+/* `dir` ends with a '/'. */
+static void activate_user_ini(char *dir, size_t dir_len, const char *doc_root)
+{
+	size_t root_len = strlen(doc_root);
+	double now = sapi_get_request_time();
+	struct user_ini *ini = zend_hash_str_find_ptr(&user_ini_cache, dir, dir_len);
+	if (!ini) {
+		ini = malloc(sizeof(*ini));
+		if (!ini) {
+			return;
+		}
+		zend_hash_init(&ini->config, 8, NULL, config_zval_dtor, 1);
+		ini->expires = 0;
+		zend_hash_str_update_ptr(&user_ini_cache, dir, dir_len, ini);
+	}
+	if (ini->expires <= now) {
+		zend_hash_clean(&ini->config);
+		while (root_len > 0 && doc_root[root_len - 1] == '/') {
+			root_len--;
+		}
+		if (root_len > 0 && dir_len > root_len && strncmp(dir, doc_root, root_len) == 0
+				&& dir[root_len] == '/') {
+			/* Each directory from the document root down, the deepest last (it wins). */
+			char *slash = dir + root_len;
+			while ((slash = strchr(slash, '/')) != NULL) {
+				*slash = '\0';
+				php_parse_user_ini_file(dir, PG(user_ini_filename), &ini->config);
+				*slash = '/';
+				slash++;
+			}
+		} else {
+			php_parse_user_ini_file(dir, PG(user_ini_filename), &ini->config);
+		}
+		ini->expires = now + PG(user_ini_cache_ttl);
+	}
+	php_ini_activate_config(&ini->config, PHP_INI_PERDIR, PHP_INI_STAGE_HTACCESS);
+}
+
+/* At the request's start (php-fpm's sapi_cgi_activate): php.ini's [HOST=] and [PATH=]
+ * sections, then the .user.ini files of the script's directory. */
+static int fastpm_activate(void)
+{
+	const char *script = SG(request_info).path_translated;
+	const char *host = PARAM("SERVER_NAME");
+	const char *doc_root = PARAM("DOCUMENT_ROOT");
+	char *dir, *slash;
+	size_t dir_len;
+
+	if (!script) {
+		return FAILURE;
+	}
+	if (host && php_ini_has_per_host_config()) {
+		char *lower = estrdup(host);
+		zend_str_tolower(lower, strlen(lower));
+		php_ini_activate_per_host_config(lower, strlen(lower));
+		efree(lower);
+	}
+	if (!php_ini_has_per_dir_config() && !(PG(user_ini_filename) && *PG(user_ini_filename))) {
+		return SUCCESS;
+	}
+	slash = strrchr(script, '/');
+	if (!slash) {
+		return SUCCESS;
+	}
+	dir_len = (size_t) (slash - script) + 1;
+	dir = estrndup(script, dir_len);
+	php_ini_activate_per_dir_config(dir, dir_len);
+	if (PG(user_ini_filename) && *PG(user_ini_filename)) {
+		activate_user_ini(dir, dir_len, doc_root ? doc_root : "");
+	}
+	efree(dir);
+	return SUCCESS;
+}
+
 static int fastpm_startup(sapi_module_struct *module)
 {
 	return php_module_startup(module, NULL) == SUCCESS ? SUCCESS : FAILURE;
@@ -337,7 +430,7 @@ static sapi_module_struct fastpm_module = {
 	"fastpm (embedded PHP)",      /* pretty name */
 	fastpm_startup,
 	php_module_shutdown_wrapper,
-	NULL,                         /* activate */
+	fastpm_activate,
 	NULL,                         /* deactivate */
 	fastpm_ub_write,
 	fastpm_flush,
@@ -379,6 +472,7 @@ int fastpm_php_startup(const struct fastpm_callbacks *given, const char *ini_ent
 	if (fastpm_module.startup(&fastpm_module) == FAILURE) {
 		return -1;
 	}
+	zend_hash_init(&user_ini_cache, 8, NULL, user_ini_free, 1);
 	return 0;
 }
 
