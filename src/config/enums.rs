@@ -123,9 +123,10 @@ config_word! {
         Shared => "shared",
         /// Each worker starts its own php-cgi (its own opcache, its own cold start).
         PerWorker => "per-worker",
-        /// No php-cgi: PHP (libphp8.2-embed) runs inside each worker process, one interpreter
-        /// per process as in php-fpm's children, with no relay between worker and PHP. Needs
-        /// `workers = "process"` (libphp is not thread-safe) and has one opcache per worker.
+        /// No php-cgi: PHP (libphp8.2-embed) runs inside each worker process, with no relay
+        /// between worker and PHP. PHP starts once in the pool's php parent, which forks the
+        /// worker processes: they share its opcache, as php-fpm's children share its master's.
+        /// Needs `workers = "process"` (libphp is not thread-safe: one interpreter a process).
         Embedded => "embedded",
     }
 }
