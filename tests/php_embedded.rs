@@ -62,7 +62,10 @@ fn site() -> Site {
             "<?php echo \"answered\\n\"; $done = fastcgi_finish_request(); echo 'dropped';\n\
              usleep(800000); file_put_contents($_GET['file'], var_export($done, true) . ' ran on');",
         ),
-        ("allheaders.php", "<?php var_export([getallheaders(), apache_request_headers() === getallheaders()]);"),
+        (
+            "allheaders.php",
+            "<?php var_export([getallheaders(), apache_request_headers() === getallheaders()]);",
+        ),
         (
             "counter.php",
             "<?php static $n = 0; $GLOBALS['leak'] = str_repeat('x', 100000); echo strlen($GLOBALS['leak']), \"\\n\";",
@@ -504,8 +507,8 @@ fn ask(server: &Server, params: &[(&str, &str)]) -> raw::Response {
 }
 
 /// What php-fpm's SAPI adds and php-cgi lacks or has differently: `fastcgi_finish_request()`
-/// answers the client at once while the script goes on (its later output dropped), and
-/// `getallheaders()` names the request's headers as the client sent them.
+/// answers the client at once while the script goes on (its later output dropped),
+/// and `getallheaders()` names the request's headers as the client sent them.
 #[test]
 fn embedded_fastcgi_finish_request_and_getallheaders() {
     let site = site();

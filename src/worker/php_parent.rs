@@ -165,11 +165,12 @@ pub fn run(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    match Interpreter::start(&pool.app.php_ini, &ini) {
-        Ok(php) => php.park(),
-        // The workers answer 503 with the reason (as when php-cgi cannot start).
-        Err(e) => tracing::error!(pool = %pool.name, "PHP cannot start: {e}"),
+    let started = Interpreter::start(&pool.app.php_ini, &ini);
+    if let Err(e) = &started {
+        // Its workers answer 503 with the reason (as when php-cgi cannot start).
+        tracing::error!(pool = %pool.name, "PHP cannot start: {e}");
     }
+    Interpreter::park(started);
     crate::app::php::php_environment(&pool);
     tracing::debug!(pool = %pool.name, "php parent ready");
 

@@ -36,7 +36,8 @@ static SHIM: Option<&[u8]> = None;
 static STARTED: AtomicBool = AtomicBool::new(false);
 
 /// The interpreter the php parent started, left for the worker forked from it to take.
-static PARKED: std::sync::Mutex<Option<Interpreter>> = std::sync::Mutex::new(None);
+/// Or why it could not start, for the worker to answer with.
+static PARKED: std::sync::Mutex<Option<Result<Interpreter, String>>> = std::sync::Mutex::new(None);
 
 /// What the shim's `fastpm_php_run` answers when PHP could not start the request.
 const REQUEST_STARTUP_FAILED: c_int = -1;
@@ -56,6 +57,8 @@ pub enum EmbedError {
     Startup,
     #[error("an ini setting holds a NUL byte")]
     NulInIni,
+    #[error("PHP could not start in the php parent: {0}")]
+    InParent(String),
 }
 
 /// Whether this build carries the SAPI (a `check` can refuse an embedded pool early).
@@ -250,17 +253,20 @@ impl Interpreter {
     }
 
     /// Leave the interpreter for this process (and the children it forks) to take back with
-    /// [`Interpreter::start_or_take`]: the php parent starts PHP once for its workers.
-    pub fn park(self) {
-        *PARKED.lock().unwrap_or_else(|e| e.into_inner()) = Some(self);
+    /// [`Interpreter::start_or_take`]: the php parent starts PHP once for its workers. A
+    /// start that failed is parked too: its workers answer with the reason (starting PHP
+    /// again in a copy of a process where it failed half-way would not be sound).
+    pub fn park(started: Result<Self, EmbedError>) {
+        *PARKED.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(started.map_err(|e| e.to_string()));
     }
 
     /// The parked interpreter (a worker forked from the php parent), else [`Self::start`].
     pub fn start_or_take(php_ini: &PhpIni, ini: &[(String, String)]) -> Result<Self, EmbedError> {
-        if let Some(php) = PARKED.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            return Ok(php);
+        match PARKED.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(parked) => parked.map_err(EmbedError::InParent),
+            None => Self::start(php_ini, ini),
         }
-        Self::start(php_ini, ini)
     }
 
     /// Run `request`; its output goes to `sink` as PHP produces it.
