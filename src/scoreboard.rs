@@ -16,7 +16,7 @@
 //! time is, never whether a worker looks hung or a request looks timed out.
 
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::overload::{monotonic_us, ArrivalRing, WaitHistogram};
 use crate::sys::shm::{SharedMapping, ZeroValidAtomic};
@@ -51,6 +51,11 @@ pub struct PoolBoard {
     /// bind and again when a reload calls `listen()` with a new one, so the status page and the
     /// next reload both read the value in force, not the one at start. 0 = not set yet.
     pub listen_backlog: AtomicU64,
+    /// `max_children` and `client_timeout` (ms) in force, set as `listen_backlog` is (at bind,
+    /// and by a reload of worker processes): status and the backlog advice read them, not the
+    /// values the pool started with. 0 = not set yet.
+    pub max_children: AtomicU64,
+    pub client_timeout_ms: AtomicU64,
     /// Kernel-counted drops (TCP); [`UNKNOWN`] for unix sockets (`listen drops`).
     pub listen_drops: AtomicU64,
     /// Sampler ticks that found the queue at capacity (`queue full samples`).
@@ -121,6 +126,29 @@ impl PoolBoard {
         match self.listen_backlog.load(Relaxed) {
             0 => bound,
             n => u32::try_from(n).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Record the `max_children` and `client_timeout` in force (see the fields).
+    pub fn set_limits(&self, max_children: u32, client_timeout: Duration) {
+        self.max_children.store(u64::from(max_children), Relaxed);
+        let ms = u64::try_from(client_timeout.as_millis()).unwrap_or(u64::MAX);
+        self.client_timeout_ms.store(ms, Relaxed);
+    }
+
+    /// `max_children` in force, else `bound` (a board the master never set, as in tests).
+    pub fn max_children_or(&self, bound: u32) -> u32 {
+        match self.max_children.load(Relaxed) {
+            0 => bound,
+            n => u32::try_from(n).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// `client_timeout` in force, else `bound`.
+    pub fn client_timeout_or(&self, bound: Duration) -> Duration {
+        match self.client_timeout_ms.load(Relaxed) {
+            0 => bound,
+            ms => Duration::from_millis(ms),
         }
     }
 
@@ -478,6 +506,23 @@ pub fn raise_max(cell: &AtomicU64, value: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_in_force_replace_those_at_start() {
+        let scoreboard = Scoreboard::create(&[1]).unwrap();
+        let board = scoreboard.pool(0);
+        assert_eq!(board.max_children_or(4), 4);
+        assert_eq!(
+            board.client_timeout_or(Duration::from_secs(60)),
+            Duration::from_secs(60)
+        );
+        board.set_limits(2, Duration::from_millis(1500));
+        assert_eq!(board.max_children_or(4), 2);
+        assert_eq!(
+            board.client_timeout_or(Duration::from_secs(60)),
+            Duration::from_millis(1500)
+        );
+    }
 
     #[test]
     fn pools_do_not_overlap_and_start_zeroed() {

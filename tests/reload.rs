@@ -247,3 +247,29 @@ fn a_reload_applies_a_changed_user_to_the_new_workers() {
         fresh.iter().map(|&p| uid_of(p)).collect::<Vec<_>>()
     );
 }
+
+/// A reload that lowers `max_children` is what the status says from then on (it said the
+/// value at start before): the OpenMetrics gauge and the dashboard read the one in force.
+#[test]
+fn the_status_shows_the_max_children_a_reload_set() {
+    let server = Server::start(&config(511, ""));
+    let gauge = |server: &Server| {
+        let (code, body) = common::http_get(server.status_port(), "/metrics");
+        assert_eq!(code, 200, "{body}");
+        body.lines()
+            .find(|l| l.starts_with("fastpm_max_children{") && l.contains("pool=\"a\""))
+            .unwrap_or_else(|| panic!("no fastpm_max_children for a in:\n{body}"))
+            .to_string()
+    };
+    assert!(gauge(&server).ends_with(" 2"), "{}", gauge(&server));
+    std::fs::write(
+        server.path("fastpm.toml"),
+        config(511, "")
+            .replacen("max_children = 2", "max_children = 1", 1)
+            .replace("{dir}", server.dir.path().to_str().unwrap()),
+    )
+    .unwrap();
+    hup(&server);
+    wait_log(&server, "SIGHUP: reloaded", 1);
+    assert!(gauge(&server).ends_with(" 1"), "{}", gauge(&server));
+}

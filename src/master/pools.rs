@@ -157,6 +157,9 @@ pub(super) fn open_pool(
         .pool(index)
         .listen_backlog
         .store(u64::from(backlog), std::sync::atomic::Ordering::Relaxed);
+    scoreboard
+        .pool(index)
+        .set_limits(pool.max_children, pool.client_timeout);
     let mut ctx = PoolContext::new(
         index,
         pool.clone(),

@@ -424,6 +424,10 @@ impl Running {
             let Some((backlog, pm, mut spec, choice)) = plan else {
                 continue;
             };
+            // What status and the backlog advice read from now on.
+            p.ctx
+                .board()
+                .set_limits(pm.max_children, pool.client_timeout);
             let current = current_backlog(&p.ctx);
             if backlog != current {
                 match listen::relisten(&p.ctx.listener, backlog) {

@@ -34,7 +34,9 @@ impl SnapshotSource for Pools {
                     full,
                 );
                 // The history is the master's: only its status carries the backlog advice.
-                let facts = PoolFacts::of(&ctx.config, &snapshot);
+                // The client_timeout in force (a reload may have changed it).
+                let client_timeout = ctx.board().client_timeout_or(ctx.config.client_timeout);
+                let facts = PoolFacts::of(client_timeout, &snapshot);
                 snapshot.backlog_advice = self.history.advise(ctx.index, facts);
                 snapshot
             })

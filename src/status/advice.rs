@@ -52,11 +52,12 @@ pub struct PoolFacts {
 }
 
 impl PoolFacts {
-    /// The facts of a pool configured as `config` whose status is `snapshot`.
-    pub fn of(config: &crate::config::PoolConfig, snapshot: &super::PoolSnapshot) -> PoolFacts {
+    /// The facts of a pool whose clients wait `client_timeout` and whose status (with the
+    /// `max_children` in force) is `snapshot`.
+    pub fn of(client_timeout: Duration, snapshot: &super::PoolSnapshot) -> PoolFacts {
         PoolFacts {
-            client_timeout: config.client_timeout,
-            concurrency: config.max_children,
+            client_timeout,
+            concurrency: snapshot.max_children,
             backlog: match snapshot.listen_queue_len {
                 0 => u64::from(snapshot.listen_backlog),
                 kernel => kernel,

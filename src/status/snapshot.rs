@@ -295,7 +295,7 @@ impl PoolSnapshot {
             queue_wait_tcp_info: QueueWait::from_histogram(&board.queue_wait_tcp_info.snapshot()),
             queue_wait_histogram: board.queue_wait.snapshot(),
             backlog_advice: None,
-            max_children: info.max_children,
+            max_children: board.max_children_or(info.max_children),
             processes: full.then(|| {
                 slots
                     .iter()
