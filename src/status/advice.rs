@@ -18,7 +18,9 @@
 //!    were non-empty, every worker was busy the whole second, so the requests the app finished
 //!    in it are the pool's service rate, all overheads included. The median over such seconds
 //!    (at least [`MIN_SATURATED_SECONDS`]) is `μ`; the median, because a second the machine
-//!    stalled in should not move it.
+//!    stalled in should not move it. Below [`WHOLE_COUNTS`] requests a second the counts are
+//!    too coarse for a median (a pool finishing one request every 3 s has a median of 0): the
+//!    mean over those seconds is taken instead.
 //! 2. **From the service time** (before the pool has ever been saturated): `concurrency / S̄`,
 //!    `S̄` the mean time a worker spent per request the app ran, over the window. An upper
 //!    bound — it assumes no time between requests — so it is used only when (1) has too few
@@ -33,6 +35,10 @@ use super::history::Second;
 /// Seconds of saturation needed before `μ` is taken from them rather than from the service
 /// time: fewer are mostly a burst's edges.
 pub const MIN_SATURATED_SECONDS: usize = 3;
+
+/// Requests a second below which a median of whole per-second counts is too coarse (see the
+/// module comment): the mean of the saturated seconds is `μ` then.
+pub const WHOLE_COUNTS: f64 = 10.0;
 
 /// A backlog more than this many times the advised length is "far above" it: in a full queue,
 /// more than half of the connections wait past the client's timeout.
@@ -69,7 +75,8 @@ impl PoolFacts {
 /// How `μ` was obtained.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RateBasis {
-    /// The median of the requests finished per second over this many saturated seconds.
+    /// The requests finished per second over this many saturated seconds (their median, or
+    /// their mean when that is below [`WHOLE_COUNTS`]).
     Saturated { seconds: usize },
     /// `concurrency / mean service time`.
     ServiceTime { concurrency: u32 },
@@ -140,7 +147,7 @@ pub fn advise<'a>(
     let mean_service_ms = (runs > 0).then(|| time_us as f64 / runs as f64 / 1000.0);
     let rate = if saturated_runs.len() >= MIN_SATURATED_SECONDS {
         Some(ServiceRate {
-            per_second: median(&mut saturated_runs),
+            per_second: saturated_rate(&mut saturated_runs),
             basis: RateBasis::Saturated {
                 seconds: saturated_runs.len(),
             },
@@ -183,6 +190,16 @@ pub fn advised_length(per_second: f64, timeout: Duration, service_ms: Option<f64
     } else {
         0
     }
+}
+
+/// `μ` from the saturated seconds' counts: their median, or their mean when the median is
+/// below [`WHOLE_COUNTS`].
+fn saturated_rate(runs: &mut [u32]) -> f64 {
+    let middle = median(runs);
+    if middle >= WHOLE_COUNTS {
+        return middle;
+    }
+    runs.iter().map(|&r| f64::from(r)).sum::<f64>() / runs.len() as f64
 }
 
 fn median(values: &mut [u32]) -> f64 {
@@ -439,6 +456,25 @@ mod tests {
         }
         let idle = advise(&[Second::GAP], facts(1000, 4, 511)).sentence;
         assert!(idle.starts_with("no request ran"), "{idle}");
+    }
+
+    /// One request every 3 s, one worker, always a queue: a median of the whole counts
+    /// (0, 0, 1, 0, 0, 1…) would be 0 and advise a backlog of 0.
+    #[test]
+    fn a_slow_saturated_pool_has_a_rate_above_zero() {
+        let mut seconds = vec![s(0, 0, 0)];
+        seconds.extend([0, 0, 1, 0, 0, 1, 0, 0, 1].map(|runs| s(5, runs, 3000)));
+        seconds.push(s(0, 0, 0));
+        let advice = advise(&seconds, facts(60_000, 1, 511));
+        let rate = advice.rate.unwrap();
+        assert_eq!(rate.basis, RateBasis::Saturated { seconds: 7 });
+        assert!(
+            (rate.per_second - 2.0 / 7.0).abs() < 1e-9,
+            "{}",
+            rate.per_second
+        );
+        // μ × (T − S) = 2/7 × 57 s.
+        assert_eq!(advice.advised, Some(16));
     }
 
     #[test]
