@@ -728,3 +728,46 @@ fn embedded_user_ini_files_apply_per_directory() {
     assert_eq!(run("/sub/p.php"), "3 9\n");
     assert_eq!(run("/p.php"), "4 9\n", "a directory's settings stay in it");
 }
+
+/// The php parent starts with the pool, as php-fpm starts PHP at boot: an `ondemand` pool has
+/// it (and no worker) before its first request, which gets a worker forked from it.
+#[test]
+fn embedded_ondemand_pool_has_its_php_parent_before_the_first_request() {
+    let site = site();
+    let config = format!(
+        r#"
+[global]
+status_listen = ""
+runtime_dir = "{base}/rt"
+
+[pool.p]
+workers = "process"
+pm = "ondemand"
+max_children = 2
+
+[pool.p.listen]
+address = "unix:{{dir}}/p.sock"
+
+[pool.p.app]
+kind = "php"
+php_children = "embedded"
+document_root = "{root}"
+"#,
+        base = site.dir.path().display(),
+        root = site.root.display(),
+    );
+    let server = Server::start(&config);
+    let parent = php_parent(&server);
+    assert!(child_pids(parent).is_empty(), "no worker yet");
+    let hello = site.root.join("hello.php");
+    let r = ask(
+        &server,
+        &[
+            ("SCRIPT_NAME", "/hello.php"),
+            ("SCRIPT_FILENAME", hello.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(r.body(), "Hello from PHP\n");
+    assert_eq!(php_parent(&server), parent);
+    assert_eq!(workers(&server, 1).len(), 1);
+}

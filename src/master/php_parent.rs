@@ -72,15 +72,25 @@ impl PhpParent {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Have the php parent fork the worker `order` describes, with `fds` (see [`Order`]); the
-    /// new worker's pid.
-    pub fn spawn(&self, order: &Order, fds: &[RawFd]) -> io::Result<i32> {
+    /// Start the php parent now, unless it runs (PHP's start-up goes on in it meanwhile).
+    pub fn prestart(&self) -> io::Result<()> {
         let mut state = self.lock();
         self.check_alive(&mut state);
         if state.running.is_none() {
             state.running = Some(self.start()?);
         }
-        let control = &state.running.as_ref().expect("started above").control;
+        Ok(())
+    }
+
+    /// Have the php parent fork the worker `order` describes, with `fds` (see [`Order`]); the
+    /// new worker's pid.
+    pub fn spawn(&self, order: &Order, fds: &[RawFd]) -> io::Result<i32> {
+        self.prestart()?;
+        let mut state = self.lock();
+        let Some(running) = &state.running else {
+            return Err(io::Error::other("the php parent is gone"));
+        };
+        let control = &running.control;
         let bytes = serde_json::to_vec(order).map_err(io::Error::other)?;
         send_with_fds(control.as_fd(), &bytes, fds, Duration::from_secs(5))?;
         let deadline = Instant::now() + ANSWER_WITHIN;

@@ -74,6 +74,7 @@ impl ProcessPool {
         pm: PmSettings,
         max_children_reached: metrics::Counter,
     ) -> Self {
+        prestart_php(&spec);
         Self {
             name,
             spec,
@@ -306,6 +307,7 @@ impl ProcessPool {
     /// Reload: the new generation starts (with `spec`), then the old one is retired. Old workers
     /// finish the connection they hold; the queue is never without a worker to take it.
     pub fn replace(&mut self, spec: SpawnSpec, pm: PmSettings, slots: &[WorkerSlot]) {
+        prestart_php(&spec);
         self.generation += 1;
         self.spec = spec;
         self.pm = pm;
@@ -363,6 +365,17 @@ impl ProcessPool {
             slots[worker.slot].release();
         }
         killed
+    }
+}
+
+/// An embedded-PHP pool's php parent starts with the pool (or the reload), as php-fpm starts
+/// PHP at boot: PHP's start-up errors show then, and an `ondemand` pool's first request does not
+/// wait for PHP's start-up.
+fn prestart_php(spec: &SpawnSpec) {
+    if let Some(parent) = &spec.php_parent {
+        if let Err(e) = parent.prestart() {
+            tracing::error!(pool_index = spec.pool_index, error = %e, "the php parent cannot start");
+        }
     }
 }
 
