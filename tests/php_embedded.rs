@@ -432,11 +432,7 @@ fn embedded_exit_codes_status_lines_and_duplicate_params() {
         );
         assert_eq!(r.body(), "bye\n", "{}", r.text());
     }
-    let hello = script("hello.php");
-    let r = ask(
-        &server,
-        &[("SCRIPT_NAME", "/hello.php"), ("SCRIPT_FILENAME", &hello)],
-    );
+    let r = hello(&server, &site);
     assert_eq!(
         r.text(),
         "Content-type: text/html; charset=UTF-8\r\n\r\nHello from PHP\n"
@@ -493,16 +489,7 @@ fn embedded_php_with_thread_workers_is_refused_at_check() {
 
 /// Sends `params` (plus REQUEST_METHOD GET) to the pool's socket; the whole response.
 fn ask(server: &Server, params: &[(&str, &str)]) -> raw::Response {
-    let mut encoded = raw::pair(b"REQUEST_METHOD", b"GET");
-    for (k, v) in params {
-        encoded.extend(raw::pair(k.as_bytes(), v.as_bytes()));
-    }
-    let mut req = raw::begin(1, 1, false);
-    req.extend(raw::record(raw::PARAMS, 1, &encoded));
-    req.extend(raw::record(raw::PARAMS, 1, b""));
-    req.extend(raw::record(raw::STDIN, 1, b""));
-    let mut conn = raw::connect_unix(&server.path("p.sock"));
-    conn.write_all(&req).unwrap();
+    let mut conn = send(server, params);
     raw::read_response(&mut conn).expect("a response")
 }
 
@@ -553,6 +540,18 @@ fn embedded_fastcgi_finish_request_and_getallheaders() {
     ] {
         assert!(body.contains(want), "{want} in {body}");
     }
+}
+
+/// hello.php through the pool's socket: its whole response.
+fn hello(server: &Server, site: &Site) -> raw::Response {
+    let script = site.root.join("hello.php");
+    ask(
+        server,
+        &[
+            ("SCRIPT_NAME", "/hello.php"),
+            ("SCRIPT_FILENAME", script.to_str().unwrap()),
+        ],
+    )
 }
 
 /// Sends `params` over a new connection and returns it, without reading the answer.
@@ -639,15 +638,7 @@ fn embedded_php_parent_killed_comes_back_with_its_workers() {
     for pid in before {
         assert!(!alive(pid), "worker {pid} outlived its php parent");
     }
-    let hello = site.root.join("hello.php");
-    let r = ask(
-        &server,
-        &[
-            ("SCRIPT_NAME", "/hello.php"),
-            ("SCRIPT_FILENAME", hello.to_str().unwrap()),
-        ],
-    );
-    assert_eq!(r.body(), "Hello from PHP\n");
+    assert_eq!(hello(&server, &site).body(), "Hello from PHP\n");
 }
 
 /// After serving, TERM stops fastpm within a few seconds with nothing left behind: the workers
@@ -657,15 +648,9 @@ fn embedded_php_parent_killed_comes_back_with_its_workers() {
 fn embedded_pool_stops_on_term_after_serving_and_reload_replaces_the_php_parent() {
     let site = site();
     let mut server = start(&site, 2, "0s", "");
-    let hello = site.root.join("hello.php");
-    let hello = hello.to_str().unwrap();
     let serve = |server: &Server| {
         for _ in 0..20 {
-            let r = ask(
-                server,
-                &[("SCRIPT_NAME", "/hello.php"), ("SCRIPT_FILENAME", hello)],
-            );
-            assert_eq!(r.body(), "Hello from PHP\n");
+            assert_eq!(hello(server, &site).body(), "Hello from PHP\n");
         }
     };
     serve(&server);
@@ -759,15 +744,7 @@ document_root = "{root}"
     let server = Server::start(&config);
     let parent = php_parent(&server);
     assert!(child_pids(parent).is_empty(), "no worker yet");
-    let hello = site.root.join("hello.php");
-    let r = ask(
-        &server,
-        &[
-            ("SCRIPT_NAME", "/hello.php"),
-            ("SCRIPT_FILENAME", hello.to_str().unwrap()),
-        ],
-    );
-    assert_eq!(r.body(), "Hello from PHP\n");
+    assert_eq!(hello(&server, &site).body(), "Hello from PHP\n");
     assert_eq!(php_parent(&server), parent);
     assert_eq!(workers(&server, 1).len(), 1);
 }
