@@ -89,6 +89,7 @@ fn the_overload_experiment_advises_about_80_and_flags_511() {
         "the kernel must hold backlog 511 (net.core.somaxconn ≥ 511) for this setting: {classic}"
     );
     assert_eq!(classic["advised backlog"], Value::Null, "nothing ran yet");
+    assert_eq!(classic["backlog warning"], 0, "nothing to warn of yet");
     assert!(classic["backlog advice"]
         .as_str()
         .unwrap()
@@ -118,6 +119,10 @@ fn the_overload_experiment_advises_about_80_and_flags_511() {
         "{seen}"
     );
     assert!(advice.contains("client_timeout 1s"), "{seen}");
+    assert_eq!(
+        classic["backlog warning"], 1,
+        "far above: a warning ({seen})"
+    );
     assert!(!advice.contains("reached the backlog"), "{seen}");
 
     // The same advice in `fastpm status` and on /metrics.
@@ -162,5 +167,9 @@ fn the_overload_experiment_advises_about_80_and_flags_511() {
     assert!(
         advice.contains("the queue reached the backlog (16)"),
         "{advice}\n{short}"
+    );
+    assert_eq!(
+        short["backlog warning"], 1,
+        "the queue reached the backlog: {short}"
     );
 }

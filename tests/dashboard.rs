@@ -199,6 +199,13 @@ fn burst_stays_in_history_and_the_dashboard_draws_it() {
         dom.contains("Backlog advice: backlog 64 "),
         "the advice: {dom}"
     );
+    // Marked as a warning exactly when the status says so (`backlog warning`), not by its words.
+    let warning = common::master_status(port)["pools"][0]["backlog warning"].clone();
+    assert_eq!(
+        dom.contains("class=\"advice warn\""),
+        warning == 1,
+        "backlog warning {warning}: {dom}"
+    );
 
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard.png");
     std::fs::create_dir_all(shot.parent().unwrap()).unwrap();

@@ -213,6 +213,13 @@ fn median(values: &mut [u32]) -> f64 {
 }
 
 impl BacklogAdvice {
+    /// Whether the advice is a warning (`backlog warning` 1 in `/status`): the backlog is far
+    /// above what the pool can answer in time, or the queue reached it. The dashboard marks
+    /// the advice by this, not by reading its sentence.
+    pub fn warns(&self) -> bool {
+        self.verdict == Verdict::TooLong || self.queue_reached_backlog
+    }
+
     /// The advice in one or two plain sentences, for the text status, the dashboard and
     /// `fastpm status`.
     pub fn explain(&self) -> String {

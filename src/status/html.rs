@@ -93,7 +93,7 @@ fn processes_table(snapshot: &PoolSnapshot) -> Option<String> {
 }
 
 /// Cells worth a glance: a backlog the kernel clamped, a queue that is not empty or has been
-/// full, connections turned away.
+/// full, connections turned away, a backlog the advice warns of.
 pub fn needs_attention(s: &PoolSnapshot, key: &str) -> bool {
     match key {
         "listen queue len" => {
@@ -104,6 +104,7 @@ pub fn needs_attention(s: &PoolSnapshot, key: &str) -> bool {
         "rejected conn" => s.rejected_conn > 0,
         "listen drops" => s.listen_drops.unwrap_or(0) > 0,
         "max children reached" => s.max_children_reached > 0,
+        "backlog warning" => s.backlog_advice.as_ref().is_some_and(|a| a.warns()),
         _ => false,
     }
 }

@@ -365,6 +365,10 @@ impl PoolSnapshot {
                 "backlog advice",
                 Text(advice.map_or("-", |a| a.sentence.as_str())),
             ),
+            field(
+                "backlog warning",
+                MaybeCount(advice.map(|a| u64::from(a.warns()))),
+            ),
         ]
     }
 }
