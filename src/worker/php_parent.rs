@@ -13,7 +13,6 @@
 //! single-threaded (a fork copies one thread only), is not stopped by the stop signals (the
 //! master stops the workers, then closes its end, and it leaves). Its workers die with it.
 
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,7 +22,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use serde::{Deserialize, Serialize};
 
 use super::process::{WorkerArgs, WorkerError};
-use crate::config::{self, ConfigSource};
+use crate::config;
 use crate::sys::fdpass::{recv_with_fds, send_with_fds, ReceivedMany};
 use crate::sys::fork::{fork_worker, Forked};
 use crate::sys::inherit::adopt_inherited_fd;
@@ -139,21 +138,9 @@ pub fn run(
     // ones a worker needs (a stop signal sets a flag), not SIG_IGN or the default. In the php
     // parent itself the flags are never read: a stop signal does nothing to it.
     super::process::install_stop_handlers()?;
-    let mut text = String::new();
-    std::io::stdin()
-        .read_to_string(&mut text)
-        .map_err(WorkerError::ReadConfig)?;
-    let source = match &args.config {
-        Some(path) => ConfigSource::File(path.clone()),
-        None => ConfigSource::Embedded,
-    };
-    let config = config::load_str(&text, source)?;
+    let config = super::process::config_from_master(args.config.as_deref())?;
     init_logging(&config);
-    let pool = config
-        .pools
-        .get(args.pool_index)
-        .cloned()
-        .ok_or(WorkerError::NoPool(args.pool_index))?;
+    let pool = super::process::pool_of(&config, args.pool_index)?;
     let control = adopt_inherited_fd(args.control_fd).map_err(|source| WorkerError::Inherit {
         what: "php parent control",
         source,

@@ -90,17 +90,37 @@ pub fn run(
     // First, before its php-cgi starts: a TERM or QUIT from the master must never find the
     // worker without its handlers (the default action would kill it).
     let flags = install_signals()?;
+    let config = config_from_master(args.config.as_deref())?;
+    init_logging(&config);
+    serve(args, config, flags)
+}
+
+/// The exact config text the master runs on, from stdin (`path`: the file it came from, for
+/// relative paths; `None` = the embedded default): a worker process and a php parent start so.
+pub(crate) fn config_from_master(
+    path: Option<&std::path::Path>,
+) -> Result<config::Config, WorkerError> {
     let mut text = String::new();
     std::io::stdin()
         .read_to_string(&mut text)
         .map_err(WorkerError::ReadConfig)?;
-    let source = match &args.config {
-        Some(path) => ConfigSource::File(path.clone()),
+    let source = match path {
+        Some(path) => ConfigSource::File(path.to_path_buf()),
         None => ConfigSource::Embedded,
     };
-    let config = config::load_str(&text, source)?;
-    init_logging(&config);
-    serve(args, config, flags)
+    Ok(config::load_str(&text, source)?)
+}
+
+/// Pool `index` of `config`.
+pub(crate) fn pool_of(
+    config: &config::Config,
+    index: usize,
+) -> Result<crate::config::PoolConfig, WorkerError> {
+    config
+        .pools
+        .get(index)
+        .cloned()
+        .ok_or(WorkerError::NoPool(index))
 }
 
 /// A worker forked by its pool's php parent (`php_parent`): PHP, the config and the logs are
@@ -111,11 +131,7 @@ pub fn run_forked(args: WorkerArgs, config: config::Config) -> Result<(), Worker
 }
 
 fn serve(args: WorkerArgs, config: config::Config, flags: StopFlags) -> Result<(), WorkerError> {
-    let pool = config
-        .pools
-        .get(args.pool_index)
-        .cloned()
-        .ok_or(WorkerError::NoPool(args.pool_index))?;
+    let pool = pool_of(&config, args.pool_index)?;
 
     let listener_fd = adopt_inherited_fd(args.listener_fd).map_err(inherit("listener"))?;
     let listener = Listener::from_inherited(listener_fd).map_err(inherit("listener"))?;
