@@ -7,14 +7,13 @@
 
 mod common;
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::nginx::{curl, Nginx};
-use common::procs::alive;
+use common::procs::{alive, status_number};
 use common::{child_pids, raw, require, Server, FASTPM};
 
 /// A document root www-data can read (php-examples plus this test's scripts) inside a 0711
@@ -88,8 +87,9 @@ fn site() -> Site {
     Site { dir, root }
 }
 
-/// fastpm with one embedded-PHP pool `p` on `<dir>/p.sock`; `user`: "" or `user = "..."`.
-fn start(site: &Site, workers: u32, request_timeout: &str, user: &str) -> Server {
+/// fastpm with one embedded-PHP pool `p` on `<dir>/p.sock`; `pool_keys`: more lines of the
+/// pool's table (`user = "…"`, `pm = "…"`), or "".
+fn start(site: &Site, workers: u32, request_timeout: &str, pool_keys: &str) -> Server {
     let config = format!(
         r#"
 [global]
@@ -100,7 +100,7 @@ runtime_dir = "{base}/rt"
 workers = "process"
 max_children = {workers}
 request_timeout = "{request_timeout}"
-{user}
+{pool_keys}
 
 [pool.p.listen]
 address = "unix:{{dir}}/p.sock"
@@ -144,36 +144,14 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The uid a process runs as (/proc/PID/status).
-fn uid_of(pid: i32) -> u32 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-/// Resident memory of `pid`, KiB.
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-fn www_data_uid() -> u32 {
-    nix::unistd::User::from_name("www-data")
-        .unwrap()
-        .expect("user www-data")
-        .uid
-        .as_raw()
+fn www_data_uid() -> u64 {
+    u64::from(
+        nix::unistd::User::from_name("www-data")
+            .unwrap()
+            .expect("user www-data")
+            .uid
+            .as_raw(),
+    )
 }
 
 /// The pool's php parent: the master's one live child (PHP starts there once). A retired one
@@ -229,7 +207,11 @@ fn embedded_php_serves_php_examples_through_nginx_as_www_data() {
     let site = site();
     let server = start(&site, 2, "0s", "user = \"www-data\"");
     for pid in workers(&server, 2).into_iter().chain([php_parent(&server)]) {
-        assert_eq!(uid_of(pid), www_data_uid(), "{pid} runs as www-data");
+        assert_eq!(
+            status_number(pid, "Uid:"),
+            www_data_uid(),
+            "{pid} runs as www-data"
+        );
     }
     let nginx = start_nginx(&server, &site);
     let base = format!("http://127.0.0.1:{}", nginx.port);
@@ -323,14 +305,14 @@ fn embedded_workers_keep_their_pids_and_their_memory() {
         }
     };
     run(300);
-    let warm: Vec<u64> = before.iter().map(|&p| rss_kib(p)).collect();
+    let warm: Vec<u64> = before.iter().map(|&p| status_number(p, "VmRSS:")).collect();
     run(1500);
     std::thread::sleep(Duration::from_secs(2));
     let after = workers(&server, 1);
     assert_eq!(before, after, "the worker process restarted");
     for (i, &pid) in after.iter().enumerate() {
         assert!(alive(pid));
-        let now = rss_kib(pid);
+        let now = status_number(pid, "VmRSS:");
         assert!(
             now < warm[i] + 2048,
             "worker {pid}: RSS {} KiB after warm-up, {now} KiB 1500 requests later",
@@ -554,19 +536,12 @@ fn hello(server: &Server, site: &Site) -> raw::Response {
     )
 }
 
-/// Sends `params` over a new connection and returns it, without reading the answer.
+/// Sends `params` (plus REQUEST_METHOD GET) over a new connection and returns it, without
+/// reading the answer.
 fn send(server: &Server, params: &[(&str, &str)]) -> std::os::unix::net::UnixStream {
-    let mut encoded = raw::pair(b"REQUEST_METHOD", b"GET");
-    for (k, v) in params {
-        encoded.extend(raw::pair(k.as_bytes(), v.as_bytes()));
-    }
-    let mut req = raw::begin(1, 1, false);
-    req.extend(raw::record(raw::PARAMS, 1, &encoded));
-    req.extend(raw::record(raw::PARAMS, 1, b""));
-    req.extend(raw::record(raw::STDIN, 1, b""));
-    let mut conn = raw::connect_unix(&server.path("p.sock"));
-    conn.write_all(&req).unwrap();
-    conn
+    let mut all = vec![("REQUEST_METHOD", "GET")];
+    all.extend_from_slice(params);
+    raw::send_params(&server.path("p.sock"), &all)
 }
 
 /// PHP starts once, in the php parent, and the workers are forked from it: they share one
@@ -719,29 +694,7 @@ fn embedded_user_ini_files_apply_per_directory() {
 #[test]
 fn embedded_ondemand_pool_has_its_php_parent_before_the_first_request() {
     let site = site();
-    let config = format!(
-        r#"
-[global]
-status_listen = ""
-runtime_dir = "{base}/rt"
-
-[pool.p]
-workers = "process"
-pm = "ondemand"
-max_children = 2
-
-[pool.p.listen]
-address = "unix:{{dir}}/p.sock"
-
-[pool.p.app]
-kind = "php"
-php_children = "embedded"
-document_root = "{root}"
-"#,
-        base = site.dir.path().display(),
-        root = site.root.display(),
-    );
-    let server = Server::start(&config);
+    let server = start(&site, 2, "0s", "pm = \"ondemand\"");
     let parent = php_parent(&server);
     assert!(child_pids(parent).is_empty(), "no worker yet");
     assert_eq!(hello(&server, &site).body(), "Hello from PHP\n");

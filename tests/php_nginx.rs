@@ -444,14 +444,6 @@ fn php_children_stop_with_fastpm() {
 }
 
 /// Peak resident memory (`VmHWM`) of process `pid`, in KiB.
-fn peak_rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .expect("VmHWM")
-}
 
 /// A large body goes to php-cgi from the request's own buffer: the worker's peak memory grows
 /// by about the body once (php's memory_limit here is 77M, so the body stays well below), not twice (the request plus an encoded copy).
@@ -468,7 +460,7 @@ fn php_large_body_is_held_once() {
     let worker = *common::child_pids(server.pid())
         .first()
         .expect("a worker process");
-    let before = peak_rss_kib(worker);
+    let before = common::procs::status_number(worker, "VmHWM:");
     const MIB: usize = 1 << 20;
     let body: Vec<u8> = (0..24 * MIB).map(|i| (i * 7 % 251) as u8).collect();
     let mut conn = raw::connect(&addr);
@@ -479,7 +471,7 @@ fn php_large_body_is_held_once() {
         "{}",
         r.text()
     );
-    let grew_mib = (peak_rss_kib(worker) - before) / 1024;
+    let grew_mib = (common::procs::status_number(worker, "VmHWM:") - before) / 1024;
     assert!(
         grew_mib < 36,
         "a 24 MiB body raised the worker's peak memory by {grew_mib} MiB"

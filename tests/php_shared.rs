@@ -387,13 +387,7 @@ fn shared_layout_as_www_data_serves_php_examples_through_nginx() {
         .unwrap()
         .expect("user www-data");
     for pid in children.iter().copied().chain([parent]) {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let uid = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|l| l.split_whitespace().next())
-            .unwrap()
-            .to_string();
+        let uid = common::procs::status_number(pid, "Uid:").to_string();
         assert_eq!(
             uid,
             www_data.uid.to_string(),

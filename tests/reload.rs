@@ -190,13 +190,7 @@ fn a_reload_without_free_slots_keeps_the_pool_serving() {
 
 /// The real uid of process `pid`.
 fn uid_of(pid: i32) -> u32 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
+    common::procs::status_number(pid, "Uid:") as u32
 }
 
 #[test]

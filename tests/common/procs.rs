@@ -75,3 +75,15 @@ pub fn descendants(root: i32) -> BTreeSet<Proc> {
     }
     found
 }
+
+/// The first number on `key`'s line of /proc/PID/status: `"Uid:"` the real uid, `"VmRSS:"`
+/// and `"VmHWM:"` KiB.
+pub fn status_number(pid: i32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{key} of {pid} in:\n{status}"))
+}

@@ -224,23 +224,33 @@ pub fn get(addr: &str, script: &str, query: &str) -> Response {
 /// One GET for `script_name` with the SCRIPT_FILENAME a web server would have computed (or
 /// any other: no web server would be this trusting), over the unix socket `socket`.
 pub fn get_script(socket: &Path, script_name: &str, script_filename: &str) -> Response {
-    let mut params = Vec::new();
-    for (k, v) in [
-        ("REQUEST_METHOD", "GET"),
-        ("QUERY_STRING", ""),
-        ("SCRIPT_NAME", script_name),
-        ("SCRIPT_FILENAME", script_filename),
-        ("REQUEST_URI", script_name),
-    ] {
-        params.extend(pair(k.as_bytes(), v.as_bytes()));
+    let mut conn = send_params(
+        socket,
+        &[
+            ("REQUEST_METHOD", "GET"),
+            ("QUERY_STRING", ""),
+            ("SCRIPT_NAME", script_name),
+            ("SCRIPT_FILENAME", script_filename),
+            ("REQUEST_URI", script_name),
+        ],
+    );
+    read_response(&mut conn).expect("a response")
+}
+
+/// A request with exactly `params` and no body, sent over a new connection to the unix socket
+/// `socket`: the connection, to read the answer from.
+pub fn send_params(socket: &Path, params: &[(&str, &str)]) -> UnixStream {
+    let mut encoded = Vec::new();
+    for (k, v) in params {
+        encoded.extend(pair(k.as_bytes(), v.as_bytes()));
     }
     let mut req = begin(1, 1, false);
-    req.extend(record(PARAMS, 1, &params));
+    req.extend(record(PARAMS, 1, &encoded));
     req.extend(record(PARAMS, 1, b""));
     req.extend(record(STDIN, 1, b""));
     let mut conn = connect_unix(socket);
     conn.write_all(&req).unwrap();
-    read_response(&mut conn).expect("a response")
+    conn
 }
 
 /// The pool's status as JSON through its FastCGI `status_path`.
