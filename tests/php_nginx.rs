@@ -443,8 +443,6 @@ fn php_children_stop_with_fastpm() {
     }
 }
 
-/// Peak resident memory (`VmHWM`) of process `pid`, in KiB.
-
 /// A large body goes to php-cgi from the request's own buffer: the worker's peak memory grows
 /// by about the body once (php's memory_limit here is 77M, so the body stays well below), not twice (the request plus an encoded copy).
 #[test]
