@@ -4,7 +4,7 @@
 //! opcache's shared memory — and which then forks the pool's worker processes when the master
 //! asks. Each worker is a copy of it, so the workers share one opcache and the tables PHP built
 //! at start-up, as php-fpm's children share its master's. (Each worker starting PHP itself
-//! cost 2.7× php-fpm's memory on DokuWiki: four opcaches, four copies of those tables.)
+//! cost 2.64× php-fpm's memory on DokuWiki: four opcaches, four copies of those tables.)
 //!
 //! The master talks to it over a SOCK_SEQPACKET pair (`--control-fd`): an [`Order`] (JSON)
 //! with the new worker's descriptors attached, answered by [`Report::Spawned`] with its pid
@@ -145,7 +145,7 @@ pub fn run(
         what: "php parent control",
         source,
     })?;
-    // PHP starts here, once; every worker forked below inherits it (and its environment).
+    // PHP starts here, once; every worker forked below takes it over.
     let ini: Vec<(String, String)> = pool
         .app
         .ini
@@ -158,7 +158,6 @@ pub fn run(
         tracing::error!(pool = %pool.name, "PHP cannot start: {e}");
     }
     Interpreter::park(started);
-    crate::app::php::php_environment(&pool);
     tracing::debug!(pool = %pool.name, "php parent ready");
 
     let mut buf = vec![0u8; MAX_MESSAGE];

@@ -5,8 +5,9 @@
 //! process's watchdog (`worker::watchdog`: 504, then the process is replaced, as php-fpm's
 //! `request_terminate_timeout` kills its child).
 //!
-//! $_SERVER holds the pool's `env` and then the request's params (php-fpm's `clear_env`: not
-//! the worker's own environment), with SCRIPT_FILENAME set to the resolved script and the path
+//! $_SERVER holds the process environment as php-fpm makes it (`clear_env`, the default: the
+//! pool's `env` only; otherwise the worker's own plus `env`) and then the request's params,
+//! with SCRIPT_FILENAME set to the resolved script and the path
 //! info split off an Apache proxy SCRIPT_FILENAME as in the other layouts. PHP's error messages
 //! go to fastpm's log and, as "PHP message: …" on STDERR, to the web server (php-fpm's way:
 //! nginx logs "FastCGI sent in stderr").
@@ -38,17 +39,12 @@ pub struct EmbeddedPhp {
 }
 
 impl EmbeddedPhp {
-    /// Start PHP in this process (call it in the worker process, after it took the pool's ids):
-    /// php.ini of PHP's embed build, then the pool's `ini` over it.
+    /// The app of a worker forked from the pool's php parent: it takes over the PHP the parent
+    /// started (`worker::php_parent`).
     pub fn new(pool: &PoolConfig) -> Self {
         let app = &pool.app;
-        let ini: Vec<(String, String)> = app
-            .ini
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let php = Interpreter::start_or_take(&app.php_ini, &ini).map_err(|e| {
-            tracing::error!(pool = %pool.name, "PHP cannot start in this worker: {e}");
+        let php = Interpreter::take_parked().map_err(|e| {
+            tracing::error!(pool = %pool.name, "no PHP in this worker: {e}");
             e.to_string()
         });
         Self {
@@ -65,7 +61,7 @@ impl EmbeddedPhp {
 /// Make this process's environment what php-fpm gives a child (`clear_env`: empty, then
 /// `env`; otherwise the worker's own plus `env`), so that getenv() falls back on nothing else;
 /// and return it for $_SERVER (php-fpm imports the environment there too). Called on the
-/// worker's only thread, after PHP's start-up read PHPRC / PHP_INI_SCAN_DIR.
+/// worker's only thread (PHP's start-up, in the php parent, read PHPRC / PHP_INI_SCAN_DIR).
 pub fn php_environment(pool: &PoolConfig) -> Vec<(Vec<u8>, Vec<u8>)> {
     use std::os::unix::ffi::OsStringExt;
     if pool.app.clear_env {

@@ -5,8 +5,9 @@
 //! Why a shim loaded at run time and not a link to libphp: fastpm must start (and run every
 //! other kind of pool) on a machine without libphp. build.rs compiles `shim.c` against PHP's
 //! headers into a shared object whose PHP symbols stay undefined; fastpm carries its bytes.
-//! A worker that needs PHP opens libphp8.2.so with RTLD_GLOBAL (PHP's extensions, loaded by
-//! PHP with dlopen, look its symbols up globally), then the shim from a memfd.
+//! The pool's php parent (`worker::php_parent`) opens libphp8.2.so with RTLD_GLOBAL (PHP's
+//! extensions, loaded by PHP with dlopen, look its symbols up globally), then the shim from a
+//! memfd, starts PHP and parks it; each worker forked from it takes it over.
 //!
 //! Debian's libphp is built without thread safety (NTS): one interpreter per process, used by
 //! one thread at a time — php-fpm's arrangement, and why embedded PHP needs process workers.
@@ -59,6 +60,8 @@ pub enum EmbedError {
     NulInIni,
     #[error("PHP could not start in the php parent: {0}")]
     InParent(String),
+    #[error("no PHP here: this process was not forked from a php parent")]
+    NotParked,
 }
 
 /// Whether this build carries the SAPI (a `check` can refuse an embedded pool early).
@@ -122,7 +125,7 @@ type RunFn = unsafe extern "C" fn(*const RawRequest, *mut c_int) -> c_int;
 /// The sink of the request being run: a `&mut dyn Sink` behind a thin pointer.
 type SinkRef<'a> = &'a mut dyn Sink;
 
-/// # Safety (for the three callbacks)
+/// # Safety (for the callbacks)
 /// `sink` is null or the `*mut SinkRef` that [`Interpreter::run`] passed for the request it is
 /// running on this thread; PHP calls back only while `run` waits for it.
 fn with_sink(sink: *mut c_void, f: impl FnOnce(&mut dyn Sink)) -> bool {
@@ -202,8 +205,11 @@ pub enum Ran {
 /// PHP, started in this process. Not `Clone`; at most one per process.
 pub struct Interpreter {
     run: RunFn,
-    /// Reused per request: the params, each name and value followed by a NUL.
+    /// Reused per request: the params' names and values and the script's path, each
+    /// followed by a NUL.
     text: Vec<u8>,
+    /// Reused per request: where each param lies in `text`, as the shim reads them.
+    params: Vec<RawParam>,
 }
 
 // SAFETY: the interpreter's state is the process's (NTS globals), not tied to the thread that
@@ -249,6 +255,7 @@ impl Interpreter {
         Ok(Self {
             run,
             text: Vec::new(),
+            params: Vec::new(),
         })
     }
 
@@ -261,49 +268,53 @@ impl Interpreter {
             Some(started.map_err(|e| e.to_string()));
     }
 
-    /// The parked interpreter (a worker forked from the php parent), else [`Self::start`].
-    pub fn start_or_take(php_ini: &PhpIni, ini: &[(String, String)]) -> Result<Self, EmbedError> {
+    /// The interpreter the php parent parked (a worker forked from it), or why there is none.
+    pub fn take_parked() -> Result<Self, EmbedError> {
         match PARKED.lock().unwrap_or_else(|e| e.into_inner()).take() {
             Some(parked) => parked.map_err(EmbedError::InParent),
-            None => Self::start(php_ini, ini),
+            None => Err(EmbedError::NotParked),
         }
     }
 
     /// Run `request`; its output goes to `sink` as PHP produces it.
     pub fn run(&mut self, request: &PhpRequest<'_>, sink: &mut dyn Sink) -> Ran {
-        // Names and values, each with a NUL after it, in one buffer; pointers taken after it
-        // stopped growing.
-        self.text.clear();
-        let mut spans = Vec::with_capacity(request.params.len());
-        for (name, value) in request.params {
-            let name_at = self.text.len();
-            self.text.extend_from_slice(name);
-            self.text.push(0);
-            let value_at = self.text.len();
-            self.text.extend_from_slice(value);
-            self.text.push(0);
-            spans.push((name_at, name.len(), value_at, value.len()));
+        // Names and values, then the script's path, each with a NUL after it, in one buffer
+        // (kept between requests, as `params`); pointers taken once it stopped growing.
+        let script = request.script.as_os_str().as_encoded_bytes();
+        if script.contains(&0) {
+            return Ran::NotStarted;
         }
+        self.text.clear();
+        for (name, value) in request.params {
+            for part in [name, value] {
+                self.text.extend_from_slice(part);
+                self.text.push(0);
+            }
+        }
+        let script_at = self.text.len();
+        self.text.extend_from_slice(script);
+        self.text.push(0);
         let base = self.text.as_mut_ptr() as *mut c_char;
-        let params: Vec<RawParam> = spans
-            .iter()
-            .map(|&(name_at, name_len, value_at, value_len)| RawParam {
-                // SAFETY: offsets within `text`, which is not touched again until `run` ends.
-                name: unsafe { base.add(name_at) },
-                name_len,
+        self.params.clear();
+        let mut at = 0;
+        for (name, value) in request.params {
+            let value_at = at + name.len() + 1;
+            self.params.push(RawParam {
+                // SAFETY: offsets within `text` (laid out above), which is not touched again
+                // until `run` ends.
+                name: unsafe { base.add(at) },
+                name_len: name.len(),
                 value: unsafe { base.add(value_at) },
-                value_len,
-            })
-            .collect();
-        let script = match CString::new(request.script.as_os_str().as_encoded_bytes()) {
-            Ok(script) => script,
-            Err(_) => return Ran::NotStarted,
-        };
+                value_len: value.len(),
+            });
+            at = value_at + value.len() + 1;
+        }
         let mut sink_ref: SinkRef<'_> = sink;
         let raw = RawRequest {
-            params: params.as_ptr(),
-            nparams: params.len(),
-            script: script.as_ptr(),
+            params: self.params.as_ptr(),
+            nparams: self.params.len(),
+            // SAFETY: within `text`, NUL-terminated (above).
+            script: unsafe { base.add(script_at) },
             body: request.body.as_ptr() as *const c_char,
             body_len: request.body.len(),
             sink: &mut sink_ref as *mut SinkRef<'_> as *mut c_void,

@@ -6,7 +6,7 @@
  *
  * The Rust side owns the FastCGI protocol, the script's resolution and every byte of I/O. This
  * file only translates: a request (its params, body and script) into PHP's request globals, and
- * PHP's output, headers, errors and body reads into calls of the three callbacks Rust gives at
+ * PHP's output, headers, errors and body reads into calls of the callbacks Rust gives at
  * start-up. Behaviour copied in spirit from sapi/fpm/fpm/fpm_main.c (php-fpm's SAPI): the SAPI
  * name "fpm-fcgi" (opcache and applications treat the SAPI as php-fpm's), `Status:` lines,
  * $_SERVER from the params (clear_env), PHP_SELF, HTTP auth, PHP_VALUE/PHP_ADMIN_VALUE,
@@ -229,7 +229,8 @@ static void register_filtered(const char *name, char *value, size_t len, zval *a
 	}
 }
 
-/* $_SERVER: the params (the process environment is not imported: php-fpm's clear_env), then
+/* $_SERVER: the params (Rust puts the process environment, as php-fpm's clear_env makes it,
+ * in front of them), then
  * PHP_SELF = SCRIPT_NAME + PATH_INFO as php-fpm builds it. */
 static void fastpm_register_variables(zval *array)
 {
