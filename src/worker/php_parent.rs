@@ -21,7 +21,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use serde::{Deserialize, Serialize};
 
-use super::process::{WorkerArgs, WorkerError};
+use super::process::{StopFlags, WorkerArgs, WorkerError};
 use crate::config;
 use crate::sys::fdpass::{recv_with_fds, send_with_fds, ReceivedMany};
 use crate::sys::fork::{fork_worker, Forked};
@@ -67,7 +67,7 @@ impl Order {
         &self,
         pool_index: usize,
         config: Option<PathBuf>,
-        fds: Vec<OwnedFd>,
+        fds: &[OwnedFd],
     ) -> Result<WorkerArgs, String> {
         if fds.len() != self.descriptors() {
             return Err(format!(
@@ -76,7 +76,7 @@ impl Order {
                 self.descriptors()
             ));
         }
-        let mut fds = fds.into_iter().map(IntoRawFd::into_raw_fd);
+        let mut fds = fds.iter().map(AsRawFd::as_raw_fd);
         let mut next = || fds.next().expect("counted above");
         let listener_fd = next();
         let scoreboard_fd = next();
@@ -137,7 +137,7 @@ pub fn run(
     // finds then and puts them back after every request (zend_signal), so they must be the
     // ones a worker needs (a stop signal sets a flag), not SIG_IGN or the default. In the php
     // parent itself the flags are never read: a stop signal does nothing to it.
-    super::process::install_stop_handlers()?;
+    let flags = super::process::install_stop_handlers()?;
     let config = super::process::config_from_master(args.config.as_deref())?;
     init_logging(&config);
     let pool = super::process::pool_of(&config, args.pool_index)?;
@@ -176,7 +176,7 @@ pub fn run(
             Ok(ReceivedMany::Closed) => return Ok(()),
             Ok(ReceivedMany::Datagram(n, received)) => {
                 let report = match serde_json::from_slice::<Order>(&buf[..n]) {
-                    Ok(order) => spawn(&order, received, &args, &config, &control),
+                    Ok(order) => spawn(&order, received, &args, &config, &control, &flags),
                     Err(e) => {
                         tracing::error!(pool = %pool.name, error = %e, "php parent: bad order");
                         continue;
@@ -199,8 +199,9 @@ fn spawn(
     args: &PhpParentArgs,
     config: &config::Config,
     control: &OwnedFd,
+    flags: &StopFlags,
 ) -> Report {
-    let worker = match order.worker_args(args.pool_index, args.config.clone(), fds) {
+    let worker = match order.worker_args(args.pool_index, args.config.clone(), &fds) {
         Ok(worker) => worker,
         Err(error) => {
             return Report::Failed {
@@ -209,20 +210,15 @@ fn spawn(
             }
         }
     };
-    let owned = [
-        Some(worker.listener_fd),
-        Some(worker.scoreboard_fd),
-        worker.hold_fd,
-        worker
-            .lock
-            .rsplit_once("fd=")
-            .and_then(|(_, n)| n.parse().ok()),
-    ];
     match fork_worker() {
         Ok(Forked::Child) => {
-            // The worker has no business with the control pair.
+            // The worker has no business with the control pair; its descriptors it adopts by
+            // number (`worker`).
             let _ = nix::unistd::close(control.as_raw_fd());
-            let code = match super::process::run_forked(worker, config.clone()) {
+            for fd in fds {
+                let _ = fd.into_raw_fd();
+            }
+            let code = match super::process::run_forked(worker, config.clone(), flags.clone()) {
                 Ok(()) => 0,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -231,27 +227,15 @@ fn spawn(
             };
             std::process::exit(code);
         }
-        Ok(Forked::Parent(pid)) => {
-            close_all(owned);
-            Report::Spawned {
-                slot: order.slot,
-                pid: pid.as_raw(),
-            }
-        }
-        Err(e) => {
-            close_all(owned);
-            Report::Failed {
-                slot: order.slot,
-                error: format!("fork: {e}"),
-            }
-        }
-    }
-}
-
-/// The parent's copies of a forked worker's descriptors (the worker has its own).
-fn close_all(fds: [Option<i32>; 4]) {
-    for fd in fds.into_iter().flatten() {
-        let _ = nix::unistd::close(fd);
+        // The parent's copies of the worker's descriptors are closed (dropped) on return.
+        Ok(Forked::Parent(pid)) => Report::Spawned {
+            slot: order.slot,
+            pid: pid.as_raw(),
+        },
+        Err(e) => Report::Failed {
+            slot: order.slot,
+            error: format!("fork: {e}"),
+        },
     }
 }
 

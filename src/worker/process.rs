@@ -123,10 +123,17 @@ pub(crate) fn pool_of(
         .ok_or(WorkerError::NoPool(index))
 }
 
-/// A worker forked by its pool's php parent (`php_parent`): PHP, the config and the logs are
-/// already set up; the signal handlers are the worker's own from here on.
-pub fn run_forked(args: WorkerArgs, config: config::Config) -> Result<(), WorkerError> {
-    let flags = install_signals()?;
+/// A worker forked by its pool's php parent (`php_parent`): PHP, the config, the logs and the
+/// stop handlers (with `flags`, see [`install_stop_handlers`]) are already set up.
+pub(crate) fn run_forked(
+    args: WorkerArgs,
+    config: config::Config,
+    flags: StopFlags,
+) -> Result<(), WorkerError> {
+    // What the php parent was sent is not the new worker's to act on.
+    for flag in [&flags.stopping, &flags.quitting, &flags.retiring] {
+        flag.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
     serve(args, config, flags)
 }
 
@@ -180,14 +187,16 @@ fn serve(args: WorkerArgs, config: config::Config, flags: StopFlags) -> Result<(
     Ok(())
 }
 
-/// The php parent (`php_parent`): the workers' stop handlers, installed before PHP starts (the
-/// flags are dropped: they matter only in the workers, which install their own after the fork).
-pub(crate) fn install_stop_handlers() -> Result<(), WorkerError> {
-    install_signals().map(drop)
+/// The php parent (`php_parent`): the workers' stop handlers, installed before PHP starts. In
+/// the php parent the flags are never read; each worker forked from it gets them
+/// ([`run_forked`]).
+pub(crate) fn install_stop_handlers() -> Result<StopFlags, WorkerError> {
+    install_signals()
 }
 
 /// The flags a worker's signal handlers set; they become its pool context's.
-struct StopFlags {
+#[derive(Clone)]
+pub(crate) struct StopFlags {
     /// TERM, INT: drain and exit.
     stopping: Arc<AtomicBool>,
     /// QUIT: exit now.
