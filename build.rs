@@ -8,12 +8,17 @@ use std::path::PathBuf;
 use std::process::Command;
 
 const SHIM: &str = "src/sys/php_embed/shim.c";
+const DPKG_STATUS: &str = "/var/lib/dpkg/status";
 
 fn main() {
     println!("cargo:rerun-if-changed={SHIM}");
     println!("cargo:rerun-if-changed=build.rs");
-    // Built again once PHP's headers arrive (scripts/deps.sh installs them before building).
+    // Built again once PHP's headers arrive. php-config8.2 itself cannot tell: dpkg keeps the
+    // package's mtime, older than the last build; dpkg's status file changes on every install.
     println!("cargo:rerun-if-changed=/usr/bin/php-config8.2");
+    if std::path::Path::new(DPKG_STATUS).exists() {
+        println!("cargo:rerun-if-changed={DPKG_STATUS}");
+    }
     println!("cargo:rustc-check-cfg=cfg(fastpm_php_shim)");
     let Some(includes) = php_includes() else {
         println!(
