@@ -1,7 +1,7 @@
 //! One pool's worker processes: start them (re-exec of fastpm with inherited descriptors), reap
 //! them, signal them. The supervisor loop (`pools.rs`) decides when; this file does the doing.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -130,8 +130,9 @@ impl WorkerProcess {
         let _ = kill(Pid::from_raw(self.pid() as i32), Signal::SIGUSR2);
     }
 
-    /// `Some(exit)` once the process has ended (reaped with `waitpid(pid, WNOHANG)`, never
-    /// `waitpid(-1)`, which would steal the exit of children that are not ours to reap).
+    /// `Some(exit)` once the process has ended: our own child reaped with `waitpid(pid,
+    /// WNOHANG)` (never `waitpid(-1)`, which would steal the exit of children that are not ours
+    /// to reap); one forked by a php parent as that parent reported it.
     pub fn try_reap(&mut self) -> Option<WorkerExit> {
         use std::os::unix::process::ExitStatusExt;
         let status = match &mut self.handle {
@@ -175,12 +176,8 @@ pub fn spawn(spec: &SpawnSpec, slot: usize, generation: u64) -> std::io::Result<
         None => "none".to_string(),
     };
     let slots: Vec<String> = spec.slots.iter().map(|n| n.to_string()).collect();
-    // /proc/self/exe, not current_exe(): after a binary upgrade the old path ends in " (deleted)".
-    let mut cmd = Command::new("/proc/self/exe");
-    // What `ps` shows: the binary's name, not /proc/self/exe.
-    std::os::unix::process::CommandExt::arg0(&mut cmd, "fastpm");
-    cmd.arg("worker")
-        .arg("--pool-index")
+    let mut cmd = fastpm_again("worker");
+    cmd.arg("--pool-index")
         .arg(spec.pool_index.to_string())
         .arg("--slot")
         .arg(slot.to_string())
@@ -204,21 +201,8 @@ pub fn spawn(spec: &SpawnSpec, slot: usize, generation: u64) -> std::io::Result<
     if let Some(path) = &spec.config_path {
         cmd.arg("--config").arg(path);
     }
-    cmd.stdin(Stdio::piped());
-    // Its stderr is the master's log relay when log files are configured (crate::logs).
-    crate::logs::relay_to(&mut cmd);
-    // Dies with the master's supervisor thread, which lives as long as the master.
-    // Born with its signals blocked: one sent before its handlers exist waits for them.
-    ChildSetup::new()
-        .run_as(spec.credentials.clone())
-        .inherit(fds)
-        .block_signals(super::signals::handled_set())
-        .apply(&mut cmd);
-    let mut child = cmd.spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A worker that dies before reading is reaped and reported like any other exit.
-        let _ = stdin.write_all(spec.config_text.as_bytes());
-    }
+    // A worker that dies before reading its config is reaped and reported like any other exit.
+    let child = start_again(cmd, spec.credentials.clone(), fds, &spec.config_text)?;
     drop(lock_fd);
     Ok(WorkerProcess {
         slot,
@@ -228,6 +212,43 @@ pub fn spawn(spec: &SpawnSpec, slot: usize, generation: u64) -> std::io::Result<
         stop_requested: false,
         exec: false,
     })
+}
+
+/// fastpm's binary to be started again as `subcommand` (`worker`, `php-parent`).
+pub(super) fn fastpm_again(subcommand: &str) -> Command {
+    // /proc/self/exe, not current_exe(): after a binary upgrade the old path ends in " (deleted)".
+    let mut cmd = Command::new("/proc/self/exe");
+    // What `ps` shows: the binary's name, not /proc/self/exe.
+    std::os::unix::process::CommandExt::arg0(&mut cmd, "fastpm");
+    cmd.arg(subcommand);
+    cmd
+}
+
+/// Start `cmd` (from [`fastpm_again`]) as `credentials`, keeping `fds` open, with
+/// `config_text` (what the master runs on) on its stdin.
+pub(super) fn start_again(
+    mut cmd: Command,
+    credentials: Option<Credentials>,
+    fds: Vec<RawFd>,
+    config_text: &str,
+) -> io::Result<Child> {
+    cmd.stdin(Stdio::piped());
+    // Its stderr is the master's log relay when log files are configured (crate::logs).
+    crate::logs::relay_to(&mut cmd);
+    // Dies with the master's supervisor thread, which lives as long as the master.
+    // Born with its signals blocked: one sent before its handlers exist waits for them.
+    ChildSetup::new()
+        .run_as(credentials)
+        .inherit(fds)
+        .block_signals(super::signals::handled_set())
+        .apply(&mut cmd);
+    let mut child = cmd.spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // One that dies before reading is noticed by who started it (reaped, or its first
+        // order unanswered).
+        let _ = stdin.write_all(config_text.as_bytes());
+    }
+    Ok(child)
 }
 
 /// Start an exec pool's program with a copy of the listening socket as fd 0, in its own

@@ -5,17 +5,16 @@
 //! a new php parent (a new php.ini, `ini`, user…), the old one goes when its last worker has.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::sys::child::ChildSetup;
 use crate::sys::fdpass::{recv_with_fds, send_with_fds, seqpacket_pair, ReceivedMany};
 use crate::sys::privileges::Credentials;
 use crate::worker::php_parent::{Order, Report, MAX_MESSAGE};
@@ -39,7 +38,8 @@ pub struct ParentSpec {
     pub credentials: Option<Credentials>,
 }
 
-/// A pool's php parent, started when the first worker is wanted.
+/// A pool's php parent: started with the pool (`prestart`, so PHP's start-up overlaps the
+/// master's), again when a worker is wanted after it died.
 pub struct PhpParent {
     spec: ParentSpec,
     state: Mutex<State>,
@@ -74,25 +74,26 @@ impl PhpParent {
 
     /// Start the php parent now, unless it runs (PHP's start-up goes on in it meanwhile).
     pub fn prestart(&self) -> io::Result<()> {
-        let mut state = self.lock();
-        self.check_alive(&mut state);
-        if state.running.is_none() {
-            state.running = Some(self.start()?);
-        }
-        Ok(())
+        self.ensure_running(&mut self.lock()).map(drop)
+    }
+
+    /// The running php parent, started if it is not (or has died).
+    fn ensure_running<'s>(&self, state: &'s mut State) -> io::Result<&'s Running> {
+        self.check_alive(state);
+        let running = match state.running.take() {
+            Some(running) => running,
+            None => self.start()?,
+        };
+        Ok(state.running.insert(running))
     }
 
     /// Have the php parent fork the worker `order` describes, with `fds` (see [`Order`]); the
     /// new worker's pid.
     pub fn spawn(&self, order: &Order, fds: &[RawFd]) -> io::Result<i32> {
-        self.prestart()?;
-        let mut state = self.lock();
-        let Some(running) = &state.running else {
-            return Err(io::Error::other("the php parent is gone"));
-        };
-        let control = &running.control;
         let bytes = serde_json::to_vec(order).map_err(io::Error::other)?;
-        send_with_fds(control.as_fd(), &bytes, fds, Duration::from_secs(5))?;
+        let mut state = self.lock();
+        let running = self.ensure_running(&mut state)?;
+        send_with_fds(running.control.as_fd(), &bytes, fds, Duration::from_secs(5))?;
         let deadline = Instant::now() + ANSWER_WITHIN;
         loop {
             match self.next_report(&mut state, deadline)? {
@@ -120,20 +121,8 @@ impl PhpParent {
     fn next_report(&self, state: &mut State, deadline: Instant) -> io::Result<Report> {
         let mut buf = vec![0u8; MAX_MESSAGE];
         loop {
-            let Some(running) = &state.running else {
-                return Err(io::Error::other("the php parent is gone"));
-            };
-            match recv_with_fds(running.control.as_fd(), &mut buf)? {
-                ReceivedMany::Datagram(n, _) => {
-                    return serde_json::from_slice(&buf[..n]).map_err(io::Error::other)
-                }
-                ReceivedMany::Closed => {
-                    self.parent_ended(state);
-                    return Err(io::Error::other(
-                        "the php parent ended (see the log: PHP's start-up?)",
-                    ));
-                }
-                ReceivedMany::Empty => {}
+            if let Some(report) = self.receive(state, &mut buf)? {
+                return Ok(report);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -142,6 +131,9 @@ impl PhpParent {
                     "the php parent did not answer",
                 ));
             }
+            let Some(running) = &state.running else {
+                return Err(io::Error::other("the php parent is gone"));
+            };
             let mut fds = [PollFd::new(running.control.as_fd(), PollFlags::POLLIN)];
             let wait = PollTimeout::try_from(left.min(Duration::from_millis(100)))
                 .unwrap_or(PollTimeout::ZERO);
@@ -152,17 +144,33 @@ impl PhpParent {
     /// Take every report queued now.
     fn drain(&self, state: &mut State) {
         let mut buf = vec![0u8; MAX_MESSAGE];
-        while let Some(running) = &state.running {
-            match recv_with_fds(running.control.as_fd(), &mut buf) {
-                Ok(ReceivedMany::Datagram(n, _)) => match serde_json::from_slice(&buf[..n]) {
-                    Ok(report) => record(state, report),
-                    Err(e) => tracing::error!(error = %e, "php parent: bad report"),
-                },
-                Ok(ReceivedMany::Empty) => return,
-                Ok(ReceivedMany::Closed) | Err(_) => {
-                    self.parent_ended(state);
-                    return;
+        loop {
+            match self.receive(state, &mut buf) {
+                Ok(Some(report)) => record(state, report),
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    tracing::error!(error = %e, "php parent: bad report")
                 }
+                // Nothing queued, or the php parent is gone (`check_alive` notices it too).
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+
+    /// One report if one is queued, without waiting.
+    fn receive(&self, state: &mut State, buf: &mut [u8]) -> io::Result<Option<Report>> {
+        let Some(running) = &state.running else {
+            return Err(io::Error::other("the php parent is gone"));
+        };
+        match recv_with_fds(running.control.as_fd(), buf)? {
+            ReceivedMany::Datagram(n, _) => serde_json::from_slice(&buf[..n])
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            ReceivedMany::Empty => Ok(None),
+            ReceivedMany::Closed => {
+                self.parent_ended(state);
+                Err(io::Error::other(
+                    "the php parent ended (see the log: PHP's start-up?)",
+                ))
             }
         }
     }
@@ -198,29 +206,20 @@ impl PhpParent {
     /// Start the php parent as the pool's user, the config on its stdin.
     fn start(&self) -> io::Result<Running> {
         let (control, theirs) = seqpacket_pair(MAX_MESSAGE)?;
-        // /proc/self/exe, not current_exe(): after a binary upgrade the old path ends in " (deleted)".
-        let mut cmd = Command::new("/proc/self/exe");
-        std::os::unix::process::CommandExt::arg0(&mut cmd, "fastpm");
-        cmd.arg("php-parent")
-            .arg("--pool-index")
+        let mut cmd = super::children::fastpm_again("php-parent");
+        cmd.arg("--pool-index")
             .arg(self.spec.pool_index.to_string())
             .arg("--control-fd")
             .arg(theirs.as_raw_fd().to_string());
         if let Some(path) = &self.spec.config_path {
             cmd.arg("--config").arg(path);
         }
-        cmd.stdin(Stdio::piped());
-        crate::logs::relay_to(&mut cmd);
-        ChildSetup::new()
-            .run_as(self.spec.credentials.clone())
-            .inherit(vec![theirs.as_raw_fd()])
-            .block_signals(super::signals::handled_set())
-            .apply(&mut cmd);
-        let mut child = cmd.spawn()?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // One that dies before reading is noticed at its first order.
-            let _ = stdin.write_all(self.spec.config_text.as_bytes());
-        }
+        let child = super::children::start_again(
+            cmd,
+            self.spec.credentials.clone(),
+            vec![theirs.as_raw_fd()],
+            &self.spec.config_text,
+        )?;
         drop(theirs);
         Ok(Running { child, control })
     }

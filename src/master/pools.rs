@@ -301,6 +301,10 @@ pub(super) fn spawn_spec(
         .filter(|p| p.name == ctx.config.name)
         .unwrap_or(&ctx.config);
     let credentials = pool_credentials(pool)?;
+    let config_path = match &config.source {
+        ConfigSource::File(path) => Some(path.clone()),
+        ConfigSource::Embedded => None,
+    };
     Ok(SpawnSpec {
         pool_index: ctx.index,
         listener_fd: ctx.listener.as_raw_fd(),
@@ -309,10 +313,7 @@ pub(super) fn spawn_spec(
         lock: Arc::clone(lock),
         backlog: current_backlog(ctx),
         somaxconn: ctx.info.somaxconn,
-        config_path: match &config.source {
-            ConfigSource::File(path) => Some(path.clone()),
-            ConfigSource::Embedded => None,
-        },
+        config_path: config_path.clone(),
         config_text: Arc::clone(&options.config_text),
         credentials: credentials.clone(),
         hold_fd: ctx.hold_link.as_ref().map(|fd| fd.as_raw_fd()),
@@ -326,10 +327,7 @@ pub(super) fn spawn_spec(
             .then(|| {
                 super::php_parent::PhpParent::new(super::php_parent::ParentSpec {
                     pool_index: ctx.index,
-                    config_path: match &config.source {
-                        ConfigSource::File(path) => Some(path.clone()),
-                        ConfigSource::Embedded => None,
-                    },
+                    config_path,
                     config_text: Arc::clone(&options.config_text),
                     credentials,
                 })
