@@ -78,6 +78,18 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
+    /// Just started (spawned, or forked by the php parent).
+    fn started(slot: usize, handle: Handle, generation: u64, exec: bool) -> Self {
+        WorkerProcess {
+            slot,
+            handle,
+            started: Instant::now(),
+            generation,
+            stop_requested: false,
+            exec,
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         match &self.handle {
             Handle::Own(child) => child.id(),
@@ -204,14 +216,12 @@ pub fn spawn(spec: &SpawnSpec, slot: usize, generation: u64) -> std::io::Result<
     // A worker that dies before reading its config is reaped and reported like any other exit.
     let child = start_again(cmd, spec.credentials.clone(), fds, &spec.config_text)?;
     drop(lock_fd);
-    Ok(WorkerProcess {
+    Ok(WorkerProcess::started(
         slot,
-        handle: Handle::Own(child),
-        started: Instant::now(),
+        Handle::Own(child),
         generation,
-        stop_requested: false,
-        exec: false,
-    })
+        false,
+    ))
 }
 
 /// fastpm's binary to be started again as `subcommand` (`worker`, `php-parent`).
@@ -280,14 +290,12 @@ fn spawn_exec(
         .run_as(spec.credentials.clone())
         .apply(&mut cmd);
     let child = cmd.spawn()?;
-    Ok(WorkerProcess {
+    Ok(WorkerProcess::started(
         slot,
-        handle: Handle::Own(child),
-        started: Instant::now(),
+        Handle::Own(child),
         generation,
-        stop_requested: false,
-        exec: true,
-    })
+        true,
+    ))
 }
 
 /// Have the pool's php parent fork the worker for `slot`, with the same descriptors a
@@ -322,15 +330,9 @@ fn spawn_forked(
         hold: spec.hold_fd.is_some(),
     };
     let pid = parent.spawn(&order, &fds)?;
-    Ok(WorkerProcess {
-        slot,
-        handle: Handle::Forked {
-            pid,
-            parent: Arc::clone(parent),
-        },
-        started: Instant::now(),
-        generation,
-        stop_requested: false,
-        exec: false,
-    })
+    let handle = Handle::Forked {
+        pid,
+        parent: Arc::clone(parent),
+    };
+    Ok(WorkerProcess::started(slot, handle, generation, false))
 }
