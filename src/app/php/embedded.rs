@@ -13,10 +13,12 @@
 //! nginx logs "FastCGI sent in stderr").
 
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use super::{find_script, path_info_params, ScriptCache, FAILED_APP_STATUS, MAX_FORWARDED_STDERR};
+use super::{
+    find_script, replaced_params, script_params, ScriptCache, FAILED_APP_STATUS,
+    MAX_FORWARDED_STDERR,
+};
 use crate::app::{plain_response, App};
 use crate::config::PoolConfig;
 use crate::fastcgi::{Request, ResponseWriter};
@@ -164,19 +166,11 @@ impl App for EmbeddedPhp {
         else {
             return Ok(0);
         };
-        let replaced = script
-            .path_info
-            .as_deref()
-            .map(|info| path_info_params(request, info))
-            .unwrap_or_default();
+        let replaced = replaced_params(request, &script);
         let mut params: Vec<(&[u8], &[u8])> =
             Vec::with_capacity(self.env.len() + request.params.len() + replaced.len() + 1);
         params.extend(self.env.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
-        params.extend(request.params.iter().filter(|(name, _)| {
-            *name != b"SCRIPT_FILENAME" && !replaced.iter().any(|(n, _)| n == name)
-        }));
-        params.extend(replaced.iter().map(|(n, v)| (*n, v.as_slice())));
-        params.push((b"SCRIPT_FILENAME", script.path.as_os_str().as_bytes()));
+        params.extend(script_params(request, &script, &replaced));
 
         let mut answer = Answer {
             out,

@@ -258,25 +258,10 @@ impl Php {
     fn encode(&mut self, request: &Request, script: &Resolved) -> io::Result<()> {
         self.params_buf.clear();
         let too_long = |e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e}"));
-        let replaced = script
-            .path_info
-            .as_deref()
-            .map(|info| path_info_params(request, info))
-            .unwrap_or_default();
-        for (name, value) in request.params.iter() {
-            if name != b"SCRIPT_FILENAME" && !replaced.iter().any(|(n, _)| *n == name) {
-                encode_pair(&mut self.params_buf, name, value).map_err(too_long)?;
-            }
-        }
-        for (name, value) in &replaced {
+        let replaced = replaced_params(request, script);
+        for (name, value) in script_params(request, script, &replaced) {
             encode_pair(&mut self.params_buf, name, value).map_err(too_long)?;
         }
-        encode_pair(
-            &mut self.params_buf,
-            b"SCRIPT_FILENAME",
-            script.path.as_os_str().as_bytes(),
-        )
-        .map_err(too_long)?;
         self.request_buf.clear();
         let inline_body = streamed_body(request).is_empty();
         self.request_buf.reserve(
@@ -547,6 +532,37 @@ pub fn path_info_params<'a>(request: &'a Request, path_info: &'a [u8]) -> Vec<(&
     }
     params.push((b"PATH_INFO", path_info.to_vec()));
     params
+}
+
+/// The params a resolved script's path info replaces ([`path_info_params`]); none for a script
+/// without path info (every web server but Apache's proxy).
+pub fn replaced_params<'a>(request: &'a Request, script: &'a Resolved) -> Vec<(&'a [u8], Vec<u8>)> {
+    script
+        .path_info
+        .as_deref()
+        .map(|info| path_info_params(request, info))
+        .unwrap_or_default()
+}
+
+/// What a PHP script is given, whichever runs it (php-cgi, embedded): the request's params,
+/// with `replaced` (from [`replaced_params`]) and SCRIPT_FILENAME, the resolved script's real
+/// path, in place of what the web server sent.
+pub fn script_params<'a>(
+    request: &'a Request,
+    script: &'a Resolved,
+    replaced: &'a [(&'a [u8], Vec<u8>)],
+) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+    request
+        .params
+        .iter()
+        .filter(move |(name, _)| {
+            *name != b"SCRIPT_FILENAME" && !replaced.iter().any(|(n, _)| n == name)
+        })
+        .chain(replaced.iter().map(|(n, v)| (*n, v.as_slice())))
+        .chain(std::iter::once((
+            &b"SCRIPT_FILENAME"[..],
+            script.path.as_os_str().as_bytes(),
+        )))
 }
 
 /// `%XX` sequences decoded as php's `urldecode` (also `+` → space), which php-fpm applies to
