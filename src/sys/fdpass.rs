@@ -90,11 +90,12 @@ pub fn send_with_fds(
     }
 }
 
-/// What one [`recv_with_fd`] got.
-pub enum Received {
+/// What one [`recv_with_fd`] got (`F`: its descriptor, if any), or one [`recv_with_fds`]
+/// ([`ReceivedMany`]: every descriptor that came along).
+pub enum Received<F = Option<OwnedFd>> {
     /// A datagram of this many bytes, with its descriptor when one came along (none when this
     /// process was out of descriptors: the kernel drops it and says MSG_CTRUNC).
-    Datagram(usize, Option<OwnedFd>),
+    Datagram(usize, F),
     /// Nothing queued now.
     Empty,
     /// The other end is closed.
@@ -115,12 +116,8 @@ pub fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received
 /// The most descriptors one datagram carries ([`send_with_fds`]).
 pub const MAX_FDS: usize = 8;
 
-/// What one [`recv_with_fds`] got: as [`Received`], with every descriptor that came along.
-pub enum ReceivedMany {
-    Datagram(usize, Vec<OwnedFd>),
-    Empty,
-    Closed,
-}
+/// What one [`recv_with_fds`] got.
+pub type ReceivedMany = Received<Vec<OwnedFd>>;
 
 /// [`recv_with_fd`] keeping every descriptor (in the order sent).
 pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<ReceivedMany> {
