@@ -318,24 +318,17 @@ fn render_pool(
     out.push_str(&t.0);
 
     let app = &pool.app;
+    let php_ini = match &app.php_ini {
+        PhpIni::Search => (quote(""), "PHP's own php.ini and conf.d"),
+        PhpIni::None => (quote("none"), "no php.ini (-n)"),
+        PhpIni::Path(path) => (quote_path(path), ""),
+    };
     let mut t = Table::new(&format!("pool.{name}.app"));
     t.line("kind", quote(app.kind.as_str()), "")
         .line("document_root", quote_path(&app.document_root), "")
         .line("php_cgi", quote(&app.php_cgi), "")
         .line("php_children", quote(app.php_children.as_str()), "")
-        .line(
-            "php_ini",
-            match &app.php_ini {
-                PhpIni::Search => quote(""),
-                PhpIni::None => quote("none"),
-                PhpIni::Path(path) => quote_path(path),
-            },
-            match &app.php_ini {
-                PhpIni::Search => "PHP's own php.ini and conf.d",
-                PhpIni::None => "no php.ini (-n)",
-                PhpIni::Path(_) => "",
-            },
-        )
+        .line("php_ini", php_ini.0, php_ini.1)
         .line(
             "limit_extensions",
             list(&app.limit_extensions),

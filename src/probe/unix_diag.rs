@@ -87,7 +87,6 @@ pub fn decide(seen: Seen, since_answer: Option<Duration>, last_walk: Duration) -
     }
 }
 
-/// CPU time of the calling thread (what a walk costs, whoever else runs meanwhile).
 fn not_found(inode: u32) -> io::Error {
     io::Error::new(
         io::ErrorKind::NotFound,
