@@ -89,12 +89,17 @@ struct Answer<'o, 'w> {
     client_error: Option<io::Error>,
 }
 
-impl Answer<'_, '_> {
-    fn keep(&mut self, result: io::Result<()>) -> bool {
-        match result {
+impl<'w> Answer<'_, 'w> {
+    /// `write` to the answer, unless an earlier write failed (the client is gone: PHP is told
+    /// to stop writing); false once one has.
+    fn write(&mut self, write: impl FnOnce(&mut ResponseWriter<'w>) -> io::Result<()>) -> bool {
+        if self.client_error.is_some() {
+            return false;
+        }
+        match write(self.out) {
             Ok(()) => true,
             Err(e) => {
-                self.client_error.get_or_insert(e);
+                self.client_error = Some(e);
                 false
             }
         }
@@ -103,35 +108,22 @@ impl Answer<'_, '_> {
 
 impl Sink for Answer<'_, '_> {
     fn stdout(&mut self, bytes: &[u8]) -> bool {
-        if self.client_error.is_some() {
-            return false;
-        }
-        let result = self.out.stdout(bytes);
-        self.keep(result)
+        self.write(|out| out.stdout(bytes))
     }
 
     fn flush(&mut self) -> bool {
-        if self.client_error.is_some() {
-            return false;
-        }
-        let result = self.out.flush();
-        self.keep(result)
+        self.write(|out| out.flush())
     }
 
     fn finish(&mut self) -> bool {
-        if self.client_error.is_some() {
-            return false;
-        }
-        if !self.stderr.is_empty() {
-            let stderr = std::mem::take(&mut self.stderr);
-            let result = self.out.stderr(&stderr);
-            if !self.keep(result) {
-                return false;
+        let stderr = std::mem::take(&mut self.stderr);
+        self.write(|out| {
+            if !stderr.is_empty() {
+                out.stderr(&stderr)?;
             }
-        }
-        // php-fpm ends every request with app status 0.
-        let result = self.out.end_early(0);
-        self.keep(result)
+            // php-fpm ends every request with app status 0.
+            out.end_early(0)
+        })
     }
 
     fn message(&mut self, text: &[u8]) {

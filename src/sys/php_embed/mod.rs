@@ -146,34 +146,28 @@ fn bytes<'a>(ptr: *const c_char, len: usize) -> &'a [u8] {
     unsafe { std::slice::from_raw_parts(ptr as *const u8, len) }
 }
 
-extern "C" fn on_write(sink: *mut c_void, ptr: *const c_char, len: usize) -> c_int {
+/// A callback's answer to the shim: 0 when `f` said yes, -1 otherwise (or when there was no
+/// request to ask).
+fn answer(sink: *mut c_void, f: impl FnOnce(&mut dyn Sink) -> bool) -> c_int {
     let mut ok = false;
-    with_sink(sink, |s| ok = s.stdout(bytes(ptr, len)));
+    with_sink(sink, |s| ok = f(s));
     if ok {
         0
     } else {
         -1
     }
+}
+
+extern "C" fn on_write(sink: *mut c_void, ptr: *const c_char, len: usize) -> c_int {
+    answer(sink, |s| s.stdout(bytes(ptr, len)))
 }
 
 extern "C" fn on_flush(sink: *mut c_void) -> c_int {
-    let mut ok = false;
-    with_sink(sink, |s| ok = s.flush());
-    if ok {
-        0
-    } else {
-        -1
-    }
+    answer(sink, |s| s.flush())
 }
 
 extern "C" fn on_finish(sink: *mut c_void) -> c_int {
-    let mut ok = false;
-    with_sink(sink, |s| ok = s.finish());
-    if ok {
-        0
-    } else {
-        -1
-    }
+    answer(sink, |s| s.finish())
 }
 
 extern "C" fn on_log(sink: *mut c_void, ptr: *const c_char, len: usize) {
