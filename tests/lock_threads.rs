@@ -132,6 +132,16 @@ fn lock_handoff_text_round_trips() {
     }
 }
 
+/// A worker forked by a php parent gets the lock at another descriptor: same kind, new number.
+#[test]
+fn lock_handoff_moved_to_another_descriptor_keeps_its_kind() {
+    let moved = |text: &str| text.parse::<LockHandoff>().unwrap().at(12).to_string();
+    assert_eq!(moved("mutex:fd=5"), "mutex:fd=12");
+    assert_eq!(moved("fcntl:fd=5"), "fcntl:fd=12");
+    assert_eq!(moved("flock:fd=5"), "flock:fd=12");
+    assert_eq!(moved("none"), "none");
+}
+
 #[test]
 fn lock_handoff_rejects_malformed_text() {
     for bad in [

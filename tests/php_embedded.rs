@@ -701,3 +701,19 @@ fn embedded_ondemand_pool_has_its_php_parent_before_the_first_request() {
     assert_eq!(php_parent(&server), parent);
     assert_eq!(workers(&server, 1).len(), 1);
 }
+
+/// Every accept lock reaches the workers the php parent forks, at the descriptor number they
+/// got it under (not the master's): they start, serve, and stay.
+#[test]
+fn embedded_workers_take_each_accept_lock_kind() {
+    let site = site();
+    for lock in ["mutex", "fcntl", "flock"] {
+        let server = start(&site, 2, "0s", &format!("accept_lock = \"{lock}\""));
+        let before = workers(&server, 2);
+        for _ in 0..20 {
+            let answer = hello(&server, &site).text();
+            assert!(answer.contains("Hello from PHP"), "{lock}: {answer}");
+        }
+        assert_eq!(workers(&server, 2), before, "{lock}: {}", server.log());
+    }
+}

@@ -16,7 +16,7 @@ use super::pm::WorkerExit;
 use crate::sys::child::ChildSetup;
 use crate::sys::inherit::adopt_inherited_fd;
 use crate::sys::privileges::Credentials;
-use crate::worker::lock::LockShared;
+use crate::worker::lock::{LockHandoff, LockShared};
 use crate::worker::php_parent::Order;
 use crate::worker::watchdog::REQUEST_TIMEOUT_EXIT;
 
@@ -179,14 +179,7 @@ pub fn spawn(spec: &SpawnSpec, slot: usize, generation: u64) -> std::io::Result<
             generation,
         );
     }
-    let mut fds = vec![spec.listener_fd, spec.scoreboard_fd];
-    let handoff = match &lock_fd {
-        Some(fd) => {
-            fds.push(fd.as_raw_fd());
-            spec.lock.handoff(fd.as_raw_fd()).to_string()
-        }
-        None => "none".to_string(),
-    };
+    let (fds, handoff) = inherited(spec, lock_fd.as_ref().map(|fd| fd.as_raw_fd()));
     let slots: Vec<String> = spec.slots.iter().map(|n| n.to_string()).collect();
     let mut cmd = fastpm_again("worker");
     cmd.arg("--pool-index")
@@ -200,14 +193,13 @@ pub fn spawn(spec: &SpawnSpec, slot: usize, generation: u64) -> std::io::Result<
         .arg("--slots")
         .arg(slots.join(","))
         .arg("--lock")
-        .arg(handoff)
+        .arg(handoff.to_string())
         .arg("--backlog")
         .arg(spec.backlog.to_string());
     if let Some(n) = spec.somaxconn {
         cmd.arg("--somaxconn").arg(n.to_string());
     }
     if let Some(fd) = spec.hold_fd {
-        fds.push(fd);
         cmd.arg("--hold-fd").arg(fd.to_string());
     }
     if let Some(path) = &spec.config_path {
@@ -298,6 +290,22 @@ fn spawn_exec(
     ))
 }
 
+/// The descriptors a worker inherits, in the order a php parent's [`Order`] lists them (the
+/// listener, the scoreboard, the accept lock's if any, the holder link if any), and the
+/// lock's handoff with the numbers they have here.
+fn inherited(spec: &SpawnSpec, lock_fd: Option<RawFd>) -> (Vec<RawFd>, LockHandoff) {
+    let mut fds = vec![spec.listener_fd, spec.scoreboard_fd];
+    let handoff = match lock_fd {
+        Some(fd) => {
+            fds.push(fd);
+            spec.lock.handoff(fd)
+        }
+        None => LockHandoff::None,
+    };
+    fds.extend(spec.hold_fd);
+    (fds, handoff)
+}
+
 /// Have the pool's php parent fork the worker for `slot`, with the same descriptors a
 /// re-executed worker would inherit.
 fn spawn_forked(
@@ -307,24 +315,11 @@ fn spawn_forked(
     slot: usize,
     generation: u64,
 ) -> std::io::Result<WorkerProcess> {
-    let mut fds = vec![spec.listener_fd, spec.scoreboard_fd];
-    let lock = match lock_fd {
-        Some(fd) => {
-            fds.push(fd);
-            let handoff = spec.lock.handoff(fd).to_string();
-            handoff
-                .split_once(':')
-                .map_or(handoff.clone(), |(kind, _)| kind.to_string())
-        }
-        None => "none".to_string(),
-    };
-    if let Some(fd) = spec.hold_fd {
-        fds.push(fd);
-    }
+    let (fds, handoff) = inherited(spec, lock_fd);
     let order = Order {
         slot,
         slots: spec.slots.clone(),
-        lock,
+        lock: handoff.to_string(),
         backlog: spec.backlog,
         somaxconn: spec.somaxconn,
         hold: spec.hold_fd.is_some(),

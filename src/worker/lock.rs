@@ -100,6 +100,19 @@ impl fmt::Display for LockHandoff {
     }
 }
 
+impl LockHandoff {
+    /// The same lock, inherited at `fd` instead: a worker forked by a php parent
+    /// (`worker::php_parent`) got the descriptor at another number than the master's.
+    pub fn at(self, fd: RawFd) -> Self {
+        match self {
+            Self::Mutex { .. } => Self::Mutex { fd },
+            Self::Fcntl { .. } => Self::Fcntl { fd },
+            Self::Flock { .. } => Self::Flock { fd },
+            Self::None => Self::None,
+        }
+    }
+}
+
 impl FromStr for LockHandoff {
     type Err = LockError;
 

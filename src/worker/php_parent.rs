@@ -21,6 +21,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use serde::{Deserialize, Serialize};
 
+use super::lock::LockHandoff;
 use super::process::{StopFlags, WorkerArgs, WorkerError};
 use crate::config;
 use crate::sys::fdpass::{recv_with_fds, send_with_fds, ReceivedMany};
@@ -49,7 +50,9 @@ pub struct Order {
     pub slot: usize,
     /// Scoreboard layout, slots per pool.
     pub slots: Vec<usize>,
-    /// The accept lock's kind: "none", "mutex", "fcntl" or "flock" (its descriptor attached).
+    /// The accept lock's handoff as the master would give it on a command line
+    /// (`LockHandoff`: "none", or "mutex:fd=N" with the master's number; the descriptor
+    /// itself is attached).
     pub lock: String,
     pub backlog: u32,
     pub somaxconn: Option<u32>,
@@ -80,10 +83,10 @@ impl Order {
         let mut next = || fds.next().expect("counted above");
         let listener_fd = next();
         let scoreboard_fd = next();
-        let lock = if self.lock == "none" {
-            "none".to_string()
-        } else {
-            format!("{}:fd={}", self.lock, next())
+        let lock = match self.lock.parse::<LockHandoff>() {
+            Ok(LockHandoff::None) => LockHandoff::None,
+            Ok(handoff) => handoff.at(next()),
+            Err(e) => return Err(e.to_string()),
         };
         let hold_fd = self.hold.then(&mut next);
         Ok(WorkerArgs {
@@ -92,7 +95,7 @@ impl Order {
             listener_fd,
             scoreboard_fd,
             slots: self.slots.clone(),
-            lock,
+            lock: lock.to_string(),
             backlog: self.backlog,
             somaxconn: self.somaxconn,
             hold_fd,
@@ -282,7 +285,7 @@ mod tests {
             hold,
         };
         assert_eq!(order("none", false).descriptors(), 2);
-        assert_eq!(order("mutex", false).descriptors(), 3);
-        assert_eq!(order("flock", true).descriptors(), 4);
+        assert_eq!(order("mutex:fd=7", false).descriptors(), 3);
+        assert_eq!(order("flock:fd=9", true).descriptors(), 4);
     }
 }
