@@ -149,13 +149,7 @@ pub fn run(
         source,
     })?;
     // PHP starts here, once; every worker forked below takes it over.
-    let ini: Vec<(String, String)> = pool
-        .app
-        .ini
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let started = Interpreter::start(&pool.app.php_ini, &ini);
+    let started = Interpreter::start(&pool.app.php_ini, &pool.app.ini);
     if let Err(e) = &started {
         // Its workers answer 503 with the reason (as when php-cgi cannot start).
         tracing::error!(pool = %pool.name, "PHP cannot start: {e}");

@@ -214,7 +214,10 @@ impl Interpreter {
     /// Load libphp and the SAPI and run PHP's module start-up: php.ini (`php_ini`), its
     /// extensions (opcache), then `ini` ("name=value" each) over them. Call after the process
     /// has its final ids.
-    pub fn start(php_ini: &PhpIni, ini: &[(String, String)]) -> Result<Self, EmbedError> {
+    pub fn start<'a>(
+        php_ini: &PhpIni,
+        ini: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> Result<Self, EmbedError> {
         let shim = SHIM.ok_or(EmbedError::NotBuilt)?;
         if STARTED.swap(true, Ordering::SeqCst) {
             return Err(EmbedError::AlreadyStarted);
@@ -254,7 +257,7 @@ impl Interpreter {
     }
 
     /// Leave the interpreter for this process (and the children it forks) to take back with
-    /// [`Interpreter::start_or_take`]: the php parent starts PHP once for its workers. A
+    /// [`Interpreter::take_parked`]: the php parent starts PHP once for its workers. A
     /// start that failed is parked too: its workers answer with the reason (starting PHP
     /// again in a copy of a process where it failed half-way would not be sound).
     pub fn park(started: Result<Self, EmbedError>) {
