@@ -173,26 +173,7 @@ impl ChildSetup {
             }
         }
         if self.die_with_parent {
-            // SAFETY: prctl with integer arguments touches no memory of ours.
-            let set = unsafe {
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    self.death_signal as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                )
-            };
-            if set == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent may have died between fork and prctl: then nobody would ever kill us.
-            // SAFETY: getppid cannot fail; _exit ends this child without running any Rust code.
-            unsafe {
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-            }
+            die_with_parent(self.death_signal, parent)?;
         }
         if let Some(set) = &self.block {
             // SAFETY: sigprocmask reads a sigset_t that lives in `self` (allocated before fork)
@@ -211,6 +192,24 @@ impl ChildSetup {
         }
         Ok(())
     }
+}
+
+/// In a just-forked child: get `signal` when the parent (`parent`, its pid before the fork)
+/// dies, and end at once if it already has (between fork and prctl: nobody would ever send
+/// it). Async-signal-safe.
+pub(crate) fn die_with_parent(signal: libc::c_int, parent: libc::pid_t) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments touches no memory of ours.
+    let set = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) };
+    if set == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: getppid cannot fail; _exit ends this child without running any Rust code.
+    unsafe {
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+    }
+    Ok(())
 }
 
 /// Give up the controlling terminal, if this process has one; it stays in its session. For a

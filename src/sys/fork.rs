@@ -39,23 +39,7 @@ pub fn fork_worker() -> io::Result<Forked> {
     match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child)),
         nix::unistd::ForkResult::Child => {
-            // SAFETY: prctl with integer arguments touches no memory of ours.
-            let set = unsafe {
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                )
-            };
-            if set == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            if nix::unistd::getppid() != parent {
-                // SAFETY: ends this child at once; nothing of it is shared with the parent.
-                unsafe { libc::_exit(1) };
-            }
+            super::child::die_with_parent(libc::SIGKILL, parent.as_raw())?;
             Ok(Forked::Child)
         }
     }

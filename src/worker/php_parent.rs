@@ -140,7 +140,7 @@ pub fn run(
     // finds then and puts them back after every request (zend_signal), so they must be the
     // ones a worker needs (a stop signal sets a flag), not SIG_IGN or the default. In the php
     // parent itself the flags are never read: a stop signal does nothing to it.
-    let flags = super::process::install_stop_handlers()?;
+    let flags = super::process::install_signals()?;
     let config = super::process::config_from_master(args.config.as_deref())?;
     init_logging(&config);
     let pool = super::process::pool_of(&config, args.pool_index)?;

@@ -124,7 +124,8 @@ pub(crate) fn pool_of(
 }
 
 /// A worker forked by its pool's php parent (`php_parent`): PHP, the config, the logs and the
-/// stop handlers (with `flags`, see [`install_stop_handlers`]) are already set up.
+/// stop handlers (with `flags`: the php parent installed them with [`install_signals`]) are
+/// already set up.
 pub(crate) fn run_forked(
     args: WorkerArgs,
     config: config::Config,
@@ -187,13 +188,6 @@ fn serve(args: WorkerArgs, config: config::Config, flags: StopFlags) -> Result<(
     Ok(())
 }
 
-/// The php parent (`php_parent`): the workers' stop handlers, installed before PHP starts. In
-/// the php parent the flags are never read; each worker forked from it gets them
-/// ([`run_forked`]).
-pub(crate) fn install_stop_handlers() -> Result<StopFlags, WorkerError> {
-    install_signals()
-}
-
 /// The flags a worker's signal handlers set; they become its pool context's.
 #[derive(Clone)]
 pub(crate) struct StopFlags {
@@ -207,9 +201,9 @@ pub(crate) struct StopFlags {
 
 /// TERM and INT: drain and exit; QUIT: exit now; USR2: retire gently (the master's reload). HUP
 /// and USR1 are the master's business: a worker ignores them (their default action would kill
-/// it). Then lets through what came
-/// before (`main` deferred them: see `master::signals`).
-fn install_signals() -> Result<StopFlags, WorkerError> {
+/// it). Then lets through what came before (`main` deferred them: see `master::signals`). The
+/// php parent installs them too, for the workers it forks ([`run_forked`]).
+pub(crate) fn install_signals() -> Result<StopFlags, WorkerError> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
     use signal_hook::flag::register;
     let flags = StopFlags {
