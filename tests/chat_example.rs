@@ -50,11 +50,7 @@ fn site() -> (tempfile::TempDir, PathBuf) {
         .unwrap()
         .join("php-examples");
     std::fs::create_dir(&root).unwrap();
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("php-examples");
-    for entry in std::fs::read_dir(&examples).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), root.join(entry.file_name())).unwrap();
-    }
+    common::php_pages::copy_examples(&root);
     (dir, root)
 }
 

@@ -31,11 +31,7 @@ const NGINX_CONNECTIONS: u32 = 2048;
 /// A document root holding a copy of php-examples (grip.php, hello.php).
 fn php_site() -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("php-examples");
-    for entry in std::fs::read_dir(&examples).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), root.path().join(entry.file_name())).unwrap();
-    }
+    common::php_pages::copy_examples(root.path());
     root
 }
 

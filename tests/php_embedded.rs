@@ -8,13 +8,14 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::nginx::{curl, Nginx};
+use common::php_pages::{self, text};
 use common::procs::{alive, status_number};
-use common::{child_pids, raw, require, Server, FASTPM};
+use common::{child_pids, raw, Server, FASTPM};
 
 /// A document root www-data can read (php-examples plus this test's scripts) inside a 0711
 /// directory that also holds the runtime_dir, next to a script outside the root.
@@ -31,10 +32,7 @@ fn site() -> Site {
     let outside = base.join("outside");
     std::fs::create_dir(&root).unwrap();
     std::fs::create_dir(&outside).unwrap();
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("php-examples");
-    for entry in std::fs::read_dir(&examples).unwrap().flatten() {
-        std::fs::copy(entry.path(), root.join(entry.file_name())).unwrap();
-    }
+    php_pages::copy_examples(&root);
     let scripts = [
         (
             "env.php",
@@ -73,8 +71,7 @@ fn site() -> Site {
     for (name, text) in scripts {
         std::fs::write(root.join(name), text).unwrap();
     }
-    std::fs::write(outside.join("evil.php"), "<?php echo 'EVIL RAN';").unwrap();
-    std::os::unix::fs::symlink(outside.join("evil.php"), root.join("link.php")).unwrap();
+    php_pages::link_out_of_root(&root, &outside);
     for dir in [&root, &outside] {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         for entry in std::fs::read_dir(dir).unwrap().flatten() {
@@ -138,10 +135,6 @@ fn start_nginx(server: &Server, site: &Site) -> Nginx {
             sock = sock.display(),
         )
     })
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn www_data_uid() -> u64 {
@@ -237,7 +230,7 @@ fn embedded_php_serves_php_examples_through_nginx_as_www_data() {
     assert!(body.contains(&want), "{body}");
     assert!(body.contains("QUERY_STRING=x=1\n"), "{body}");
 
-    common::php_pages::headers_error_and_post(&base, &server);
+    php_pages::headers_error_and_post(&base, &server);
     let nginx_log = std::fs::read_to_string(server.path("nginx-error.log")).unwrap_or_default();
     assert!(
         nginx_log.contains("FastCGI sent in stderr: \"PHP message: PHP Fatal error")
@@ -253,14 +246,7 @@ fn embedded_php_serves_php_examples_through_nginx_as_www_data() {
     let upload = site.dir.path().join("upload.bin");
     let bytes: Vec<u8> = (0..3usize << 20).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(&upload, &bytes).unwrap();
-    let md5 = text(
-        &Command::new(require("md5sum"))
-            .arg(&upload)
-            .output()
-            .unwrap()
-            .stdout,
-    );
-    let md5 = md5.split_whitespace().next().unwrap();
+    let md5 = php_pages::md5_of(&upload);
     let field = format!("file=@{}", upload.display());
     let (code, body) = curl(&["-F", &field], &format!("{base}/upload.php"));
     assert_eq!(
@@ -285,7 +271,7 @@ fn embedded_php_serves_php_examples_through_nginx_as_www_data() {
     assert!(body.contains("2 => 'from-config'"), "{body}");
     assert!(body.contains("3 => '77M'"), "{body}");
 
-    common::php_pages::refusals(&base);
+    php_pages::refusals(&base);
 }
 
 /// Over time: the worker process keeps its pid (no restart per request, none while idle),

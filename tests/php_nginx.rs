@@ -4,10 +4,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::nginx::{curl, Nginx};
+use common::php_pages::{self, text};
 use common::procs::children_named;
 use common::{raw, require, Server};
 
@@ -25,18 +25,13 @@ fn site() -> Site {
     let outside = base.join("outside");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::create_dir_all(&outside).unwrap();
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("php-examples");
-    for entry in std::fs::read_dir(&examples).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), root.join(entry.file_name())).unwrap();
-    }
-    std::fs::write(outside.join("evil.php"), "<?php echo 'EVIL RAN';").unwrap();
+    php_pages::copy_examples(&root);
     std::fs::write(
         root.join("env.php"),
         "<?php var_export([getenv('FASTPM_TEST'), getenv('HOME'), getenv('PHP_FCGI_MAX_REQUESTS'), ini_get('memory_limit')]);",
     )
     .unwrap();
-    std::os::unix::fs::symlink(outside.join("evil.php"), root.join("link.php")).unwrap();
+    php_pages::link_out_of_root(&root, &outside);
     Site {
         _dir: dir,
         root,
@@ -104,19 +99,6 @@ fn start_nginx(server: &Server, site: &Site) -> Nginx {
     })
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn md5_of(path: &Path) -> String {
-    let out = Command::new(require("md5sum")).arg(path).output().unwrap();
-    text(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 /// php-cgi processes whose parent is `parent`.
 fn php_children(parent: i32) -> Vec<i32> {
     children_named(parent, "php-cgi")
@@ -146,7 +128,7 @@ fn php_examples_through_nginx() {
     let (code, body) = curl(&[], &format!("{base}/cpu.php?k=1"));
     assert_eq!((code, text(&body)), (200, "k=1 x=729977\n".to_string()));
 
-    common::php_pages::headers_error_and_post(&base, &server);
+    php_pages::headers_error_and_post(&base, &server);
 
     // `env` reaches PHP, fastpm's own environment does not (clear_env), `ini` became -d.
     let (code, body) = curl(&[], &format!("{base}/env.php"));
@@ -157,7 +139,7 @@ fn php_examples_through_nginx() {
     assert!(body.contains("2 => '0'"), "{body}");
     assert!(body.contains("3 => '77M'"), "{body}");
 
-    common::php_pages::refusals(&base);
+    php_pages::refusals(&base);
 }
 
 /// Process workers (php-fpm's layout): each worker process owns its php-cgi, which is the
@@ -211,7 +193,7 @@ fn php_post_and_upload_bodies_arrive_intact() {
     for size in [0usize, 1 << 20, 10 << 20] {
         let body: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(&file, &body).unwrap();
-        let md5 = md5_of(&file);
+        let md5 = php_pages::md5_of(&file);
         let data = format!("@{}", file.display());
         let (code, out) = curl(
             &[

@@ -355,11 +355,9 @@ fn www_data_site() -> tempfile::TempDir {
     let www = dir.path().join("www");
     std::fs::create_dir(&www).unwrap();
     std::fs::set_permissions(&www, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("php-examples");
-    for entry in std::fs::read_dir(examples).unwrap().flatten() {
-        let to = www.join(entry.file_name());
-        std::fs::copy(entry.path(), &to).unwrap();
-        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).unwrap();
+    common::php_pages::copy_examples(&www);
+    for entry in std::fs::read_dir(&www).unwrap().flatten() {
+        std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
     }
     dir
 }

@@ -9,7 +9,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::apache::{open_to_www_data, Apache};
 use common::lighttpd::Lighttpd;
@@ -35,11 +34,7 @@ fn site() -> Site {
     let base = std::fs::canonicalize(dir.path()).unwrap();
     let root = base.join("www");
     std::fs::create_dir_all(&root).unwrap();
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("php-examples");
-    for entry in std::fs::read_dir(&examples).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), root.join(entry.file_name())).unwrap();
-    }
+    common::php_pages::copy_examples(&root);
     // What PHP made of the path: the same through fastpm as through php-fpm.
     std::fs::write(
         root.join("pathinfo.php"),
@@ -56,15 +51,7 @@ fn site() -> Site {
     let upload = base.join("upload.bin");
     let bytes: Vec<u8> = (0..1usize << 20).map(|i| (i * 31 % 253) as u8).collect();
     std::fs::write(&upload, &bytes).unwrap();
-    let out = Command::new(require("md5sum"))
-        .arg(&upload)
-        .output()
-        .unwrap();
-    let upload_md5 = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let upload_md5 = common::php_pages::md5_of(&upload);
     Site {
         _dir: dir,
         root,

@@ -3,11 +3,40 @@
 //! error page (logged by fastpm and passed on to nginx's log), a form POST, and the scripts
 //! that must not run.
 
-use super::nginx::curl;
-use super::Server;
+use std::path::Path;
+use std::process::Command;
 
-fn text(bytes: &[u8]) -> String {
+use super::nginx::curl;
+use super::{require, Server};
+
+/// A response body as text.
+pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A copy of the repository's php-examples/ in `root` (an existing directory).
+pub fn copy_examples(root: &Path) {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("php-examples");
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), root.join(entry.file_name())).unwrap();
+    }
+}
+
+/// `root/link.php`, a symlink to a script in `outside` that [`refusals`] expects not to run.
+pub fn link_out_of_root(root: &Path, outside: &Path) {
+    std::fs::write(outside.join("evil.php"), "<?php echo 'EVIL RAN';").unwrap();
+    std::os::unix::fs::symlink(outside.join("evil.php"), root.join("link.php")).unwrap();
+}
+
+/// `md5sum`'s digest of `path` (hex).
+pub fn md5_of(path: &Path) -> String {
+    let out = Command::new(require("md5sum")).arg(path).output().unwrap();
+    text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 /// The checks, through the nginx at `base` (`http://127.0.0.1:PORT`) in front of `server`.
