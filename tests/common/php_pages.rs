@@ -76,6 +76,21 @@ pub fn headers_error_and_post(base: &str, server: &Server) {
     assert!(body.contains("post[a]=1\npost[b]=two\n"), "{body}");
 }
 
+/// The test's env.php (`var_export([getenv('FASTPM_TEST'), getenv('HOME'), THIRD,
+/// ini_get('memory_limit')])`, THIRD the test's own) through the nginx at `base`: the pool's
+/// `env` (FASTPM_TEST = from-config) reaches PHP, fastpm's own environment does not
+/// (clear_env: no HOME), `ini` (memory_limit = 77M) is applied, and THIRD is `third` (as
+/// var_export writes it).
+pub fn env_and_ini(base: &str, third: &str) {
+    let (code, body) = curl(&[], &format!("{base}/env.php"));
+    let body = text(&body);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("0 => 'from-config'"), "{body}");
+    assert!(body.contains("1 => false"), "HOME must not leak: {body}");
+    assert!(body.contains(&format!("2 => {third}")), "{body}");
+    assert!(body.contains("3 => '77M'"), "{body}");
+}
+
 /// What must not run: a file that is not a .php script (403), a missing script (404), a
 /// `link.php` symlink out of the document root (404).
 pub fn refusals(base: &str) {
