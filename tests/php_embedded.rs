@@ -209,8 +209,7 @@ fn embedded_php_serves_php_examples_through_nginx_as_www_data() {
     let nginx = start_nginx(&server, &site);
     let base = format!("http://127.0.0.1:{}", nginx.port);
 
-    let (code, body) = curl(&[], &format!("{base}/hello.php"));
-    assert_eq!((code, text(&body)), (200, "Hello from PHP\n".to_string()));
+    php_pages::hello_and_info(&base, &site.root);
 
     // PHP runs in the worker: its pid is a worker's, its uid www-data, its SAPI php-fpm's.
     let (code, body) = curl(&[], &format!("{base}/who.php/extra"));
@@ -222,13 +221,6 @@ fn embedded_php_serves_php_examples_through_nginx_as_www_data() {
     assert!(workers(&server, 2).contains(&pid), "{body}");
     assert_eq!(fields[2], "fpm-fcgi", "{body}");
     assert_eq!(fields[3], "/who.php/extra", "PHP_SELF: {body}");
-
-    let (code, body) = curl(&[], &format!("{base}/info.php?x=1"));
-    let body = text(&body);
-    assert_eq!(code, 200, "{body}");
-    let want = format!("SCRIPT_FILENAME={}\n", site.root.join("info.php").display());
-    assert!(body.contains(&want), "{body}");
-    assert!(body.contains("QUERY_STRING=x=1\n"), "{body}");
 
     php_pages::headers_error_and_post(&base, &server);
     let nginx_log = std::fs::read_to_string(server.path("nginx-error.log")).unwrap_or_default();

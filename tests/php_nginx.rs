@@ -111,16 +111,8 @@ fn php_examples_through_nginx() {
     let nginx = start_nginx(&server, &site);
     let base = format!("http://127.0.0.1:{}", nginx.port);
 
-    let (code, body) = curl(&[], &format!("{base}/hello.php"));
-    assert_eq!((code, text(&body)), (200, "Hello from PHP\n".to_string()));
-
-    let (code, body) = curl(&[], &format!("{base}/info.php?x=1"));
-    let body = text(&body);
-    assert_eq!(code, 200, "{body}");
-    assert!(body.contains("(cgi-fcgi)"), "{body}");
-    let want = format!("SCRIPT_FILENAME={}\n", site.root.join("info.php").display());
-    assert!(body.contains(&want), "{body}");
-    assert!(body.contains("QUERY_STRING=x=1\n"), "{body}");
+    let info = php_pages::hello_and_info(&base, &site.root);
+    assert!(info.contains("(cgi-fcgi)"), "{info}");
 
     let (code, body) = curl(&[], &format!("{base}/sleep.php?ms=30"));
     assert_eq!((code, text(&body)), (200, "slept 30 ms\n".to_string()));

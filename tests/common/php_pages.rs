@@ -39,6 +39,21 @@ pub fn md5_of(path: &Path) -> String {
         .to_string()
 }
 
+/// hello.php, then info.php with a query, through the nginx at `base` in front of a copy of
+/// php-examples in `root`: the script path PHP saw is the real one, the query arrived. Returns
+/// info.php's page (for checks of the SAPI that ran it).
+pub fn hello_and_info(base: &str, root: &Path) -> String {
+    let (code, body) = curl(&[], &format!("{base}/hello.php"));
+    assert_eq!((code, text(&body)), (200, "Hello from PHP\n".to_string()));
+    let (code, body) = curl(&[], &format!("{base}/info.php?x=1"));
+    let body = text(&body);
+    assert_eq!(code, 200, "{body}");
+    let want = format!("SCRIPT_FILENAME={}\n", root.join("info.php").display());
+    assert!(body.contains(&want), "{body}");
+    assert!(body.contains("QUERY_STRING=x=1\n"), "{body}");
+    body
+}
+
 /// The checks, through the nginx at `base` (`http://127.0.0.1:PORT`) in front of `server`.
 pub fn headers_error_and_post(base: &str, server: &Server) {
     let (code, head) = curl(&["-D", "-"], &format!("{base}/headers.php?code=201"));
