@@ -6,10 +6,9 @@
 //!
 //! Why a future written out by hand rather than an `async fn`: the task *is* what a held
 //! request costs, tens of thousands at once (issue 10: ≤ 2 KB each). As an `async fn` with
-//! `select!` over four futures it took 2,096 bytes, and boxing the broker calls did not bring it
-//! near the bound: rustc
-//! keeps an `async fn`'s arguments twice and room for every branch, and each of `select!`'s
-//! futures carries a waiter of its own. Written out, a waiting request is its connection, its
+//! `select!` over four futures it took 2,096 bytes: rustc keeps an `async fn`'s arguments
+//! twice and room for every branch, and each of `select!`'s futures carries a waiter of its
+//! own. Written out, a waiting request is its connection, its
 //! subscription, a timer and how to answer ([`HeldTask`], under 200 bytes), and waiting needs
 //! no future: the message wakes the task through the subscription's slot, the client's end
 //! through the connection's registration, the stop through the slot again
