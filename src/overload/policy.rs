@@ -17,9 +17,10 @@ use std::time::Duration;
 use crate::config::{OverloadConfig, OverloadPolicy};
 
 /// A request that waited less than this for a worker runs without asking the kernel whether
-/// its client is still there (one `recv(MSG_PEEK)` per request: 8.2 system calls per relayed
-/// request became 7.2 with the accept-before-wait, 6.2 with this; docs/BENCHMARKS.md): a web server does not give up on a request within a millisecond, and
-/// one that did costs a run php-fpm would have made too. Longer or unknown waits are asked.
+/// its client is still there (one `recv(MSG_PEEK)` per request; with the accept-before-wait it
+/// took a relayed request from 8.2 system calls to 6.2, docs/BENCHMARKS.md): a web server does
+/// not give up on a request within a millisecond, and one that did costs a run php-fpm would
+/// have made too. Longer or unknown waits are asked.
 pub const GONE_CHECK_AFTER: Duration = Duration::from_millis(1);
 
 /// Pure: ask whether the client left before running a request that waited `queue_wait`?
