@@ -38,6 +38,7 @@
 #
 # Knobs (environment): ROUNDS (3) SECS (5) WARMUP_SECS (1) CLIENTS (8) INI (none/deployed) FASTPM
 # (binary; default target/release/fastpm, built if missing) PERF (1/0) OUT (target/bench-cpu.md)
+# ONLY (short names, comma-separated: php-fpm and these only; default every layout)
 
 import json
 import os
@@ -78,13 +79,22 @@ PARENT = r"__x64_sys_[a-z0-9_]+|__do_sys_[a-z0-9_]+"
 TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 DOCROOT = os.path.join(ROOT, "php-examples")
 SCRIPT = os.path.join(DOCROOT, "hello.php")
-BACKENDS = ["php-fpm",
-            "fastpm php, thread workers, shared php-cgi",
-            "fastpm php, process workers, shared php-cgi",
-            "fastpm php, thread workers, php-cgi per worker",
-            "fastpm php, process workers, php-cgi per worker",
-            "fastpm exec",
-            "fastpm php, embedded PHP"]
+# Every backend the script knows, in report order: (short name for ONLY, name in the report).
+ALL_BACKENDS = [("php-fpm", "php-fpm"),
+                ("thread-shared", "fastpm php, thread workers, shared php-cgi"),
+                ("process-shared", "fastpm php, process workers, shared php-cgi"),
+                ("thread", "fastpm php, thread workers, php-cgi per worker"),
+                ("process", "fastpm php, process workers, php-cgi per worker"),
+                ("exec", "fastpm exec"),
+                ("embedded", "fastpm php, embedded PHP")]
+# ONLY (comma-separated short names): php-fpm and these, for a look at one layout; the report
+# says so. Unset: every layout, as a benchmark run must.
+ONLY = [n for n in os.environ.get("ONLY", "").split(",") if n]
+if unknown := set(ONLY) - {short for short, _ in ALL_BACKENDS}:
+    raise SystemExit(f"ONLY: unknown {sorted(unknown)}; say some of "
+                     f"{[short for short, _ in ALL_BACKENDS[1:]]}")
+SHORT = [short for short, _ in ALL_BACKENDS if short == "php-fpm" or not ONLY or short in ONLY]
+BACKENDS = [name for short, name in ALL_BACKENDS if short in SHORT]
 
 
 def log(*args):
@@ -191,6 +201,8 @@ def start(work, fastpm):
          f'kind = "php"\nphp_children = "embedded"\nphp_ini = "{EMBEDDED_INI}"\ndocument_root = "{DOCROOT}"\n'),
     ]
     for name, workers, app in apps:
+        if name not in SHORT:
+            continue
         sock = f"{work}/fastpm-{name}.sock"
         with open(f"{work}/fastpm-{name}.toml", "w") as f:
             f.write(f'[global]\nstatus_listen = ""\nruntime_dir = "{work}/rt-{name}"\n\n[pool.{POOL}]\n'
@@ -202,7 +214,8 @@ def start(work, fastpm):
 
 
 def bench(fastpm, sock, secs):
-    """`fastpm bench`: (summary JSON, client CPU seconds from rusage)."""
+    """`fastpm bench`: (summary JSON, client rusage: CPU seconds, voluntary and involuntary
+    context switches)."""
     proc = subprocess.Popen([fastpm, "bench", f"unix:{sock}", "-c", str(CLIENTS), "-d", str(secs),
                              "--path", "/hello.php", "-p", f"SCRIPT_FILENAME={SCRIPT}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -210,7 +223,7 @@ def bench(fastpm, sock, secs):
     proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = status
-    return json.loads(out), usage.ru_utime + usage.ru_stime
+    return json.loads(out), (usage.ru_utime + usage.ru_stime, usage.ru_nvcsw, usage.ru_nivcsw)
 
 
 def check_body(fastpm, sock):
@@ -355,9 +368,17 @@ def med(values):
 def render(rows, load_start, round_loads, started):
     out = [f"`fastpm bench unix:SOCK -c {CLIENTS} -d {SECS:g} --path /hello.php` (one connection per "
            f"request, no nginx) after a {WARMUP_SECS:g} s warm-up, {ROUNDS} rounds; 4 workers each, "
-           f"INI={INI}: {INI_TEXT}; run took {(time.time() - started) / 60:.1f} min\n",
+           f"INI={INI}: {INI_TEXT}; run took {(time.time() - started) / 60:.1f} min"
+           + (f"; only {', '.join(SHORT[1:])} beside php-fpm (ONLY)" if ONLY else "") + "\n",
            f"- load average: {load_start} at start; per round {' / '.join(round_loads)}",
-           f"- CPU from /proc/PID/task/*/stat (utime + stime, {TICK_US:.0f} µs ticks) over every thread "
+           "- throughput against php-fpm's in the same round (php-fpm is BACKENDS[0]): median of "
+           "the per-round ratios, their range, each round"]
+    fpm = [r["ok"] / r["wall"] for r in rows[0]]
+    for i, name in enumerate(BACKENDS[1:], start=1):
+        ratios = [r["ok"] / r["wall"] / f for r, f in zip(rows[i], fpm)]
+        out.append(f"  - {name}: **{med(ratios):.2f}×** ({min(ratios):.2f}–{max(ratios):.2f}; "
+                   f"{' / '.join(f'{x:.2f}' for x in ratios)})")
+    out += [f"- CPU from /proc/PID/task/*/stat (utime + stime, {TICK_US:.0f} µs ticks) over every thread "
            "of the backend's tree, ÷ requests answered in the window; medians over rounds, "
            "per-round values in brackets\n",
            "| backend | ok/s | role | threads | user µs/req | sys µs/req | total µs/req (per round) | "
@@ -373,8 +394,11 @@ def render(rows, load_start, round_loads, started):
                     return sum(v[idx] for v in r["roles"].values()) / r["ok"]
                 return r["roles"].get(n, [0] * 5)[idx] / r["ok"]
             if n == "client (fastpm bench)":
-                tot = [r["client"] * 1e6 / r["ok"] for r in rs]
-                out.append(f"| {name} | | {n} | {CLIENTS} | | | {med(tot):.1f} ({' / '.join(f'{t:.1f}' for t in tot)}) | | |")
+                tot = [r["client"][0] * 1e6 / r["ok"] for r in rs]
+                vol = [r["client"][1] / r["ok"] for r in rs]
+                inv = [r["client"][2] / r["ok"] for r in rs]
+                out.append(f"| {name} | | {n} | {CLIENTS} | | | {med(tot):.1f} "
+                           f"({' / '.join(f'{t:.1f}' for t in tot)}) | {med(vol):.2f} | {med(inv):.2f} |")
                 continue
             user = [per(r, 0) * TICK_US for r in rs]
             sys_ = [per(r, 1) * TICK_US for r in rs]
