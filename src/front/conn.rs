@@ -8,6 +8,13 @@
 //! Memory: a silent connection costs this struct and its descriptor; bytes are read into the
 //! front's one scratch buffer and only a partial record (or what followed a complete request)
 //! is copied into the connection's own `pending`.
+//!
+//! A fresh unix connection's first read is a `MSG_PEEK` ([`FrontConn::peeked`]): when it
+//! brings the whole request, the bytes stay in the socket until the response has been written
+//! ([`FrontConn::drain_peeked`]). Taking bytes off a unix socket wakes the peer's reader
+//! (`unix_write_space`: room to write again), and the web server, asleep waiting for the
+//! response, would be woken once for nothing before every response (measured: docs/
+//! BENCHMARKS.md, "The wake-up before the answer"). Anything else drains at once.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -39,6 +46,11 @@ pub struct FrontConn {
     pub(super) registered: bool,
     /// A request was answered on it and it was kept (FCGI_KEEP_CONN).
     kept: bool,
+    /// Bytes read with `MSG_PEEK` and still in the socket (see the module comment): taken off
+    /// by [`FrontConn::drain_peeked`] before the socket is read, asked whether the client is
+    /// gone, handed on or closed — closing a unix socket with unread bytes would end the
+    /// client's stream with ECONNRESET instead of an end of file.
+    peeked: usize,
 }
 
 /// What one [`FrontConn::step`] came to.
@@ -86,6 +98,7 @@ impl FrontConn {
             bytes_seen: false,
             registered: false,
             kept: false,
+            peeked: 0,
         }
     }
 
@@ -165,11 +178,17 @@ impl FrontConn {
             if !read {
                 return Step::Wait;
             }
-            let n = match recv(
-                self.stream.as_fd().as_raw_fd(),
-                scratch,
-                MsgFlags::MSG_DONTWAIT,
-            ) {
+            if let Err(e) = self.drain_peeked(scratch) {
+                return Step::Close(End::Io(e));
+            }
+            // Only the first bytes of a fresh unix connection are peeked (module comment).
+            let peek = !self.bytes_seen && !self.kept && matches!(self.stream, Stream::Unix(_));
+            let flags = if peek {
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_PEEK
+            } else {
+                MsgFlags::MSG_DONTWAIT
+            };
+            let n = match recv(self.stream.as_fd().as_raw_fd(), scratch, flags) {
                 Ok(0) => return Step::Close(self.at_eof()),
                 Ok(n) => n,
                 Err(Errno::EAGAIN) => return Step::Wait,
@@ -177,21 +196,55 @@ impl FrontConn {
                 Err(e) => return Step::Close(End::Io(e.into())),
             };
             self.arrived(now);
+            if peek {
+                self.peeked = n;
+            }
             if n < scratch.len() {
                 // The socket is very likely drained: feed, and wait for readiness rather than
                 // spend a read on EAGAIN (readiness is level-triggered; nothing is missed).
                 read = false;
             }
-            if self.pending.is_empty() {
+            let step = if self.pending.is_empty() {
                 let (used, step) = self.feed_all(&scratch[..n], replies);
                 self.pending.extend_from_slice(&scratch[used..n]);
-                if let Some(step) = step {
-                    return step;
-                }
+                step
             } else {
                 self.pending.extend_from_slice(&scratch[..n]);
+                None
+            };
+            // Peeked bytes stay in the socket only under a complete request: a connection
+            // that waits for more must not stay readable, one that ends must not be reset.
+            if !matches!(step, Some(Step::Complete(_))) {
+                if let Err(e) = self.drain_peeked(scratch) {
+                    return Step::Close(End::Io(e));
+                }
+            }
+            if let Some(step) = step {
+                return step;
             }
         }
+    }
+
+    /// Take the peeked bytes (module comment) off the socket, reading them into `buf` again;
+    /// nothing to do when none are left there.
+    pub fn drain_peeked(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        while self.peeked > 0 {
+            let want = self.peeked.min(buf.len());
+            match recv(
+                self.stream.as_fd().as_raw_fd(),
+                &mut buf[..want],
+                MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(0) => self.peeked = 0,
+                Ok(n) => self.peeked -= n.min(self.peeked),
+                Err(Errno::EINTR) => {}
+                Err(e) => {
+                    self.peeked = 0;
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The first bytes of a kept connection's next request restart the clock.
@@ -253,6 +306,17 @@ impl FrontConn {
             }
         }
         (used, None)
+    }
+}
+
+impl Drop for FrontConn {
+    /// A connection closed on a path that did not drain (an error, a shutdown) still ends the
+    /// client's stream with an end of file, not ECONNRESET.
+    fn drop(&mut self) {
+        if self.peeked > 0 {
+            let mut buf = [0u8; 4096];
+            let _ = self.drain_peeked(&mut buf);
+        }
     }
 }
 
@@ -354,6 +418,91 @@ mod tests {
         // Nothing pending now: idle.
         conn.returned(Instant::now());
         assert!(matches!(conn.phase, Phase::Idle { .. }));
+    }
+
+    /// Bytes still in `ours`' receive queue, without taking them.
+    fn left_in_socket(conn: &FrontConn) -> usize {
+        let mut buf = [0u8; 4096];
+        match recv(
+            conn.stream.as_fd().as_raw_fd(),
+            &mut buf,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(n) => n,
+            Err(Errno::EAGAIN) => 0,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_complete_first_request_stays_in_the_socket_until_drained() {
+        let (mut conn, mut client) = pair();
+        let bytes = request(false, b"body");
+        client.write_all(&bytes).unwrap();
+        let Step::Complete(r) = step(&mut conn) else {
+            panic!("complete")
+        };
+        assert_eq!(r.stdin, b"body");
+        assert_eq!(left_in_socket(&conn), bytes.len(), "peeked, not taken");
+        conn.drain_peeked(&mut [0u8; 16]).unwrap();
+        assert_eq!(left_in_socket(&conn), 0);
+        conn.drain_peeked(&mut [0u8; 16]).unwrap();
+    }
+
+    #[test]
+    fn a_partial_first_read_is_taken_at_once() {
+        let (mut conn, mut client) = pair();
+        let bytes = request(false, b"body");
+        client.write_all(&bytes[..bytes.len() - 3]).unwrap();
+        assert!(matches!(step(&mut conn), Step::Wait));
+        assert_eq!(
+            left_in_socket(&conn),
+            0,
+            "a waiting connection is not left readable"
+        );
+        client.write_all(&bytes[bytes.len() - 3..]).unwrap();
+        let Step::Complete(r) = step(&mut conn) else {
+            panic!("complete")
+        };
+        assert_eq!(r.stdin, b"body");
+        assert_eq!(
+            left_in_socket(&conn),
+            0,
+            "only a fresh connection's first read peeks"
+        );
+    }
+
+    #[test]
+    fn a_kept_connection_s_next_request_is_read_not_peeked() {
+        let (mut conn, mut client) = pair();
+        client.write_all(&request(true, b"one")).unwrap();
+        let Step::Complete(first) = step(&mut conn) else {
+            panic!("first")
+        };
+        conn.drain_peeked(&mut [0u8; 64]).unwrap();
+        conn.recycle(first);
+        conn.returned(Instant::now());
+        client.write_all(&request(true, b"two")).unwrap();
+        let Step::Complete(second) = step(&mut conn) else {
+            panic!("second")
+        };
+        assert_eq!(second.stdin, b"two");
+        assert_eq!(left_in_socket(&conn), 0);
+    }
+
+    #[test]
+    fn dropped_with_peeked_bytes_the_client_reads_an_end_of_file() {
+        use std::io::Read;
+        let (mut conn, mut client) = pair();
+        client.write_all(&request(false, b"")).unwrap();
+        assert!(matches!(step(&mut conn), Step::Complete(_)));
+        drop(conn);
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            client.read(&mut buf).unwrap(),
+            0,
+            "end of file, not ECONNRESET"
+        );
     }
 
     #[test]

@@ -352,6 +352,11 @@ impl Executor<'_> {
             conn.queue_wait_us.take().map(|us| us + in_front_us)
         };
         ctx.metrics.record_queue_wait(queue_wait_us);
+        // The request's bytes may still be in the socket (`FrontConn::peeked`); asking it
+        // whether the client left must see only what came after them.
+        if crate::overload::policy::ask_if_client_gone(queue_wait_us.map(Duration::from_micros)) {
+            let _ = conn.drain_peeked(&mut self.scratch);
+        }
         if let Some(grip) = &mut self.grip {
             grip.reset();
         }
@@ -367,6 +372,9 @@ impl Executor<'_> {
             )
         };
         self.out.clear();
+        // Answered: the request's bytes can leave the socket now without waking the client
+        // for nothing (a failure here means the client is gone, which the next read sees).
+        let _ = conn.drain_peeked(&mut self.scratch);
         let (request_id, keep_conn) = (request.request_id, request.keep_conn);
         conn.recycle(request);
         match result {

@@ -189,6 +189,18 @@ fn answer_504(timeout: Duration) {
     encode_end_request(&mut out, id, 0, ProtocolStatus::RequestComplete);
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let _ = stream.write_all(&out);
+    // The request's bytes may still be in the socket (`FrontConn::peeked`): the process exits
+    // next, and closing with them unread would end the client's stream with a reset after
+    // the 504. Take what is there (this process serves nothing more), without waiting.
+    if stream.set_nonblocking(true).is_ok() {
+        let mut buf = [0u8; 4096];
+        let mut reader: &Stream = stream;
+        for _ in 0..256 {
+            if !matches!(std::io::Read::read(&mut reader, &mut buf), Ok(n) if n > 0) {
+                break;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
