@@ -14,7 +14,8 @@
 //! ([`FrontConn::drain_peeked`]). Taking bytes off a unix socket wakes the peer's reader
 //! (`unix_write_space`: room to write again), and the web server, asleep waiting for the
 //! response, would be woken once for nothing before every response (measured: docs/
-//! BENCHMARKS.md, "The wake-up before the answer"). Anything else drains at once.
+//! BENCHMARKS.md, "The wake-up before the answer"). Anything else (a partial request, one
+//! over [`MAX_LEFT_PEEKED`], an end) drains at once.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -28,6 +29,11 @@ use crate::fastcgi::{
     AssembleError, Assembler, Event, LimitExceeded, Limits, ProtocolError, Request,
 };
 use crate::listen::{Peer, Stream};
+
+/// The most peeked bytes left in the socket under a complete request: draining them copies
+/// them a second time, which costs more than the wake-up it saves once a request carries a
+/// body of many KiB (nginx's GET requests are well under 2 KiB).
+pub const MAX_LEFT_PEEKED: usize = 16 * 1024;
 
 /// One accepted connection.
 pub struct FrontConn {
@@ -212,9 +218,10 @@ impl FrontConn {
                 self.pending.extend_from_slice(&scratch[..n]);
                 None
             };
-            // Peeked bytes stay in the socket only under a complete request: a connection
-            // that waits for more must not stay readable, one that ends must not be reset.
-            if !matches!(step, Some(Step::Complete(_))) {
+            // Peeked bytes stay in the socket only under a complete request (and not too
+            // many): a connection that waits for more must not stay readable, one that ends
+            // must not be reset.
+            if !matches!(step, Some(Step::Complete(_))) || self.peeked > MAX_LEFT_PEEKED {
                 if let Err(e) = self.drain_peeked(scratch) {
                     return Step::Close(End::Io(e));
                 }
@@ -447,6 +454,19 @@ mod tests {
         conn.drain_peeked(&mut [0u8; 16]).unwrap();
         assert_eq!(left_in_socket(&conn), 0);
         conn.drain_peeked(&mut [0u8; 16]).unwrap();
+    }
+
+    #[test]
+    fn a_large_complete_request_is_taken_at_once() {
+        let (mut conn, mut client) = pair();
+        let body = vec![b'x'; MAX_LEFT_PEEKED];
+        let bytes = request(false, &body);
+        client.write_all(&bytes).unwrap();
+        let Step::Complete(r) = step(&mut conn) else {
+            panic!("complete")
+        };
+        assert_eq!(r.stdin, body);
+        assert_eq!(left_in_socket(&conn), 0);
     }
 
     #[test]
