@@ -365,11 +365,21 @@ def med(values):
     return statistics.median(values) if values else float("nan")
 
 
+def binary_label():
+    """Which fastpm was measured: FASTPM's binary, or the checkout's build and its commit."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    if os.environ.get("FASTPM"):
+        return f"fastpm binary {os.environ['FASTPM']} (FASTPM; checkout at {commit})"
+    return f"fastpm commit {commit}"
+
+
 def render(rows, load_start, round_loads, started):
     out = [f"`fastpm bench unix:SOCK -c {CLIENTS} -d {SECS:g} --path /hello.php` (one connection per "
            f"request, no nginx) after a {WARMUP_SECS:g} s warm-up, {ROUNDS} rounds; 4 workers each, "
            f"INI={INI}: {INI_TEXT}; run took {(time.time() - started) / 60:.1f} min"
-           + (f"; only {', '.join(SHORT[1:])} beside php-fpm (ONLY)" if ONLY else "") + "\n",
+           + (f"; only {', '.join(SHORT[1:])} beside php-fpm (ONLY)" if ONLY else "")
+           + f"; {binary_label()}\n",
            f"- load average: {load_start} at start; per round {' / '.join(round_loads)}",
            "- throughput against php-fpm's in the same round (php-fpm is BACKENDS[0]): median of "
            "the per-round ratios, their range, each round"]

@@ -478,11 +478,14 @@ def main():
         need("/usr/lib/libphp8.2.so", "libphp8.2-embed")
     install_dokuwiki()
     fastpm = os.environ.get("FASTPM")
-    if not fastpm:
-        subprocess.run(["cargo", "build", "--release", "--bin", "fastpm"], cwd=ROOT, check=True)
-        fastpm = os.path.join(ROOT, "target", "release", "fastpm")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
+    if fastpm:
+        # Another binary: the checkout's commit says nothing about it.
+        commit = f"of the binary {fastpm} (FASTPM; checkout at {commit})"
+    else:
+        subprocess.run(["cargo", "build", "--release", "--bin", "fastpm"], cwd=ROOT, check=True)
+        fastpm = os.path.join(ROOT, "target", "release", "fastpm")
     work = tempfile.mkdtemp(prefix="fastpm-realapp.")
     os.chmod(work, 0o755)  # nginx's workers (www-data) reach the sockets through it
     started = time.time()
