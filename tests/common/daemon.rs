@@ -53,13 +53,50 @@ impl Daemon {
         self.child.id()
     }
 
-    /// Ready when something accepts TCP connections on 127.0.0.1:`port`.
+    /// Ready when this process listens on `port` and 127.0.0.1:`port` accepts connections.
+    /// Whose listener it is matters: the port comes from `free_port`, closed before the server
+    /// binds it, and another test's server may take it meanwhile — then ours fails to bind
+    /// (nginx retries for a few seconds, then exits with the reason, which the panic shows),
+    /// where "anything accepts" sent the test's requests to a stranger.
     pub fn wait_for_port(&mut self, port: u16, logs: &[&Path]) {
+        let pid = self.child.id();
         self.wait_ready(
-            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            || listens(pid, port) && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
             logs,
         );
     }
+}
+
+/// Whether process `pid` holds a TCP socket listening on `port` (any address, IPv4 or IPv6):
+/// the socket inodes of /proc/net/tcp{,6} in state LISTEN on that port, found among
+/// /proc/PID/fd.
+fn listens(pid: u32, port: u16) -> bool {
+    let port_hex = format!(":{port:04X}");
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let listening = fields.get(3) == Some(&"0A");
+                    let on_port = fields.get(1).is_some_and(|a| a.ends_with(&port_hex));
+                    let inode = fields.get(9)?;
+                    (listening && on_port).then(|| format!("socket:[{inode}]"))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
 }
 
 impl Drop for Daemon {
