@@ -221,6 +221,9 @@ fn error_log_gets_master_and_worker_lines_and_long_stderr_is_cut_to_log_limit() 
     .unwrap();
     assert!(response.ends_with("done"), "{response}");
     let log = server.path("error.log");
+    // Two writers reach the file through the master, in either order: the worker's "php: x"
+    // (FastCGI STDERR) and php-cgi's own "php-cgi: y". Wait for both.
+    wait_text(&log, "php: x");
     let text = wait_text(&log, "php-cgi: y");
     // The master's lines are there, and nothing but the pointer to the file is on stderr.
     assert!(
