@@ -30,9 +30,10 @@ use crate::fastcgi::{
 };
 use crate::listen::{Peer, Stream};
 
-/// The most peeked bytes left in the socket under a complete request: draining them copies
-/// them a second time, which costs more than the wake-up it saves once a request carries a
-/// body of many KiB (nginx's GET requests are well under 2 KiB).
+/// The most peeked bytes left in the socket under a complete request: draining copies them a
+/// second time, which grows with the request while the wake-up it saves does not. The bound is
+/// a guess, not a measured break-even: it keeps every GET nginx sends (well under 2 KiB) and
+/// takes a request with a body of many KiB at once, as before the peek.
 pub const MAX_LEFT_PEEKED: usize = 16 * 1024;
 
 /// One accepted connection.
@@ -184,11 +185,13 @@ impl FrontConn {
             if !read {
                 return Step::Wait;
             }
+            // A guard: the executor drains after the answer, before the connection is read
+            // again; reading past peeked bytes would feed the same request twice.
             if let Err(e) = self.drain_peeked(scratch) {
                 return Step::Close(End::Io(e));
             }
             // Only the first bytes of a fresh unix connection are peeked (module comment).
-            let peek = !self.bytes_seen && !self.kept && matches!(self.stream, Stream::Unix(_));
+            let peek = self.nothing_read() && matches!(self.stream, Stream::Unix(_));
             let flags = if peek {
                 MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_PEEK
             } else {
@@ -243,7 +246,7 @@ impl FrontConn {
                 MsgFlags::MSG_DONTWAIT,
             ) {
                 Ok(0) => self.peeked = 0,
-                Ok(n) => self.peeked -= n.min(self.peeked),
+                Ok(n) => self.peeked -= n, // at most `want`, which is at most `peeked`
                 Err(Errno::EINTR) => {}
                 Err(e) => {
                     self.peeked = 0;
