@@ -130,7 +130,7 @@ fn a_request_in_pieces_is_answered_and_ends_with_an_end_of_file() {
     conn.write_all(tail).unwrap();
     let text = answer_then_eof(&mut conn);
     assert!(text.contains("slept 1 ms"), "{text:?}");
-    // The connection was not left readable behind the answer: a second one is served too.
+    // The worker goes on serving: a second connection is answered too.
     let mut again = raw::connect_unix(&server.path("w.sock"));
     again
         .write_all(&raw::request_with_id(1, "/sleep", "ms=1", b"", false))

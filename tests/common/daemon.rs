@@ -67,36 +67,14 @@ impl Daemon {
     }
 }
 
-/// Whether process `pid` holds a TCP socket listening on `port` (any address, IPv4 or IPv6):
-/// the socket inodes of /proc/net/tcp{,6} in state LISTEN on that port, found among
-/// /proc/PID/fd.
+/// Whether process `pid` holds the TCP socket listening on `port`: `ss -ltnpH` names the
+/// processes holding each listener (`users:(("nginx",pid=123,fd=6))`).
 fn listens(pid: u32, port: u16) -> bool {
-    let port_hex = format!(":{port:04X}");
-    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|table| std::fs::read_to_string(table).ok())
-        .flat_map(|text| {
-            text.lines()
-                .skip(1)
-                .filter_map(|line| {
-                    let fields: Vec<&str> = line.split_whitespace().collect();
-                    let listening = fields.get(3) == Some(&"0A");
-                    let on_port = fields.get(1).is_some_and(|a| a.ends_with(&port_hex));
-                    let inode = fields.get(9)?;
-                    (listening && on_port).then(|| format!("socket:[{inode}]"))
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    if inodes.is_empty() {
-        return false;
-    }
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.filter_map(Result::ok)
-        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-        .any(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    let out = Command::new(super::require("ss"))
+        .args(["-ltnpH", &format!("sport = :{port}")])
+        .output()
+        .expect("run ss");
+    String::from_utf8_lossy(&out.stdout).contains(&format!("pid={pid},"))
 }
 
 impl Drop for Daemon {
